@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/collection/v1/collection_service.proto.
  */
 export const file_keymesh_collection_v1_collection_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5rZXltZXNoL2NvbGxlY3Rpb24vdjEvY29sbGVjdGlvbl9zZXJ2aWNlLnByb3RvEhVrZXltZXNoLmNvbGxlY3Rpb24udjEiJQoGUmVjb3JkEgoKAmlkGAEgASgDEg8KB3BheWxvYWQYAiABKAwiawoPU3RvcmVkU2lnbmF0dXJlEhEKCXNpZ25hdHVyZRgBIAEoDBIOCgZrZXlfaWQYAiABKAkSDQoFZmVuY2UYAyABKAMSEAoIYmF0Y2hfaWQYBCABKAkSFAoMc2lnbmVkX2F0X21zGAUgASgDIjkKElNlZWRSZWNvcmRzUmVxdWVzdBINCgVjb3VudBgBIAEoDRIUCgxwYXlsb2FkX3NpemUYAiABKA0iNgoTU2VlZFJlY29yZHNSZXNwb25zZRIQCghpbnNlcnRlZBgBIAEoDRINCgV0b3RhbBgCIAEoAyJZChFDbGFpbUJhdGNoUmVxdWVzdBIQCghjbGFpbWFudBgBIAEoCRIMCgRzaXplGAIgASgNEhQKDGNsYWltX3R0bF9tcxgDIAEoDRIOCgZqb2JfaWQYBCABKAkibQoSQ2xhaW1CYXRjaFJlc3BvbnNlEhAKCGNsYWltX2lkGAEgASgJEi4KB3JlY29yZHMYAiADKAsyHS5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkEhUKDWV4cGlyZXNfYXRfbXMYAyABKAMiNwoPUmVjb3JkU2lnbmF0dXJlEhEKCXJlY29yZF9pZBgBIAEoAxIRCglzaWduYXR1cmUYAiABKAwiugEKEkNvbW1pdEJhdGNoUmVxdWVzdBIQCghjbGFpbV9pZBgBIAEoCRIQCghiYXRjaF9pZBgCIAEoCRIOCgZrZXlfaWQYAyABKAkSDQoFZmVuY2UYBCABKAMSDgoGam9iX2lkGAUgASgJEjoKCnNpZ25hdHVyZXMYBiADKAsyJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkU2lnbmF0dXJlEhUKDXN0YXJ0ZWRfYXRfbXMYByABKAMiVgoJUmVqZWN0aW9uEhEKCXJlY29yZF9pZBgBIAEoAxI2CgZyZWFzb24YAiABKA4yJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uUmVhc29uIm0KE0NvbW1pdEJhdGNoUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNEhAKCHJlamVjdGVkGAIgASgNEjQKCnJlamVjdGlvbnMYAyADKAsyIC5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uIicKE1JlbGVhc2VDbGFpbVJlcXVlc3QSEAoIY2xhaW1faWQYASABKAkiKAoUUmVsZWFzZUNsYWltUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKA0iHgoQR2V0UmVjb3JkUmVxdWVzdBIKCgJpZBgBIAEoAyJ9ChFHZXRSZWNvcmRSZXNwb25zZRItCgZyZWNvcmQYASABKAsyHS5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkEjkKCXNpZ25hdHVyZRgCIAEoCzImLmtleW1lc2guY29sbGVjdGlvbi52MS5TdG9yZWRTaWduYXR1cmUiFAoSR2V0UHJvZ3Jlc3NSZXF1ZXN0IkUKE0dldFByb2dyZXNzUmVzcG9uc2USDQoFdG90YWwYASABKAMSDgoGc2lnbmVkGAIgASgDEg8KB2NsYWltZWQYAyABKAMiOgoXRXhwb3J0U2lnbmF0dXJlc1JlcXVlc3QSEAoIYWZ0ZXJfaWQYASABKAMSDQoFbGltaXQYAiABKAMiUgoYRXhwb3J0U2lnbmF0dXJlc1Jlc3BvbnNlEjYKB3JlY29yZHMYASADKAsyJS5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0ZWRSZWNvcmQiegoORXhwb3J0ZWRSZWNvcmQSLQoGcmVjb3JkGAEgASgLMh0ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlY29yZBI5CglzaWduYXR1cmUYAiABKAsyJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuU3RvcmVkU2lnbmF0dXJlIhYKFERlbGV0ZVJlY29yZHNSZXF1ZXN0IigKFURlbGV0ZVJlY29yZHNSZXNwb25zZRIPCgdkZWxldGVkGAEgASgDKsUBCg9SZWplY3Rpb25SZWFzb24SIAocUkVKRUNUSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH1JFSkVDVElPTl9SRUFTT05fQUxSRUFEWV9TSUdORUQQARIgChxSRUpFQ1RJT05fUkVBU09OX1NUQUxFX0ZFTkNFEAISIQodUkVKRUNUSU9OX1JFQVNPTl9OT1RfSU5fQ0xBSU0QAxImCiJSRUpFQ1RJT05fUkVBU09OX0lOVkFMSURfU0lHTkFUVVJFEAQy4wYKEUNvbGxlY3Rpb25TZXJ2aWNlEmQKC1NlZWRSZWNvcmRzEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlNlZWRSZWNvcmRzUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5TZWVkUmVjb3Jkc1Jlc3BvbnNlEmEKCkNsYWltQmF0Y2gSKC5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlcXVlc3QaKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlc3BvbnNlEmQKC0NvbW1pdEJhdGNoEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNvbW1pdEJhdGNoUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5Db21taXRCYXRjaFJlc3BvbnNlEmcKDFJlbGVhc2VDbGFpbRIqLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWxlYXNlQ2xhaW1SZXF1ZXN0Gisua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlbGVhc2VDbGFpbVJlc3BvbnNlEmMKCUdldFJlY29yZBInLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRSZWNvcmRSZXF1ZXN0Gigua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFJlY29yZFJlc3BvbnNlIgOQAgESaQoLR2V0UHJvZ3Jlc3MSKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0UHJvZ3Jlc3NSZXF1ZXN0Gioua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFByb2dyZXNzUmVzcG9uc2UiA5ACARJ6ChBFeHBvcnRTaWduYXR1cmVzEi4ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydFNpZ25hdHVyZXNSZXF1ZXN0Gi8ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydFNpZ25hdHVyZXNSZXNwb25zZSIDkAIBMAESagoNRGVsZXRlUmVjb3JkcxIrLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVxdWVzdBosLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVzcG9uc2VC7wEKGWNvbS5rZXltZXNoLmNvbGxlY3Rpb24udjFCFkNvbGxlY3Rpb25TZXJ2aWNlUHJvdG9QAVpEZ2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvY29sbGVjdGlvbi92MTtjb2xsZWN0aW9udjGiAgNLQ1iqAhVLZXltZXNoLkNvbGxlY3Rpb24uVjHKAhVLZXltZXNoXENvbGxlY3Rpb25cVjHiAiFLZXltZXNoXENvbGxlY3Rpb25cVjFcR1BCTWV0YWRhdGHqAhdLZXltZXNoOjpDb2xsZWN0aW9uOjpWMWIGcHJvdG8z");
+  fileDesc("Ci5rZXltZXNoL2NvbGxlY3Rpb24vdjEvY29sbGVjdGlvbl9zZXJ2aWNlLnByb3RvEhVrZXltZXNoLmNvbGxlY3Rpb24udjEiJQoGUmVjb3JkEgoKAmlkGAEgASgDEg8KB3BheWxvYWQYAiABKAwiawoPU3RvcmVkU2lnbmF0dXJlEhEKCXNpZ25hdHVyZRgBIAEoDBIOCgZrZXlfaWQYAiABKAkSDQoFZmVuY2UYAyABKAMSEAoIYmF0Y2hfaWQYBCABKAkSFAoMc2lnbmVkX2F0X21zGAUgASgDIjkKElNlZWRSZWNvcmRzUmVxdWVzdBINCgVjb3VudBgBIAEoDRIUCgxwYXlsb2FkX3NpemUYAiABKA0iNgoTU2VlZFJlY29yZHNSZXNwb25zZRIQCghpbnNlcnRlZBgBIAEoDRINCgV0b3RhbBgCIAEoAyJZChFDbGFpbUJhdGNoUmVxdWVzdBIQCghjbGFpbWFudBgBIAEoCRIMCgRzaXplGAIgASgNEhQKDGNsYWltX3R0bF9tcxgDIAEoDRIOCgZqb2JfaWQYBCABKAkibQoSQ2xhaW1CYXRjaFJlc3BvbnNlEhAKCGNsYWltX2lkGAEgASgJEi4KB3JlY29yZHMYAiADKAsyHS5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkEhUKDWV4cGlyZXNfYXRfbXMYAyABKAMiNwoPUmVjb3JkU2lnbmF0dXJlEhEKCXJlY29yZF9pZBgBIAEoAxIRCglzaWduYXR1cmUYAiABKAwiugEKEkNvbW1pdEJhdGNoUmVxdWVzdBIQCghjbGFpbV9pZBgBIAEoCRIQCghiYXRjaF9pZBgCIAEoCRIOCgZrZXlfaWQYAyABKAkSDQoFZmVuY2UYBCABKAMSDgoGam9iX2lkGAUgASgJEjoKCnNpZ25hdHVyZXMYBiADKAsyJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkU2lnbmF0dXJlEhUKDXN0YXJ0ZWRfYXRfbXMYByABKAMiVgoJUmVqZWN0aW9uEhEKCXJlY29yZF9pZBgBIAEoAxI2CgZyZWFzb24YAiABKA4yJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uUmVhc29uIm0KE0NvbW1pdEJhdGNoUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNEhAKCHJlamVjdGVkGAIgASgNEjQKCnJlamVjdGlvbnMYAyADKAsyIC5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uIicKE1JlbGVhc2VDbGFpbVJlcXVlc3QSEAoIY2xhaW1faWQYASABKAkiKAoUUmVsZWFzZUNsYWltUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKA0iHgoQR2V0UmVjb3JkUmVxdWVzdBIKCgJpZBgBIAEoAyJ9ChFHZXRSZWNvcmRSZXNwb25zZRItCgZyZWNvcmQYASABKAsyHS5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkEjkKCXNpZ25hdHVyZRgCIAEoCzImLmtleW1lc2guY29sbGVjdGlvbi52MS5TdG9yZWRTaWduYXR1cmUiFAoSR2V0UHJvZ3Jlc3NSZXF1ZXN0IkUKE0dldFByb2dyZXNzUmVzcG9uc2USDQoFdG90YWwYASABKAMSDgoGc2lnbmVkGAIgASgDEg8KB2NsYWltZWQYAyABKAMiJgoUR2V0QmF0Y2hTdGF0c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJIogCChVHZXRCYXRjaFN0YXRzUmVzcG9uc2USGQoRYmF0Y2hlc19jb21taXR0ZWQYASABKAMSGAoQYmF0Y2hlc19yZWplY3RlZBgCIAEoAxIRCglrZXlzX3VzZWQYAyABKA0SGwoTbWluX2JhdGNoZXNfcGVyX2tleRgEIAEoAxIbChNtYXhfYmF0Y2hlc19wZXJfa2V5GAUgASgDEhwKFGJhdGNoX2xhdGVuY3lfcDUwX21zGAYgASgDEhwKFGJhdGNoX2xhdGVuY3lfcDk5X21zGAcgASgDEhwKFGR1cGxpY2F0ZV9zaWduYXR1cmVzGAggASgDEhMKC2JhdGNoX3NpemVzGAkgAygNIjoKF0V4cG9ydFNpZ25hdHVyZXNSZXF1ZXN0EhAKCGFmdGVyX2lkGAEgASgDEg0KBWxpbWl0GAIgASgDIlIKGEV4cG9ydFNpZ25hdHVyZXNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydGVkUmVjb3JkInoKDkV4cG9ydGVkUmVjb3JkEi0KBnJlY29yZBgBIAEoCzIdLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWNvcmQSOQoJc2lnbmF0dXJlGAIgASgLMiYua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlN0b3JlZFNpZ25hdHVyZSIWChREZWxldGVSZWNvcmRzUmVxdWVzdCIoChVEZWxldGVSZWNvcmRzUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoAyrFAQoPUmVqZWN0aW9uUmVhc29uEiAKHFJFSkVDVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9SRUpFQ1RJT05fUkVBU09OX0FMUkVBRFlfU0lHTkVEEAESIAocUkVKRUNUSU9OX1JFQVNPTl9TVEFMRV9GRU5DRRACEiEKHVJFSkVDVElPTl9SRUFTT05fTk9UX0lOX0NMQUlNEAMSJgoiUkVKRUNUSU9OX1JFQVNPTl9JTlZBTElEX1NJR05BVFVSRRAEMtQHChFDb2xsZWN0aW9uU2VydmljZRJkCgtTZWVkUmVjb3JkcxIpLmtleW1lc2guY29sbGVjdGlvbi52MS5TZWVkUmVjb3Jkc1JlcXVlc3QaKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuU2VlZFJlY29yZHNSZXNwb25zZRJhCgpDbGFpbUJhdGNoEigua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNsYWltQmF0Y2hSZXF1ZXN0Gikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNsYWltQmF0Y2hSZXNwb25zZRJkCgtDb21taXRCYXRjaBIpLmtleW1lc2guY29sbGVjdGlvbi52MS5Db21taXRCYXRjaFJlcXVlc3QaKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ29tbWl0QmF0Y2hSZXNwb25zZRJnCgxSZWxlYXNlQ2xhaW0SKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVsZWFzZUNsYWltUmVxdWVzdBorLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWxlYXNlQ2xhaW1SZXNwb25zZRJjCglHZXRSZWNvcmQSJy5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0UmVjb3JkUmVxdWVzdBooLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRSZWNvcmRSZXNwb25zZSIDkAIBEmkKC0dldFByb2dyZXNzEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFByb2dyZXNzUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRQcm9ncmVzc1Jlc3BvbnNlIgOQAgESbwoNR2V0QmF0Y2hTdGF0cxIrLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRCYXRjaFN0YXRzUmVxdWVzdBosLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRCYXRjaFN0YXRzUmVzcG9uc2UiA5ACARJ6ChBFeHBvcnRTaWduYXR1cmVzEi4ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydFNpZ25hdHVyZXNSZXF1ZXN0Gi8ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydFNpZ25hdHVyZXNSZXNwb25zZSIDkAIBMAESagoNRGVsZXRlUmVjb3JkcxIrLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVxdWVzdBosLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVzcG9uc2VC7wEKGWNvbS5rZXltZXNoLmNvbGxlY3Rpb24udjFCFkNvbGxlY3Rpb25TZXJ2aWNlUHJvdG9QAVpEZ2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvY29sbGVjdGlvbi92MTtjb2xsZWN0aW9udjGiAgNLQ1iqAhVLZXltZXNoLkNvbGxlY3Rpb24uVjHKAhVLZXltZXNoXENvbGxlY3Rpb25cVjHiAiFLZXltZXNoXENvbGxlY3Rpb25cVjFcR1BCTWV0YWRhdGHqAhdLZXltZXNoOjpDb2xsZWN0aW9uOjpWMWIGcHJvdG8z");
 
 /**
  * A record to sign.
@@ -518,6 +518,105 @@ export const GetProgressResponseSchema: GenMessage<GetProgressResponse> = /*@__P
   messageDesc(file_keymesh_collection_v1_collection_service, 15);
 
 /**
+ * GetBatchStatsRequest selects the batches to summarise.
+ *
+ * @generated from message keymesh.collection.v1.GetBatchStatsRequest
+ */
+export type GetBatchStatsRequest = Message<"keymesh.collection.v1.GetBatchStatsRequest"> & {
+  /**
+   * The job; empty means every batch.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message keymesh.collection.v1.GetBatchStatsRequest.
+ * Use `create(GetBatchStatsRequestSchema)` to create a new message.
+ */
+export const GetBatchStatsRequestSchema: GenMessage<GetBatchStatsRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_collection_v1_collection_service, 16);
+
+/**
+ * GetBatchStatsResponse summarises batch history.
+ *
+ * @generated from message keymesh.collection.v1.GetBatchStatsResponse
+ */
+export type GetBatchStatsResponse = Message<"keymesh.collection.v1.GetBatchStatsResponse"> & {
+  /**
+   * Batches whose signatures were stored.
+   *
+   * @generated from field: int64 batches_committed = 1;
+   */
+  batchesCommitted: bigint;
+
+  /**
+   * Batches refused at commit (stale fence, records taken over, invalid signatures).
+   *
+   * @generated from field: int64 batches_rejected = 2;
+   */
+  batchesRejected: bigint;
+
+  /**
+   * Distinct keys that signed a committed batch.
+   *
+   * @generated from field: uint32 keys_used = 3;
+   */
+  keysUsed: number;
+
+  /**
+   * Fewest committed batches signed by one used key.
+   *
+   * @generated from field: int64 min_batches_per_key = 4;
+   */
+  minBatchesPerKey: bigint;
+
+  /**
+   * Most committed batches signed by one used key.
+   *
+   * @generated from field: int64 max_batches_per_key = 5;
+   */
+  maxBatchesPerKey: bigint;
+
+  /**
+   * Median time from lease to commit, in milliseconds.
+   *
+   * @generated from field: int64 batch_latency_p50_ms = 6;
+   */
+  batchLatencyP50Ms: bigint;
+
+  /**
+   * 99th percentile time from lease to commit, in milliseconds.
+   *
+   * @generated from field: int64 batch_latency_p99_ms = 7;
+   */
+  batchLatencyP99Ms: bigint;
+
+  /**
+   * Signatures stored beyond one per record (always 0 unless the store is broken).
+   *
+   * @generated from field: int64 duplicate_signatures = 8;
+   */
+  duplicateSignatures: bigint;
+
+  /**
+   * Distinct sizes of committed batches; a batch is shorter than its job's batch size only
+   * when fewer unsigned records were left to claim.
+   *
+   * @generated from field: repeated uint32 batch_sizes = 9;
+   */
+  batchSizes: number[];
+};
+
+/**
+ * Describes the message keymesh.collection.v1.GetBatchStatsResponse.
+ * Use `create(GetBatchStatsResponseSchema)` to create a new message.
+ */
+export const GetBatchStatsResponseSchema: GenMessage<GetBatchStatsResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_collection_v1_collection_service, 17);
+
+/**
  * ExportSignaturesRequest selects a range of records.
  *
  * @generated from message keymesh.collection.v1.ExportSignaturesRequest
@@ -543,7 +642,7 @@ export type ExportSignaturesRequest = Message<"keymesh.collection.v1.ExportSigna
  * Use `create(ExportSignaturesRequestSchema)` to create a new message.
  */
 export const ExportSignaturesRequestSchema: GenMessage<ExportSignaturesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 16);
+  messageDesc(file_keymesh_collection_v1_collection_service, 18);
 
 /**
  * ExportSignaturesResponse is one chunk of records.
@@ -564,7 +663,7 @@ export type ExportSignaturesResponse = Message<"keymesh.collection.v1.ExportSign
  * Use `create(ExportSignaturesResponseSchema)` to create a new message.
  */
 export const ExportSignaturesResponseSchema: GenMessage<ExportSignaturesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 17);
+  messageDesc(file_keymesh_collection_v1_collection_service, 19);
 
 /**
  * A record and its signature.
@@ -592,7 +691,7 @@ export type ExportedRecord = Message<"keymesh.collection.v1.ExportedRecord"> & {
  * Use `create(ExportedRecordSchema)` to create a new message.
  */
 export const ExportedRecordSchema: GenMessage<ExportedRecord> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 18);
+  messageDesc(file_keymesh_collection_v1_collection_service, 20);
 
 /**
  * DeleteRecordsRequest has no fields.
@@ -607,7 +706,7 @@ export type DeleteRecordsRequest = Message<"keymesh.collection.v1.DeleteRecordsR
  * Use `create(DeleteRecordsRequestSchema)` to create a new message.
  */
 export const DeleteRecordsRequestSchema: GenMessage<DeleteRecordsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 19);
+  messageDesc(file_keymesh_collection_v1_collection_service, 21);
 
 /**
  * DeleteRecordsResponse reports what was removed.
@@ -628,7 +727,7 @@ export type DeleteRecordsResponse = Message<"keymesh.collection.v1.DeleteRecords
  * Use `create(DeleteRecordsResponseSchema)` to create a new message.
  */
 export const DeleteRecordsResponseSchema: GenMessage<DeleteRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 20);
+  messageDesc(file_keymesh_collection_v1_collection_service, 22);
 
 /**
  * Why a signature was not stored.
@@ -748,6 +847,17 @@ export const CollectionService: GenService<{
     methodKind: "unary";
     input: typeof GetProgressRequestSchema;
     output: typeof GetProgressResponseSchema;
+  },
+  /**
+   * GetBatchStats summarises the batch history of a job (or of all jobs): batches, keys used,
+   * how evenly they were used, and batch latency.
+   *
+   * @generated from rpc keymesh.collection.v1.CollectionService.GetBatchStats
+   */
+  getBatchStats: {
+    methodKind: "unary";
+    input: typeof GetBatchStatsRequestSchema;
+    output: typeof GetBatchStatsResponseSchema;
   },
   /**
    * ExportSignatures streams every record with its signature, in id order.

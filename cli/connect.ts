@@ -1,0 +1,15 @@
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { DescService } from "@bufbuild/protobuf";
+import { createClientTracingInterceptor } from "../services/shared/telemetry/interceptors.js";
+
+/** The mesh address the CLI talks to: --url, then KEYMESH_URL, then the local default. */
+export function meshUrl(flag: string | undefined): string {
+  return flag ?? process.env.KEYMESH_URL ?? "http://127.0.0.1:8080";
+}
+
+/** Generated clients over gRPC (HTTP/2) to one mesh address, with trace propagation. */
+export function connectTo(url: string) {
+  const transport = createGrpcTransport({ baseUrl: url, interceptors: [createClientTracingInterceptor()] });
+  return <S extends DescService>(desc: S): Client<S> => createClient(desc, transport);
+}

@@ -1,0 +1,53 @@
+import type { Client } from "@connectrpc/connect";
+import type { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
+import type { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { ed25519PublicKey, verifyEd25519 } from "../services/shared/crypto/ed25519.js";
+import type { KeyObject } from "node:crypto";
+
+/** The outcome of re-verifying every stored signature. */
+export interface VerifyReport {
+  records: number;
+  signed: number;
+  valid: number;
+  invalid: number;
+  unsigned: number;
+  /** Up to 10 record ids that failed, for a person to look at. */
+  invalidSamples: string[];
+}
+
+/**
+ * Streams every record with its signature from Collection and verifies each signature
+ * locally against its key's public key (fetched once per key from KeyManagement).
+ */
+export async function verifyAll(
+  clients: { collection: Client<typeof CollectionService>; keys: Client<typeof KeyManagementService> },
+  onProgress?: (done: number) => void,
+): Promise<VerifyReport> {
+  const keys = new Map<string, KeyObject>();
+  let token = "";
+  do {
+    const page = await clients.keys.listKeyringKeys({ pageSize: 10_000, pageToken: token });
+    for (const k of page.keys) keys.set(k.keyId, ed25519PublicKey(k.publicKey));
+    token = page.nextPageToken;
+  } while (token);
+
+  const report: VerifyReport = { records: 0, signed: 0, valid: 0, invalid: 0, unsigned: 0, invalidSamples: [] };
+  for await (const chunk of clients.collection.exportSignatures({})) {
+    for (const { record, signature } of chunk.records) {
+      report.records++;
+      if (!signature) {
+        report.unsigned++;
+        continue;
+      }
+      report.signed++;
+      const key = keys.get(signature.keyId);
+      if (key && record && verifyEd25519(key, record.payload, signature.signature)) report.valid++;
+      else {
+        report.invalid++;
+        if (report.invalidSamples.length < 10) report.invalidSamples.push(String(record?.id));
+      }
+    }
+    onProgress?.(report.records);
+  }
+  return report;
+}

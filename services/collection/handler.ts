@@ -1,0 +1,162 @@
+import { randomUUID } from "node:crypto";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  CollectionService,
+  RejectionReason,
+  type ExportSignaturesResponseSchema,
+} from "../../gen/keymesh/collection/v1/collection_service_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/domain-errors.js";
+import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";
+
+/** Dependencies of the CollectionService handler. */
+export interface CollectionHandlerDeps {
+  readonly store: CollectionStore;
+  readonly now?: () => number;
+}
+
+const REASONS: Record<RejectReason, RejectionReason> = {
+  already_signed: RejectionReason.ALREADY_SIGNED,
+  stale_fence: RejectionReason.STALE_FENCE,
+  not_in_claim: RejectionReason.NOT_IN_CLAIM,
+  invalid_signature: RejectionReason.INVALID_SIGNATURE,
+};
+
+const MAX_BATCH = 10_000;
+const EXPORT_PAGE = 2000;
+
+const storedSignature = (s: SignatureRow | undefined) =>
+  s && { signature: s.signature, keyId: s.keyId, fence: BigInt(s.fence), batchId: s.batchId, signedAtMs: BigInt(s.signedAt) };
+
+const safeId = (value: bigint, field: string): number => {
+  if (value < 0n || value > BigInt(Number.MAX_SAFE_INTEGER)) throw new InvalidInputError(`${field} is out of range`);
+  return Number(value);
+};
+
+/**
+ * Spot-checks one signature of each batch against the key's public key: a batch signed by
+ * the wrong key, or garbage, is refused whole, at the cost of one verification per batch.
+ */
+const spotCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, sigs: readonly { recordId: number; signature: Buffer }[]) => {
+  const probe = sigs[Math.floor(Math.random() * sigs.length)]!;
+  return verifyEd25519(ed25519PublicKey(publicKey), payloads.get(probe.recordId)!, probe.signature);
+};
+
+/** CollectionService: records, claims and exactly-once signature commits. */
+export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImpl<typeof CollectionService> {
+  const now = deps.now ?? Date.now;
+  const { store } = deps;
+  return {
+    seedRecords: mapErrors(async (req) => {
+      if (req.count < 1 || req.count > 10_000_000) throw new InvalidInputError(`count must be 1-10000000, got ${req.count}`);
+      const size = req.payloadSize === 0 ? 64 : req.payloadSize;
+      if (size > 1024) throw new InvalidInputError(`payload_size must be 1-1024, got ${size}`);
+      const inserted = await store.seed(req.count, size);
+      const { total } = await store.progress(now());
+      return { inserted, total: BigInt(total) };
+    }),
+
+    claimBatch: mapErrors(async (req) => {
+      if (req.size < 1 || req.size > MAX_BATCH) throw new InvalidInputError(`size must be 1-${MAX_BATCH}, got ${req.size}`);
+      if (req.claimTtlMs < 1000 || req.claimTtlMs > 3_600_000) {
+        throw new InvalidInputError(`claim_ttl_ms must be 1000-3600000, got ${req.claimTtlMs}`);
+      }
+      if (!req.claimant || req.claimant.length > 128) throw new InvalidInputError("claimant must be 1-128 characters");
+      const claimId = randomUUID();
+      const at = now();
+      const expiresAt = at + req.claimTtlMs;
+      const records = await store.claim({ claimId, claimant: req.claimant, jobId: req.jobId, size: req.size, now: at, expiresAt });
+      return { claimId, records: records.map((r) => ({ id: BigInt(r.id), payload: r.payload })), expiresAtMs: BigInt(expiresAt) };
+    }),
+
+    commitBatch: mapErrors(async (req, ctx) => {
+      if (req.signatures.length === 0 || req.signatures.length > MAX_BATCH) {
+        throw new InvalidInputError(`a commit carries 1-${MAX_BATCH} signatures, got ${req.signatures.length}`);
+      }
+      if (!req.claimId || !req.batchId || !req.keyId) throw new InvalidInputError("claim_id, batch_id and key_id are required");
+      if (req.fence <= 0n) throw new InvalidInputError("fence must be the positive token of the batch's lease");
+      const seen = new Set<number>();
+      const signatures = req.signatures.map((s) => {
+        const recordId = safeId(s.recordId, "record_id");
+        if (s.signature.length !== 64) {
+          throw new InvalidInputError(`signature for record ${recordId} is ${s.signature.length} bytes; Ed25519 signatures are 64`);
+        }
+        if (seen.has(recordId)) throw new InvalidInputError(`record ${recordId} appears twice in the commit`);
+        seen.add(recordId);
+        return { recordId, signature: Buffer.from(s.signature) };
+      });
+      const result = await store.commit(
+        {
+          claimId: req.claimId,
+          batchId: req.batchId,
+          keyId: req.keyId,
+          fence: safeId(req.fence, "fence"),
+          jobId: req.jobId,
+          executor: ctx.requestHeader.get("x-keymesh-executor") ?? "",
+          startedAt: safeId(req.startedAtMs, "started_at_ms"),
+          signatures,
+        },
+        now(),
+        spotCheck,
+      );
+      return {
+        stored: result.stored,
+        rejected: result.rejections.length,
+        rejections: result.rejections.map((r) => ({ recordId: BigInt(r.recordId), reason: REASONS[r.reason] })),
+      };
+    }),
+
+    releaseClaim: mapErrors(async (req) => {
+      if (!req.claimId) throw new InvalidInputError("claim_id is required");
+      return { released: await store.releaseClaim(req.claimId) };
+    }),
+
+    getRecord: mapErrors(async (req) => {
+      const found = await store.get(safeId(req.id, "id"));
+      if (!found) throw new NotFoundError(`record ${req.id} does not exist`);
+      return { record: { id: BigInt(found.record.id), payload: found.record.payload }, signature: storedSignature(found.signature) };
+    }),
+
+    getProgress: mapErrors(async () => {
+      const p = await store.progress(now());
+      return { total: BigInt(p.total), signed: BigInt(p.signed), claimed: BigInt(p.claimed) };
+    }),
+
+    async *exportSignatures(req, ctx): AsyncGenerator<MessageInitShape<typeof ExportSignaturesResponseSchema>> {
+      let after = safeId(req.afterId, "after_id");
+      let left = req.limit > 0n ? Number(req.limit) : Number.POSITIVE_INFINITY;
+      try {
+        while (left > 0 && !ctx.signal.aborted) {
+          const rows = await store.export(after, Math.min(EXPORT_PAGE, left));
+          if (rows.length === 0) return;
+          after = rows[rows.length - 1]!.record.id;
+          left -= rows.length;
+          yield {
+            records: rows.map((r) => ({ record: { id: BigInt(r.record.id), payload: r.record.payload }, signature: storedSignature(r.signature) })),
+          };
+        }
+      } catch (err) {
+        throw toConnectError(err);
+      }
+    },
+
+    getBatchStats: mapErrors(async (req) => {
+      const s = await store.batchStats(req.jobId);
+      const pct = (q: number) => BigInt(s.latenciesMs.length ? s.latenciesMs[Math.min(s.latenciesMs.length - 1, Math.floor(q * s.latenciesMs.length))]! : 0);
+      return {
+        batchesCommitted: BigInt(s.committed),
+        batchesRejected: BigInt(s.rejected),
+        keysUsed: s.batchesPerKey.length,
+        minBatchesPerKey: BigInt(s.batchesPerKey.length ? Math.min(...s.batchesPerKey) : 0),
+        maxBatchesPerKey: BigInt(s.batchesPerKey.length ? Math.max(...s.batchesPerKey) : 0),
+        batchLatencyP50Ms: pct(0.5),
+        batchLatencyP99Ms: pct(0.99),
+        duplicateSignatures: BigInt(s.duplicates),
+        batchSizes: s.sizes,
+      };
+    }),
+
+    deleteRecords: mapErrors(async () => ({ deleted: BigInt(await store.deleteAll()) })),
+  };
+}

@@ -1,0 +1,14 @@
+import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
+import type { ServiceModule } from "../shared/service-module.js";
+import { createCollectionHandler } from "./handler.js";
+import { createCollectionStore } from "./store.js";
+
+/** CollectionService as the host runs it. */
+export const collectionModule: ServiceModule = {
+  name: "collection",
+  desc: CollectionService,
+  needs: { database: true },
+  async register(router, ctx) {
+    router.service(CollectionService, createCollectionHandler({ store: createCollectionStore(ctx.db) }));
+  },
+};

@@ -1,0 +1,266 @@
+import { randomBytes } from "node:crypto";
+import type { Knex } from "knex";
+import type { Database } from "../shared/storage/database.js";
+
+/** A record to sign. */
+export interface RecordRow {
+  readonly id: number;
+  readonly payload: Buffer;
+}
+
+/** A stored signature and its provenance. */
+export interface SignatureRow {
+  readonly recordId: number;
+  readonly signature: Buffer;
+  readonly keyId: string;
+  readonly fence: number;
+  readonly batchId: string;
+  readonly signedAt: number;
+}
+
+/** Why one signature of a commit was refused. */
+export type RejectReason = "already_signed" | "stale_fence" | "not_in_claim" | "invalid_signature";
+
+/** One batch's commit. */
+export interface CommitInput {
+  readonly claimId: string;
+  readonly batchId: string;
+  readonly keyId: string;
+  readonly fence: number;
+  readonly jobId: string;
+  readonly executor: string;
+  readonly startedAt: number;
+  readonly signatures: readonly { recordId: number; signature: Buffer }[];
+}
+
+/** What a commit stored and refused. */
+export interface CommitResult {
+  readonly stored: number;
+  readonly rejections: { recordId: number; reason: RejectReason }[];
+}
+
+/**
+ * Checks a batch's signatures against the key's public key before anything is stored.
+ * Returns false to refuse the whole batch.
+ */
+export type SignatureCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, signatures: CommitInput["signatures"]) => boolean;
+
+/** Persistence of records, signatures and batch history. */
+export interface CollectionStore {
+  seed(count: number, payloadSize: number): Promise<number>;
+  claim(input: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<RecordRow[]>;
+  commit(input: CommitInput, now: number, check: SignatureCheck): Promise<CommitResult>;
+  releaseClaim(claimId: string): Promise<number>;
+  get(id: number): Promise<{ record: RecordRow; signature?: SignatureRow } | undefined>;
+  progress(now: number): Promise<{ total: number; signed: number; claimed: number }>;
+  export(afterId: number, limit: number): Promise<{ record: RecordRow; signature?: SignatureRow }[]>;
+  deleteAll(): Promise<number>;
+  batchStats(jobId: string): Promise<BatchStats>;
+}
+
+/** A summary of batch history. */
+export interface BatchStats {
+  committed: number;
+  rejected: number;
+  batchesPerKey: number[];
+  latenciesMs: number[];
+  duplicates: number;
+  sizes: number[];
+}
+
+const SEED_CHUNK = 2000;
+
+/** The knex implementation; claims use FOR UPDATE SKIP LOCKED on MySQL/MariaDB. */
+export function createCollectionStore(db: Database): CollectionStore {
+  const primary = db.primary;
+  const mysql = db.dialect === "mysql";
+
+  async function readCommitted<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+    return primary.transaction(fn, mysql ? { isolationLevel: "read committed" } : undefined);
+  }
+
+  const toSignature = (r: Record<string, unknown>): SignatureRow | undefined =>
+    r.signature == null
+      ? undefined
+      : {
+          recordId: Number(r.id),
+          signature: Buffer.from(r.signature as Buffer),
+          keyId: String(r.key_id),
+          fence: Number(r.fence),
+          batchId: String(r.batch_id),
+          signedAt: Number(r.signed_at),
+        };
+
+  return {
+    async seed(count, payloadSize) {
+      const now = Date.now();
+      for (let done = 0; done < count; done += SEED_CHUNK) {
+        const n = Math.min(SEED_CHUNK, count - done);
+        const rows = Array.from({ length: n }, () => ({ payload: randomBytes(payloadSize), created_at: now, signed: 0, claim_expires_at: 0 }));
+        await primary("records").insert(rows);
+      }
+      return count;
+    },
+
+    async claim({ claimId, claimant, jobId, size, now, expiresAt }) {
+      return readCommitted(async (trx) => {
+        let query = trx("records")
+          .select("id", "payload")
+          .where("signed", 0)
+          .andWhere("claim_expires_at", "<", now)
+          .orderBy([{ column: "claim_expires_at" }, { column: "id" }])
+          .limit(size);
+        if (mysql) query = query.forUpdate().skipLocked();
+        const rows = (await query) as { id: number | string; payload: Buffer }[];
+        if (rows.length === 0) return [];
+        const ids = rows.map((r) => Number(r.id));
+        await trx("records")
+          .whereIn("id", ids)
+          .update({ claim_id: claimId, claimed_by: claimant, claim_expires_at: expiresAt, job_id: jobId });
+        return rows.map((r) => ({ id: Number(r.id), payload: Buffer.from(r.payload) }));
+      });
+    },
+
+    async commit(input, now, check) {
+      const ids = input.signatures.map((s) => s.recordId);
+      return readCommitted(async (trx) => {
+        let keyQuery = trx("keyring_keys").select("fence", "leased_until", "public_key").where({ id: input.keyId });
+        if (mysql) keyQuery = keyQuery.forShare();
+        const key = (await keyQuery.first()) as { fence: number | string; leased_until: number | string; public_key: Buffer } | undefined;
+        const history = (outcome: string, stored: number, rejected: number) =>
+          trx("batches")
+            .insert({
+              id: input.batchId,
+              job_id: input.jobId,
+              key_id: input.keyId,
+              fence: input.fence,
+              size: ids.length,
+              claimed: ids.length,
+              start_at: input.startedAt,
+              committed_at: now,
+              ended_at: now,
+              outcome,
+              stored,
+              rejected,
+              executor: input.executor,
+            })
+            .onConflict("id")
+            .ignore();
+
+        // The fence must still be the key's current one and its lease must not have lapsed:
+        // a holder that was paused past its lease is refused even if nobody took the key yet.
+        if (!key || Number(key.fence) !== input.fence || Number(key.leased_until) < now) {
+          await history("rejected", 0, ids.length);
+          return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason: "stale_fence" as const })) };
+        }
+
+        let rowsQuery = trx("records").select("id", "payload", "claim_id", "signed").whereIn("id", ids);
+        if (mysql) rowsQuery = rowsQuery.forUpdate();
+        const rows = (await rowsQuery) as { id: number | string; payload: Buffer; claim_id: string | null; signed: number | boolean }[];
+        const byId = new Map(rows.map((r) => [Number(r.id), r]));
+        const rejections: CommitResult["rejections"] = [];
+        const accepted: CommitInput["signatures"][number][] = [];
+        for (const sig of input.signatures) {
+          const row = byId.get(sig.recordId);
+          if (row && (row.signed === 1 || row.signed === true)) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
+          else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
+          else accepted.push(sig);
+        }
+        const payloads = new Map(accepted.map((s) => [s.recordId, Buffer.from(byId.get(s.recordId)!.payload)]));
+        if (accepted.length > 0 && !check(Buffer.from(key.public_key), payloads, accepted)) {
+          await history("rejected", 0, ids.length);
+          return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason: "invalid_signature" as const })) };
+        }
+        if (accepted.length > 0) {
+          await trx("signatures").insert(
+            accepted.map((s) => ({
+              record_id: s.recordId,
+              key_id: input.keyId,
+              fence: input.fence,
+              batch_id: input.batchId,
+              signature: s.signature,
+              signed_at: now,
+            })),
+          );
+          await trx("records")
+            .whereIn("id", accepted.map((s) => s.recordId))
+            .update({ signed: 1, claim_id: null, claim_expires_at: 0 });
+        }
+        await history(accepted.length > 0 ? "committed" : "rejected", accepted.length, rejections.length);
+        return { stored: accepted.length, rejections };
+      });
+    },
+
+    async releaseClaim(claimId) {
+      return primary("records").where({ claim_id: claimId, signed: 0 }).update({ claim_id: null, claim_expires_at: 0 });
+    },
+
+    async get(id) {
+      const row = await db.replica("records as r")
+        .leftJoin("signatures as s", "s.record_id", "r.id")
+        .select("r.id", "r.payload", "s.signature", "s.key_id", "s.fence", "s.batch_id", "s.signed_at")
+        .where("r.id", id)
+        .first();
+      if (!row) return undefined;
+      return { record: { id: Number(row.id), payload: Buffer.from(row.payload) }, signature: toSignature(row) };
+    },
+
+    async progress(now) {
+      const [total] = await db.replica("records").count({ n: "*" });
+      const [signed] = await db.replica("signatures").count({ n: "*" });
+      const [claimed] = await db.replica("records").where("signed", 0).andWhere("claim_expires_at", ">=", now).count({ n: "*" });
+      const n = (r: unknown) => Number((r as { n: number | string }).n);
+      return { total: n(total), signed: n(signed), claimed: n(claimed) };
+    },
+
+    async export(afterId, limit) {
+      const rows = await db.replica("records as r")
+        .leftJoin("signatures as s", "s.record_id", "r.id")
+        .select("r.id", "r.payload", "s.signature", "s.key_id", "s.fence", "s.batch_id", "s.signed_at")
+        .where("r.id", ">", afterId)
+        .orderBy("r.id")
+        .limit(limit);
+      return rows.map((row) => ({ record: { id: Number(row.id), payload: Buffer.from(row.payload) }, signature: toSignature(row) }));
+    },
+
+    async batchStats(jobId) {
+      const scope = <T extends Knex.QueryBuilder>(q: T) => (jobId ? q.where("job_id", jobId) : q);
+      const rows = (await scope(db.replica("batches").select("key_id", "outcome", "size", "start_at", "committed_at"))) as {
+        key_id: string;
+        outcome: string;
+        size: number;
+        start_at: number | string;
+        committed_at: number | string;
+      }[];
+      const perKey = new Map<string, number>();
+      const latencies: number[] = [];
+      const sizes = new Set<number>();
+      let committed = 0;
+      for (const r of rows) {
+        if (r.outcome !== "committed") continue;
+        committed++;
+        perKey.set(r.key_id, (perKey.get(r.key_id) ?? 0) + 1);
+        latencies.push(Number(r.committed_at) - Number(r.start_at));
+        sizes.add(Number(r.size));
+      }
+      const [sig] = await db.replica("signatures").count({ n: "*" }).countDistinct({ d: "record_id" });
+      const s = sig as { n: number | string; d: number | string };
+      return {
+        committed,
+        rejected: rows.length - committed,
+        batchesPerKey: [...perKey.values()],
+        latenciesMs: latencies.sort((a, b) => a - b),
+        duplicates: Number(s.n) - Number(s.d),
+        sizes: [...sizes].sort((a, b) => a - b),
+      };
+    },
+
+    async deleteAll() {
+      return primary.transaction(async (trx) => {
+        await trx("signatures").del();
+        await trx("batches").del();
+        return Number(await trx("records").del());
+      });
+    },
+  };
+}

@@ -1,0 +1,129 @@
+import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
+import type { DescService } from "@bufbuild/protobuf";
+import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
+import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
+import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
+import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { MessagesService } from "../../gen/keymesh/messages/v1/messages_service_pb.js";
+import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
+import { VaultService } from "../../gen/keymesh/vault/v1/vault_service_pb.js";
+import type { Config, ServiceName } from "./config.js";
+import { createClientTracingInterceptor } from "./telemetry/interceptors.js";
+
+/** The generated service descriptor of each service, by short name. */
+export const SERVICE_DESCRIPTORS = {
+  auth: AuthService,
+  keys: KeyManagementService,
+  signing: SigningService,
+  collection: CollectionService,
+  executor: ExecutorService,
+  messages: MessagesService,
+  vault: VaultService,
+} as const satisfies Record<ServiceName, DescService>;
+
+type Descriptors = typeof SERVICE_DESCRIPTORS;
+
+/**
+ * Generated clients for the seven services, created on first use, over gRPC (HTTP/2) at
+ * `KEYMESH_<NAME>_URL` or this process's own address. Services call each other only
+ * through these, never by importing each other's code.
+ */
+export type PeerClients = { readonly [N in ServiceName]: Client<Descriptors[N]> } & {
+  /** The URL a service's client talks to. */
+  urlOf(name: ServiceName): string;
+  /** Closes every connection the clients opened. */
+  close(): void;
+};
+
+/** Options for `createPeerClients`. */
+export interface PeerClientsOptions {
+  /**
+   * The URL of this process, used for services without an explicit URL. A function is read
+   * on first use (the port is known only after listening). Default: derived from the config.
+   */
+  readonly selfUrl?: string | (() => string);
+  /** Interceptors applied after tracing and the service credential. */
+  readonly interceptors?: readonly Interceptor[];
+  /** Sent as `x-keymesh-caller` on service-to-service calls. */
+  readonly caller?: string;
+}
+
+/** The URL at which this process is reachable from itself for a configuration and port. */
+export function selfUrlOf(config: Pick<Config, "host" | "tls">, port: number): string {
+  const scheme = config.tls === undefined ? "http" : "https";
+  let host = config.host;
+  if (config.tls !== undefined) host = "localhost";
+  else if (host === "0.0.0.0" || host === "") host = "127.0.0.1";
+  else if (host === "::" || host === "[::]") host = "[::1]";
+  else if (host.includes(":") && !host.startsWith("[")) host = `[${host}]`;
+  return `${scheme}://${host}:${port}`;
+}
+
+/** An interceptor that sends the service token on every call that carries no credentials. */
+export function createServiceCredentialInterceptor(token: string, caller?: string): Interceptor {
+  return (next) => (req) => {
+    if (!req.header.has("authorization")) req.header.set("authorization", `Bearer ${token}`);
+    if (caller !== undefined && !req.header.has("x-keymesh-caller")) req.header.set("x-keymesh-caller", caller);
+    return next(req);
+  };
+}
+
+/** Creates the peer clients for a configuration; nothing connects until a client is used. */
+export function createPeerClients(config: Config, opts: PeerClientsOptions = {}): PeerClients {
+  const selfUrl = () => {
+    if (typeof opts.selfUrl === "function") return opts.selfUrl();
+    return opts.selfUrl ?? selfUrlOf(config, config.port);
+  };
+  const interceptors: Interceptor[] = [createClientTracingInterceptor()];
+  if (config.serviceToken !== undefined) interceptors.push(createServiceCredentialInterceptor(config.serviceToken, opts.caller));
+  interceptors.push(...(opts.interceptors ?? []));
+
+  let ownCa: string[] | undefined;
+  const trustFor = (url: string) => {
+    // Our own certificate is trusted for calls to ourselves (it may be self-signed).
+    if (config.tls === undefined || !url.startsWith("https:")) return {};
+    ownCa ??= [...rootCertificates, readFileSync(config.tls.certFile, "utf8")];
+    return { ca: ownCa };
+  };
+
+  const managers = new Map<string, Http2SessionManager>();
+  const transports = new Map<string, Transport>();
+  const transportFor = (url: string): Transport => {
+    let transport = transports.get(url);
+    if (transport === undefined) {
+      const manager = new Http2SessionManager(url, { idleConnectionTimeoutMs: 60_000 }, trustFor(url));
+      managers.set(url, manager);
+      transport = createGrpcTransport({ baseUrl: url, sessionManager: manager, interceptors });
+      transports.set(url, transport);
+    }
+    return transport;
+  };
+
+  const urlOf = (name: ServiceName) => config.serviceUrls[name] ?? selfUrl();
+  const clients = new Map<ServiceName, unknown>();
+  const clientFor = (name: ServiceName) => {
+    let client = clients.get(name);
+    if (client === undefined) {
+      client = createClient(SERVICE_DESCRIPTORS[name] as DescService, transportFor(urlOf(name)));
+      clients.set(name, client);
+    }
+    return client;
+  };
+
+  const peers = {
+    urlOf,
+    close() {
+      for (const m of managers.values()) m.abort();
+      managers.clear();
+      transports.clear();
+      clients.clear();
+    },
+  };
+  for (const name of Object.keys(SERVICE_DESCRIPTORS) as ServiceName[]) {
+    Object.defineProperty(peers, name, { enumerable: true, get: () => clientFor(name) });
+  }
+  return peers as PeerClients;
+}

@@ -1,0 +1,39 @@
+import { randomBytes } from "node:crypto";
+
+/** Checks a TTL argument: a positive integer number of milliseconds. */
+export function assertTtl(ttlMs: number): void {
+  if (!Number.isInteger(ttlMs) || ttlMs < 1) {
+    throw new RangeError(`lease TTL must be a positive integer of milliseconds, got ${ttlMs}`);
+  }
+}
+
+/** A fresh random lease value (128 bits, hex). */
+export function leaseValue(): string {
+  return randomBytes(16).toString("hex");
+}
+
+/** Checks a queue payload: at least one field, every value a string. */
+export function assertPayload(payload: Record<string, string>): void {
+  const keys = Object.keys(payload);
+  if (keys.length === 0) throw new TypeError("a queue entry needs at least one field");
+  for (const k of keys) {
+    if (typeof payload[k] !== "string") throw new TypeError(`queue entry field ${k} is not a string`);
+  }
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+/** Consume defaults shared by both adapters. */
+export const CONSUME_DEFAULTS = { blockMs: 1_000, idleClaimMs: 30_000, count: 10 } as const;

@@ -1,0 +1,192 @@
+import { readFile } from "node:fs/promises";
+import type { Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { createAuthInterceptor, OPEN_SERVICES, type AuthInterceptorOptions } from "./auth.js";
+import { createPeerClients, selfUrlOf, type PeerClients } from "./clients.js";
+import { ConfigError, type Config } from "./config.js";
+import { shuttingDownError } from "./errors.js";
+import { createHealthService, type HealthService } from "./health.js";
+import { listen, type HttpListener } from "./http-listener.js";
+import { createCallLimitInterceptor, routerLimits } from "./limits.js";
+import { createLogger } from "./logger.js";
+import { createLoggingInterceptor } from "./logging.js";
+import { createReflection } from "./reflection.js";
+import { createHostRouter, createRequestHandler } from "./request-handler.js";
+import { openResources, type Resources } from "./resources.js";
+import type { ServiceContext, ServiceInstance, ServiceModule } from "./service-module.js";
+import { createTracingInterceptor } from "./telemetry/interceptors.js";
+
+/**
+ * The one place where services start: configuration → shared resources → router with the
+ * standard interceptors → one port serving gRPC, gRPC-Web and Connect (HTTP/2 and HTTP/1.1),
+ * with health and reflection — and the way back down on shutdown.
+ */
+
+/** Options for `startHost`. */
+export interface HostOptions {
+  /** The service modules to run (see services/registry.ts). */
+  readonly services: readonly ServiceModule[];
+  readonly config: Config;
+  /** Default: a JSON logger at the configured level. */
+  readonly logger?: Logger;
+  /** Shared resources created elsewhere (tests); missing ones are opened as needed. */
+  readonly resources?: Partial<Resources>;
+  /** Run database migrations when the database is opened here (default true). */
+  readonly migrate?: boolean;
+  /** Extra server interceptors, applied inside auth (tests, later features). */
+  readonly interceptors?: readonly Interceptor[];
+  /** Options for the auth interceptor (e.g. `authenticate` once sessions exist). */
+  readonly auth?: Omit<AuthInterceptorOptions, "serviceToken">;
+}
+
+/** A running host. */
+export interface Host {
+  /** Base URL clients use, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly port: number;
+  /** Full names of the services served (the seven's subset plus health and reflection). */
+  readonly services: readonly string[];
+  readonly health: HealthService;
+  readonly clients: PeerClients;
+  /** Aborted when shutdown begins (the `shutdown` signal services receive). */
+  readonly shutdownSignal: AbortSignal;
+  /**
+   * Shuts down gracefully within `KEYMESH_SHUTDOWN_TIMEOUT_MS`: health NOT_SERVING, stop
+   * accepting, drain calls (aborting those still running after half the budget), close
+   * services, then the database and the coordinator. Safe to call more than once.
+   */
+  close(): Promise<void>;
+}
+
+/** Share of the shutdown budget calls get to finish before their signal is aborted. */
+const GRACE_SHARE = 0.5;
+/** Share of the budget after which remaining connections are destroyed. */
+const FORCE_SHARE = 0.8;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)).unref());
+}
+
+async function readTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
+  if (config.tls === undefined) return undefined;
+  const read = async (file: string, variable: string, what: string) => {
+    try {
+      return await readFile(file);
+    } catch {
+      throw new ConfigError(variable, `a readable ${what} file (PEM), cannot read ${file}`);
+    }
+  };
+  return {
+    cert: await read(config.tls.certFile, "KEYMESH_TLS_CERT", "certificate"),
+    key: await read(config.tls.keyFile, "KEYMESH_TLS_KEY", "private key"),
+  };
+}
+
+/** Starts the services of `opts.services` on one port; resolves once it is listening. */
+export async function startHost(opts: HostOptions): Promise<Host> {
+  const { config } = opts;
+  const logger = opts.logger ?? createLogger({ level: config.logLevel });
+  for (const name of config.unknownVariables) logger.warn({ variable: name }, "unknown KEYMESH_* variable ignored");
+  const names = opts.services.map((m) => m.name);
+  if (new Set(names).size !== names.length) throw new Error(`a service is listed twice: ${names.join(", ")}`);
+
+  const tls = await readTls(config);
+  const draining = new AbortController();
+  const shutdown = new AbortController();
+  let url = selfUrlOf(config, config.port);
+  const clients = createPeerClients(config, { selfUrl: () => url });
+  const resources = await openResources({ config, logger, modules: opts.services, given: opts.resources ?? {}, migrate: opts.migrate ?? true });
+  const instances: ServiceInstance[] = [];
+
+  const closeResources = async () => {
+    clients.close();
+    for (const instance of instances.reverse()) {
+      try {
+        await instance.close?.();
+      } catch (err) {
+        logger.error({ err: String(err) }, "a service failed to close");
+      }
+    }
+    await resources.close();
+  };
+
+  let listener: HttpListener;
+  let health: HealthService;
+  let served: string[];
+  let handler: ReturnType<typeof createRequestHandler>;
+  try {
+    const interceptors: Interceptor[] = [
+      createLoggingInterceptor({ logger, quiet: (req) => OPEN_SERVICES.includes(req.service.typeName) }),
+      createTracingInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
+      createAuthInterceptor({ ...opts.auth, serviceToken: config.serviceToken }),
+      ...(opts.interceptors ?? []),
+      createCallLimitInterceptor(),
+    ];
+    const router = createHostRouter({ ...routerLimits(config), interceptors, shutdownSignal: shutdown.signal });
+    for (const module of opts.services) {
+      const ctx: ServiceContext = {
+        config,
+        logger: logger.child({ service: module.name }),
+        db: resources.databaseFor(module),
+        coordinator: resources.coordinatorFor(module),
+        clients,
+        shutdown: draining.signal,
+      };
+      const instance = await module.register(router, ctx);
+      if (instance) instances.push(instance);
+      if (!router.handlers.some((h) => h.service.typeName === module.desc.typeName)) {
+        throw new Error(`service module "${module.name}" did not register ${module.desc.typeName}`);
+      }
+    }
+    health = createHealthService({ services: opts.services.map((m) => m.desc.typeName) });
+    health.register(router);
+    const reflection = createReflection([...opts.services.map((m) => m.desc), Health]);
+    reflection.register(router);
+    served = [...reflection.serviceNames];
+    handler = createRequestHandler({ router, logger });
+    listener = await listen({ host: config.host, port: config.port, tls, handler });
+  } catch (err) {
+    await closeResources().catch(() => undefined);
+    throw err;
+  }
+  url = selfUrlOf(config, listener.port);
+  logger.info(
+    { services: opts.services.map((m) => m.name), address: `${listener.address}:${listener.port}`, url, tls: tls !== undefined },
+    "keymesh serving",
+  );
+
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      const started = Date.now();
+      const budget = config.shutdownTimeoutMs;
+      logger.info({ inFlight: handler.inFlight(), timeoutMs: budget }, "shutting down");
+      health.shutdown();
+      draining.abort(shuttingDownError());
+      handler.drain();
+      listener.stopAccepting();
+      await Promise.race([handler.idle(), sleep(budget * GRACE_SHARE)]);
+      if (handler.inFlight() > 0) {
+        logger.warn({ inFlight: handler.inFlight() }, "aborting calls still running after the grace period");
+        shutdown.abort(shuttingDownError());
+        await Promise.race([handler.idle(), sleep(started + budget * FORCE_SHARE - Date.now())]);
+      }
+      if (handler.inFlight() > 0) logger.warn({ inFlight: handler.inFlight() }, "closing connections with calls still open");
+      await Promise.race([listener.destroy(), sleep(started + budget - Date.now())]);
+      await closeResources();
+      logger.info({ durationMs: Date.now() - started }, "stopped");
+    })();
+    return closing;
+  };
+
+  return {
+    url,
+    port: listener.port,
+    services: served,
+    health,
+    clients,
+    shutdownSignal: draining.signal,
+    close,
+  };
+}

@@ -1,0 +1,129 @@
+import { randomUUID } from "node:crypto";
+import { ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { REQUEST_ID_HEADER, requestIdKey } from "./context.js";
+import { codeName, isServerFault } from "./errors.js";
+
+/** Options for `createLoggingInterceptor`. */
+export interface LoggingInterceptorOptions {
+  /** Where the one line per call goes. */
+  readonly logger: Logger;
+  /**
+   * Calls for which the line is written at debug level instead of info, e.g. health probes
+   * and reflection; failures are still logged at warn/error.
+   */
+  readonly quiet?: (req: UnaryRequest | StreamRequest) => boolean;
+}
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+/**
+ * Creates the outermost server interceptor: it assigns the call a request id (the caller's
+ * `x-request-id` when it is sane, a fresh UUID otherwise), stores it in the `requestIdKey`
+ * context value, echoes it in the response header, and writes one JSON line when the call
+ * ends: request id, service, method, code, duration and, for streams, message counts.
+ * Message contents are never logged.
+ */
+export function createLoggingInterceptor(opts: LoggingInterceptorOptions): Interceptor {
+  const { logger } = opts;
+  return (next) => async (req) => {
+    const started = performance.now();
+    const offered = req.header.get(REQUEST_ID_HEADER);
+    const requestId = offered !== null && REQUEST_ID_PATTERN.test(offered) ? offered : randomUUID();
+    req.contextValues.set(requestIdKey, requestId);
+    const quiet = opts.quiet?.(req) ?? false;
+    const fields = { requestId, service: req.service.typeName, method: req.method.name };
+    let received = 0;
+    let sent = 0;
+    let logged = false;
+    const log = (err: unknown) => {
+      if (logged) return;
+      logged = true;
+      const durationMs = Math.round((performance.now() - started) * 1000) / 1000;
+      const line: Record<string, unknown> = { ...fields, durationMs };
+      if (req.stream) Object.assign(line, { messagesReceived: received, messagesSent: sent });
+      if (err === undefined) {
+        line.code = "ok";
+        logger[quiet ? "debug" : "info"](line, "rpc");
+        return;
+      }
+      const ce = ConnectError.from(err);
+      line.code = codeName(ce.code);
+      line.error = ce.rawMessage;
+      if (isServerFault(ce.code) && !(err instanceof ConnectError)) line.cause = String(err);
+      logger[isServerFault(ce.code) ? "error" : "warn"](line, "rpc");
+    };
+
+    if (!req.stream) {
+      try {
+        const res = await next(req);
+        res.header.set(REQUEST_ID_HEADER, requestId);
+        log(undefined);
+        return res;
+      } catch (err) {
+        if (err instanceof ConnectError) err.metadata.set(REQUEST_ID_HEADER, requestId);
+        log(err);
+        throw err;
+      }
+    }
+
+    const input = req.message;
+    const counted: StreamRequest = {
+      ...req,
+      message: (async function* () {
+        for await (const m of input) {
+          received++;
+          yield m;
+        }
+      })(),
+    };
+    let res;
+    try {
+      res = await next(counted);
+    } catch (err) {
+      if (err instanceof ConnectError) err.metadata.set(REQUEST_ID_HEADER, requestId);
+      log(err);
+      throw err;
+    }
+    res.header.set(REQUEST_ID_HEADER, requestId);
+    if (!res.stream) {
+      log(undefined);
+      return res;
+    }
+    return { ...res, message: observeStream(res.message, () => sent++, log) };
+  };
+}
+
+/**
+ * Wraps a response stream: counts messages and reports how it ended (undefined for success
+ * or an early close by the consumer), without changing `return`/`throw` behaviour.
+ */
+export function observeStream<T>(source: AsyncIterable<T>, onMessage: () => void, onEnd: (err: unknown) => void): AsyncIterable<T> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = source[Symbol.asyncIterator]();
+      return {
+        async next() {
+          try {
+            const r = await it.next();
+            if (r.done === true) onEnd(undefined);
+            else onMessage();
+            return r;
+          } catch (err) {
+            onEnd(err);
+            throw err;
+          }
+        },
+        async return(value?: unknown) {
+          onEnd(undefined);
+          return (await it.return?.(value)) ?? { done: true, value: undefined };
+        },
+        async throw(err?: unknown) {
+          onEnd(err);
+          if (it.throw) return it.throw(err);
+          throw err;
+        },
+      };
+    },
+  };
+}

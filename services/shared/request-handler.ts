@@ -1,0 +1,215 @@
+import type * as http from "node:http";
+import type * as http2 from "node:http2";
+import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
+import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
+import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import type { Logger } from "pino";
+import { codeName } from "./errors.js";
+import { malformedMessageError } from "./limits.js";
+
+/**
+ * The Node.js request handler behind the host's port: connect-es's router served the way
+ * `connectNodeAdapter` does, plus what a long-running server needs around it:
+ *
+ * - it counts calls in flight so shutdown can wait for them to drain;
+ * - while draining, HTTP/1.1 responses carry `Connection: close`;
+ * - unknown methods answer gRPC clients with a proper Unimplemented status (not a bare 404);
+ * - unary requests whose message is not valid protobuf end with InvalidArgument instead of
+ *   connect-es's Internal (gRPC and Connect protocols).
+ */
+
+/** A request from either HTTP server. */
+export type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+/** A response from either HTTP server. */
+export type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+/** The handler plus its bookkeeping. */
+export interface RequestHandler {
+  (req: NodeRequest, res: NodeResponse): void;
+  /** Calls currently being served. */
+  inFlight(): number;
+  /** Resolves when no call is in flight (immediately if none is). */
+  idle(): Promise<void>;
+  /** Marks the server as draining: HTTP/1.1 connections close after their response. */
+  drain(): void;
+  /** Full RPC paths served, e.g. "/grpc.health.v1.Health/Check". */
+  readonly paths: readonly string[];
+}
+
+/** Options for `createRequestHandler`. */
+export interface RequestHandlerOptions {
+  /** The router with every service registered (see `createHostRouter`). */
+  readonly router: ConnectRouter;
+  /** Where unexpected handler failures are reported. */
+  readonly logger: Logger;
+}
+
+const GRPC_CONTENT_TYPE = /^application\/grpc(\+[a-z]+)?(;.*)?$/i;
+
+/**
+ * Creates a router the way `connectNodeAdapter` does (gzip and brotli accepted), with the
+ * given options (interceptors, limits, shutdown signal).
+ */
+export function createHostRouter(options: ConnectRouterOptions): ConnectRouter {
+  return createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options });
+}
+
+/** Creates the request handler serving a router's services. */
+export function createRequestHandler(opts: RequestHandlerOptions): RequestHandler {
+  const { router, logger } = opts;
+  const handlers = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
+
+  let active = 0;
+  let draining = false;
+  let waiters: Array<() => void> = [];
+  const finished = () => {
+    active--;
+    if (active === 0) {
+      const w = waiters;
+      waiters = [];
+      for (const resolve of w) resolve();
+    }
+  };
+
+  const handle = (req: NodeRequest, res: NodeResponse) => {
+    active++;
+    res.once("close", finished);
+    if (draining && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
+    const path = (req.url ?? "").split("?", 1)[0] ?? "";
+    const uHandler = handlers.get(path);
+    if (uHandler === undefined) {
+      notFound(req, res, path);
+      return;
+    }
+    const contentType = req.headers["content-type"] ?? "";
+    let uReq;
+    try {
+      uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+    } catch {
+      // e.g. an HTTP/1.0 request without a Host header
+      res.statusCode = 400;
+      res.end();
+      return;
+    }
+    uHandler(uReq)
+      .then((uRes) => (uHandler.method.methodKind === "unary" ? fixParseFailure(uRes, contentType) : uRes))
+      .then((uRes) => universalResponseToNodeResponse(uRes, res))
+      .catch((reason: unknown) => {
+        const code = ConnectError.from(reason).code;
+        // Aborted/Canceled: the client went away; the interceptors have logged the call.
+        if (code === Code.Aborted || code === Code.Canceled) return;
+        logger.error({ service: uHandler.service.typeName, method: uHandler.method.name, code: codeName(code), err: String(reason) }, "response failed");
+        if (!res.headersSent) {
+          res.statusCode = 500;
+          res.end();
+        }
+      });
+  };
+
+  return Object.assign(handle, {
+    inFlight: () => active,
+    idle: () => (active === 0 ? Promise.resolve() : new Promise<void>((resolve) => waiters.push(resolve))),
+    drain: () => {
+      draining = true;
+    },
+    paths: [...handlers.keys()].sort(),
+  });
+}
+
+/** Answers a request for an unknown path: Unimplemented for gRPC, 404 otherwise. */
+function notFound(req: NodeRequest, res: NodeResponse, path: string): void {
+  const contentType = req.headers["content-type"] ?? "";
+  if (GRPC_CONTENT_TYPE.test(contentType) && "stream" in req) {
+    // A trailers-only gRPC response, as gRPC servers send for unknown methods.
+    req.stream.respond(
+      {
+        ":status": 200,
+        "content-type": "application/grpc",
+        "grpc-status": String(Code.Unimplemented),
+        "grpc-message": encodeURIComponent(`unknown method ${path}`),
+      },
+      { endStream: true },
+    );
+    req.resume();
+    return;
+  }
+  res.statusCode = 404;
+  res.end();
+  req.resume();
+}
+
+/** Rewrites connect-es's "parse binary" Internal error of a unary call to InvalidArgument. */
+async function fixParseFailure(uRes: UniversalServerResponse, requestContentType: string): Promise<UniversalServerResponse> {
+  if (GRPC_CONTENT_TYPE.test(requestContentType)) {
+    const trailer = uRes.trailer;
+    if (trailer === undefined) return uRes;
+    const rewrite = () => {
+      if (trailer.get("grpc-status") !== String(Code.Internal)) return;
+      const message = safeDecode(trailer.get("grpc-message") ?? "");
+      if (!message.startsWith("parse binary:")) return;
+      const fixed = malformedMessageError(new ConnectError(message, Code.Internal));
+      trailer.set("grpc-status", String(fixed.code));
+      trailer.set("grpc-message", encodeURIComponent(fixed.rawMessage));
+    };
+    rewrite();
+    const body = uRes.body;
+    if (body === undefined || !(Symbol.asyncIterator in body)) return uRes;
+    return { ...uRes, body: afterIteration(body, rewrite) };
+  }
+  const isJsonError = uRes.status >= 400 && (uRes.header?.get("content-type") ?? "").startsWith("application/json");
+  if (uRes.status !== 500 || !isJsonError || uRes.header?.has("content-encoding") === true) return uRes;
+  const body = uRes.body;
+  if (body === undefined || !(Symbol.asyncIterator in body)) return uRes;
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  const bytes = Buffer.concat(chunks);
+  let parsed: { code?: string; message?: string } | undefined;
+  try {
+    parsed = JSON.parse(bytes.toString("utf8")) as { code?: string; message?: string };
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed?.code !== "internal" || !parsed.message?.startsWith("parse binary:")) {
+    return { ...uRes, body: single(bytes) };
+  }
+  const fixed = malformedMessageError(new ConnectError(parsed.message, Code.Internal));
+  const out = Buffer.from(JSON.stringify({ code: codeName(fixed.code), message: fixed.rawMessage }));
+  const header = new Headers(uRes.header);
+  header.set("content-length", String(out.byteLength));
+  return { ...uRes, status: 400, header, body: single(out) };
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+async function* single(bytes: Uint8Array): AsyncIterable<Uint8Array> {
+  yield bytes;
+}
+
+/** Runs `done` after the last chunk, before the consumer sees the end. */
+function afterIteration(source: AsyncIterable<Uint8Array>, done: () => void): AsyncIterable<Uint8Array> {
+  return {
+    [Symbol.asyncIterator]() {
+      const it = source[Symbol.asyncIterator]();
+      return {
+        async next() {
+          const r = await it.next();
+          if (r.done === true) done();
+          return r;
+        },
+        async return(value?: unknown) {
+          return (await it.return?.(value)) ?? { done: true as const, value: undefined };
+        },
+        async throw(err?: unknown) {
+          if (it.throw) return it.throw(err);
+          throw err;
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * Storage errors shared by every store.
+ *
+ * A dependency that is down or temporarily refusing work surfaces as `UnavailableError`, so
+ * a service's `toConnectError()` can map it to Connect's `Unavailable` (retry later) without
+ * knowing which driver produced it. Everything else (constraint violations, bad SQL, bugs)
+ * passes through unchanged.
+ */
+
+/** A backing dependency (the database, Redis) is unreachable or temporarily refusing work. */
+export class UnavailableError extends Error {
+  override readonly name: string = "UnavailableError";
+  /** Which dependency failed: "database", "coordination", ... */
+  readonly dependency: string;
+  /** The driver's error code when there was one (ECONNREFUSED, ER_LOCK_DEADLOCK, SQLITE_BUSY, ...). */
+  readonly code: string | undefined;
+
+  constructor(dependency: string, message: string, options?: { cause?: unknown; code?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.dependency = dependency;
+    this.code = options?.code;
+  }
+}
+
+/** Socket-level failures: the server is down, unreachable or dropped us. */
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "EAI_AGAIN",
+  "ENOTFOUND",
+]);
+
+/** MySQL/MariaDB (mysql2) codes that mean "try again", not "your request is wrong". */
+const MYSQL_CODES = new Set([
+  "PROTOCOL_CONNECTION_LOST",
+  "PROTOCOL_SEQUENCE_TIMEOUT",
+  "PROTOCOL_ENQUEUE_AFTER_FATAL_ERROR",
+  "PROTOCOL_ENQUEUE_AFTER_QUIT",
+  "ER_LOCK_DEADLOCK",
+  "ER_LOCK_WAIT_TIMEOUT",
+  "ER_CON_COUNT_ERROR",
+  "ER_TOO_MANY_USER_CONNECTIONS",
+  "ER_SERVER_SHUTDOWN",
+  "ER_CONNECTION_KILLED",
+  "ER_CLIENT_INTERACTION_TIMEOUT",
+  "ER_NET_READ_ERROR",
+  "ER_NET_READ_INTERRUPTED",
+  "ER_NET_ERROR_ON_WRITE",
+  "ER_NET_WRITE_INTERRUPTED",
+  "ER_OPTION_PREVENTS_STATEMENT", // --read-only during a failover
+]);
+
+/** The same conditions by server errno, for errors that carry only a number. */
+const MYSQL_ERRNOS = new Set([1040, 1053, 1205, 1213, 1203, 1290, 1927, 2006, 2013, 4031]);
+
+interface ErrorLike {
+  code?: unknown;
+  errno?: unknown;
+  name?: unknown;
+  cause?: unknown;
+}
+
+function transientHere(err: ErrorLike): string | undefined {
+  const code = typeof err.code === "string" ? err.code : undefined;
+  if (code !== undefined) {
+    if (NETWORK_CODES.has(code) || MYSQL_CODES.has(code)) return code;
+    if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return code;
+  }
+  if (typeof err.errno === "number" && MYSQL_ERRNOS.has(err.errno) && code?.startsWith("SQLITE_") !== true) {
+    return code ?? `errno ${err.errno}`;
+  }
+  // knex's pool gave up waiting for a connection: the database is too slow or gone.
+  if (err.name === "KnexTimeoutError") return "KnexTimeoutError";
+  return undefined;
+}
+
+function transientCode(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current !== null && typeof current === "object"; depth++) {
+    if (current instanceof UnavailableError) return current.code ?? "unavailable";
+    const found = transientHere(current as ErrorLike);
+    if (found !== undefined) return found;
+    current = (current as ErrorLike).cause;
+  }
+  return undefined;
+}
+
+/**
+ * True when `err` (or its cause chain) means the database is down, unreachable or
+ * temporarily refusing work: connection refused/lost, deadlock, lock wait timeout, too many
+ * connections, server shutdown, SQLITE_BUSY/SQLITE_LOCKED, pool acquire timeout.
+ */
+export function isTransientDbError(err: unknown): boolean {
+  return transientCode(err) !== undefined;
+}
+
+/** Converts a transient database error into `UnavailableError`; returns any other error unchanged. */
+export function toDbError(err: unknown): unknown {
+  if (err instanceof UnavailableError) return err;
+  const code = transientCode(err);
+  if (code === undefined) return err;
+  return new UnavailableError("database", `database unavailable (${code})`, { cause: err, code });
+}
+
+/**
+ * Runs `fn` and rethrows transient database failures as `UnavailableError`.
+ * Stores wrap their public methods with it: `return withDbErrors(() => db.primary("t")...)`.
+ */
+export async function withDbErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw toDbError(err);
+  }
+}

@@ -1,0 +1,197 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestDatabase, type TestDatabase } from "../../../test/support/mysql.js";
+import { createDatabase, type Database } from "./database.js";
+import { migrate, migrationStatus } from "./migrate.js";
+import { createMigrationSource, migrations, type MigrationModule } from "./migrations/index.js";
+
+const TABLES = ["records", "signatures", "keyring_keys", "batches", "jobs", "master_keys"];
+
+interface Backend {
+  open(): Database;
+  cleanup(): Promise<void>;
+}
+
+async function sqliteBackend(): Promise<Backend> {
+  const dir = mkdtempSync(join(tmpdir(), "keymesh-migrate-"));
+  return {
+    open: () => createDatabase({ dataDir: dir }),
+    cleanup: async () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+async function mysqlBackend(): Promise<Backend> {
+  const tdb: TestDatabase = await createTestDatabase();
+  return { open: () => createDatabase({ url: tdb.url, dataDir: "unused" }), cleanup: () => tdb.drop() };
+}
+
+const backends: Array<[string, () => Promise<Backend>]> = [
+  ["sqlite", sqliteBackend],
+  ["mysql", mysqlBackend],
+];
+
+describe.each(backends)("migrations on %s", (_name, makeBackend) => {
+  let backend: Backend;
+  let db: Database;
+
+  beforeAll(async () => {
+    backend = await makeBackend();
+    db = backend.open();
+  });
+  afterAll(async () => {
+    await db?.close();
+    await backend?.cleanup();
+  });
+
+  it("applies every migration once and reports status", async () => {
+    expect(await migrationStatus(db)).toEqual({ applied: [], pending: ["0001_signing"], unknown: [] });
+    expect(await migrate(db)).toEqual({ applied: ["0001_signing"] });
+    expect(await migrate(db)).toEqual({ applied: [] });
+    expect(await migrationStatus(db)).toEqual({ applied: ["0001_signing"], pending: [], unknown: [] });
+    for (const table of TABLES) expect(await db.primary.schema.hasTable(table)).toBe(true);
+  });
+
+  it("makes a second signature for a record impossible", async () => {
+    const k = db.primary;
+    const [id] = await k("records").insert({ payload: Buffer.from("hello"), created_at: Date.now() });
+    const row = { record_id: Number(id), key_id: "k1", fence: 1, batch_id: "b1", signature: Buffer.alloc(64, 1), signed_at: 1 };
+    await k("signatures").insert(row);
+    await expect(k("signatures").insert({ ...row, key_id: "k2", batch_id: "b2" })).rejects.toThrow();
+    const stored = await k("signatures").where({ record_id: Number(id) });
+    expect(stored).toHaveLength(1);
+    expect(Buffer.isBuffer(stored[0].signature)).toBe(true);
+    expect(stored[0].key_id).toBe("k1");
+  });
+
+  it("refuses a signature for a record that does not exist", async () => {
+    const row = { record_id: 999_999, key_id: "k1", fence: 1, batch_id: "b1", signature: Buffer.alloc(64), signed_at: 1 };
+    await expect(db.primary("signatures").insert(row)).rejects.toThrow();
+  });
+
+  it("allows one batch per key acquisition (key_id, fence)", async () => {
+    const batch = { job_id: "j", key_id: "k1", fence: 7, size: 10, executor: "e", start_at: 1 };
+    await db.primary("batches").insert({ ...batch, id: "b-1" });
+    await expect(db.primary("batches").insert({ ...batch, id: "b-2" })).rejects.toThrow();
+    const [row] = await db.primary("batches").where({ id: "b-1" });
+    expect(row.outcome).toBe("open");
+    expect(row.committed_at).toBeNull();
+  });
+
+  it("stores keys with defaults for fence, LRU and lease columns, ids case-sensitive", async () => {
+    const key = {
+      public_key: Buffer.alloc(32, 2),
+      private_key_ciphertext: Buffer.alloc(81, 3),
+      master_key_version: 1,
+      created_at: Date.now(),
+    };
+    await db.primary("keyring_keys").insert([{ ...key, id: "Key1" }, { ...key, id: "key1" }]);
+    const rows = await db.primary("keyring_keys").orderBy("id");
+    expect(rows.map((r) => r.id)).toEqual(["Key1", "key1"]);
+    expect(rows[0]).toMatchObject({ algorithm: "ed25519", fence: 0, last_used_at: 0, leased_until: 0, holder: null });
+  });
+
+  it("returns BIGINT millisecond timestamps as numbers", async () => {
+    const now = Date.now();
+    await db.primary("jobs").insert({ id: "j1", batch_size: 1000, concurrency: 4, state: "pending", created_at: now });
+    const [job] = await db.primary("jobs").where({ id: "j1" });
+    expect(job.created_at).toBe(now);
+    expect(job.total_records).toBe(0);
+  });
+
+  it("claims never-claimed records in id order through the claim index", async () => {
+    const k = db.primary;
+    await k("records").insert(
+      Array.from({ length: 5 }, (_, i) => ({ payload: Buffer.from([i]), created_at: 1 })),
+    );
+    const now = Date.now();
+    const claimable = await k("records")
+      .select("id")
+      .where("signed", false)
+      .andWhere("claim_expires_at", "<", now)
+      .orderBy([{ column: "claim_expires_at" }, { column: "id" }])
+      .limit(3);
+    const ids = claimable.map((r) => Number(r.id));
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(ids).toHaveLength(3);
+  });
+});
+
+describe("migrations on mysql: concurrency and plans", () => {
+  let tdb: TestDatabase;
+  const open: Database[] = [];
+  const connect = () => {
+    const db = createDatabase({ url: tdb.url, dataDir: "unused" });
+    open.push(db);
+    return db;
+  };
+
+  beforeAll(async () => {
+    tdb = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await Promise.all(open.map((db) => db.close()));
+    await tdb?.drop();
+  });
+
+  it("lets several processes migrate at once: one applies, the others wait and find nothing to do", async () => {
+    const dbs = [connect(), connect(), connect()];
+    const results = await Promise.all(dbs.map((db) => migrate(db)));
+    const applied = results.flatMap((r) => r.applied);
+    expect(applied).toEqual(["0001_signing"]);
+    const rows = await dbs[0]!.primary("keymesh_migrations").select("name");
+    expect(rows.map((r) => r.name)).toEqual(["0001_signing"]);
+    const locks = await dbs[0]!.primary("keymesh_migrations_lock").select("*");
+    expect(locks).toEqual([{ index: 1, is_locked: 0 }]);
+  });
+
+  it("recovers from a knex lock left behind by a crashed migration", async () => {
+    const db = connect();
+    await db.primary("keymesh_migrations_lock").update({ is_locked: 1 });
+    const extra: MigrationModule = {
+      name: "0002_test_extra",
+      up: async (k) => k.schema.createTable("t_extra", (t) => t.integer("x")),
+      down: async (k) => k.schema.dropTable("t_extra"),
+    };
+    const result = await migrate(db, { migrations: [...migrations, extra] });
+    expect(result.applied).toEqual(["0002_test_extra"]);
+    // Code that does not know 0002 still starts (rolling upgrade) and sees it as unknown.
+    expect(await migrate(db)).toEqual({ applied: [] });
+    expect((await migrationStatus(db)).unknown).toEqual(["0002_test_extra"]);
+  });
+
+  it("claims with an index range scan, no filesort", async () => {
+    const db = connect();
+    const [plan] = (await db.primary.raw(
+      "EXPLAIN SELECT id FROM records WHERE signed = 0 AND claim_expires_at < ? ORDER BY claim_expires_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
+      [Date.now()],
+    )) as [Array<{ key: string | null; Extra: string | null }>];
+    expect(plan[0]?.key).toBe("records_claim_idx");
+    expect(plan[0]?.Extra ?? "").not.toMatch(/filesort/i);
+  });
+});
+
+describe("migration source", () => {
+  it("serves migrations in order and rejects a misordered list", async () => {
+    const source = createMigrationSource();
+    const list = await source.getMigrations([]);
+    expect(list.map((m) => source.getMigrationName(m))).toEqual(migrations.map((m) => m.name));
+    const m: MigrationModule = { name: "0000_x", up: async () => {}, down: async () => {} };
+    expect(() => createMigrationSource([migrations[0]!, m])).toThrow(/out of order/);
+  });
+
+  it("rolls 0001 back cleanly on sqlite", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "keymesh-rollback-"));
+    const db = createDatabase({ dataDir: dir });
+    try {
+      await migrate(db);
+      await db.primary.migrate.rollback({ tableName: "keymesh_migrations", migrationSource: createMigrationSource() });
+      for (const table of TABLES) expect(await db.primary.schema.hasTable(table)).toBe(false);
+      expect((await migrationStatus(db)).pending).toEqual(["0001_signing"]);
+    } finally {
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

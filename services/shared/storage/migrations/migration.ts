@@ -1,0 +1,33 @@
+import type { Knex } from "knex";
+import type { Dialect } from "../database.js";
+
+/**
+ * One versioned schema change. `name` is recorded in the migrations table once `up` has run;
+ * names sort in the order they must apply (`0001_…`, `0002_…`).
+ *
+ * Migrations must run on MySQL/MariaDB and SQLite alike, and be backward compatible with the
+ * previous release's code (expand, then contract in a later migration), because during a
+ * rolling upgrade old and new processes share one schema.
+ */
+export interface MigrationModule {
+  readonly name: string;
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+/** The dialect a knex instance (or transaction) talks to. */
+export function dialectOf(knex: Knex): Dialect {
+  const client = String((knex.client as { config?: { client?: unknown } }).config?.client ?? "");
+  return client === "mysql2" || client === "mysql" ? "mysql" : "sqlite";
+}
+
+/**
+ * Table options every keymesh table gets on MySQL: InnoDB, utf8mb4 with binary collation, so
+ * identifiers compare byte for byte exactly as they do on SQLite ("Key1" ≠ "key1").
+ */
+export function tableDefaults(knex: Knex, table: Knex.CreateTableBuilder): void {
+  if (dialectOf(knex) !== "mysql") return;
+  table.engine("InnoDB");
+  table.charset("utf8mb4");
+  table.collate("utf8mb4_bin");
+}

@@ -1,0 +1,152 @@
+/**
+ * Tracing interceptors for Connect servers and clients, after
+ * connectrpc/otelconnect-go: one span per call named
+ * `keymesh.vault.v1.VaultService/GetSecret`, with `rpc.system`,
+ * `rpc.service`, `rpc.method`, `rpc.grpc.status_code` (the numeric Connect
+ * code, 0 on success) and a `message` event (`message.type` SENT/RECEIVED,
+ * `message.id`) per message. W3C trace context and baggage travel in the
+ * request headers: the client injects them, the server extracts them.
+ *
+ * Streams are wrapped without changing their `return`/`throw` behaviour
+ * (the connectrpc/validate-es pattern); the span ends when the response
+ * stream finishes, fails, is closed early by its consumer, or the call's
+ * signal aborts, whichever comes first.
+ */
+import type { Interceptor, StreamRequest, UnaryRequest } from "@connectrpc/connect";
+import {
+  context,
+  propagation,
+  SpanKind,
+  trace,
+  type Context,
+  type Link,
+  type SpanOptions,
+  type TextMapPropagator,
+  type TracerProvider,
+} from "@opentelemetry/api";
+import { RpcSpan, detectRpcSystem, headerGetter, headerSetter, rpcAttributes, type RpcSide } from "./rpc-span.js";
+import { traceStream } from "./traced-stream.js";
+import { tracerName } from "./with-span.js";
+
+export { tracerName, withSpan, type WithSpanOptions } from "./with-span.js";
+
+/** Options shared by the server and the client interceptor. */
+export interface TracingInterceptorOptions {
+  /** Where spans go; defaults to the global provider installed by the preload. */
+  tracerProvider?: TracerProvider;
+  /** How context crosses the wire; defaults to the global W3C trace context + baggage. */
+  propagator?: TextMapPropagator;
+  /** Return false to leave a call untraced (health probes, reflection). */
+  filter?: (req: UnaryRequest | StreamRequest) => boolean;
+  /** Skip the per-message `message` events; the counts are still recorded. */
+  omitMessageEvents?: boolean;
+}
+
+/** Options of the server interceptor. */
+export interface ServerTracingInterceptorOptions extends TracingInterceptorOptions {
+  /**
+   * Make the caller's span the parent of the server span. True by default:
+   * callers inside the mesh are trusted. When false the server span starts a
+   * new trace and links to the caller's span instead.
+   */
+  trustRemote?: boolean;
+}
+
+/**
+ * Creates the server-side interceptor. The server span is the active context
+ * while the handler runs, including inside a response stream, so spans the
+ * handler starts (knex, ioredis, `withSpan`) become its children.
+ */
+export function createTracingInterceptor(opts: ServerTracingInterceptorOptions = {}): Interceptor {
+  return createRpcTracing("server", opts, opts.trustRemote ?? true);
+}
+
+/**
+ * Creates the client-side interceptor: a client span around each call, whose
+ * context is injected into the request headers.
+ */
+export function createClientTracingInterceptor(opts: TracingInterceptorOptions = {}): Interceptor {
+  return createRpcTracing("client", opts, true);
+}
+
+function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustRemote: boolean): Interceptor {
+  const events = !(opts.omitMessageEvents ?? false);
+  // Requests are sent by the client and received by the server; responses the other way round.
+  const [requestType, responseType] = side === "client" ? (["SENT", "RECEIVED"] as const) : (["RECEIVED", "SENT"] as const);
+  return (next) => async (req) => {
+    if (opts.filter && !opts.filter(req)) return next(req);
+    const propagator = opts.propagator ?? propagation;
+    const tracer = (opts.tracerProvider ?? trace.getTracerProvider()).getTracer(tracerName);
+    const system = detectRpcSystem(req.header, req.requestMethod);
+    const spanOptions: SpanOptions = {
+      kind: side === "client" ? SpanKind.CLIENT : SpanKind.SERVER,
+      attributes: rpcAttributes(system, req.service.typeName, req.method.name),
+    };
+    let parent = context.active();
+    if (side === "server") {
+      parent = propagator.extract(parent, req.header, headerGetter);
+      if (!trustRemote) parent = asNewRoot(parent, spanOptions);
+    }
+    const span = tracer.startSpan(`${req.service.typeName}/${req.method.name}`, spanOptions, parent);
+    const ctx = trace.setSpan(parent, span);
+    if (side === "client") propagator.inject(ctx, req.header, headerSetter);
+    const rpc = new RpcSpan(span, side, system, events);
+
+    if (!req.stream) {
+      rpc.message(requestType);
+      try {
+        const res = await context.with(ctx, () => next(req));
+        rpc.message(responseType);
+        rpc.end({ kind: "ok" });
+        return res;
+      } catch (e) {
+        rpc.end({ kind: "error", error: e });
+        throw e;
+      }
+    }
+
+    endOnAbort(rpc, req.signal);
+    let res;
+    try {
+      res = await context.with(ctx, () =>
+        next({ ...req, message: traceStream(req.message, { ctx, onMessage: () => rpc.message(requestType) }) }),
+      );
+    } catch (e) {
+      rpc.end({ kind: "error", error: e });
+      throw e;
+    }
+    if (!res.stream) {
+      // Not produced by Connect for streaming methods; keep the books straight anyway.
+      rpc.end({ kind: "ok" });
+      return res;
+    }
+    return {
+      ...res,
+      message: traceStream(res.message, {
+        ctx,
+        onMessage: () => rpc.message(responseType),
+        onEnd: (outcome) => rpc.end(outcome),
+      }),
+    };
+  };
+}
+
+/** Starts the span as a new trace that links to the remote caller's span. */
+function asNewRoot(parent: Context, spanOptions: SpanOptions): Context {
+  const remote = trace.getSpanContext(parent);
+  if (remote !== undefined && trace.isSpanContextValid(remote)) {
+    const link: Link = { context: remote };
+    spanOptions.links = [link];
+  }
+  spanOptions.root = true;
+  // Baggage stays: only the parent is dropped.
+  return trace.deleteSpan(parent);
+}
+
+/** Ends a stream's span when the call is cancelled or times out while nobody reads. */
+function endOnAbort(rpc: RpcSpan, signal: AbortSignal): void {
+  const onAbort = () => rpc.end({ kind: "error", error: signal.reason });
+  if (signal.aborted) return;
+  signal.addEventListener("abort", onAbort, { once: true });
+  rpc.onEnd(() => signal.removeEventListener("abort", onAbort));
+}

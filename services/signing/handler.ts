@@ -1,0 +1,141 @@
+import type { ServiceImpl } from "@connectrpc/connect";
+import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
+import {
+  SigningService,
+  type SignBatchRequest,
+  type SignStreamRequest,
+  type SignStreamResponseSchema,
+} from "../../gen/keymesh/signing/v1/signing_service_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+
+type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
+import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { InvalidInputError, mapErrors, toConnectError } from "../shared/domain-errors.js";
+import type { Signer } from "./signer.js";
+import type { KeyObject } from "node:crypto";
+
+/** Dependencies of the SigningService handler. */
+export interface SigningHandlerDeps {
+  readonly signer: Signer;
+  /** The raw public key of a keyring key (from the key service). */
+  readonly publicKeyOf: (keyId: string) => Promise<Uint8Array>;
+}
+
+const tracer = trace.getTracer("keymesh.signing");
+const MAX_VERIFY_ITEMS = 10_000;
+
+/** SigningService: the only place a keyring private key is decrypted and used. */
+export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<typeof SigningService> {
+  const publicKeys = new Map<string, Promise<KeyObject>>();
+  const publicKey = (keyId: string) => {
+    let key = publicKeys.get(keyId);
+    if (!key) {
+      key = deps.publicKeyOf(keyId).then(ed25519PublicKey);
+      key.catch(() => publicKeys.delete(keyId));
+      publicKeys.set(keyId, key);
+    }
+    return key;
+  };
+
+  const signBatch = async (req: SignBatchRequest) => {
+    if (!req.keyId) throw new InvalidInputError("key_id is required");
+    const fence = Number(req.fence);
+    const signatures = await deps.signer.signBatch(req.keyId, fence, req.items);
+    return { batchId: req.batchId, keyId: req.keyId, signatures };
+  };
+
+  /** One batch on the stream, in a span parented by the batch's own trace context. */
+  const signOnStream = async (msg: SignStreamRequest): Promise<StreamReply> => {
+    const batch = msg.batch;
+    const batchId = batch?.batchId ?? "";
+    const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
+    return tracer.startActiveSpan(
+      "signing.sign_batch",
+      { attributes: { "keymesh.batch_id": batchId, "keymesh.key_id": batch?.keyId ?? "", "keymesh.record_count": batch?.items.length ?? 0 } },
+      parent,
+      async (span) => {
+        try {
+          if (!batch) throw new InvalidInputError("each stream message carries a batch");
+          return { batchId, result: { case: "signed" as const, value: await signBatch(batch) } };
+        } catch (err) {
+          const ce = toConnectError(err);
+          span.recordException(ce);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
+          return { batchId, result: { case: "error" as const, value: { code: codeName(ce.code), message: ce.rawMessage } } };
+        } finally {
+          span.end();
+        }
+      },
+    );
+  };
+
+  return {
+    signBatch: mapErrors(signBatch),
+
+    async *signStream(requests) {
+      // Batches are signed as they arrive and answered as they finish, so a slow key fetch
+      // for one batch does not hold up the others.
+      const done: StreamReply[] = [];
+      let wake: (() => void) | undefined;
+      let pending = 0;
+      let inputDone = false;
+      let failure: unknown;
+      const notify = () => {
+        wake?.();
+        wake = undefined;
+      };
+      void (async () => {
+        try {
+          for await (const msg of requests) {
+            pending++;
+            void signOnStream(msg).then((res) => {
+              pending--;
+              done.push(res);
+              notify();
+            });
+          }
+        } catch (err) {
+          failure = err;
+        } finally {
+          inputDone = true;
+          notify();
+        }
+      })();
+      for (;;) {
+        while (done.length > 0) yield done.shift()!;
+        if (failure) throw toConnectError(failure);
+        if (inputDone && pending === 0) return;
+        await new Promise<void>((resolve) => (wake = resolve));
+      }
+    },
+
+    verify: mapErrors(async (req) => {
+      const key =
+        req.key.case === "keyId"
+          ? await publicKey(req.key.value)
+          : req.key.case === "publicKey"
+            ? ed25519PublicKey(req.key.value)
+            : undefined;
+      if (!key) throw new InvalidInputError("set key_id or public_key");
+      return { valid: verifyEd25519(key, req.payload, req.signature) };
+    }),
+
+    verifyBatch: mapErrors(async (req) => {
+      if (req.items.length === 0 || req.items.length > MAX_VERIFY_ITEMS) {
+        throw new InvalidInputError(`verify 1-${MAX_VERIFY_ITEMS} items at a time, got ${req.items.length}`);
+      }
+      const invalid: bigint[] = [];
+      for (const item of req.items) {
+        if (!verifyEd25519(await publicKey(item.keyId), item.payload, item.signature)) invalid.push(item.recordId);
+      }
+      return { valid: req.items.length - invalid.length, invalidRecordIds: invalid };
+    }),
+  };
+}
+
+function codeName(code: number): string {
+  const names = ["ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
+    "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range", "unimplemented",
+    "internal", "unavailable", "data_loss", "unauthenticated"];
+  return names[code] ?? "unknown";
+}

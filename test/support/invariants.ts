@@ -1,0 +1,171 @@
+import type { Knex } from "knex";
+import { ed25519PublicKey, verifyEd25519 } from "../../services/shared/crypto/ed25519.js";
+
+/** What the checker found; `violations` is empty when all six invariants hold. */
+export interface InvariantReport {
+  readonly records: number;
+  readonly signatures: number;
+  readonly batches: number;
+  readonly leases: number;
+  readonly keysUsed: number;
+  readonly violations: string[];
+}
+
+const n = (v: unknown) => Number(v);
+
+/**
+ * Reads the database after a run and checks the six signing invariants of DESIGN.md:
+ * 1. every record has exactly one signature;
+ * 2. no two leases of one key were live at once, and committed batches of one key never
+ *    overlap in time;
+ * 3. every batch was signed by one key (its signatures all carry the batch's key and fence);
+ * 4. each acquisition took the least-recently-used free key;
+ * 5. the batch size is the job's, constant (only a job's last batches may be short);
+ * 6. every stored signature verifies under the public key of the key recorded with it.
+ */
+export async function checkInvariants(
+  db: Knex,
+  opts: { jobId?: string; maxShortBatches?: number } = {},
+): Promise<InvariantReport> {
+  const violations: string[] = [];
+  const v = (msg: string) => {
+    if (violations.length < 50) violations.push(msg);
+  };
+
+  // 1. Exactly one signature per record.
+  const [{ records }] = (await db("records").count({ records: "*" })) as { records: number }[];
+  const [{ signatures, distinct }] = (await db("signatures").count({ signatures: "*" }).countDistinct({ distinct: "record_id" })) as {
+    signatures: number;
+    distinct: number;
+  }[];
+  if (n(signatures) !== n(distinct)) v(`1: ${n(signatures) - n(distinct)} records have more than one signature`);
+  const unsigned = (await db("records as r").leftJoin("signatures as s", "s.record_id", "r.id").whereNull("s.record_id").count({ c: "*" })) as {
+    c: number;
+  }[];
+  if (n(unsigned[0]!.c) > 0) v(`1: ${n(unsigned[0]!.c)} records have no signature`);
+  const flagMismatch = (await db("records as r")
+    .leftJoin("signatures as s", "s.record_id", "r.id")
+    .where((q) => q.where("r.signed", 1).whereNull("s.record_id"))
+    .orWhere((q) => q.where("r.signed", 0).whereNotNull("s.record_id"))
+    .count({ c: "*" })) as { c: number }[];
+  if (n(flagMismatch[0]!.c) > 0) v(`1: ${n(flagMismatch[0]!.c)} records whose signed flag disagrees with the signatures table`);
+
+  // 2. No concurrent key use.
+  const leases = (await db("key_leases").select("key_id", "fence", "acquired_at", "expires_at", "released_at", "previous_last_used_at").orderBy([
+    { column: "key_id" },
+    { column: "fence" },
+  ])) as { key_id: string; fence: number; acquired_at: number; expires_at: number; released_at: number | null; previous_last_used_at: number }[];
+  const end = (l: (typeof leases)[number]) => (l.released_at == null ? n(l.expires_at) : Math.min(n(l.released_at), n(l.expires_at)));
+  for (let i = 1; i < leases.length; i++) {
+    const a = leases[i - 1]!;
+    const b = leases[i]!;
+    if (a.key_id === b.key_id && n(b.acquired_at) < end(a)) {
+      v(`2: key ${b.key_id} leased under fence ${b.fence} at ${b.acquired_at} while fence ${a.fence} was live until ${end(a)}`);
+    }
+  }
+  const batchRows = (await db("batches").select("id", "job_id", "key_id", "fence", "size", "start_at", "committed_at", "outcome")) as {
+    id: string;
+    job_id: string;
+    key_id: string;
+    fence: number;
+    size: number;
+    start_at: number;
+    committed_at: number | null;
+    outcome: string;
+  }[];
+  const committed = batchRows.filter((b) => b.outcome === "committed");
+  const byKey = new Map<string, typeof committed>();
+  for (const b of committed) byKey.set(b.key_id, [...(byKey.get(b.key_id) ?? []), b]);
+  for (const [key, list] of byKey) {
+    list.sort((x, y) => n(x.start_at) - n(y.start_at));
+    for (let i = 1; i < list.length; i++) {
+      if (n(list[i]!.start_at) < n(list[i - 1]!.committed_at)) {
+        v(`2: batches ${list[i - 1]!.id} and ${list[i]!.id} of key ${key} overlap in time`);
+      }
+    }
+  }
+
+  // 3. One key per batch.
+  const mixed = (await db("signatures").select("batch_id").countDistinct({ k: "key_id" }).countDistinct({ f: "fence" }).groupBy("batch_id")) as {
+    batch_id: string;
+    k: number;
+    f: number;
+  }[];
+  for (const m of mixed) if (n(m.k) !== 1 || n(m.f) !== 1) v(`3: batch ${m.batch_id} has signatures from ${m.k} keys / ${m.f} fences`);
+  const batchById = new Map(batchRows.map((b) => [b.id, b]));
+  const sigBatches = (await db("signatures").distinct("batch_id", "key_id", "fence")) as { batch_id: string; key_id: string; fence: number }[];
+  for (const s of sigBatches) {
+    const b = batchById.get(s.batch_id);
+    if (!b) v(`3: signatures of batch ${s.batch_id} have no batch record`);
+    else if (b.key_id !== s.key_id || n(b.fence) !== n(s.fence)) v(`3: batch ${s.batch_id} recorded key ${b.key_id}/${b.fence}, signatures say ${s.key_id}/${s.fence}`);
+    else if (b.outcome !== "committed") v(`3: batch ${s.batch_id} has stored signatures but outcome ${b.outcome}`);
+  }
+
+  // 4. Least recently used first: replay acquisitions in time order.
+  const timeline = [...leases].sort((a, b) => n(a.acquired_at) - n(b.acquired_at) || a.key_id.localeCompare(b.key_id));
+  const allKeys = (await db("keyring_keys").select("id")) as { id: string }[];
+  const state = new Map(allKeys.map((k) => [k.id, { lastUsed: 0, busyUntil: 0, expired: false }]));
+  const pendingEnds: { key: string; at: number; released: boolean }[] = [];
+  for (const l of timeline) {
+    const t = n(l.acquired_at);
+    for (const e of pendingEnds.filter((x) => x.at <= t)) {
+      pendingEnds.splice(pendingEnds.indexOf(e), 1);
+      const s = state.get(e.key)!;
+      if (e.released) s.lastUsed = Math.max(s.lastUsed, e.at);
+      s.expired = !e.released;
+    }
+    const older = [...state.entries()].filter(
+      ([id, s]) => id !== l.key_id && s.busyUntil <= t && !s.expired && s.lastUsed < n(l.previous_last_used_at),
+    );
+    if (older.length > 0) {
+      v(`4: key ${l.key_id} (last used ${l.previous_last_used_at}) taken at ${t} while ${older[0]![0]} (last used ${older[0]![1].lastUsed}) was free`);
+    }
+    const s = state.get(l.key_id)!;
+    s.lastUsed = t;
+    s.busyUntil = end(l);
+    s.expired = false;
+    pendingEnds.push({ key: l.key_id, at: end(l), released: l.released_at != null });
+  }
+
+  // 5. Batch size constant per job.
+  const jobs = (await db("jobs").select("id", "batch_size")) as { id: string; batch_size: number }[];
+  for (const job of jobs) {
+    if (opts.jobId && job.id !== opts.jobId) continue;
+    const mine = committed.filter((b) => b.job_id === job.id);
+    const over = mine.filter((b) => n(b.size) > n(job.batch_size));
+    if (over.length > 0) v(`5: job ${job.id} has ${over.length} batches larger than its batch size ${job.batch_size}`);
+    const short = mine.filter((b) => n(b.size) < n(job.batch_size));
+    if (short.length > (opts.maxShortBatches ?? 16)) v(`5: job ${job.id} has ${short.length} short batches`);
+  }
+
+  // 6. Every stored signature verifies under its key's public key.
+  const keys = new Map(
+    ((await db("keyring_keys").select("id", "public_key")) as { id: string; public_key: Buffer }[]).map((k) => [k.id, ed25519PublicKey(k.public_key)]),
+  );
+  let after = 0;
+  let bad = 0;
+  for (;;) {
+    const page = (await db("signatures as s")
+      .join("records as r", "r.id", "s.record_id")
+      .select("s.record_id", "s.key_id", "s.signature", "r.payload")
+      .where("s.record_id", ">", after)
+      .orderBy("s.record_id")
+      .limit(5000)) as { record_id: number; key_id: string; signature: Buffer; payload: Buffer }[];
+    if (page.length === 0) break;
+    for (const row of page) {
+      const key = keys.get(row.key_id);
+      if (!key || !verifyEd25519(key, row.payload, row.signature)) bad++;
+    }
+    after = n(page[page.length - 1]!.record_id);
+  }
+  if (bad > 0) v(`6: ${bad} stored signatures do not verify`);
+
+  return {
+    records: n(records),
+    signatures: n(signatures),
+    batches: committed.length,
+    leases: leases.length,
+    keysUsed: byKey.size,
+    violations,
+  };
+}

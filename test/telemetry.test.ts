@@ -1,0 +1,277 @@
+import { createServer } from "node:http2";
+import type { AddressInfo } from "node:net";
+import { Code, ConnectError, createClient, createRouterTransport, type ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
+import { propagation, context, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
+import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
+import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
+import { afterAll, beforeEach, describe, expect, it, vi } from "vitest";
+import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import {
+  createClientTracingInterceptor,
+  createTracingInterceptor,
+  withSpan,
+  type ServerTracingInterceptorOptions,
+} from "../services/shared/telemetry/interceptors.js";
+import { resolveTraceExport } from "../services/shared/telemetry/sdk.js";
+import { traceStream } from "../services/shared/telemetry/traced-stream.js";
+
+const SERVING = HealthCheckResponse_ServingStatus.SERVING;
+const exporter = new InMemorySpanExporter();
+const provider = new NodeTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+// Global provider, AsyncLocalStorage context manager and W3C propagators, as the preload installs.
+provider.register();
+afterAll(() => provider.shutdown());
+beforeEach(() => exporter.reset());
+
+/** What the handlers saw, to check that the server span was the active context. */
+const seen: { spanIds: string[]; baggage: string[]; closed: boolean } = { spanIds: [], baggage: [], closed: false };
+const activeSpanId = () => trace.getActiveSpan()?.spanContext().spanId ?? "none";
+
+function healthRoutes(router: ConnectRouter) {
+  router.service(Health, {
+    check(req) {
+      seen.spanIds.push(activeSpanId());
+      seen.baggage.push(propagation.getActiveBaggage()?.getEntry("tenant")?.value ?? "");
+      switch (req.service) {
+        case "unavailable":
+          throw new ConnectError("database down", Code.Unavailable);
+        case "invalid":
+          throw new ConnectError("no such service name", Code.InvalidArgument);
+        case "bug":
+          throw new Error("undefined is not a function");
+      }
+      return { status: SERVING };
+    },
+    async *watch(req) {
+      try {
+        for (let i = 0; req.service === "forever" || i < 3; i++) {
+          await withSpan("health.probe", { "keymesh.round": i }, () => {
+            seen.spanIds.push(activeSpanId());
+          });
+          yield { status: SERVING };
+          // Like a real Watch, wait between updates; a flood of writes would block on
+          // HTTP/2 flow control, and Connect leaves a generator stuck there suspended.
+          if (req.service === "forever") await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+      } finally {
+        seen.closed = true;
+      }
+    },
+  });
+}
+
+function createHealthClient(server: ServerTracingInterceptorOptions = {}) {
+  return createClient(
+    Health,
+    createRouterTransport(healthRoutes, {
+      router: { interceptors: [createTracingInterceptor(server)] },
+      transport: { interceptors: [createClientTracingInterceptor()] },
+    }),
+  );
+}
+
+/** Waits until the client and the server span of `method` have both ended. */
+async function rpcSpans(method: string): Promise<{ client: ReadableSpan; server: ReadableSpan }> {
+  const name = `grpc.health.v1.Health/${method}`;
+  return vi.waitFor(() => {
+    const spans = exporter.getFinishedSpans().filter((s) => s.name === name);
+    const client = spans.find((s) => s.kind === SpanKind.CLIENT);
+    const server = spans.find((s) => s.kind === SpanKind.SERVER);
+    if (!client || !server) throw new Error(`${name}: spans not ended yet`);
+    return { client, server };
+  });
+}
+
+const messages = (span: ReadableSpan, type: "SENT" | "RECEIVED") =>
+  span.events.filter((e) => e.name === "message" && e.attributes?.["message.type"] === type).map((e) => e.attributes?.["message.id"]);
+
+describe("tracing interceptors", () => {
+  it("traces a unary call on both ends of one trace", async () => {
+    seen.spanIds = [];
+    seen.baggage = [];
+    const bag = propagation.createBaggage({ tenant: { value: "acme" } });
+    const res = await context.with(propagation.setBaggage(context.active(), bag), () =>
+      createHealthClient().check({ service: "vault" }),
+    );
+    expect(res.status).toBe(SERVING);
+
+    const { client, server } = await rpcSpans("Check");
+    expect(server.spanContext().traceId).toBe(client.spanContext().traceId);
+    expect(server.parentSpanContext?.spanId).toBe(client.spanContext().spanId);
+    for (const span of [client, server]) {
+      expect(span.attributes).toMatchObject({
+        "rpc.system": "connect_rpc",
+        "rpc.service": "grpc.health.v1.Health",
+        "rpc.method": "Check",
+        "rpc.grpc.status_code": 0,
+      });
+      expect(span.status.code).toBe(SpanStatusCode.UNSET);
+      expect(messages(span, "SENT")).toEqual([1]);
+      expect(messages(span, "RECEIVED")).toEqual([1]);
+    }
+    // The handler ran inside the server span and received the caller's baggage.
+    expect(seen.spanIds).toEqual([server.spanContext().spanId]);
+    expect(seen.baggage).toEqual(["acme"]);
+  });
+
+  it("marks server spans as errors only for server-side codes", async () => {
+    const client = createHealthClient();
+    await expect(client.check({ service: "unavailable" })).rejects.toMatchObject({ code: Code.Unavailable });
+    let spans = await rpcSpans("Check");
+    expect(spans.server.attributes["rpc.grpc.status_code"]).toBe(Code.Unavailable);
+    expect(spans.server.attributes["rpc.connect_rpc.error_code"]).toBe("unavailable");
+    expect(spans.server.status).toEqual({ code: SpanStatusCode.ERROR, message: "database down" });
+    expect(spans.client.status.code).toBe(SpanStatusCode.ERROR);
+
+    exporter.reset();
+    await expect(client.check({ service: "invalid" })).rejects.toMatchObject({ code: Code.InvalidArgument });
+    spans = await rpcSpans("Check");
+    expect(spans.server.attributes["rpc.grpc.status_code"]).toBe(Code.InvalidArgument);
+    expect(spans.server.status.code).toBe(SpanStatusCode.UNSET);
+    // The caller did not get what it asked for: an error on its side.
+    expect(spans.client.status.code).toBe(SpanStatusCode.ERROR);
+
+    exporter.reset();
+    await expect(client.check({ service: "bug" })).rejects.toBeInstanceOf(ConnectError);
+    spans = await rpcSpans("Check");
+    expect(spans.server.status.code).toBe(SpanStatusCode.ERROR);
+  });
+
+  it("counts stream messages and keeps the server span active inside the stream", async () => {
+    seen.spanIds = [];
+    const statuses = [];
+    for await (const res of createHealthClient().watch({ service: "vault" })) statuses.push(res.status);
+    expect(statuses).toEqual([SERVING, SERVING, SERVING]);
+
+    const { client, server } = await rpcSpans("Watch");
+    expect(server.parentSpanContext?.spanId).toBe(client.spanContext().spanId);
+    expect(messages(client, "SENT")).toEqual([1]);
+    expect(messages(client, "RECEIVED")).toEqual([1, 2, 3]);
+    expect(messages(server, "RECEIVED")).toEqual([1]);
+    expect(messages(server, "SENT")).toEqual([1, 2, 3]);
+    expect(server.attributes).toMatchObject({ "rpc.message.sent_count": 3, "rpc.grpc.status_code": 0 });
+    expect(client.attributes).toMatchObject({ "rpc.message.received_count": 3, "rpc.grpc.status_code": 0 });
+
+    // Work done by the generator between yields is parented on the server span.
+    const probes = exporter.getFinishedSpans().filter((s) => s.name === "health.probe");
+    expect(probes).toHaveLength(3);
+    for (const probe of probes) expect(probe.parentSpanContext?.spanId).toBe(server.spanContext().spanId);
+    expect(new Set(seen.spanIds)).toEqual(new Set(probes.map((p) => p.spanContext().spanId)));
+  });
+
+  it("ends both spans and closes the handler when the client cancels a stream", async () => {
+    // A real HTTP/2 server: the in-memory router transport never closes an abandoned handler stream.
+    seen.closed = false;
+    const server = createServer(connectNodeAdapter({ routes: healthRoutes, interceptors: [createTracingInterceptor()] }));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const client = createClient(Health, createGrpcTransport({ baseUrl, interceptors: [createClientTracingInterceptor()] }));
+      const abort = new AbortController();
+      let received = 0;
+      await expect(
+        (async () => {
+          for await (const _ of client.watch({ service: "forever" }, { signal: abort.signal })) {
+            if (++received === 2) abort.abort();
+          }
+        })(),
+      ).rejects.toMatchObject({ code: Code.Canceled });
+
+      const { client: clientSpan, server: serverSpan } = await rpcSpans("Watch");
+      expect(serverSpan.attributes).toMatchObject({ "rpc.system": "grpc", "rpc.grpc.status_code": Code.Canceled });
+      expect(serverSpan.status.code).toBe(SpanStatusCode.UNSET);
+      expect(clientSpan.attributes["rpc.grpc.status_code"]).toBe(Code.Canceled);
+      expect(messages(clientSpan, "RECEIVED").length).toBeGreaterThanOrEqual(2);
+      // return() went through the interceptor's wrapper to the generator: its finally ran.
+      await vi.waitFor(() => expect(seen.closed).toBe(true));
+    } finally {
+      server.close();
+    }
+  });
+
+  it("starts a new linked trace when remote parents are not trusted", async () => {
+    await createHealthClient({ trustRemote: false }).check({ service: "vault" });
+    const { client, server } = await rpcSpans("Check");
+    expect(server.parentSpanContext).toBeUndefined();
+    expect(server.spanContext().traceId).not.toBe(client.spanContext().traceId);
+    expect(server.links.map((l) => l.context.spanId)).toEqual([client.spanContext().spanId]);
+  });
+
+  it("leaves filtered calls untraced", async () => {
+    const client = createClient(
+      Health,
+      createRouterTransport(healthRoutes, {
+        router: { interceptors: [createTracingInterceptor({ filter: (req) => req.method.name !== "Check" })] },
+      }),
+    );
+    await client.check({ service: "vault" });
+    expect(exporter.getFinishedSpans()).toEqual([]);
+  });
+});
+
+describe("traceStream", () => {
+  it("passes return() through to the source and reports an early close", async () => {
+    let finallyRan = false;
+    const outcomes: string[] = [];
+    async function* source() {
+      try {
+        yield 1;
+        yield 2;
+      } finally {
+        finallyRan = true;
+      }
+    }
+    const it = traceStream(source(), { ctx: context.active(), onMessage: () => {}, onEnd: (o) => outcomes.push(o.kind) })[
+      Symbol.asyncIterator
+    ]();
+    expect(await it.next()).toEqual({ done: false, value: 1 });
+    expect(await it.return?.("stop")).toEqual({ done: true, value: "stop" });
+    expect(finallyRan).toBe(true);
+    expect(outcomes).toEqual(["closed"]);
+  });
+
+  it("does not invent return() or throw() the source lacks", () => {
+    const bare: AsyncIterable<number> = { [Symbol.asyncIterator]: () => ({ next: async () => ({ done: true, value: undefined }) }) };
+    const it = traceStream(bare, { ctx: context.active(), onMessage: () => {} })[Symbol.asyncIterator]();
+    expect(it.return).toBeUndefined();
+    expect(it.throw).toBeUndefined();
+  });
+});
+
+describe("withSpan", () => {
+  it("records the exception, sets error status and rethrows the same error", async () => {
+    const boom = new Error("lease lost");
+    let inner: Span | undefined;
+    await expect(
+      withSpan("lease.acquire", { "keymesh.holder": "w1" }, (span) => {
+        inner = span;
+        throw boom;
+      }),
+    ).rejects.toBe(boom);
+    const [span] = exporter.getFinishedSpans();
+    expect(span?.spanContext().spanId).toBe(inner?.spanContext().spanId);
+    expect(span?.attributes["keymesh.holder"]).toBe("w1");
+    expect(span?.status).toEqual({ code: SpanStatusCode.ERROR, message: "lease lost" });
+    expect(span?.events.map((e) => e.name)).toEqual(["exception"]);
+  });
+
+  it("parents spans started inside it", async () => {
+    const result = await withSpan("signing.batch", {}, () => withSpan("signing.sign", {}, async () => 42));
+    expect(result).toBe(42);
+    const [child, parent] = exporter.getFinishedSpans();
+    expect(child?.parentSpanContext?.spanId).toBe(parent?.spanContext().spanId);
+  });
+});
+
+describe("resolveTraceExport", () => {
+  it("stays off without an endpoint and honours the standard variables", () => {
+    expect(resolveTraceExport({}).enabled).toBe(false);
+    const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" };
+    expect(resolveTraceExport(endpoint)).toEqual({ enabled: true, exporter: "http/protobuf" });
+    expect(resolveTraceExport({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }).exporter).toBe("grpc");
+    expect(resolveTraceExport({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://x/v1/traces", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" }).exporter).toBe("http/json");
+    expect(resolveTraceExport({ ...endpoint, OTEL_SDK_DISABLED: "true" }).enabled).toBe(false);
+    expect(resolveTraceExport({ ...endpoint, OTEL_TRACES_EXPORTER: "none" }).enabled).toBe(false);
+  });
+});
