@@ -61,6 +61,14 @@ function prerequisiteProblems(): string[] {
   return problems;
 }
 
+/**
+ * The test runner's environment without its KEYMESH_* settings (a database or Redis URL,
+ * TLS, a port), so the server runs self-contained: embedded SQLite in a fresh data directory.
+ */
+function serverEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("KEYMESH_")));
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const probe = createServer();
@@ -162,7 +170,7 @@ describe("Python client generated from proto/", () => {
     dataDir = mkdtempSync(join(tmpdir(), "keymesh-python-client-"));
     server = spawn(process.execPath, [entry, "serve", "--port", String(port)], {
       cwd: root,
-      env: { ...process.env, KEYMESH_DATA_DIR: dataDir },
+      env: { ...serverEnv(), KEYMESH_DATA_DIR: dataDir },
       stdio: ["ignore", "pipe", "pipe"],
     });
     server.stdout!.on("data", (d) => (serverOutput += d));

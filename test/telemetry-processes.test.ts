@@ -50,37 +50,35 @@ async function untilPort(server: ReturnType<typeof startNode>): Promise<number> 
  * Runs both processes once and returns every span they exported. Each test
  * awaits it, so a backend that is down fails every test instead of skipping.
  */
-function runBothProcesses(): Promise<ReceivedSpan[]> {
-  const receiverReady = startOtlpReceiver();
-  return receiverReady.then(async (receiver) => {
-    const children: ChildProcess[] = [];
-    try {
-      const common = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" };
-      const server = startNode(fixture("telemetry-server.ts"), [], { ...common, OTEL_SERVICE_NAME: "keymesh-test-a" });
-      children.push(server.child);
-      const port = await untilPort(server);
+async function runBothProcesses(): Promise<ReceivedSpan[]> {
+  const receiver = await startOtlpReceiver();
+  const children: ChildProcess[] = [];
+  try {
+    const common = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" };
+    const server = startNode(fixture("telemetry-server.ts"), [], { ...common, OTEL_SERVICE_NAME: "keymesh-test-a" });
+    children.push(server.child);
+    const port = await untilPort(server);
 
-      // The client exports OTLP/JSON, the server OTLP/protobuf: both exporters and both decoders run.
-      const client = startNode(fixture("telemetry-client.ts"), [`http://127.0.0.1:${port}`], {
-        ...common,
-        OTEL_SERVICE_NAME: "keymesh-test-b",
-        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
-      });
-      children.push(client.child);
-      if ((await client.exited) !== 0) throw new Error(`client failed:\n${client.stderr()}`);
-      expect(JSON.parse(client.stdout())).toEqual({ status: 1, watched: 2 });
+    // The client exports OTLP/JSON, the server OTLP/protobuf: both exporters and both decoders run.
+    const client = startNode(fixture("telemetry-client.ts"), [`http://127.0.0.1:${port}`], {
+      ...common,
+      OTEL_SERVICE_NAME: "keymesh-test-b",
+      OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+    });
+    children.push(client.child);
+    if ((await client.exited) !== 0) throw new Error(`client failed:\n${client.stderr()}`);
+    expect(JSON.parse(client.stdout())).toEqual({ status: 1, watched: 2 });
 
-      // The server drains on SIGTERM and flushes through shutdownTelemetry().
-      server.child.kill("SIGTERM");
-      if ((await server.exited) !== 0) throw new Error(`server failed:\n${server.stderr()}`);
+    // The server drains on SIGTERM and flushes through shutdownTelemetry().
+    server.child.kill("SIGTERM");
+    if ((await server.exited) !== 0) throw new Error(`server failed:\n${server.stderr()}`);
 
-      // Nothing to wait for: both processes exported everything before exiting.
-      return receiver.spans();
-    } finally {
-      for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-      await receiver.close();
-    }
-  });
+    // Nothing to wait for: both processes exported everything before exiting.
+    return receiver.spans();
+  } finally {
+    for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await receiver.close();
+  }
 }
 
 describe("telemetry across processes", () => {

@@ -2,7 +2,7 @@ import { createServer } from "node:http2";
 import type { AddressInfo } from "node:net";
 import { Code, ConnectError, createClient, createRouterTransport, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport } from "@connectrpc/connect-node";
-import { propagation, context, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
+import { context, propagation, ProxyTracerProvider, SpanKind, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { NodeTracerProvider } from "@opentelemetry/sdk-trace-node";
 import { afterAll, beforeEach, describe, expect, it, vi } from "vitest";
@@ -196,6 +196,22 @@ describe("tracing interceptors", () => {
     expect(server.parentSpanContext).toBeUndefined();
     expect(server.spanContext().traceId).not.toBe(client.spanContext().traceId);
     expect(server.links.map((l) => l.context.spanId)).toEqual([client.spanContext().spanId]);
+  });
+
+  it("passes calls through untouched when telemetry is off", async () => {
+    const off = { tracerProvider: new ProxyTracerProvider() };
+    const client = createClient(
+      Health,
+      createRouterTransport(healthRoutes, {
+        router: { interceptors: [createTracingInterceptor(off)] },
+        transport: { interceptors: [createClientTracingInterceptor(off)] },
+      }),
+    );
+    expect((await client.check({ service: "vault" })).status).toBe(SERVING);
+    let watched = 0;
+    for await (const _ of client.watch({ service: "vault" })) watched++;
+    expect(watched).toBe(3);
+    expect(exporter.getFinishedSpans().filter((s) => s.name.startsWith("grpc.health"))).toEqual([]);
   });
 
   it("leaves filtered calls untraced", async () => {

@@ -69,11 +69,19 @@ export interface BatchStats {
 }
 
 const SEED_CHUNK = 2000;
+/** SQLite compiles a multi-row insert into a compound SELECT, limited to 500 terms. */
+const SQLITE_INSERT_CHUNK = 400;
 
 /** The knex implementation; claims use FOR UPDATE SKIP LOCKED on MySQL/MariaDB. */
 export function createCollectionStore(db: Database): CollectionStore {
   const primary = db.primary;
   const mysql = db.dialect === "mysql";
+  const insertChunk = mysql ? SEED_CHUNK : SQLITE_INSERT_CHUNK;
+
+  /** A multi-row insert, split where the dialect needs it. */
+  async function insertRows(k: Knex | Knex.Transaction, table: string, rows: Record<string, unknown>[]): Promise<void> {
+    for (let i = 0; i < rows.length; i += insertChunk) await k(table).insert(rows.slice(i, i + insertChunk));
+  }
 
   async function readCommitted<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
     return primary.transaction(fn, mysql ? { isolationLevel: "read committed" } : undefined);
@@ -94,8 +102,8 @@ export function createCollectionStore(db: Database): CollectionStore {
   return {
     async seed(count, payloadSize) {
       const now = Date.now();
-      for (let done = 0; done < count; done += SEED_CHUNK) {
-        const n = Math.min(SEED_CHUNK, count - done);
+      for (let done = 0; done < count; done += insertChunk) {
+        const n = Math.min(insertChunk, count - done);
         const rows = Array.from({ length: n }, () => ({ payload: randomBytes(payloadSize), created_at: now, signed: 0, claim_expires_at: 0 }));
         await primary("records").insert(rows);
       }
@@ -144,7 +152,8 @@ export function createCollectionStore(db: Database): CollectionStore {
               rejected,
               executor: input.executor,
             })
-            .onConflict("id")
+            // One history row per lease (key, fence): a repeated or stale attempt adds nothing.
+            .onConflict()
             .ignore();
 
         // The fence must still be the key's current one and its lease must not have lapsed:
@@ -172,7 +181,9 @@ export function createCollectionStore(db: Database): CollectionStore {
           return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason: "invalid_signature" as const })) };
         }
         if (accepted.length > 0) {
-          await trx("signatures").insert(
+          await insertRows(
+            trx,
+            "signatures",
             accepted.map((s) => ({
               record_id: s.recordId,
               key_id: input.keyId,

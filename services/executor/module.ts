@@ -1,15 +1,27 @@
+import { hostname } from "node:os";
+import { randomBytes } from "node:crypto";
 import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { createExecutor } from "./executor.js";
+import { createExecutorHandler } from "./handler.js";
+import { createJobStore } from "./job-store.js";
 
-/**
- * The executor service as the host runs it. Until its handlers are written, every RPC of
- * ExecutorService answers Unimplemented (connect-es fills in missing methods).
- */
+/** ExecutorService as the host runs it. */
 export const executorModule: ServiceModule = {
   name: "executor",
   desc: ExecutorService,
-  needs: { database: true, coordinator: true },
-  async register(router) {
-    router.service(ExecutorService, {});
+  needs: { database: true },
+  async register(router, ctx) {
+    const jobs = createJobStore(ctx.db);
+    const executorId = `${hostname()}/${process.pid}/${randomBytes(3).toString("hex")}`;
+    const executor = createExecutor({
+      keys: ctx.clients.keys,
+      collection: ctx.clients.collection,
+      signing: ctx.clients.signing,
+      jobs,
+      executorId,
+      logger: ctx.logger.child({ executor: executorId }),
+    });
+    router.service(ExecutorService, createExecutorHandler({ executor, jobs, collection: ctx.clients.collection, shutdown: ctx.shutdown }));
   },
 };

@@ -1,15 +1,20 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { createKeysHandler } from "./handler.js";
+import { createKeyring } from "./keyring.js";
+import { createKeyringStore } from "./keyring-store.js";
 
-/**
- * The keys service as the host runs it. Until its handlers are written, every RPC of
- * KeyManagementService answers Unimplemented (connect-es fills in missing methods).
- */
+/** KeyManagementService as the host runs it. */
 export const keysModule: ServiceModule = {
   name: "keys",
   desc: KeyManagementService,
   needs: { database: true, coordinator: true },
-  async register(router) {
-    router.service(KeyManagementService, {});
+  async register(router, ctx) {
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const store = createKeyringStore(ctx.db);
+    const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring });
+    router.service(KeyManagementService, createKeysHandler({ keyring, store, masterKeys: () => ring }));
+    return { close: () => keyring.close() };
   },
 };

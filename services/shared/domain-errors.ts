@@ -93,8 +93,9 @@ export function toConnectError(err: unknown): ConnectError {
   if (err instanceof DomainError) return new ConnectError(err.message, err.code);
   if (err instanceof SealedDataError) return new ConnectError(err.message, Code.DataLoss);
   if (err instanceof UnknownMasterKeyError) return new ConnectError(err.message, Code.FailedPrecondition);
-  if (isUnavailable(err)) return new ConnectError("a backend is unavailable; try again shortly", Code.Unavailable);
-  return new ConnectError("internal error", Code.Internal);
+  // The original error rides along as `cause` for the server log; it never reaches the reply.
+  if (isUnavailable(err)) return new ConnectError("a backend is unavailable; try again shortly", Code.Unavailable, undefined, undefined, err);
+  return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
 }
 
 /** Wraps a handler method so that whatever it throws leaves as a proper ConnectError. */

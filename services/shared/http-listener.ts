@@ -51,6 +51,8 @@ export async function listen(opts: ListenOptions): Promise<HttpListener> {
 
   const track = (socket: net.Socket) => {
     sockets.add(socket);
+    // Errors of a connection (resets, bad TLS) concern only that connection.
+    socket.on("error", () => undefined);
     socket.once("close", () => sockets.delete(socket));
   };
   const trackSession = (session: http2.Http2Session) => {
@@ -95,17 +97,18 @@ export async function listen(opts: ListenOptions): Promise<HttpListener> {
   const bound = server.address() as AddressInfo;
   const closed = new Promise<void>((resolve) => server.once("close", () => resolve()));
 
+  const stopAccepting = () => {
+    if (!accepting) return;
+    accepting = false;
+    server.close();
+    for (const session of sessions) session.close();
+  };
   return {
     port: bound.port,
     address: bound.address,
-    stopAccepting() {
-      if (!accepting) return;
-      accepting = false;
-      server.close();
-      for (const session of sessions) session.close();
-    },
+    stopAccepting,
     async destroy() {
-      this.stopAccepting();
+      stopAccepting();
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
       await closed;
@@ -115,7 +118,7 @@ export async function listen(opts: ListenOptions): Promise<HttpListener> {
 
 /** Reads until the first bytes tell HTTP/2 from HTTP/1.1, then puts them back and decides. */
 function sniff(socket: net.Socket, timeoutMs: number, decide: (isHttp2: boolean) => void): void {
-  let seen = Buffer.alloc(0);
+  let seen: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
   const cleanup = () => {
     clearTimeout(timer);

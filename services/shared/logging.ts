@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { REQUEST_ID_HEADER, requestIdKey } from "./context.js";
-import { codeName, isServerFault } from "./errors.js";
+import { codeName } from "./errors.js";
 
 /** Options for `createLoggingInterceptor`. */
 export interface LoggingInterceptorOptions {
@@ -14,6 +14,9 @@ export interface LoggingInterceptorOptions {
    */
   readonly quiet?: (req: UnaryRequest | StreamRequest) => boolean;
 }
+
+/** Codes logged at error level: bugs and broken data. Everything else is a warning. */
+const SERIOUS: ReadonlySet<Code> = new Set([Code.Unknown, Code.Internal, Code.DataLoss]);
 
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._:\-]{1,128}$/;
 
@@ -50,8 +53,9 @@ export function createLoggingInterceptor(opts: LoggingInterceptorOptions): Inter
       const ce = ConnectError.from(err);
       line.code = codeName(ce.code);
       line.error = ce.rawMessage;
-      if (isServerFault(ce.code) && !(err instanceof ConnectError)) line.cause = String(err);
-      logger[isServerFault(ce.code) ? "error" : "warn"](line, "rpc");
+      const serious = SERIOUS.has(ce.code);
+      if (serious && !(err instanceof ConnectError)) line.cause = String(err);
+      logger[serious ? "error" : "warn"](line, "rpc");
     };
 
     if (!req.stream) {

@@ -1,4 +1,4 @@
-import { create, fromBinary, toBinary, type DescFile, type DescMessage, type DescEnum, type DescService } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape, type DescFile, type DescMessage, type DescEnum, type DescService } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import {
@@ -110,7 +110,7 @@ export function createReflection(services: readonly DescService[]): Reflection {
     return out;
   };
 
-  const respond = (req: ServerReflectionRequest, messageResponse: ServerReflectionResponse["messageResponse"]) =>
+  const respond = (req: ServerReflectionRequest, messageResponse: MessageInitShape<typeof ResponseV1Schema>["messageResponse"]) =>
     create(ResponseV1Schema, { validHost: req.host, originalRequest: req, messageResponse });
   const notFound = (req: ServerReflectionRequest, what: string) =>
     respond(req, { case: "errorResponse", value: { errorCode: Code.NotFound, errorMessage: `${what} not found` } });

@@ -1,15 +1,29 @@
 import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
+import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { createSigningHandler } from "./handler.js";
+import { createSigner } from "./signer.js";
 
 /**
- * The signing service as the host runs it. Until its handlers are written, every RPC of
- * SigningService answers Unimplemented (connect-es fills in missing methods).
+ * SigningService as the host runs it. It holds the master keys (to open keyring private
+ * keys) but no database: sealed keys come from the key service, under a current lease only.
  */
 export const signingModule: ServiceModule = {
   name: "signing",
   desc: SigningService,
   needs: {},
-  async register(router) {
-    router.service(SigningService, {});
+  async register(router, ctx) {
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const keys = ctx.clients.keys;
+    const signer = createSigner({
+      masterKeys: () => ring,
+      source: async (keyId, fence) => {
+        const res = await keys.getWrappedSigningKey({ keyId, fence: BigInt(fence) });
+        return { keyId: res.keyId, fence: Number(res.fence), wrapped: res.wrappedPrivateKey };
+      },
+    });
+    const publicKeyOf = async (keyId: string) => (await keys.getKeyringKey({ keyId })).key!.publicKey;
+    router.service(SigningService, createSigningHandler({ signer, publicKeyOf }));
+    return { close: async () => signer.clear() };
   },
 };

@@ -8,6 +8,7 @@ import { migrate, migrationStatus } from "./migrate.js";
 import { createMigrationSource, migrations, type MigrationModule } from "./migrations/index.js";
 
 const TABLES = ["records", "signatures", "keyring_keys", "batches", "jobs", "master_keys"];
+const ALL = migrations.map((m) => m.name);
 
 interface Backend {
   open(): Database;
@@ -46,10 +47,11 @@ describe.each(backends)("migrations on %s", (_name, makeBackend) => {
   });
 
   it("applies every migration once and reports status", async () => {
-    expect(await migrationStatus(db)).toEqual({ applied: [], pending: ["0001_signing"], unknown: [] });
-    expect(await migrate(db)).toEqual({ applied: ["0001_signing"] });
+    expect(ALL[0]).toBe("0001_signing");
+    expect(await migrationStatus(db)).toEqual({ applied: [], pending: ALL, unknown: [] });
+    expect(await migrate(db)).toEqual({ applied: ALL });
     expect(await migrate(db)).toEqual({ applied: [] });
-    expect(await migrationStatus(db)).toEqual({ applied: ["0001_signing"], pending: [], unknown: [] });
+    expect(await migrationStatus(db)).toEqual({ applied: ALL, pending: [], unknown: [] });
     for (const table of TABLES) expect(await db.primary.schema.hasTable(table)).toBe(true);
   });
 
@@ -139,9 +141,9 @@ describe("migrations on mysql: concurrency and plans", () => {
     const dbs = [connect(), connect(), connect()];
     const results = await Promise.all(dbs.map((db) => migrate(db)));
     const applied = results.flatMap((r) => r.applied);
-    expect(applied).toEqual(["0001_signing"]);
-    const rows = await dbs[0]!.primary("keymesh_migrations").select("name");
-    expect(rows.map((r) => r.name)).toEqual(["0001_signing"]);
+    expect(applied).toEqual(ALL);
+    const rows = await dbs[0]!.primary("keymesh_migrations").select("name").orderBy("id");
+    expect(rows.map((r) => r.name)).toEqual(ALL);
     const locks = await dbs[0]!.primary("keymesh_migrations_lock").select("*");
     expect(locks).toEqual([{ index: 1, is_locked: 0 }]);
   });
@@ -150,15 +152,15 @@ describe("migrations on mysql: concurrency and plans", () => {
     const db = connect();
     await db.primary("keymesh_migrations_lock").update({ is_locked: 1 });
     const extra: MigrationModule = {
-      name: "0002_test_extra",
+      name: "9999_test_extra",
       up: async (k) => k.schema.createTable("t_extra", (t) => t.integer("x")),
       down: async (k) => k.schema.dropTable("t_extra"),
     };
     const result = await migrate(db, { migrations: [...migrations, extra] });
-    expect(result.applied).toEqual(["0002_test_extra"]);
-    // Code that does not know 0002 still starts (rolling upgrade) and sees it as unknown.
+    expect(result.applied).toEqual(["9999_test_extra"]);
+    // Code that does not know the extra migration still starts (rolling upgrade) and sees it as unknown.
     expect(await migrate(db)).toEqual({ applied: [] });
-    expect((await migrationStatus(db)).unknown).toEqual(["0002_test_extra"]);
+    expect((await migrationStatus(db)).unknown).toEqual(["9999_test_extra"]);
   });
 
   it("claims with an index range scan, no filesort", async () => {
@@ -181,14 +183,27 @@ describe("migration source", () => {
     expect(() => createMigrationSource([migrations[0]!, m])).toThrow(/out of order/);
   });
 
-  it("rolls 0001 back cleanly on sqlite", async () => {
+  it("lets several sqlite connections (as separate processes would) migrate one file at once", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "keymesh-concurrent-"));
+    const dbs = [0, 1, 2].map(() => createDatabase({ dataDir: dir }));
+    try {
+      const results = await Promise.all(dbs.map((db) => migrate(db)));
+      expect(results.flatMap((r) => r.applied)).toEqual(ALL);
+      expect(await dbs[0]!.primary("keymesh_migrations_lock").select("*")).toEqual([{ index: 1, is_locked: 0 }]);
+    } finally {
+      await Promise.all(dbs.map((db) => db.close()));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("rolls every migration back cleanly on sqlite", async () => {
     const dir = mkdtempSync(join(tmpdir(), "keymesh-rollback-"));
     const db = createDatabase({ dataDir: dir });
     try {
       await migrate(db);
-      await db.primary.migrate.rollback({ tableName: "keymesh_migrations", migrationSource: createMigrationSource() });
+      await db.primary.migrate.rollback({ tableName: "keymesh_migrations", migrationSource: createMigrationSource() }, true);
       for (const table of TABLES) expect(await db.primary.schema.hasTable(table)).toBe(false);
-      expect((await migrationStatus(db)).pending).toEqual(["0001_signing"]);
+      expect((await migrationStatus(db)).pending).toEqual(ALL);
     } finally {
       await db.close();
       rmSync(dir, { recursive: true, force: true });

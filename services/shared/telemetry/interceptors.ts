@@ -28,6 +28,7 @@ import { RpcSpan, detectRpcSystem, headerGetter, headerSetter, rpcAttributes, ty
 import { traceStream } from "./traced-stream.js";
 import { tracerName } from "./with-span.js";
 
+/** Domain spans live next to the RPC interceptors for handlers' convenience. */
 export { tracerName, withSpan, type WithSpanOptions } from "./with-span.js";
 
 /** Options shared by the server and the client interceptor. */
@@ -88,6 +89,10 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
       if (!trustRemote) parent = asNewRoot(parent, spanOptions);
     }
     const span = tracer.startSpan(`${req.service.typeName}/${req.method.name}`, spanOptions, parent);
+    if (!span.isRecording() && !trace.isSpanContextValid(span.spanContext())) {
+      // No SDK (the no-op API): nothing to record or propagate, so add no wrapping either.
+      return next(req);
+    }
     const ctx = trace.setSpan(parent, span);
     if (side === "client") propagator.inject(ctx, req.header, headerSetter);
     const rpc = new RpcSpan(span, side, system, events);

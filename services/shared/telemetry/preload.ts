@@ -19,6 +19,7 @@
  */
 import { shutdownTelemetry, startTelemetry, telemetryState } from "./sdk.js";
 
+/** The host's drain hooks; also importable from `sdk.ts` without side effects. */
 export { flushTelemetry, shutdownTelemetry, telemetryState } from "./sdk.js";
 
 /** Upper bound on how long a lone signal waits for the final export. */

@@ -112,9 +112,14 @@ export async function startTelemetry(opts: StartTelemetryOptions = {}): Promise<
     // Traces only: no metric readers and no log processors.
     metricReaders: [],
     logRecordProcessors: [],
-    textMapPropagator: new CompositePropagator({
-      propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
-    }),
+    // W3C trace context + baggage, unless OTEL_PROPAGATORS asks for something else.
+    ...(readEnv(process.env, "OTEL_PROPAGATORS")
+      ? {}
+      : {
+          textMapPropagator: new CompositePropagator({
+            propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
+          }),
+        }),
     instrumentations: await createInstrumentations(),
   });
   sdk.start();

@@ -1,0 +1,16 @@
+import type { Command } from "../command.js";
+
+/**
+ * Every command, loaded on demand so `keymesh <command>` only imports what it runs.
+ * Add a command by adding a file next to this one and a line here.
+ */
+export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(): Promise<Command> }>> = {
+  serve: {
+    summary: "run services (all seven by default) on one port",
+    load: async () => (await import("./serve.js")).serveCommand,
+  },
+  migrate: {
+    summary: "bring the database schema up to date and exit",
+    load: async () => (await import("./migrate.js")).migrateCommand,
+  },
+};

@@ -1,0 +1,74 @@
+import { parseArgs } from "node:util";
+import { loadServiceModules, UnknownServiceError } from "../../services/registry.js";
+import { loadConfig, SERVICE_NAMES } from "../../services/shared/config.js";
+import { startHost } from "../../services/shared/host.js";
+import { createLogger } from "../../services/shared/logger.js";
+import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
+import { EXIT, UsageError, type Command } from "../command.js";
+
+/** Extra time beyond the shutdown budget before the process gives up and exits anyway. */
+const WATCHDOG_SLACK_MS = 5_000;
+
+const USAGE = `Usage: keymesh serve [service...] [options]
+
+Runs the named services (default: all of ${SERVICE_NAMES.join(", ")}) in one process
+on one port serving gRPC, gRPC-Web and Connect, with health and reflection.
+
+Options:
+  -p, --port <port>   port to listen on (KEYMESH_PORT, default 8080)
+      --host <host>   address to bind (KEYMESH_HOST, default 127.0.0.1)
+      --no-migrate    do not bring the database schema up to date at start
+  -h, --help          show this help
+
+SIGTERM or SIGINT shut down gracefully within KEYMESH_SHUTDOWN_TIMEOUT_MS.`;
+
+/** `keymesh serve [service...]`: runs services until SIGTERM/SIGINT, then drains and exits 0. */
+export const serveCommand: Command = {
+  name: "serve",
+  summary: "run services (all seven by default) on one port",
+  usage: USAGE,
+  async run(args, io) {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        port: { type: "string", short: "p" },
+        host: { type: "string" },
+        "no-migrate": { type: "boolean", default: false },
+      },
+    });
+    const config = loadConfig(io.env, { port: values.port, host: values.host });
+    let modules;
+    try {
+      modules = await loadServiceModules(positionals);
+    } catch (err) {
+      if (err instanceof UnknownServiceError) throw new UsageError(err.message);
+      throw err;
+    }
+    const logger = createLogger({ level: config.logLevel });
+    const host = await startHost({ services: modules, config, logger, migrate: !values["no-migrate"] });
+
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      const onSignal = (s: NodeJS.Signals) => {
+        process.off("SIGTERM", onSignal);
+        process.off("SIGINT", onSignal);
+        resolve(s);
+      };
+      process.on("SIGTERM", onSignal);
+      process.on("SIGINT", onSignal);
+    });
+    logger.info({ signal }, "signal received");
+    // A second signal, or a shutdown that overruns its budget, ends the process at once.
+    const force = (reason: string) => {
+      logger.error({ reason }, "forced exit");
+      process.exit(EXIT.failure);
+    };
+    process.once("SIGTERM", () => force("second SIGTERM"));
+    process.once("SIGINT", () => force("second SIGINT"));
+    setTimeout(() => force("shutdown overran its budget"), config.shutdownTimeoutMs + WATCHDOG_SLACK_MS).unref();
+
+    await host.close();
+    await shutdownTelemetry().catch((err: unknown) => logger.warn({ err: String(err) }, "telemetry flush failed"));
+    return EXIT.ok;
+  },
+};
