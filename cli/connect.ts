@@ -4,8 +4,8 @@ import type { DescService } from "@bufbuild/protobuf";
 import { createClientTracingInterceptor } from "../services/shared/telemetry/interceptors.js";
 
 /** The mesh address the CLI talks to: --url, then KEYMESH_URL, then the local default. */
-export function meshUrl(flag: string | undefined): string {
-  return flag ?? process.env.KEYMESH_URL ?? "http://127.0.0.1:8080";
+export function meshUrl(flag: string | undefined, env: Readonly<Record<string, string | undefined>> = process.env): string {
+  return flag ?? env.KEYMESH_URL ?? "http://127.0.0.1:8080";
 }
 
 /** Generated clients over gRPC (HTTP/2) to one mesh address, with trace propagation. */

@@ -25,7 +25,7 @@ const seedCount = 25;
  * ListKeyringKeys are still being implemented, a call may answer UNIMPLEMENTED. Once they all
  * exist, set this to false: every call must then return OK and the client must exit 0.
  */
-const ALLOW_UNIMPLEMENTED = true;
+const ALLOW_UNIMPLEMENTED = false;
 
 interface CallResult {
   code: string;

@@ -13,4 +13,12 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "bring the database schema up to date and exit",
     load: async () => (await import("./migrate.js")).migrateCommand,
   },
+  sign: {
+    summary: "run a signing job with a progress bar and print a verified summary",
+    load: async () => (await import("./sign.js")).signCommand,
+  },
+  verify: {
+    summary: "re-verify every stored signature against its key's public key",
+    load: async () => (await import("./verify.js")).verifyCommand,
+  },
 };

@@ -3,11 +3,11 @@ import { parseArgs } from "node:util";
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { EXIT, UsageError, type Command, type CommandIO } from "../command.js";
 import { connectTo, meshUrl } from "../connect.js";
 import { verifyAll } from "../verify-all.js";
 
-/** `keymesh sign`: seed, run a signing job with a progress bar, verify, summarise. */
-export const signUsage = `Usage: keymesh sign [options]
+const USAGE = `Usage: keymesh sign [options]
 
 Seeds records and keyring keys if asked, runs a signing job on ExecutorService with a progress
 bar, re-verifies every stored signature and prints a summary.
@@ -36,8 +36,15 @@ function bar(p: JobProgress, width = 30): string {
   );
 }
 
-/** Runs the command; returns the process exit code. */
-export async function runSign(argv: string[]): Promise<number> {
+/** `keymesh sign`: seed, run a signing job with a progress bar, verify, summarise. */
+export const signCommand: Command = {
+  name: "sign",
+  summary: "run a signing job with a progress bar and print a verified summary",
+  usage: USAGE,
+  run: runSign,
+};
+
+async function runSign(argv: string[], io: CommandIO): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -51,13 +58,8 @@ export async function runSign(argv: string[]): Promise<number> {
       "no-verify": { type: "boolean", default: false },
       json: { type: "boolean", default: false },
       url: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
     },
   });
-  if (values.help) {
-    process.stdout.write(signUsage);
-    return 0;
-  }
   const int = (name: string, raw: string | undefined, min: number): number | undefined => {
     if (raw === undefined) return undefined;
     const n = Number(raw);
@@ -69,13 +71,13 @@ export async function runSign(argv: string[]): Promise<number> {
   const batchSize = int("batch-size", values["batch-size"], 1)!;
   const concurrency = int("concurrency", values.concurrency, 1)!;
   const leaseTtlMs = int("lease-ttl-ms", values["lease-ttl-ms"], 1000)!;
-  const url = meshUrl(values.url);
+  const url = meshUrl(values.url, io.env);
   const client = connectTo(url);
   const collection = client(CollectionService);
   const keys = client(KeyManagementService);
   const executor = client(ExecutorService);
   const say = (line: string) => {
-    if (!values.json) process.stderr.write(`${line}\n`);
+    if (!values.json) io.stderr.write(`${line}\n`);
   };
 
   if (values.reset) {
@@ -100,27 +102,27 @@ export async function runSign(argv: string[]): Promise<number> {
 
   const started = Date.now();
   let last: JobProgress | undefined;
-  const tty = process.stderr.isTTY && !values.json;
+  const tty = (io.stderr as NodeJS.WriteStream).isTTY === true && !values.json;
   let lastLine = 0;
   for await (const res of executor.runJob({ jobId: values.job ?? "", spec: { batchSize, concurrency, leaseTtlMs } })) {
     last = res.progress;
     if (!last || values.json) continue;
-    if (tty) process.stderr.write(`\r${bar(last)}`);
+    if (tty) io.stderr.write(`\r${bar(last)}`);
     else if (Date.now() - lastLine > 2000) {
       lastLine = Date.now();
-      process.stderr.write(`${bar(last)}\n`);
+      io.stderr.write(`${bar(last)}\n`);
     }
   }
-  if (tty) process.stderr.write("\n");
+  if (tty) io.stderr.write("\n");
   const wallMs = Date.now() - started;
   if (!last) throw new Error("the executor ended the job without reporting progress");
 
   const stats = await collection.getBatchStats({ jobId: last.jobId });
   const verification = values["no-verify"]
     ? undefined
-    : await verifyAll({ collection, keys }, (n) => tty && process.stderr.write(`\rverifying ${n} records`));
-  if (tty && verification) process.stderr.write("\n");
-  const jaeger = process.env.KEYMESH_JAEGER_UI;
+    : await verifyAll({ collection, keys }, (n) => tty && io.stderr.write(`\rverifying ${n} records`));
+  if (tty && verification) io.stderr.write("\n");
+  const jaeger = io.env.KEYMESH_JAEGER_UI;
   const summary = {
     jobId: last.jobId,
     state: JobState[last.state].toLowerCase(),
@@ -143,10 +145,10 @@ export async function runSign(argv: string[]): Promise<number> {
     traceUrl: jaeger && last.traceId ? `${jaeger.replace(/\/$/, "")}/trace/${last.traceId}` : undefined,
     error: last.error || undefined,
   };
-  if (values.json) process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+  if (values.json) io.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
   else {
     const v = summary.verification;
-    process.stdout.write(
+    io.stdout.write(
       [
         `job ${summary.jobId}: ${summary.state}`,
         `records signed   ${summary.recordsSigned}/${summary.totalRecords} (${summary.signedByThisRun} by this run)`,
@@ -162,11 +164,6 @@ export async function runSign(argv: string[]): Promise<number> {
     );
   }
   const failed = summary.state !== "succeeded" || summary.duplicates > 0 || summary.verification.ok === false;
-  return failed ? 1 : 0;
-}
-
-/** A command-line mistake: printed with the usage, exit code 2. */
-export class UsageError extends Error {
-  override readonly name = "UsageError";
+  return failed ? EXIT.failure : EXIT.ok;
 }
 

@@ -7,6 +7,7 @@ import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_serv
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { InvalidInputError, NotFoundError } from "../shared/domain-errors.js";
+import { failpoint } from "../shared/failpoints.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import { createSignStream } from "./sign-stream.js";
 
@@ -170,6 +171,7 @@ export function createExecutor(deps: ExecutorDeps) {
             lost.signal,
           );
           used = true;
+          await failpoint("executor.before-commit");
           if (lost.signal.aborted) throw lost.signal.reason;
           const res = await deps.collection.commitBatch(
             { claimId, batchId, keyId: lease.keyId, fence: lease.fence, jobId: job.id, signatures: signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature })), startedAtMs: BigInt(startedAt) },

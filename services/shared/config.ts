@@ -97,6 +97,9 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_SERVICE_TOKEN",
   "KEYMESH_MASTER_KEYS",
   "KEYMESH_JAEGER_UI",
+  // Read by the CLI's client commands and by the fault-injection failpoints.
+  "KEYMESH_URL",
+  "KEYMESH_FAILPOINTS",
   ...SERVICE_NAMES.map(serviceUrlVariable),
 ];
 

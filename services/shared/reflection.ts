@@ -1,5 +1,10 @@
-import { create, fromBinary, toBinary, type MessageInitShape, type DescFile, type DescMessage, type DescEnum, type DescService } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { create, fromBinary, toBinary, type DescFile, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import {
+  FileDescriptorProtoSchema,
+  type DescriptorProto,
+  type EnumDescriptorProto,
+  type FieldDescriptorProto,
+} from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import {
   ServerReflection as ServerReflectionV1,
@@ -42,41 +47,55 @@ interface Index {
   readonly symbols: Map<string, DescFile>;
   /** extendee type name → field number → file declaring the extension */
   readonly extensions: Map<string, Map<number, DescFile>>;
+  /** Full names of every message type. */
+  readonly messages: Set<string>;
 }
 
-function addEnum(index: Index, file: DescFile, e: DescEnum): void {
-  index.symbols.set(e.typeName, file);
+const join = (scope: string, name: string) => (scope === "" ? name : `${scope}.${name}`);
+const stripDot = (name: string) => name.replace(/^\./, "");
+
+/**
+ * Indexes the symbols of a file from its FileDescriptorProto, which also holds what
+ * protobuf-es does not surface as descriptors (e.g. synthesized map entry messages).
+ */
+function addEnum(index: Index, file: DescFile, scope: string, e: EnumDescriptorProto): void {
+  index.symbols.set(join(scope, e.name), file);
   // Enum values are scoped like siblings of their enum (C++ scoping rules).
-  const scope = e.parent?.typeName ?? file.proto.package;
-  for (const v of e.values) index.symbols.set(scope === "" ? v.name : `${scope}.${v.name}`, file);
+  for (const v of e.value) index.symbols.set(join(scope, v.name), file);
 }
 
-function addMessage(index: Index, file: DescFile, m: DescMessage): void {
-  index.symbols.set(m.typeName, file);
-  for (const f of m.fields) index.symbols.set(`${m.typeName}.${f.name}`, file);
-  for (const o of m.oneofs) index.symbols.set(`${m.typeName}.${o.name}`, file);
-  for (const nested of m.nestedMessages) addMessage(index, file, nested);
-  for (const nested of m.nestedEnums) addEnum(index, file, nested);
-  for (const ext of m.nestedExtensions) addExtension(index, file, ext.typeName, ext.extendee.typeName, ext.number);
-}
-
-function addExtension(index: Index, file: DescFile, typeName: string, extendee: string, number: number): void {
-  index.symbols.set(typeName, file);
+function addExtension(index: Index, file: DescFile, scope: string, ext: FieldDescriptorProto): void {
+  index.symbols.set(join(scope, ext.name), file);
+  const extendee = stripDot(ext.extendee);
   let byNumber = index.extensions.get(extendee);
   if (byNumber === undefined) index.extensions.set(extendee, (byNumber = new Map()));
-  byNumber.set(number, file);
+  byNumber.set(ext.number, file);
+}
+
+function addMessage(index: Index, file: DescFile, scope: string, m: DescriptorProto): void {
+  const name = join(scope, m.name);
+  index.symbols.set(name, file);
+  index.messages.add(name);
+  for (const f of m.field) index.symbols.set(join(name, f.name), file);
+  for (const o of m.oneofDecl) index.symbols.set(join(name, o.name), file);
+  for (const nested of m.nestedType) addMessage(index, file, name, nested);
+  for (const nested of m.enumType) addEnum(index, file, name, nested);
+  for (const ext of m.extension) addExtension(index, file, name, ext);
 }
 
 function addFile(index: Index, file: DescFile): void {
-  if (index.files.has(file.proto.name)) return;
-  index.files.set(file.proto.name, file);
+  const proto = file.proto;
+  if (index.files.has(proto.name)) return;
+  index.files.set(proto.name, file);
   for (const dep of file.dependencies) addFile(index, dep);
-  for (const m of file.messages) addMessage(index, file, m);
-  for (const e of file.enums) addEnum(index, file, e);
-  for (const ext of file.extensions) addExtension(index, file, ext.typeName, ext.extendee.typeName, ext.number);
-  for (const s of file.services) {
-    index.symbols.set(s.typeName, file);
-    for (const method of s.methods) index.symbols.set(`${s.typeName}.${method.name}`, file);
+  const pkg = proto.package;
+  for (const m of proto.messageType) addMessage(index, file, pkg, m);
+  for (const e of proto.enumType) addEnum(index, file, pkg, e);
+  for (const ext of proto.extension) addExtension(index, file, pkg, ext);
+  for (const s of proto.service) {
+    const name = join(pkg, s.name);
+    index.symbols.set(name, file);
+    for (const method of s.method) index.symbols.set(join(name, method.name), file);
   }
 }
 
@@ -86,7 +105,7 @@ function addFile(index: Index, file: DescFile): void {
  */
 export function createReflection(services: readonly DescService[]): Reflection {
   const listed = [...new Map([...services, ...REFLECTION_SERVICES].map((s) => [s.typeName, s])).values()];
-  const index: Index = { files: new Map(), symbols: new Map(), extensions: new Map() };
+  const index: Index = { files: new Map(), symbols: new Map(), extensions: new Map(), messages: new Set() };
   for (const s of listed) addFile(index, s.file);
   const serviceNames = listed.map((s) => s.typeName).sort();
   const encoded = new Map<string, Uint8Array>();
@@ -127,18 +146,17 @@ export function createReflection(services: readonly DescService[]): Reflection {
       case "fileByFilename":
         return files(req, index.files.get(r.value), `file "${r.value}"`);
       case "fileContainingSymbol": {
-        const symbol = r.value.replace(/^\./, "");
+        const symbol = stripDot(r.value);
         return files(req, index.symbols.get(symbol), `symbol "${symbol}"`);
       }
       case "fileContainingExtension": {
-        const type = r.value.containingType.replace(/^\./, "");
+        const type = stripDot(r.value.containingType);
         const file = index.extensions.get(type)?.get(r.value.extensionNumber);
         return files(req, file, `extension ${r.value.extensionNumber} of "${type}"`);
       }
       case "allExtensionNumbersOfType": {
-        const type = r.value.replace(/^\./, "");
-        const file = index.symbols.get(type);
-        if (file === undefined || !findMessage(file, type)) return notFound(req, `message type "${type}"`);
+        const type = stripDot(r.value);
+        if (!index.messages.has(type)) return notFound(req, `message type "${type}"`);
         const numbers = [...(index.extensions.get(type)?.keys() ?? [])].sort((a, b) => a - b);
         return respond(req, { case: "allExtensionNumbersResponse", value: { baseTypeName: type, extensionNumber: numbers } });
       }
@@ -167,12 +185,6 @@ export function createReflection(services: readonly DescService[]): Reflection {
       });
     },
   };
-}
-
-function findMessage(file: DescFile, typeName: string): boolean {
-  const walk = (messages: readonly DescMessage[]): boolean =>
-    messages.some((m) => m.typeName === typeName || walk(m.nestedMessages));
-  return walk(file.messages);
 }
 
 function toV1(req: RequestV1alpha): ServerReflectionRequest {

@@ -86,11 +86,6 @@ export class RpcSpan {
     private readonly events: boolean,
   ) {}
 
-  /** True once `end` ran. */
-  get isEnded(): boolean {
-    return this.ended;
-  }
-
   /** Counts one message and records a `message` event for it. */
   message(type: "SENT" | "RECEIVED"): void {
     const id = type === "SENT" ? ++this.sent : ++this.received;

@@ -27,7 +27,7 @@ export interface TelemetryState {
   readonly enabled: boolean;
   /** The exporter in use: "http/protobuf", "http/json", "grpc", "console" or "none". */
   readonly exporter: string;
-  /** Why telemetry is off, when it is. */
+  /** Why telemetry is off, or why the exporter differs from the one asked for. */
   readonly reason?: string;
 }
 
@@ -35,6 +35,7 @@ export interface TelemetryState {
 const DEFAULT_SCHEDULE_DELAY_MS = 250;
 
 let state: TelemetryState = { enabled: false, exporter: "none", reason: "not started" };
+let starting: Promise<TelemetryState> | undefined;
 let sdk: NodeSDK | undefined;
 let processor: { forceFlush(): Promise<void> } | undefined;
 let shutdownPromise: Promise<void> | undefined;
@@ -65,7 +66,8 @@ export function resolveTraceExport(env: NodeJS.ProcessEnv = process.env): Teleme
   }
   const protocol = read("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ?? read("OTEL_EXPORTER_OTLP_PROTOCOL") ?? "http/protobuf";
   if (protocol !== "http/protobuf" && protocol !== "http/json" && protocol !== "grpc") {
-    return { enabled: false, exporter: "none", reason: `unsupported OTLP protocol "${protocol}"` };
+    // As the NodeSDK does: fall back rather than lose the traces.
+    return { enabled: true, exporter: "http/protobuf", reason: `unsupported OTLP protocol "${protocol}"` };
   }
   return { enabled: true, exporter: protocol };
 }
@@ -76,8 +78,12 @@ export function resolveTraceExport(env: NodeJS.ProcessEnv = process.env): Teleme
  * BatchSpanProcessor feeding the exporter chosen by OTEL_EXPORTER_OTLP_PROTOCOL.
  * Call it once, before the application's modules are imported. Idempotent.
  */
-export async function startTelemetry(opts: StartTelemetryOptions = {}): Promise<TelemetryState> {
-  if (sdk !== undefined) return state;
+export function startTelemetry(opts: StartTelemetryOptions = {}): Promise<TelemetryState> {
+  starting ??= start(opts);
+  return starting;
+}
+
+async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
   const decided = resolveTraceExport(process.env);
   if (!decided.enabled) {
     state = decided;

@@ -1,0 +1,50 @@
+/**
+ * Failpoints: named places in the code where a fault can be injected for fault-tolerance
+ * tests, configured by `KEYMESH_FAILPOINTS` (read once). Unset, every failpoint is a no-op
+ * that costs one map lookup.
+ *
+ *   KEYMESH_FAILPOINTS="executor.before-commit=kill@3"
+ *
+ * `kill` sends SIGKILL to this process, `stop` sends SIGSTOP (a test resumes it with
+ * SIGCONT), `delay:<ms>` waits; `@N` fires on the Nth time the point is reached (default 1),
+ * once.
+ */
+
+type Action = { kind: "kill" | "stop" } | { kind: "delay"; ms: number };
+
+interface Point {
+  action: Action;
+  at: number;
+  hits: number;
+}
+
+function parse(spec: string | undefined): Map<string, Point> {
+  const points = new Map<string, Point>();
+  for (const entry of (spec ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
+    const m = /^([a-z0-9.-]+)=(kill|stop|delay:(\d+))(?:@(\d+))?$/.exec(entry);
+    if (!m) throw new Error(`KEYMESH_FAILPOINTS: cannot parse "${entry}" (expected name=kill|stop|delay:ms[@N])`);
+    const action: Action = m[3] ? { kind: "delay", ms: Number(m[3]) } : { kind: m[2] as "kill" | "stop" };
+    points.set(m[1]!, { action, at: Number(m[4] ?? 1), hits: 0 });
+  }
+  return points;
+}
+
+let points: Map<string, Point> | undefined;
+
+/** Reaches the failpoint `name`: injects its fault when one is configured for this hit. */
+export async function failpoint(name: string): Promise<void> {
+  points ??= parse(process.env.KEYMESH_FAILPOINTS);
+  const point = points.get(name);
+  if (!point || ++point.hits !== point.at) return;
+  switch (point.action.kind) {
+    case "kill":
+      process.kill(process.pid, "SIGKILL");
+      break;
+    case "stop":
+      process.kill(process.pid, "SIGSTOP");
+      break;
+    case "delay":
+      await new Promise((resolve) => setTimeout(resolve, (point.action as { ms: number }).ms));
+      break;
+  }
+}
