@@ -85,8 +85,10 @@ describe("server reflection", () => {
     ]);
     expect(responses).toHaveLength(4);
     for (const res of responses) expect(registryOf(res).names).toEqual(["grpc/health/v1/health.proto"]);
-    const nested = registryOf(responses[0]!).registry.getMessage("grpc.health.v1.HealthListResponse.StatusesEntry");
-    expect(nested?.fields.map((f) => f.name)).toEqual(["key", "value"]);
+    // A map entry is a synthesized nested message: it is in the descriptor, not a DescMessage.
+    const health = registryOf(responses[0]!).registry.getFile("grpc/health/v1/health.proto")?.proto;
+    const list = health?.messageType.find((m) => m.name === "HealthListResponse");
+    expect(list?.nestedType.map((m) => [m.name, m.field.map((f) => f.name)])).toEqual([["StatusesEntry", ["key", "value"]]]);
   });
 
   it("answers file_by_filename", async () => {

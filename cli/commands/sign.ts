@@ -141,8 +141,8 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
       : { ok: null, skipped: true },
     wallMs,
     recordsPerSecond: Math.round((Number(last.signedByThisExecutor) * 1000) / Math.max(1, wallMs)),
-    traceId: last.traceId,
-    traceUrl: jaeger && last.traceId ? `${jaeger.replace(/\/$/, "")}/trace/${last.traceId}` : undefined,
+    traceId: /^0*$/.test(last.traceId) ? "" : last.traceId,
+    traceUrl: jaeger && !/^0*$/.test(last.traceId) ? `${jaeger.replace(/\/$/, "")}/trace/${last.traceId}` : undefined,
     error: last.error || undefined,
   };
   if (values.json) io.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
@@ -158,7 +158,7 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
         `batch latency    p50 ${summary.batchLatencyMs.p50} ms, p99 ${summary.batchLatencyMs.p99} ms`,
         `verification     ${"skipped" in v ? "skipped" : v.ok ? `ok (${v.valid} valid)` : `FAILED (${v.invalid} invalid, ${v.unsigned} unsigned)`}`,
         `wall time        ${(wallMs / 1000).toFixed(2)} s (${summary.recordsPerSecond} records/s)`,
-        `trace            ${summary.traceId}${summary.traceUrl ? `  ${summary.traceUrl}` : ""}`,
+        `trace            ${summary.traceId ? `${summary.traceId}${summary.traceUrl ? `  ${summary.traceUrl}` : ""}` : "none (tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT on the services)"}`,
         "",
       ].join("\n"),
     );

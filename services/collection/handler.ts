@@ -38,10 +38,8 @@ const safeId = (value: bigint, field: string): number => {
  * Spot-checks one signature of each batch against the key's public key: a batch signed by
  * the wrong key, or garbage, is refused whole, at the cost of one verification per batch.
  */
-const spotCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, sigs: readonly { recordId: number; signature: Buffer }[]) => {
-  const probe = sigs[Math.floor(Math.random() * sigs.length)]!;
-  return verifyEd25519(ed25519PublicKey(publicKey), payloads.get(probe.recordId)!, probe.signature);
-};
+const spotCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, sigs: readonly { recordId: number; signature: Buffer }[]) =>
+  sigs.every((s) => verifyEd25519(ed25519PublicKey(publicKey), payloads.get(s.recordId)!, s.signature));
 
 /** CollectionService: records, claims and exactly-once signature commits. */
 export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImpl<typeof CollectionService> {

@@ -51,6 +51,8 @@ export interface Host {
   readonly clients: PeerClients;
   /** Aborted when shutdown begins (the `shutdown` signal services receive). */
   readonly shutdownSignal: AbortSignal;
+  /** Calls being served right now. */
+  inFlight(): number;
   /**
    * Shuts down gracefully within `KEYMESH_SHUTDOWN_TIMEOUT_MS`: health NOT_SERVING, stop
    * accepting, drain calls (aborting those still running after half the budget), close
@@ -187,6 +189,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     health,
     clients,
     shutdownSignal: draining.signal,
+    inFlight: () => handler.inFlight(),
     close,
   };
 }

@@ -1,5 +1,5 @@
 import type * as http from "node:http";
-import type * as http2 from "node:http2";
+import * as http2 from "node:http2";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
@@ -74,6 +74,23 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
   const handle = (req: NodeRequest, res: NodeResponse) => {
     active++;
     res.once("close", finished);
+    if ("stream" in req) {
+      // An answer sent before the request body was read (an oversize message, an early
+      // error) leaves the stream half-open with the client blocked on flow control, and
+      // the call would count as in flight forever: once the response is out, reset the
+      // stream with NO_ERROR, as HTTP/2 servers do.
+      const stream = req.stream;
+      // The compat layer sends the trailers from its own 'wantTrailers' listener, registered
+      // before this one: resetting after it keeps the trailers ahead of RST_STREAM.
+      stream.once("wantTrailers", () => {
+        setImmediate(() => {
+          if (req.complete || stream.closed) return;
+          stream.close(http2.constants.NGHTTP2_NO_ERROR);
+          // Node waits for the unread request body before releasing a reset stream.
+          stream.destroy();
+        });
+      });
+    }
     if (draining && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
     const path = (req.url ?? "").split("?", 1)[0] ?? "";
     const uHandler = handlers.get(path);

@@ -87,12 +87,12 @@ export function describeCoordinatorContract(label: string, setup: () => Promise<
 
       it("renew extends the lease past its first TTL", async () => {
         const r = name("renew");
-        const lease = await c.leases.tryAcquire(r, 300);
+        const lease = await c.leases.tryAcquire(r, 1_000);
         const firstExpiry = lease!.expiresAt;
-        await sleep(150);
-        await lease!.renew(1_000);
+        await sleep(300);
+        await lease!.renew(2_000);
         expect(lease!.expiresAt).toBeGreaterThan(firstExpiry);
-        await sleep(250);
+        await sleep(Math.max(0, firstExpiry - Date.now()) + 100);
         expect(await c.leases.tryAcquire(r, 1_000)).toBeNull();
         await lease!.release();
       });

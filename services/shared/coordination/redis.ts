@@ -65,6 +65,10 @@ function firstAttempt(client: Redis, timeoutMs: number): Promise<void> {
 /**
  * Leases and queues on Redis: one ioredis client per URL, Redlock over all of them with no
  * retries (tryAcquire asks once), Redis Streams on the first node.
+ *
+ * Redlock comes from `@sesamecare-oss/redlock`, a maintained fork with the API of redlock
+ * v5: the `redlock` package on npm is stuck at 5.0.0-beta.2, whose type declarations and
+ * module layout do not work with ioredis 5 under NodeNext resolution.
  */
 export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinator {
   const urls = opts.urls.map((u) => u.trim()).filter((u) => u !== "");

@@ -1,6 +1,8 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../test/support/mysql.js";
 import { createDatabase, type Database } from "./database.js";
@@ -9,6 +11,7 @@ import { createMigrationSource, migrations, type MigrationModule } from "./migra
 
 const TABLES = ["records", "signatures", "keyring_keys", "batches", "jobs", "master_keys"];
 const ALL = migrations.map((m) => m.name);
+const execFileAsync = promisify(execFile);
 
 interface Backend {
   open(): Database;
@@ -183,15 +186,40 @@ describe("migration source", () => {
     expect(() => createMigrationSource([migrations[0]!, m])).toThrow(/out of order/);
   });
 
-  it("lets several sqlite connections (as separate processes would) migrate one file at once", async () => {
+  it("lets several processes migrate one sqlite file at once", async () => {
+    // Real processes: better-sqlite3 waits for a busy database synchronously, so connections
+    // contending inside one process would stall each other's event loop.
     const dir = mkdtempSync(join(tmpdir(), "keymesh-concurrent-"));
-    const dbs = [0, 1, 2].map(() => createDatabase({ dataDir: dir }));
+    const script = join(dir, "run-migrate.mts");
+    const migrateUrl = new URL("./migrate.ts", import.meta.url).href;
+    const databaseUrl = new URL("./database.ts", import.meta.url).href;
+    writeFileSync(
+      script,
+      [
+        `import { createDatabase } from ${JSON.stringify(databaseUrl)};`,
+        `import { migrate } from ${JSON.stringify(migrateUrl)};`,
+        `const db = createDatabase({ dataDir: ${JSON.stringify(dir)}, logger: { warn() {} } });`,
+        `const result = await migrate(db);`,
+        `await db.close();`,
+        `console.log(JSON.stringify(result));`,
+      ].join("\n"),
+    );
     try {
-      const results = await Promise.all(dbs.map((db) => migrate(db)));
-      expect(results.flatMap((r) => r.applied)).toEqual(ALL);
-      expect(await dbs[0]!.primary("keymesh_migrations_lock").select("*")).toEqual([{ index: 1, is_locked: 0 }]);
+      const outputs = await Promise.all(
+        [0, 1, 2].map(() =>
+          execFileAsync(process.execPath, ["--import", "tsx", script], { cwd: process.cwd(), timeout: 60_000 }),
+        ),
+      );
+      const applied = outputs.flatMap((o) => (JSON.parse(o.stdout.trim()) as { applied: string[] }).applied);
+      expect(applied).toEqual(ALL);
+      const db = createDatabase({ dataDir: dir });
+      try {
+        expect(await db.primary("keymesh_migrations_lock").select("*")).toEqual([{ index: 1, is_locked: 0 }]);
+        expect((await migrationStatus(db)).applied).toEqual(ALL);
+      } finally {
+        await db.close();
+      }
     } finally {
-      await Promise.all(dbs.map((db) => db.close()));
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -131,7 +131,7 @@ async function migrateOnce(db: Database, opts: MigrateOptions): Promise<string[]
     try {
       return await runLatest(knex, list);
     } catch (err) {
-      const retry = false && (isLockedByOther(err) || isTransientDbError(err));
+      const retry = isLockedByOther(err) || isTransientDbError(err);
       if (!retry || Date.now() > deadline) throw err;
       await sleep(Math.min(1_000, 50 * attempt) + Math.floor(Math.random() * 50));
     }

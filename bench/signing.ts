@@ -1,0 +1,239 @@
+/**
+ * `npm run bench:signing`: the signing pipeline's reference run and its scaling, printed as
+ * JSON. Every service runs in its own process against MariaDB and one Redis, like a
+ * deployment; the reference loop runs in this process on the same records.
+ *
+ *   npm run bench:signing                      # 100k records, 100 keys, batch 1000
+ *   npm run bench:signing -- --scale           # also 10k/1M records, 1/2/4 executors, tracing on/off
+ *   npm run bench:signing -- --records 20000   # a quicker run
+ */
+import { randomBytes } from "node:crypto";
+import { createServer } from "node:http";
+import { parseArgs } from "node:util";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import knex, { type Knex } from "knex";
+import { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
+import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.js";
+import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { execFileSync } from "node:child_process";
+import { cpuMsOf, freePort, runKeymesh, startServe, type MeshProcess } from "./mesh-processes.js";
+import { referenceLoop } from "./reference.js";
+
+const { values } = parseArgs({
+  options: {
+    records: { type: "string", default: "100000" },
+    keys: { type: "string", default: "100" },
+    "batch-size": { type: "string", default: "1000" },
+    concurrency: { type: "string", default: "8" },
+    scale: { type: "boolean", default: false },
+    "mysql-url": { type: "string", default: process.env.KEYMESH_BENCH_MYSQL_URL ?? "mysql://root@127.0.0.1:3306" },
+    "redis-url": { type: "string", default: process.env.KEYMESH_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379" },
+  },
+});
+const RECORDS = Number(values.records);
+const KEYS = Number(values.keys);
+const BATCH = Number(values["batch-size"]);
+const CONCURRENCY = Number(values.concurrency);
+const DB_NAME = "keymesh_bench";
+
+const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
+
+interface Mesh {
+  procs: MeshProcess[];
+  executors: MeshProcess[];
+  collection: Client<typeof CollectionService>;
+  keys: Client<typeof KeyManagementService>;
+  executorClients: Client<typeof ExecutorService>[];
+  stop(): Promise<void>;
+}
+
+async function recreateDatabase(): Promise<void> {
+  const admin = knex({ client: "mysql2", connection: values["mysql-url"] });
+  await admin.raw(`DROP DATABASE IF EXISTS \`${DB_NAME}\``);
+  await admin.raw(`CREATE DATABASE \`${DB_NAME}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+  await admin.destroy();
+}
+
+/** Starts keys, collection, signing and `executors` executor processes, each on its own port. */
+async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}): Promise<Mesh> {
+  const ports = { keys: await freePort(), collection: await freePort(), signing: await freePort() };
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    KEYMESH_DATABASE_URL: `${values["mysql-url"]}/${DB_NAME}`,
+    KEYMESH_REDIS_URL: values["redis-url"],
+    KEYMESH_MASTER_KEYS: MASTER_KEYS,
+    KEYMESH_KEYS_URL: `http://127.0.0.1:${ports.keys}`,
+    KEYMESH_COLLECTION_URL: `http://127.0.0.1:${ports.collection}`,
+    KEYMESH_SIGNING_URL: `http://127.0.0.1:${ports.signing}`,
+    KEYMESH_LOG_LEVEL: "warn",
+    ...extraEnv,
+  };
+  await runKeymesh(["migrate"], env);
+  const procs = await Promise.all([
+    startServe(["keys"], ports.keys, env),
+    startServe(["collection"], ports.collection, env),
+    startServe(["signing"], ports.signing, env),
+  ]);
+  const executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), env)));
+  const client = <S extends Parameters<typeof createClient>[0]>(desc: S, url: string) =>
+    createClient(desc, createGrpcTransport({ baseUrl: url })) as Client<S>;
+  return {
+    procs: [...procs, ...executorProcs],
+    executors: executorProcs,
+    collection: client(CollectionService, procs[1]!.url),
+    keys: client(KeyManagementService, procs[0]!.url),
+    executorClients: executorProcs.map((p) => client(ExecutorService, p.url)),
+    async stop() {
+      await Promise.all([...procs, ...executorProcs].map((p) => p.stop()));
+    },
+  };
+}
+
+function mariadbPid(): number | undefined {
+  try {
+    return Number(execFileSync("pgrep", ["-x", "mariadbd"]).toString().trim().split("\n")[0]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs one job over every unsigned record with all executors of the mesh; returns timings. */
+async function runJob(mesh: Mesh, batchSize: number) {
+  const dbPid = mariadbPid();
+  const cpuBefore = [...mesh.procs.map((p) => p.cpuMs()), dbPid ? cpuMsOf(dbPid) : 0];
+  const started = performance.now();
+  let jobId = "";
+  const first = (async () => {
+    let last;
+    for await (const res of mesh.executorClients[0]!.runJob({ spec: { batchSize, concurrency: CONCURRENCY, leaseTtlMs: 30_000 }, progressIntervalMs: 200 })) {
+      last = res.progress;
+      jobId ||= last?.jobId ?? "";
+    }
+    return last;
+  })();
+  while (!jobId && mesh.executorClients.length > 1) await new Promise((r) => setTimeout(r, 10));
+  const joiners = mesh.executorClients.slice(1).map(async (c) => {
+    for await (const _ of c.runJob({ jobId, spec: { concurrency: CONCURRENCY, leaseTtlMs: 30_000 } })) void _;
+  });
+  const [last] = await Promise.all([first, ...joiners]);
+  const wallMs = performance.now() - started;
+  if (!last || Number(last.signedRecords) !== Number(last.totalRecords)) throw new Error(`job did not finish: ${JSON.stringify(last, (_, v) => (typeof v === "bigint" ? Number(v) : v))}`);
+  const cpuAfter = [...mesh.procs.map((p) => p.cpuMs()), dbPid ? cpuMsOf(dbPid) : 0];
+  const cpu = cpuAfter.map((c, i) => c - cpuBefore[i]!);
+  const stats = await mesh.collection.getBatchStats({ jobId: last.jobId });
+  return {
+    records: Number(last.totalRecords),
+    wallMs: Math.round(wallMs),
+    recordsPerSecond: Math.round((Number(last.totalRecords) * 1000) / wallMs),
+    batchLatencyMs: { p50: Number(stats.batchLatencyP50Ms), p99: Number(stats.batchLatencyP99Ms) },
+    keysUsed: stats.keysUsed,
+    duplicates: Number(stats.duplicateSignatures),
+    executorRssMiB: mesh.executors.map((e) => e.memory()),
+    cpuMs: {
+      keys: cpu[0],
+      collection: cpu[1],
+      signing: cpu[2],
+      executors: cpu.slice(3, 3 + mesh.executors.length),
+      mariadb: cpu[cpu.length - 1],
+    },
+  };
+}
+
+async function seed(mesh: Mesh, records: number, keys: number) {
+  await mesh.collection.deleteRecords({});
+  const started = performance.now();
+  for (let left = records; left > 0; left -= 100_000) await mesh.collection.seedRecords({ count: Math.min(left, 100_000) });
+  const have = (await mesh.keys.listKeyringKeys({ pageSize: 10_000 })).keys.length;
+  if (have < keys) await mesh.keys.createKeyringKeys({ count: keys - have });
+  return Math.round(performance.now() - started);
+}
+
+async function resetSignatures(db: Knex) {
+  await db("signatures").del();
+  await db("records").update({ signed: 0, claim_id: null, claim_expires_at: 0 });
+}
+
+/** An OTLP/HTTP sink that accepts and drops spans, so tracing costs what exporting costs. */
+async function startSink() {
+  let spans = 0;
+  const server = createServer((req, res) => {
+    req.on("data", () => undefined);
+    req.on("end", () => {
+      spans++;
+      res.writeHead(200, { "content-type": "application/x-protobuf" }).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}`, requests: () => spans, close: () => new Promise((r) => server.close(r)) };
+}
+
+const MASTER_KEYS = `1:${randomBytes(32).toString("base64")}`;
+
+async function main() {
+  await recreateDatabase();
+  const db = knex({ client: "mysql2", connection: `${values["mysql-url"]}/${DB_NAME}`, pool: { min: 0, max: 4 } });
+  const result: Record<string, unknown> = {
+    machine: { cpus: (await import("node:os")).cpus().length, node: process.version },
+    reference: { records: RECORDS, keys: KEYS, batchSize: BATCH, concurrency: CONCURRENCY, database: "mariadb", redis: "one node" },
+  };
+  let mesh = await startMesh(1);
+  try {
+    log(`seeding ${RECORDS} records, ${KEYS} keys`);
+    const seedMs = await seed(mesh, RECORDS, KEYS);
+    log("mesh run");
+    const run = await runJob(mesh, BATCH);
+    log(`mesh: ${run.wallMs} ms; reference loop`);
+    await resetSignatures(db);
+    const ref = await referenceLoop(db, { batchSize: BATCH, keyCount: KEYS });
+    result.mesh = { ...run, seedMs };
+    result.plainLoop = { records: ref.signed, wallMs: Math.round(ref.wallMs), recordsPerSecond: Math.round((ref.signed * 1000) / ref.wallMs) };
+    result.ratioMeshToPlainLoop = Number((run.wallMs / ref.wallMs).toFixed(3));
+
+    if (values.scale) {
+      const byRecords: unknown[] = [];
+      for (const n of [10_000, 100_000, 1_000_000]) {
+        log(`scaling: ${n} records`);
+        await seed(mesh, n, KEYS);
+        byRecords.push(await runJob(mesh, BATCH));
+      }
+      result.scalingRecords = byRecords;
+      const byExecutors: unknown[] = [];
+      for (const executors of [1, 2, 4]) {
+        await mesh.stop();
+        mesh = await startMesh(executors);
+        log(`scaling: ${executors} executors`);
+        await seed(mesh, RECORDS, KEYS);
+        byExecutors.push({ executors, ...(await runJob(mesh, BATCH)) });
+      }
+      result.scalingExecutors = byExecutors;
+
+      await mesh.stop();
+      const sink = await startSink();
+      mesh = await startMesh(1, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on" });
+      log("tracing on (always_on)");
+      await seed(mesh, RECORDS, KEYS);
+      const traced = await runJob(mesh, BATCH);
+      await mesh.stop();
+      mesh = await startMesh(1);
+      log("tracing off");
+      await seed(mesh, RECORDS, KEYS);
+      const untraced = await runJob(mesh, BATCH);
+      result.tracing = {
+        onWallMs: traced.wallMs,
+        offWallMs: untraced.wallMs,
+        overheadPercent: Number((((traced.wallMs - untraced.wallMs) / untraced.wallMs) * 100).toFixed(1)),
+        exportRequests: sink.requests(),
+      };
+      await sink.close();
+    }
+  } finally {
+    await mesh.stop();
+    await db.destroy();
+  }
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+}
+
+await main();
