@@ -141,8 +141,8 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
       : { ok: null, skipped: true },
     wallMs,
     recordsPerSecond: Math.round((Number(last.signedByThisExecutor) * 1000) / Math.max(1, wallMs)),
-    traceId: /^0*$/.test(last.traceId) ? "" : last.traceId,
-    traceUrl: jaeger && !/^0*$/.test(last.traceId) ? `${jaeger.replace(/\/$/, "")}/trace/${last.traceId}` : undefined,
+    traceId: last.traceId,
+    traceUrl: jaeger && last.traceId ? `${jaeger.replace(/\/$/, "")}/trace/${last.traceId}` : undefined,
     error: last.error || undefined,
   };
   if (values.json) io.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);

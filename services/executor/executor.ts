@@ -102,7 +102,8 @@ export function createExecutor(deps: ExecutorDeps) {
     checkSpec(spec);
     const jobSpan = tracer.startSpan("signing.job", { attributes: { "keymesh.executor": deps.executorId } });
     const jobCtx = trace.setSpan(context.active(), jobSpan);
-    const traceId = jobSpan.spanContext().traceId;
+    // Empty when tracing is off (the no-op tracer hands out an all-zero, invalid context).
+    const traceId = trace.isSpanContextValid(jobSpan.spanContext()) ? jobSpan.spanContext().traceId : "";
     let job: JobRow;
     try {
       job = await startOrJoin(spec, traceId);

@@ -107,7 +107,13 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
   const clientFor = (name: ServiceName) => {
     let client = clients.get(name);
     if (client === undefined) {
-      client = createClient(SERVICE_DESCRIPTORS[name] as DescService, transportFor(urlOf(name)));
+      // The URL is resolved per call, not when the client is made: a service may take its
+      // clients at registration, before a port-0 listener knows its own address.
+      const lazy: Transport = {
+        unary: (...args) => transportFor(urlOf(name)).unary(...args),
+        stream: (...args) => transportFor(urlOf(name)).stream(...args),
+      };
+      client = createClient(SERVICE_DESCRIPTORS[name] as DescService, lazy);
       clients.set(name, client);
     }
     return client;

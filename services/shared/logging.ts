@@ -54,7 +54,10 @@ export function createLoggingInterceptor(opts: LoggingInterceptorOptions): Inter
       line.code = codeName(ce.code);
       line.error = ce.rawMessage;
       const serious = SERIOUS.has(ce.code);
-      if (serious && !(err instanceof ConnectError)) line.cause = String(err);
+      if (serious) {
+        const cause = err instanceof ConnectError ? err.cause : err;
+        if (cause !== undefined) line.cause = describeCause(cause);
+      }
       logger[serious ? "error" : "warn"](line, "rpc");
     };
 
@@ -96,6 +99,21 @@ export function createLoggingInterceptor(opts: LoggingInterceptorOptions): Inter
     }
     return { ...res, message: observeStream(res.message, () => sent++, log) };
   };
+}
+
+/**
+ * A short, safe description of an internal error's cause for the log: its name, code and
+ * the start of its message with long hex/base64 runs (SQL literals, key material) redacted.
+ */
+export function describeCause(cause: unknown): string {
+  const e = cause as { name?: unknown; code?: unknown; message?: unknown } | null;
+  const name = typeof e?.name === "string" ? e.name : "Error";
+  const code = typeof e?.code === "string" ? ` ${e.code}` : "";
+  const message = String(typeof e?.message === "string" ? e.message : cause)
+    .replace(/X'[0-9a-fA-F]*'/g, "X'…'")
+    .replace(/[A-Za-z0-9+/=_-]{32,}/g, "[redacted]")
+    .slice(0, 300);
+  return `${name}${code}: ${message}`;
 }
 
 /**
