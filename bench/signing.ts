@@ -187,9 +187,13 @@ async function main() {
     const run = await runJob(mesh, BATCH);
     log(`mesh: ${run.wallMs} ms; reference loop`);
     await resetSignatures(db);
+    const dbPid = mariadbPid();
+    const refCpu = [process.cpuUsage(), dbPid ? cpuMsOf(dbPid) : 0] as const;
     const ref = await referenceLoop(db, { batchSize: BATCH, keyCount: KEYS });
+    const own = process.cpuUsage(refCpu[0]);
+    const refCpuMs = { loop: Math.round((own.user + own.system) / 1000), mariadb: (dbPid ? cpuMsOf(dbPid) : 0) - refCpu[1] };
     result.mesh = { ...run, seedMs };
-    result.plainLoop = { records: ref.signed, wallMs: Math.round(ref.wallMs), recordsPerSecond: Math.round((ref.signed * 1000) / ref.wallMs) };
+    result.plainLoop = { records: ref.signed, wallMs: Math.round(ref.wallMs), recordsPerSecond: Math.round((ref.signed * 1000) / ref.wallMs), cpuMs: refCpuMs };
     result.ratioMeshToPlainLoop = Number((run.wallMs / ref.wallMs).toFixed(3));
 
     if (values.scale) {

@@ -78,6 +78,21 @@ describe("gRPC over HTTP/2 (grpc-js)", () => {
   });
 });
 
+describe("malformed messages on a stream (grpc-js)", () => {
+  it("end the call with INVALID_ARGUMENT", async () => {
+    const call = client.makeBidiStreamRequest(
+      "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+    );
+    const err = new Promise((resolve) => call.on("error", resolve));
+    call.on("data", () => undefined);
+    call.write(Buffer.from([0x0a, 0x64, 0x01]));
+    call.end();
+    expect(await err).toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
+  });
+});
+
 describe("Connect protocol over HTTP/1.1 (fetch)", () => {
   it("serves JSON", async () => {
     const res = await postJson("/grpc.health.v1.Health/Check", "{}");
@@ -110,13 +125,25 @@ describe("Connect protocol over HTTP/1.1 (fetch)", () => {
     expect(await res.json()).toMatchObject({ code: "invalid_argument" });
   });
 
+  it("answers malformed protobuf over gRPC-Web with INVALID_ARGUMENT in the trailer frame", async () => {
+    const message = [0x0a, 0x64, 0x01];
+    const res = await fetch(`${server.url}/grpc.health.v1.Health/Check`, {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto" },
+      body: new Uint8Array([0, 0, 0, 0, message.length, ...message]),
+    });
+    const body = Buffer.from(await res.arrayBuffer());
+    expect(body[0]).toBe(0x80);
+    expect(body.subarray(5).toString("latin1")).toMatch(/grpc-status: 3\r\n/);
+  });
+
   it("answers an oversize body with resource_exhausted", async () => {
     const res = await postJson("/grpc.health.v1.Health/Check", JSON.stringify({ service: "x".repeat(MAX + 1) }));
     expect(await res.json()).toMatchObject({ code: "resource_exhausted" });
     expect((await postJson("/grpc.health.v1.Health/Check", "{}")).status).toBe(200);
   });
 
-  it("serves GET for side-effect-free methods is not required but POST binary works", async () => {
+  it("serves binary protobuf", async () => {
     const res = await fetch(`${server.url}/grpc.health.v1.Health/Check`, {
       method: "POST",
       headers: { "content-type": "application/proto" },

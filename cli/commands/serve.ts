@@ -46,9 +46,8 @@ export const serveCommand: Command = {
       throw err;
     }
     const logger = createLogger({ level: config.logLevel });
-    const host = await startHost({ services: modules, config, logger, migrate: !values["no-migrate"] });
-
-    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    // Listen before starting so that a signal during start-up still shuts down cleanly.
+    const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
       const onSignal = (s: NodeJS.Signals) => {
         process.off("SIGTERM", onSignal);
         process.off("SIGINT", onSignal);
@@ -57,6 +56,8 @@ export const serveCommand: Command = {
       process.on("SIGTERM", onSignal);
       process.on("SIGINT", onSignal);
     });
+    const host = await startHost({ services: modules, config, logger, migrate: !values["no-migrate"] });
+    const signal = await stopSignal;
     logger.info({ signal }, "signal received");
     // A second signal, or a shutdown that overruns its budget, ends the process at once.
     const force = (reason: string) => {

@@ -18,29 +18,9 @@ export function codeOf(err: unknown): Code {
   return ConnectError.from(err).code;
 }
 
-/**
- * Codes that mean the server (or a dependency) failed rather than the caller: logged as
- * errors and marked as errors on server spans, following gRPC's conventions.
- */
-export function isServerFault(code: Code): boolean {
-  return (
-    code === Code.Unknown ||
-    code === Code.DeadlineExceeded ||
-    code === Code.Unimplemented ||
-    code === Code.Internal ||
-    code === Code.Unavailable ||
-    code === Code.DataLoss
-  );
-}
-
 /** The error in-flight calls end with when the server stops before they finish. */
 export function shuttingDownError(): ConnectError {
   return new ConnectError("the server is shutting down", Code.Unavailable);
-}
-
-/** The error calls end with when their deadline passes. */
-export function deadlineExceededError(): ConnectError {
-  return new ConnectError("the operation timed out", Code.DeadlineExceeded);
 }
 
 /**

@@ -25,7 +25,7 @@ export interface ListenOptions {
   readonly tls?: { readonly cert: string | Buffer; readonly key: string | Buffer };
   /** Serves every request, HTTP/1.1 and HTTP/2 alike. */
   readonly handler: (req: NodeRequest, res: NodeResponse) => void;
-  /** How long a new connection may stay silent before it is dropped (default 10 s). */
+  /** How long a new connection may stay silent before it is dropped (default 60 s, like Node's headersTimeout). */
   readonly prefaceTimeoutMs?: number;
 }
 
@@ -72,7 +72,7 @@ export async function listen(opts: ListenOptions): Promise<HttpListener> {
     const h1 = http.createServer(opts.handler);
     const h2 = http2.createServer(opts.handler);
     h2.on("session", trackSession);
-    const prefaceTimeoutMs = opts.prefaceTimeoutMs ?? 10_000;
+    const prefaceTimeoutMs = opts.prefaceTimeoutMs ?? 60_000;
     server = net.createServer((socket) => {
       track(socket);
       sniff(socket, prefaceTimeoutMs, (isHttp2) => {

@@ -2,10 +2,10 @@ import type * as http from "node:http";
 import * as http2 from "node:http2";
 import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
-import type { UniversalHandler, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Logger } from "pino";
 import { codeName } from "./errors.js";
-import { malformedMessageError } from "./limits.js";
+import { GRPC_CONTENT_TYPE, reportMalformedAsInvalid } from "./malformed-requests.js";
 
 /**
  * The Node.js request handler behind the host's port: connect-es's router served the way
@@ -13,9 +13,11 @@ import { malformedMessageError } from "./limits.js";
  *
  * - it counts calls in flight so shutdown can wait for them to drain;
  * - while draining, HTTP/1.1 responses carry `Connection: close`;
+ * - an HTTP/2 stream answered before its request body was read (oversize message, early
+ *   error) is reset with NO_ERROR after the response, so the call does not stay open;
  * - unknown methods answer gRPC clients with a proper Unimplemented status (not a bare 404);
  * - unary requests whose message is not valid protobuf end with InvalidArgument instead of
- *   connect-es's Internal (gRPC and Connect protocols).
+ *   connect-es's Internal (see malformed-requests.ts).
  */
 
 /** A request from either HTTP server. */
@@ -43,8 +45,6 @@ export interface RequestHandlerOptions {
   /** Where unexpected handler failures are reported. */
   readonly logger: Logger;
 }
-
-const GRPC_CONTENT_TYPE = /^application\/grpc(\+[a-z]+)?(;.*)?$/i;
 
 /**
  * Creates a router the way `connectNodeAdapter` does (gzip and brotli accepted), with the
@@ -109,7 +109,7 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
       return;
     }
     uHandler(uReq)
-      .then((uRes) => (uHandler.method.methodKind === "unary" ? fixParseFailure(uRes, contentType) : uRes))
+      .then((uRes) => (uHandler.method.methodKind === "unary" ? reportMalformedAsInvalid(uRes, contentType) : uRes))
       .then((uRes) => universalResponseToNodeResponse(uRes, res))
       .catch((reason: unknown) => {
         const code = ConnectError.from(reason).code;
@@ -153,80 +153,4 @@ function notFound(req: NodeRequest, res: NodeResponse, path: string): void {
   res.statusCode = 404;
   res.end();
   req.resume();
-}
-
-/** Rewrites connect-es's "parse binary" Internal error of a unary call to InvalidArgument. */
-async function fixParseFailure(uRes: UniversalServerResponse, requestContentType: string): Promise<UniversalServerResponse> {
-  if (GRPC_CONTENT_TYPE.test(requestContentType)) {
-    const trailer = uRes.trailer;
-    if (trailer === undefined) return uRes;
-    const rewrite = () => {
-      if (trailer.get("grpc-status") !== String(Code.Internal)) return;
-      const message = safeDecode(trailer.get("grpc-message") ?? "");
-      if (!message.startsWith("parse binary:")) return;
-      const fixed = malformedMessageError(new ConnectError(message, Code.Internal));
-      trailer.set("grpc-status", String(fixed.code));
-      trailer.set("grpc-message", encodeURIComponent(fixed.rawMessage));
-    };
-    rewrite();
-    const body = uRes.body;
-    if (body === undefined || !(Symbol.asyncIterator in body)) return uRes;
-    return { ...uRes, body: afterIteration(body, rewrite) };
-  }
-  const isJsonError = uRes.status >= 400 && (uRes.header?.get("content-type") ?? "").startsWith("application/json");
-  if (uRes.status !== 500 || !isJsonError || uRes.header?.has("content-encoding") === true) return uRes;
-  const body = uRes.body;
-  if (body === undefined || !(Symbol.asyncIterator in body)) return uRes;
-  const chunks: Uint8Array[] = [];
-  for await (const chunk of body) chunks.push(chunk);
-  const bytes = Buffer.concat(chunks);
-  let parsed: { code?: string; message?: string } | undefined;
-  try {
-    parsed = JSON.parse(bytes.toString("utf8")) as { code?: string; message?: string };
-  } catch {
-    parsed = undefined;
-  }
-  if (parsed?.code !== "internal" || !parsed.message?.startsWith("parse binary:")) {
-    return { ...uRes, body: single(bytes) };
-  }
-  const fixed = malformedMessageError(new ConnectError(parsed.message, Code.Internal));
-  const out = Buffer.from(JSON.stringify({ code: codeName(fixed.code), message: fixed.rawMessage }));
-  const header = new Headers(uRes.header);
-  header.set("content-length", String(out.byteLength));
-  return { ...uRes, status: 400, header, body: single(out) };
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
-}
-
-async function* single(bytes: Uint8Array): AsyncIterable<Uint8Array> {
-  yield bytes;
-}
-
-/** Runs `done` after the last chunk, before the consumer sees the end. */
-function afterIteration(source: AsyncIterable<Uint8Array>, done: () => void): AsyncIterable<Uint8Array> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = source[Symbol.asyncIterator]();
-      return {
-        async next() {
-          const r = await it.next();
-          if (r.done === true) done();
-          return r;
-        },
-        async return(value?: unknown) {
-          return (await it.return?.(value)) ?? { done: true as const, value: undefined };
-        },
-        async throw(err?: unknown) {
-          if (it.throw) return it.throw(err);
-          throw err;
-        },
-      };
-    },
-  };
 }

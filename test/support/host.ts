@@ -2,10 +2,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Interceptor } from "@connectrpc/connect";
-import { loadServiceModules } from "../../services/registry.js";
+import type { Logger } from "pino";
 import { loadConfig } from "../../services/shared/config.js";
 import { startHost, type Host } from "../../services/shared/host.js";
 import type { ServiceModule } from "../../services/shared/service-module.js";
+import { placeholderModules } from "./placeholders.js";
 
 /** A host started in-process on a free port, with its own data directory. */
 export interface TestHost {
@@ -19,11 +20,13 @@ export interface TestHost {
 
 /** Options for `startTestHost`. */
 export interface TestHostOptions {
-  /** Modules to run; default all seven from the registry. */
+  /** Modules to run; default all seven as placeholders (see placeholders.ts). */
   readonly services?: readonly ServiceModule[];
   /** Extra KEYMESH_* variables. */
   readonly env?: Record<string, string>;
   readonly interceptors?: readonly Interceptor[];
+  /** Default: the host's own logger at KEYMESH_LOG_LEVEL (silent). */
+  readonly logger?: Logger;
 }
 
 /** Starts a host on port 0 with a temporary data directory and a silent logger. */
@@ -35,8 +38,13 @@ export async function startTestHost(opts: TestHostOptions = {}): Promise<TestHos
     KEYMESH_LOG_LEVEL: "silent",
     ...opts.env,
   });
-  const services = opts.services ?? (await loadServiceModules());
-  const host = await startHost({ services, config, interceptors: opts.interceptors ?? [] });
+  const services = opts.services ?? placeholderModules();
+  const host = await startHost({
+    services,
+    config,
+    interceptors: opts.interceptors ?? [],
+    ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+  });
   return {
     host,
     address: `127.0.0.1:${host.port}`,

@@ -1,0 +1,57 @@
+/**
+ * Fault: the Redis server holding the lease locks dies in the middle of a job and comes back
+ * empty a second later. While it is down no lease can be taken or renewed (batches in flight
+ * are abandoned); after it is back, locks are taken afresh and the database fences still
+ * decide. The job completes. Real processes on MariaDB and a dedicated redis-server.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
+import { finalState, runJob, startSigningMesh, until, withDiagnostics, within, type SigningMesh } from "../support/processes.js";
+import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
+
+const RECORDS = 2500;
+const KEYS = 12;
+const SPEC = { batchSize: 100, concurrency: 3, leaseTtlMs: 2000 };
+
+describe("Redis restarted mid-run", () => {
+  let redis: RedisNode;
+  let mesh: SigningMesh | undefined;
+
+  beforeAll(async () => {
+    redis = await startRedisNode();
+    mesh = await startSigningMesh({ redisUrls: [redis.url] });
+    await mesh.seed(RECORDS, KEYS);
+  });
+  afterAll(async () => {
+    await mesh?.close();
+    await redis?.stop();
+  });
+
+  it("completes the job once Redis is back", async () => {
+    const m = mesh!;
+    await withDiagnostics(m, async () => {
+      const run = runJob(m.executor(m.executors[0]!), { spec: SPEC });
+      const jobId = await within(run.jobId, 15_000, "the job to start");
+      await until(async () => (await m.progress()).signed >= RECORDS / 5, 30_000, "a fifth of the records signed", 20);
+
+      await redis.kill();
+      expect((await m.progress()).signed).toBeLessThan(RECORDS);
+      await sleep(1000);
+      await redis.restart();
+      expect(redis.running).toBe(true);
+
+      const result = await within(run.done, 45_000, "the job to complete after Redis restarted");
+      expect(result.error).toBeUndefined();
+      expect(result.last?.state).toBe(JobState.SUCCEEDED);
+      // The key service saw Redis go away.
+      expect(m.keysCollection.logs().some((l) => l.msg === "redis connection error")).toBe(true);
+
+      const { progress, job, report } = await finalState(m, jobId);
+      expect(report.violations).toEqual([]);
+      expect(progress).toMatchObject({ signed: RECORDS, total: RECORDS });
+      expect(report.signatures).toBe(RECORDS);
+      expect(job?.state).toBe("succeeded");
+    });
+  });
+});

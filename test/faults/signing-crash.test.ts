@@ -1,0 +1,60 @@
+/**
+ * Fault: the signing service is killed (SIGKILL) in the middle of a job, with batches on the
+ * executor's shared SignStream, and restarted on the same port a second later. Batches that
+ * were in flight fail and are abandoned (claims and leases given back); the executor opens a
+ * new stream once signing is back and the job completes. Real processes on MariaDB and a
+ * dedicated Redis.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
+import { finalState, runJob, startSigningMesh, until, withDiagnostics, within, type SigningMesh } from "../support/processes.js";
+import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
+
+const RECORDS = 2500;
+const KEYS = 12;
+const SPEC = { batchSize: 100, concurrency: 3, leaseTtlMs: 2000 };
+
+describe("the signing service killed mid-stream", () => {
+  let redis: RedisNode;
+  let mesh: SigningMesh | undefined;
+
+  beforeAll(async () => {
+    redis = await startRedisNode();
+    mesh = await startSigningMesh({ redisUrls: [redis.url] });
+    await mesh.seed(RECORDS, KEYS);
+  });
+  afterAll(async () => {
+    await mesh?.close();
+    await redis?.stop();
+  });
+
+  it("completes the job after signing restarts on the same port", async () => {
+    const m = mesh!;
+    await withDiagnostics(m, async () => {
+      const run = runJob(m.executor(m.executors[0]!), { spec: SPEC });
+      const jobId = await within(run.jobId, 15_000, "the job to start");
+      await until(async () => (await m.progress()).signed >= RECORDS / 5, 30_000, "a fifth of the records signed", 20);
+
+      const exit = await m.signing.kill();
+      expect(exit.signal).toBe("SIGKILL");
+      const atCrash = await m.progress();
+      expect(atCrash.signed).toBeLessThan(RECORDS);
+      // Down for a while: the executor keeps trying and abandons what it cannot sign.
+      await sleep(1000);
+      await m.signing.start();
+      expect(m.signing.starts).toBe(2);
+
+      const result = await within(run.done, 45_000, "the job to complete after signing restarted");
+      expect(result.error).toBeUndefined();
+      expect(result.last?.state).toBe(JobState.SUCCEEDED);
+      expect(result.last?.batchesAbandoned).toBeGreaterThan(0);
+
+      const { progress, job, report } = await finalState(m, jobId);
+      expect(report.violations).toEqual([]);
+      expect(progress).toMatchObject({ signed: RECORDS, total: RECORDS });
+      expect(report.signatures).toBe(RECORDS);
+      expect(job?.state).toBe("succeeded");
+    });
+  });
+});

@@ -1,0 +1,18 @@
+import { SERVICE_DESCRIPTORS } from "../../services/shared/clients.js";
+import { SERVICE_NAMES, type ServiceName } from "../../services/shared/config.js";
+import type { ServiceModule } from "../../services/shared/service-module.js";
+
+/**
+ * Modules that register each service with no handlers (every RPC answers Unimplemented) and
+ * need no resources: host-level tests stay independent of how far each service has come.
+ */
+export function placeholderModules(names: readonly ServiceName[] = SERVICE_NAMES): ServiceModule[] {
+  return names.map((name) => ({
+    name,
+    desc: SERVICE_DESCRIPTORS[name],
+    needs: {},
+    async register(router) {
+      router.service(SERVICE_DESCRIPTORS[name], {});
+    },
+  }));
+}
