@@ -79,10 +79,11 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
     const stale = await commit({ fence: lease.fence + 1n });
     expect(stale.stored).toBe(0);
     expect(stale.rejections.every((r) => r.reason === RejectionReason.STALE_FENCE)).toBe(true);
-    // Records outside the claim: NOT_IN_CLAIM.
+    // A signature that belongs to another record is caught by the spot check.
     const foreign = await commit({ signatures: [{ recordId: 1n, signature: sigs[0]!.signature }] });
     expect(foreign.stored).toBe(0);
-    expect(foreign.rejections[0]?.reason).toBe(RejectionReason.ALREADY_SIGNED);
+    expect(foreign.rejections[0]?.reason).toBe(RejectionReason.INVALID_SIGNATURE);
+    // Records outside the claim: NOT_IN_CLAIM.
     const outside = await commit({ claimId: "not-a-claim" });
     expect(outside.rejections.every((r) => r.reason === RejectionReason.NOT_IN_CLAIM)).toBe(true);
     // Signatures by another key: the spot check refuses the batch.

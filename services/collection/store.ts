@@ -131,10 +131,13 @@ export function createCollectionStore(db: Database): CollectionStore {
 
     async commit(input, now, check) {
       const ids = input.signatures.map((s) => s.recordId);
+      // Spot-check one signature against the key's public key before anything is written;
+      // payloads and public keys never change, so this needs no transaction.
+      const probe = input.signatures[Math.floor(Math.random() * input.signatures.length)]!;
+      const [keyRow] = (await primary("keyring_keys").select("public_key").where({ id: input.keyId })) as { public_key: Buffer }[];
+      const [probeRow] = (await primary("records").select("payload").where("id", probe.recordId)) as { payload: Buffer }[];
+
       return readCommitted(async (trx) => {
-        let keyQuery = trx("keyring_keys").select("fence", "leased_until", "public_key").where({ id: input.keyId });
-        if (mysql) keyQuery = keyQuery.forShare();
-        const key = (await keyQuery.first()) as { fence: number | string; leased_until: number | string; public_key: Buffer } | undefined;
         const history = (outcome: string, stored: number, rejected: number) =>
           trx("batches")
             .insert({
@@ -155,33 +158,39 @@ export function createCollectionStore(db: Database): CollectionStore {
             // One history row per lease (key, fence): a repeated or stale attempt adds nothing.
             .onConflict()
             .ignore();
+        const refuseAll = async (reason: RejectReason) => {
+          await history("rejected", 0, ids.length);
+          return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) };
+        };
 
         // The fence must still be the key's current one and its lease must not have lapsed:
         // a holder that was paused past its lease is refused even if nobody took the key yet.
-        if (!key || Number(key.fence) !== input.fence || Number(key.leased_until) < now) {
-          await history("rejected", 0, ids.length);
-          return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason: "stale_fence" as const })) };
+        // The shared lock keeps a new acquisition (which updates this row) out until we commit.
+        let keyQuery = trx("keyring_keys").select("fence", "leased_until").where({ id: input.keyId });
+        if (mysql) keyQuery = keyQuery.forShare();
+        const key = (await keyQuery.first()) as { fence: number | string; leased_until: number | string } | undefined;
+        if (!key || !keyRow || Number(key.fence) !== input.fence || Number(key.leased_until) < now) return refuseAll("stale_fence");
+        if (probeRow && !check(Buffer.from(keyRow.public_key), new Map([[probe.recordId, Buffer.from(probeRow.payload)]]), [probe])) {
+          return refuseAll("invalid_signature");
         }
 
-        let rowsQuery = trx("records").select("id", "claim_id", "signed").whereIn("id", ids);
-        if (mysql) rowsQuery = rowsQuery.forUpdate();
-        const rows = (await rowsQuery) as { id: number | string; claim_id: string | null; signed: number | boolean }[];
-        const byId = new Map(rows.map((r) => [Number(r.id), r]));
+        // One conditional write flips every record that is still unsigned and in this claim;
+        // when it flips them all (the normal case) no per-record read is needed.
+        const flipped = await trx("records").whereIn("id", ids).where({ claim_id: input.claimId, signed: 0 }).update({ signed: 1 });
+        let accepted: CommitInput["signatures"][number][] = [...input.signatures];
         const rejections: CommitResult["rejections"] = [];
-        const accepted: CommitInput["signatures"][number][] = [];
-        for (const sig of input.signatures) {
-          const row = byId.get(sig.recordId);
-          if (row && (row.signed === 1 || row.signed === true)) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
-          else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
-          else accepted.push(sig);
-        }
-        if (accepted.length > 0) {
-          // The spot check needs only the payload of the signature it probes.
-          const probe = accepted[Math.floor(Math.random() * accepted.length)]!;
-          const [row] = (await trx("records").select("payload").where("id", probe.recordId)) as { payload: Buffer }[];
-          if (!check(Buffer.from(key.public_key), new Map([[probe.recordId, Buffer.from(row!.payload)]]), [probe])) {
-            await history("rejected", 0, ids.length);
-            return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason: "invalid_signature" as const })) };
+        if (flipped !== ids.length) {
+          const rows = (await trx("records as r")
+            .leftJoin("signatures as s", "s.record_id", "r.id")
+            .select("r.id", "r.claim_id", "s.record_id as signed_by")
+            .whereIn("r.id", ids)) as { id: number | string; claim_id: string | null; signed_by: number | string | null }[];
+          const byId = new Map(rows.map((r) => [Number(r.id), r]));
+          accepted = [];
+          for (const sig of input.signatures) {
+            const row = byId.get(sig.recordId);
+            if (row && row.signed_by != null) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
+            else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
+            else accepted.push(sig);
           }
         }
         if (accepted.length > 0) {
@@ -197,9 +206,6 @@ export function createCollectionStore(db: Database): CollectionStore {
               signed_at: now,
             })),
           );
-          await trx("records")
-            .whereIn("id", accepted.map((s) => s.recordId))
-            .update({ signed: 1 });
         }
         await history(accepted.length > 0 ? "committed" : "rejected", accepted.length, rejections.length);
         return { stored: accepted.length, rejections };

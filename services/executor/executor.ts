@@ -55,6 +55,8 @@ type BatchOutcome = "committed" | "rejected" | "abandoned" | "empty" | "busy";
 
 const tracer = trace.getTracer("keymesh.executor");
 const MAX_CONSECUTIVE_FAILURES = 300;
+/** How often the job-wide totals (two COUNTs in Collection) are refreshed for progress. */
+const TOTALS_REFRESH_MS = 2000;
 
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -252,7 +254,7 @@ export function createExecutor(deps: ExecutorDeps) {
       while (!stop.signal.aborted) {
         yield snapshot();
         await sleep(spec.progressIntervalMs, stop.signal);
-        if (now() - lastTotals >= 1000) {
+        if (now() - lastTotals >= TOTALS_REFRESH_MS) {
           lastTotals = now();
           await refreshTotals().catch(() => undefined);
         }
