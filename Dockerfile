@@ -32,11 +32,11 @@ COPY cli ./cli
 COPY services ./services
 COPY gen ./gen
 COPY deploy/healthcheck.mjs ./deploy/healthcheck.mjs
-# Embedded-storage default (SQLite, development master keys) for a lone `docker run`; with
-# KEYMESH_DATABASE_URL and KEYMESH_MASTER_KEYS nothing is written here and the root file
-# system can be read-only (tsx keeps its compile cache in /tmp).
+# Embedded-storage default (SQLite, development master keys) for a lone `docker run`; mount a
+# volume here to keep it (-v keymesh-data:/var/lib/keymesh). With KEYMESH_DATABASE_URL and
+# KEYMESH_MASTER_KEYS nothing is written here and the root file system can be read-only (tsx
+# keeps its compile cache in /tmp).
 RUN mkdir -p /var/lib/keymesh && chown 1000:1000 /var/lib/keymesh
-VOLUME ["/var/lib/keymesh"]
 
 # The image's `node` user, numerically so that runAsNonRoot can verify it.
 USER 1000:1000

@@ -116,7 +116,12 @@ let grpcMessage = "";
 const takeStatus = (headers) => {
   if (headers["grpc-status"] !== undefined) {
     grpcStatus = Number(headers["grpc-status"]);
-    grpcMessage = decodeURIComponent(String(headers["grpc-message"] ?? ""));
+    const raw = String(headers["grpc-message"] ?? "");
+    try {
+      grpcMessage = decodeURIComponent(raw);
+    } catch {
+      grpcMessage = raw;
+    }
   }
 };
 stream.on("response", (headers) => {

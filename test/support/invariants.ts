@@ -102,7 +102,11 @@ export async function checkInvariants(
   }
 
   // 4. Least recently used first: replay acquisitions in time order.
-  const timeline = [...leases].sort((a, b) => n(a.acquired_at) - n(b.acquired_at) || a.key_id.localeCompare(b.key_id));
+  // Acquisitions in the same millisecond were concurrent: the one that took the less recently
+  // used key locked it first (the other found it locked and moved on), so replay it first.
+  const timeline = [...leases].sort(
+    (a, b) => n(a.acquired_at) - n(b.acquired_at) || n(a.previous_last_used_at) - n(b.previous_last_used_at) || a.key_id.localeCompare(b.key_id),
+  );
   const allKeys = (await db("keyring_keys").select("id")) as { id: string }[];
   const state = new Map(allKeys.map((k) => [k.id, { lastUsed: 0, busyUntil: 0, expired: false }]));
   const pendingEnds: { key: string; at: number; released: boolean }[] = [];

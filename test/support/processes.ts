@@ -48,6 +48,8 @@ export interface ProcessSpec {
   readonly env?: Record<string, string>;
   /** Extra `serve` arguments, e.g. ["--no-migrate"]. */
   readonly args?: readonly string[];
+  /** Arguments for node itself, before the script (e.g. ["--cpu-prof"]). */
+  readonly nodeArgs?: readonly string[];
 }
 
 /** One keymesh process (across its restarts). */
@@ -187,7 +189,7 @@ export function createProcessGroup(): ProcessGroup {
 
     const spawnOnce = () => {
       const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KEYMESH_") && !k.startsWith("OTEL_")));
-      const c = spawn(process.execPath, [BIN, "serve", ...spec.services, "--port", String(port), ...(spec.args ?? [])], {
+      const c = spawn(process.execPath, [...(spec.nodeArgs ?? []), BIN, "serve", ...spec.services, "--port", String(port), ...(spec.args ?? [])], {
         env: { ...base, KEYMESH_LOG_LEVEL: "info", OTEL_SDK_DISABLED: "true", ...spec.env },
         stdio: ["ignore", "pipe", "pipe"],
       });
@@ -350,6 +352,8 @@ export interface SigningMeshOptions {
   readonly failpoints?: Record<number, string>;
   /** Extra environment for every process. */
   readonly env?: Record<string, string>;
+  /** Extra node arguments for every process. */
+  readonly nodeArgs?: readonly string[];
 }
 
 /** The processes and clients of one signing mesh. */
@@ -417,12 +421,14 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
     const keysCollection = await group.create({
       name: "keys+collection",
       services: ["keys", "collection"],
+      nodeArgs: opts.nodeArgs,
       args: ["--no-migrate"],
       env: { ...common, KEYMESH_DATABASE_URL: database.url, KEYMESH_REDIS_URL: opts.redisUrls.join(",") },
     });
     const signing = await group.create({
       name: "signing",
       services: ["signing"],
+      nodeArgs: opts.nodeArgs,
       env: { ...common, KEYMESH_KEYS_URL: keysCollection.url },
     });
     const executorEnv = {
@@ -437,6 +443,7 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
         name,
         services: ["executor"],
         args: ["--no-migrate"],
+        nodeArgs: opts.nodeArgs,
         env: failpoints ? { ...executorEnv, KEYMESH_FAILPOINTS: failpoints } : executorEnv,
       });
     const executors: MeshProcess[] = [];
