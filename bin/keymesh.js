@@ -5,11 +5,10 @@ import { register } from "tsx/esm/api";
 
 register();
 
-const { existsSync } = await import("node:fs");
-const preload = new URL("../services/shared/telemetry/preload.ts", import.meta.url);
-if (existsSync(preload)) await import(preload.href);
-
+const telemetry = await import(new URL("../services/shared/telemetry/preload.ts", import.meta.url).href);
 const { main } = await import("../cli/main.ts");
 const code = await main(process.argv.slice(2));
-// Services are closed by now; anything still pending (idle sockets, timers) must not keep us alive.
+// Export what the command traced (a no-op when tracing is off), then exit: services are closed
+// by now, and anything still pending (idle sockets, timers) must not keep the process alive.
+await telemetry.shutdownTelemetry();
 process.exit(code);
