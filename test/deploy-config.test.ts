@@ -1,7 +1,7 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect as tcpConnect } from "node:net";
+import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,6 +17,7 @@ import { SERVICE_DESCRIPTORS } from "../services/shared/clients.js";
 import { KNOWN_VARIABLES, loadConfig, SERVICE_NAMES, type ServiceName } from "../services/shared/config.js";
 import { grpc, grpcClient, unary, unaryRaw } from "./support/grpc.js";
 import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
+import { freePort } from "./support/redis-nodes.js";
 
 /**
  * The deployable stack, checked without Docker or a cluster: docker-compose.yml, the Swarm
@@ -571,16 +572,6 @@ function runHealthcheck(port: number, service?: string): { status: number | null
   return { status: res.status, stdout: res.stdout, stderr: res.stderr };
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 async function waitForPort(port: number, timeoutMs: number, exited: () => boolean): Promise<void> {
   const deadline = Date.now() + timeoutMs;
