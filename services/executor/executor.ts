@@ -224,7 +224,7 @@ export function createExecutor(deps: ExecutorDeps) {
         if (outcome === "empty") {
           const g = await refreshTotals().catch(() => undefined);
           if (g && g.signed >= g.total) return;
-          await sleep(Math.min(500, job.leaseTtlMs / 4), stop.signal);
+          await sleep(Math.min(200, job.leaseTtlMs / 4), stop.signal);
         }
       }
     }

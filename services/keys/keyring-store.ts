@@ -132,18 +132,24 @@ export function createKeyringStore(db: Database): KeyringStore {
       });
     },
 
+    // The key's row and its lease history change together or not at all: a connection lost
+    // between two separate statements would leave a freed key whose history says still leased.
     async extend(id, fence, now, until) {
-      const n = await keys().where({ id, fence }).andWhere("leased_until", ">", now).update({ leased_until: until });
-      if (n === 1) await primary("key_leases").where({ key_id: id, fence }).update({ expires_at: until });
-      return n === 1;
+      return primary.transaction(async (trx) => {
+        const n = await keys(trx).where({ id, fence }).andWhere("leased_until", ">", now).update({ leased_until: until });
+        if (n === 1) await trx("key_leases").where({ key_id: id, fence }).update({ expires_at: until });
+        return n === 1;
+      });
     },
 
     async release(id, fence, now, used) {
       const patch: Record<string, unknown> = { leased_until: 0, holder: null };
       if (used) patch.last_used_at = now;
-      const n = await keys().where({ id, fence }).update(patch);
-      if (n === 1) await primary("key_leases").where({ key_id: id, fence }).update({ released_at: now });
-      return n === 1;
+      return primary.transaction(async (trx) => {
+        const n = await keys(trx).where({ id, fence }).update(patch);
+        if (n === 1) await trx("key_leases").where({ key_id: id, fence }).update({ released_at: now });
+        return n === 1;
+      });
     },
 
     async replaceWrapped(id, expected, next, version) {

@@ -77,6 +77,8 @@ export function createKeyring(deps: KeyringDeps) {
     async acquire(holder: string, ttlMs: number): Promise<KeyLeaseGrant> {
       checkTtl(ttlMs);
       if (holder.length === 0 || holder.length > 128) throw new InvalidInputError("holder must be 1-128 characters");
+      // Forget locks whose holders never came back (they expired on their own).
+      for (const [id, lease] of held) if (lease.expiresAt < now()) held.delete(id);
       const candidates = await deps.store.freeCandidates(now(), deps.candidates ?? 32);
       for (const candidate of candidates) {
         const lease = await deps.coordinator.leases.tryAcquire(resource(candidate.id), ttlMs);
@@ -121,11 +123,17 @@ export function createKeyring(deps: KeyringDeps) {
     /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
     async release(keyId: string, leaseId: string, fence: number, used: boolean): Promise<boolean> {
       checkKeyId(keyId);
-      const released = await deps.store.release(keyId, fence, now(), used);
       const lease = held.get(leaseId);
       held.delete(leaseId);
-      if (lease) await lease.release().catch(() => undefined);
-      return released;
+      try {
+        return await deps.store.release(keyId, fence, now(), used);
+      } finally {
+        // The lock goes even when the database call failed: that failure may have come after
+        // the release was applied (a connection lost before the reply), and a lock kept then
+        // would hide a free key until its TTL. Unlocking early is safe: a grant also needs the
+        // database row to be free.
+        if (lease) await lease.release().catch(() => undefined);
+      }
     },
 
     /** The sealed private key for the holder of the current lease on `keyId`. */

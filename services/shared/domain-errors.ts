@@ -1,5 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { SealedDataError, UnknownMasterKeyError } from "./crypto/envelope.js";
+import { isTransientDbError } from "./storage/errors.js";
 
 /**
  * Domain errors shared by every service, and the one mapping from them to Connect codes.
@@ -58,29 +59,13 @@ export class DependencyUnavailableError extends DomainError {
   }
 }
 
-const TRANSIENT_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EPIPE",
-  "PROTOCOL_CONNECTION_LOST",
-  "ER_LOCK_DEADLOCK",
-  "ER_LOCK_WAIT_TIMEOUT",
-  "ER_CON_COUNT_ERROR",
-  "SQLITE_BUSY",
-  "SQLITE_LOCKED",
-]);
-
 /** True for errors that mean "a backend is unreachable or busy", worth retrying later. */
 export function isUnavailable(err: unknown): boolean {
   if (err instanceof DependencyUnavailableError) return true;
   if (err instanceof ConnectError) return err.code === Code.Unavailable;
-  const e = err as { code?: unknown; name?: unknown; message?: unknown } | null;
-  if (!e) return false;
-  if (typeof e.code === "string" && TRANSIENT_CODES.has(e.code)) return true;
-  if (e.name === "KnexTimeoutError") return true;
-  const name = typeof e.name === "string" ? e.name : "";
-  return name.endsWith("UnavailableError") || name === "MaxRetriesPerRequestError";
+  if (isTransientDbError(err)) return true;
+  const name = (err as { name?: unknown } | null)?.name;
+  return typeof name === "string" && (name.endsWith("UnavailableError") || name === "MaxRetriesPerRequestError");
 }
 
 /**

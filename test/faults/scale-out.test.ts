@@ -1,19 +1,42 @@
 /**
  * Three executor processes on one job: the first starts it, two join by job id. The
  * invariants hold, every record is signed exactly once, each executor signs a share, and the
- * job takes less time than the same job run by one executor alone (measured in the same test,
- * on a fresh database with the same records, keys and batch size; concurrency 1 per executor
- * so that the executors, not the workers inside one, are what scales). Real processes on
- * MariaDB and a dedicated Redis.
+ * job takes less time than the same job run by one executor alone.
+ *
+ * The comparison is made in this test on two fresh databases with the same records, keys and
+ * batch size, concurrency 1 per executor (so that the executors, not the workers inside one,
+ * are what scales). Every process first signs a short warm-up job, so that neither side pays
+ * for compiling code the other has already compiled. A job's time is its own record of it:
+ * GetJob's elapsed_ms, from creation until an executor saw every record signed and marked the
+ * job succeeded. Each side runs two jobs, in the order one, three, three, one, and the totals
+ * are compared, so that a slow moment of the machine does not decide the outcome.
+ * Real processes on MariaDB and a dedicated Redis.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import { finalState, runJob, startSigningMesh, withDiagnostics, within, type SigningMesh } from "../support/processes.js";
 import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
 
-const RECORDS = 3000;
+const RECORDS = 6000;
+const ORDER = ["one", "three", "three", "one"] as const;
+const WARM_UP = 200;
 const KEYS = 12;
 const SPEC = { batchSize: 100, concurrency: 1, leaseTtlMs: 5000 };
+
+/** Runs one job with every executor of `mesh` (the first starts it, the others join). */
+async function runWithAll(mesh: SigningMesh) {
+  const first = runJob(mesh.executor(mesh.executors[0]!), { spec: SPEC });
+  const jobId = await within(first.jobId, 15_000, "the job to start");
+  const others = mesh.executors.slice(1).map((e) => runJob(mesh.executor(e), { jobId, spec: SPEC }));
+  const results = await within(Promise.all([first, ...others].map((r) => r.done)), 50_000, `the job on ${mesh.executors.length} executor(s)`);
+  for (const result of results) {
+    expect(result.error).toBeUndefined();
+    expect(result.last?.state).toBe(JobState.SUCCEEDED);
+    expect(result.last?.jobId).toBe(jobId);
+  }
+  const job = await mesh.executor(mesh.executors[0]!).getJob({ jobId });
+  return { jobId, results, jobMs: Number(job.progress?.elapsedMs) };
+}
 
 describe("three executors on one job", () => {
   let redis: RedisNode;
@@ -26,54 +49,43 @@ describe("three executors on one job", () => {
       startSigningMesh({ redisUrls: [redis.url], executors: 1 }),
       startSigningMesh({ redisUrls: [redis.url], executors: 3 }),
     ]);
-    await Promise.all([single.seed(RECORDS, KEYS), triple.seed(RECORDS, KEYS)]);
+    for (const mesh of [single, triple]) {
+      await mesh.seed(WARM_UP * mesh.executors.length, KEYS);
+      await withDiagnostics(mesh, () => runWithAll(mesh));
+    }
   });
   afterAll(async () => {
     await Promise.all([single?.close(), triple?.close()]);
     await redis?.stop();
   });
 
-  it("hold the invariants and finish sooner than one executor alone", async () => {
-    // One executor alone.
-    const alone = await withDiagnostics(single!, async () => {
-      const started = performance.now();
-      const result = await within(runJob(single!.executor(single!.executors[0]!), { spec: SPEC }).done, 50_000, "the single executor's job");
-      const elapsed = performance.now() - started;
-      expect(result.error).toBeUndefined();
-      expect(result.last?.state).toBe(JobState.SUCCEEDED);
-      const { progress, report } = await finalState(single!, result.last!.jobId);
-      expect(report.violations).toEqual([]);
-      expect(progress).toMatchObject({ signed: RECORDS, total: RECORDS });
-      return elapsed;
-    });
+  it("hold the invariants and finish the job sooner than one executor alone", async () => {
+    const meshes = { one: single!, three: triple! };
+    const times = { one: [] as number[], three: [] as number[] };
+    for (const side of ORDER) {
+      const mesh = meshes[side];
+      await withDiagnostics(mesh, async () => {
+        await mesh.collection.seedRecords({ count: RECORDS, payloadSize: 64 });
+        const run = await runWithAll(mesh);
+        times[side].push(run.jobMs);
+        // Each executor signed a share; together exactly the job's records.
+        for (const result of run.results) expect(Number(result.last?.signedByThisExecutor)).toBeGreaterThan(0);
+        expect(run.results.reduce((sum, r) => sum + Number(r.last?.signedByThisExecutor), 0)).toBe(RECORDS);
+        const { progress, job, report } = await finalState(mesh, run.jobId);
+        expect(report.violations).toEqual([]);
+        expect(progress.signed).toBe(progress.total);
+        expect(report.signatures).toBe(progress.total);
+        expect(job?.state).toBe("succeeded");
+      });
+    }
 
-    // Three executors: the first starts the job, the others join it.
-    const together = await withDiagnostics(triple!, async () => {
-      const m = triple!;
-      const started = performance.now();
-      const first = runJob(m.executor(m.executors[0]!), { spec: SPEC });
-      const jobId = await within(first.jobId, 15_000, "the job to start");
-      const others = m.executors.slice(1).map((e) => runJob(m.executor(e), { jobId, spec: SPEC }));
-      const results = await within(Promise.all([first, ...others].map((r) => r.done)), 50_000, "the three executors' job");
-      const elapsed = performance.now() - started;
-      for (const result of results) {
-        expect(result.error).toBeUndefined();
-        expect(result.last?.state).toBe(JobState.SUCCEEDED);
-        expect(result.last?.jobId).toBe(jobId);
-        // Each executor did a share of the work.
-        expect(Number(result.last?.signedByThisExecutor)).toBeGreaterThan(0);
-      }
-      expect(results.reduce((sum, r) => sum + Number(r.last?.signedByThisExecutor), 0)).toBe(RECORDS);
-
-      const { progress, job, report } = await finalState(m, jobId);
-      expect(report.violations).toEqual([]);
-      expect(progress).toMatchObject({ signed: RECORDS, total: RECORDS });
-      expect(report.signatures).toBe(RECORDS);
-      expect(job?.state).toBe("succeeded");
-      return elapsed;
-    });
-
-    console.info(`${RECORDS} records, batch ${SPEC.batchSize}: one executor ${Math.round(alone)} ms, three executors ${Math.round(together)} ms`);
-    expect(together).toBeLessThan(alone);
+    const total = (list: number[]) => list.reduce((a, b) => a + b, 0);
+    console.info(
+      `${RECORDS} records per job, batch ${SPEC.batchSize}, concurrency 1 per executor: ` +
+        `one executor ${times.one.join(" + ")} = ${total(times.one)} ms, ` +
+        `three executors ${times.three.join(" + ")} = ${total(times.three)} ms`,
+    );
+    expect(times.three.every((t) => t > 0)).toBe(true);
+    expect(total(times.three)).toBeLessThan(total(times.one));
   });
 });

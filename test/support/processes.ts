@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -86,13 +86,15 @@ export interface MeshProcess {
   logs(): Record<string, unknown>[];
   /** The last `lines` lines of stdout and stderr, labelled, for failure messages. */
   tail(lines?: number): string;
+  /** Everything kept of stdout and stderr. */
+  output(): string;
 }
 
 /** A set of processes cleaned up together. */
 export interface ProcessGroup {
   /** Starts a process and waits until it serves. */
   start(spec: ProcessSpec, timeoutMs?: number): Promise<MeshProcess>;
-  /** Creates a process without starting it (its port is reserved now). */
+  /** Creates a process without starting it (its port is chosen now and kept across restarts). */
   create(spec: ProcessSpec): Promise<MeshProcess>;
   readonly processes: readonly MeshProcess[];
   /** State and output tails of every process. */
@@ -173,14 +175,23 @@ export function createProcessGroup(): ProcessGroup {
   process.once("exit", onExit);
 
   async function create(spec: ProcessSpec): Promise<MeshProcess> {
-    const port = spec.port ?? (await freePort());
+    // Ports are chosen before anything listens on them: never hand out one twice.
+    let port = spec.port ?? (await freePort());
+    while (spec.port === undefined && all.some((p) => p.port === port)) port = await freePort();
     const url = `http://127.0.0.1:${port}`;
     let child: ChildProcess | undefined;
     let exit: Promise<Exit> = Promise.resolve({ code: null, signal: null });
     let out = "";
     let err = "";
-    let incarnationStart = 0;
     let starts = 0;
+    // Whether the current incarnation has logged that it serves (read line by line as it comes).
+    let serving = false;
+    let partial = "";
+    const watchLines = (chunk: string) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop() ?? "";
+      if (!serving && lines.some((l) => l.startsWith("{") && l.includes('"keymesh serving"'))) serving = true;
+    };
     const append = (which: "out" | "err", chunk: string) => {
       if (which === "out") out = (out + chunk).slice(-MAX_OUTPUT);
       else err = (err + chunk).slice(-MAX_OUTPUT);
@@ -197,8 +208,12 @@ export function createProcessGroup(): ProcessGroup {
       const banner = `--- start #${starts} at ${new Date().toISOString()} (pid ${c.pid}) ---\n`;
       append("out", banner);
       append("err", banner);
-      incarnationStart = out.length - banner.length;
-      c.stdout!.setEncoding("utf8").on("data", (chunk: string) => append("out", chunk));
+      serving = false;
+      partial = "";
+      c.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+        append("out", chunk);
+        watchLines(chunk);
+      });
       c.stderr!.setEncoding("utf8").on("data", (chunk: string) => append("err", chunk));
       exit = new Promise<Exit>((resolve) => {
         c.once("exit", (code, signal) => {
@@ -212,9 +227,8 @@ export function createProcessGroup(): ProcessGroup {
       child = c;
     };
 
-    const logs = (from = 0) =>
+    const logs = () =>
       out
-        .slice(from)
         .split("\n")
         .filter((l) => l.startsWith("{"))
         .map((l) => {
@@ -254,7 +268,7 @@ export function createProcessGroup(): ProcessGroup {
         // The host logs "keymesh serving" once it listens; health then confirms it answers.
         for (;;) {
           if (!alive()) throw new Error(`${spec.name} exited before serving\n${tail(60)}`);
-          if (logs(incarnationStart).some((l) => l.msg === "keymesh serving") && (await healthy(url))) return;
+          if (serving && (await healthy(url))) return;
           if (Date.now() > deadline) {
             child?.kill("SIGKILL");
             throw new Error(`${spec.name} did not serve on ${url} within ${timeoutMs} ms\n${tail(60)}`);
@@ -290,20 +304,17 @@ export function createProcessGroup(): ProcessGroup {
       waitForExit,
       isStopped: () => alive() && processState(child!.pid!) === "T",
       async waitUntilStopped(timeoutMs) {
-        await until(
-          () => {
-            if (!alive()) throw new Error(`${spec.name} exited instead of stopping`);
-            return processState(child!.pid!) === "T";
-          },
-          timeoutMs,
-          `${spec.name} to stop (SIGSTOP)`,
-          20,
-        ).catch((e: Error) => {
-          throw new Error(`${e.message}\n${tail()}`);
-        });
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+          if (!alive()) throw new Error(`${spec.name} exited instead of stopping\n${tail()}`);
+          if (processState(child!.pid!) === "T") return;
+          if (Date.now() > deadline) throw new Error(`${spec.name} did not stop (SIGSTOP) within ${timeoutMs} ms\n${tail()}`);
+          await sleep(20);
+        }
       },
-      logs: () => logs(),
+      logs,
       tail,
+      output: () => `-- stdout --\n${out}\n-- stderr --\n${err}`,
       forceKill() {
         if (!alive()) return;
         child!.kill("SIGCONT");
@@ -332,6 +343,13 @@ export function createProcessGroup(): ProcessGroup {
       closed ??= (async () => {
         for (const p of all) p.forceKill();
         await Promise.all(all.map((p) => p.waitForExit(10_000).catch(() => undefined)));
+        // KEYMESH_TEST_LOG_DIR=<dir> keeps every process's whole output for a post-mortem.
+        const dir = process.env.KEYMESH_TEST_LOG_DIR;
+        if (dir) {
+          mkdirSync(dir, { recursive: true });
+          const run = `${new Date().toISOString().replace(/[:.]/g, "-")}-${process.pid}`;
+          for (const p of all) writeFileSync(join(dir, `${run}-${p.name}.log`), p.output());
+        }
         process.off("exit", onExit);
       })();
       return closed;
@@ -389,7 +407,9 @@ export interface SigningMesh {
 export async function startSigningMesh(opts: SigningMeshOptions): Promise<SigningMesh> {
   const database = await createTestDatabase("keymesh_f_");
   const dataDir = mkdtempSync(join(tmpdir(), "keymesh-faults-"));
-  const db = createDatabase({ url: database.url, dataDir });
+  // Quiet: fault tests kill this pool's idle connections too, and knex would print each loss.
+  const quiet = () => undefined;
+  const db = createDatabase({ url: database.url, dataDir, logger: { warn: quiet, error: quiet, debug: quiet, deprecate: quiet } });
   const group = createProcessGroup();
   const managers: Http2SessionManager[] = [];
   const transport = (url: string) => {
@@ -514,7 +534,7 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
 export async function databaseSummary(db: Knex): Promise<Record<string, unknown>> {
   const [records] = await db("records").count({ n: "*" });
   const [signed] = await db("signatures").count({ n: "*" });
-  const outcomes = await db("batches").select("outcome").count({ n: "*" }).groupBy("outcome");
+  const outcomes = (await db("batches").select("outcome").count({ n: "*" }).groupBy("outcome")) as { outcome: string; n: number }[];
   const jobs = await db("jobs").select("id", "state", "error");
   return {
     records: Number((records as { n: number }).n),

@@ -78,6 +78,12 @@ function transientHere(err: ErrorLike): string | undefined {
   }
   // knex's pool gave up waiting for a connection: the database is too slow or gone.
   if (err.name === "KnexTimeoutError") return "KnexTimeoutError";
+  // mysql2 marks errors that broke the connection as fatal; some carry no code at all
+  // ("Can't add new command when connection is in closed state").
+  if ((err as { fatal?: unknown }).fatal === true) return code ?? "connection closed";
+  if (typeof (err as { message?: unknown }).message === "string" && /connection is in closed state/.test((err as { message: string }).message)) {
+    return "connection closed";
+  }
   return undefined;
 }
 
