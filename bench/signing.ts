@@ -101,6 +101,7 @@ function mariadbPid(): number | undefined {
 
 /** Runs one job over every unsigned record with all executors of the mesh; returns timings. */
 async function runJob(mesh: Mesh, batchSize: number) {
+  await quiesce();
   const dbPid = mariadbPid();
   const cpuBefore = [...mesh.procs.map((p) => p.cpuMs()), dbPid ? cpuMsOf(dbPid) : 0];
   const started = performance.now();
@@ -150,6 +151,21 @@ async function seed(mesh: Mesh, records: number, keys: number) {
   return Math.round(performance.now() - started);
 }
 
+/**
+ * Waits until MariaDB is idle (under 5% of a core over half a second, at most a minute), so a
+ * measured run does not pay for background work left by the previous step (purge, flushing).
+ */
+async function quiesce(): Promise<void> {
+  const pid = mariadbPid();
+  if (!pid) return;
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    const before = cpuMsOf(pid);
+    await new Promise((r) => setTimeout(r, 500));
+    if (cpuMsOf(pid) - before < 25) return;
+  }
+}
+
 async function resetSignatures(db: Knex) {
   await db("signatures").del();
   await db("records").update({ signed: 0, claim_id: null, claim_expires_at: 0 });
@@ -187,6 +203,7 @@ async function main() {
     const run = await runJob(mesh, BATCH);
     log(`mesh: ${run.wallMs} ms; reference loop`);
     await resetSignatures(db);
+    await quiesce();
     const dbPid = mariadbPid();
     const refCpu = [process.cpuUsage(), dbPid ? cpuMsOf(dbPid) : 0] as const;
     const ref = await referenceLoop(db, { batchSize: BATCH, keyCount: KEYS });
@@ -197,34 +214,27 @@ async function main() {
     result.ratioMeshToPlainLoop = Number((run.wallMs / ref.wallMs).toFixed(3));
 
     if (values.scale) {
-      const byRecords: unknown[] = [];
-      for (const n of [10_000, 100_000, 1_000_000]) {
-        log(`scaling: ${n} records`);
-        await seed(mesh, n, KEYS);
-        byRecords.push(await runJob(mesh, BATCH));
-      }
-      result.scalingRecords = byRecords;
+      // Every point starts on a fresh database, so no point pays for the previous one's
+      // deleted rows (InnoDB purges them in the background, on the same two cores).
+      const fresh = async (executors: number, records: number, env: NodeJS.ProcessEnv = {}) => {
+        await mesh.stop();
+        await recreateDatabase();
+        mesh = await startMesh(executors, env);
+        await seed(mesh, records, KEYS);
+        return runJob(mesh, BATCH);
+      };
       const byExecutors: unknown[] = [];
       for (const executors of [1, 2, 4]) {
-        await mesh.stop();
-        mesh = await startMesh(executors);
         log(`scaling: ${executors} executors`);
-        await seed(mesh, RECORDS, KEYS);
-        byExecutors.push({ executors, ...(await runJob(mesh, BATCH)) });
+        byExecutors.push({ executors, ...(await fresh(executors, RECORDS)) });
       }
       result.scalingExecutors = byExecutors;
 
-      await mesh.stop();
-      const sink = await startSink();
-      mesh = await startMesh(1, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on" });
-      log("tracing on (always_on)");
-      await seed(mesh, RECORDS, KEYS);
-      const traced = await runJob(mesh, BATCH);
-      await mesh.stop();
-      mesh = await startMesh(1);
       log("tracing off");
-      await seed(mesh, RECORDS, KEYS);
-      const untraced = await runJob(mesh, BATCH);
+      const untraced = await fresh(1, RECORDS);
+      const sink = await startSink();
+      log("tracing on (always_on)");
+      const traced = await fresh(1, RECORDS, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on" });
       result.tracing = {
         onWallMs: traced.wallMs,
         offWallMs: untraced.wallMs,
@@ -232,6 +242,13 @@ async function main() {
         exportRequests: sink.requests(),
       };
       await sink.close();
+
+      const byRecords: unknown[] = [];
+      for (const n of [10_000, 100_000, 1_000_000]) {
+        log(`scaling: ${n} records`);
+        byRecords.push(await fresh(1, n));
+      }
+      result.scalingRecords = byRecords;
     }
   } finally {
     await mesh.stop();
