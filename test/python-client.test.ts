@@ -21,13 +21,6 @@ const exampleDir = join(root, "examples", "python");
 const python = "/usr/bin/python3";
 const seedCount = 25;
 
-/**
- * While CollectionService.SeedRecords/GetProgress and KeyManagementService.CreateKeyringKeys/
- * ListKeyringKeys are still being implemented, a call may answer UNIMPLEMENTED. Once they all
- * exist, set this to false: every call must then return OK and the client must exit 0.
- */
-const ALLOW_UNIMPLEMENTED = false;
-
 interface CallResult {
   code: string;
   details?: string;
@@ -182,16 +175,12 @@ describe("Python client generated from proto/", () => {
     if (dataDir) rmSync(dataDir, { recursive: true, force: true });
   });
 
-  const acceptedCodes = ALLOW_UNIMPLEMENTED ? ["OK", "UNIMPLEMENTED"] : ["OK"];
-  const expectAccepted = (rpc: string, result: CallResult) =>
-    expect(acceptedCodes, `${rpc} returned ${result.code}: ${result.details ?? ""}`).toContain(result.code);
+  const expectOk = (rpc: string, result: CallResult) => expect(result.code, `${rpc} returned ${result.code}: ${result.details ?? ""}`).toBe("OK");
 
   it("reaches the server and exits with a status that matches the calls", () => {
     ready();
     expect(summary.error).toBeUndefined();
-    expect(ALLOW_UNIMPLEMENTED ? [0, 3] : [0], "client exit status: 0 = every call OK, 3 = some call not OK").toContain(
-      clientStatus,
-    );
+    expect(clientStatus, "client exit status: 0 = every call OK, 3 = some call not OK").toBe(0);
   });
 
   it("reports the server and CollectionService as SERVING via grpc.health.v1", () => {
@@ -203,38 +192,29 @@ describe("Python client generated from proto/", () => {
   it("seeds records and reads progress through CollectionService", () => {
     ready();
     const { seedRecords, getProgress } = summary;
-    expectAccepted("SeedRecords", seedRecords);
-    expectAccepted("GetProgress", getProgress);
-    if (seedRecords.code === "OK") {
-      // A fresh data directory: the seeded records are all there is.
-      expect(seedRecords).toMatchObject({ inserted: seedCount, total: seedCount });
-    }
-    if (getProgress.code === "OK") {
-      const seeded = seedRecords.code === "OK" ? seedCount : 0;
-      expect(getProgress).toMatchObject({ total: seeded, signed: 0, claimed: 0 });
-    }
+    expectOk("SeedRecords", seedRecords);
+    expectOk("GetProgress", getProgress);
+    // A fresh data directory: the seeded records are all there is.
+    expect(seedRecords).toMatchObject({ inserted: seedCount, total: seedCount });
+    expect(getProgress).toMatchObject({ total: seedCount, signed: 0, claimed: 0 });
   });
 
   it("creates and lists keyring keys through KeyManagementService", () => {
     ready();
     const { createKeyringKeys, listKeyringKeys } = summary;
-    expectAccepted("CreateKeyringKeys", createKeyringKeys);
-    expectAccepted("ListKeyringKeys", listKeyringKeys);
-    const created = createKeyringKeys.code === "OK" ? createKeyringKeys.keys! : [];
-    if (createKeyringKeys.code === "OK") {
-      expect(created).toHaveLength(2);
-      expect(new Set(created.map((k) => k.keyId)).size).toBe(2);
-      for (const key of created) {
-        expect(key.keyId).not.toBe("");
-        expect(key.publicKeyHex).toMatch(/^[0-9a-f]{64}$/); // 32-byte Ed25519 public key
-      }
+    expectOk("CreateKeyringKeys", createKeyringKeys);
+    expectOk("ListKeyringKeys", listKeyringKeys);
+    const created = createKeyringKeys.keys!;
+    expect(created).toHaveLength(2);
+    expect(new Set(created.map((k) => k.keyId)).size).toBe(2);
+    for (const key of created) {
+      expect(key.keyId).not.toBe("");
+      expect(key.publicKeyHex).toMatch(/^[0-9a-f]{64}$/); // 32-byte Ed25519 public key
     }
-    if (listKeyringKeys.code === "OK") {
-      const listed = listKeyringKeys.keys!;
-      expect(listed.map((k) => k.keyId).sort()).toEqual(created.map((k) => k.keyId).sort());
-      for (const key of created) {
-        expect(listed.find((k) => k.keyId === key.keyId)?.publicKeyHex).toBe(key.publicKeyHex);
-      }
+    const listed = listKeyringKeys.keys!;
+    expect(listed.map((k) => k.keyId).sort()).toEqual(created.map((k) => k.keyId).sort());
+    for (const key of created) {
+      expect(listed.find((k) => k.keyId === key.keyId)?.publicKeyHex).toBe(key.publicKeyHex);
     }
   });
 });

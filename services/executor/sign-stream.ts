@@ -7,6 +7,7 @@ import type {
   SignStreamRequestSchema,
   SigningService,
 } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
+import { codeFromName } from "../shared/errors.js";
 
 type Request = MessageInitShape<typeof SignStreamRequestSchema>;
 type Batch = MessageInitShape<typeof SignBatchRequestSchema> & { batchId: string };
@@ -57,7 +58,7 @@ export function createSignStream(client: Client<typeof SigningService>, headers:
           if (!w) continue;
           waiting.delete(res.batchId);
           if (res.result.case === "signed") w.resolve(res.result.value);
-          else w.reject(new ConnectError(res.result.value?.message ?? "signing failed", codeOf(res.result.value?.code)));
+          else w.reject(new ConnectError(res.result.value?.message ?? "signing failed", codeFromName(res.result.value?.code ?? "")));
         }
         failAll(new ConnectError("signing stream ended", Code.Unavailable));
       } catch (err) {
@@ -84,25 +85,6 @@ export function createSignStream(client: Client<typeof SigningService>, headers:
       current = undefined;
     },
   };
-}
-
-const CODES: Record<string, Code> = {
-  canceled: Code.Canceled,
-  invalid_argument: Code.InvalidArgument,
-  deadline_exceeded: Code.DeadlineExceeded,
-  not_found: Code.NotFound,
-  permission_denied: Code.PermissionDenied,
-  resource_exhausted: Code.ResourceExhausted,
-  failed_precondition: Code.FailedPrecondition,
-  aborted: Code.Aborted,
-  unavailable: Code.Unavailable,
-  data_loss: Code.DataLoss,
-  unauthenticated: Code.Unauthenticated,
-  internal: Code.Internal,
-};
-
-function codeOf(name: string | undefined): Code {
-  return (name && CODES[name]) || Code.Unknown;
 }
 
 /** The shared signing stream of one executor. */

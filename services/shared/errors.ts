@@ -13,6 +13,13 @@ export function codeName(code: Code | 0): string {
   return name.replace(/([a-z])([A-Z])/g, "$1_$2").toLowerCase();
 }
 
+/** The code for a name spelled as `codeName` spells it; Unknown for a name that is none. */
+export function codeFromName(name: string): Code {
+  const pascal = name.replace(/(^|_)([a-z])/g, (_, __, c: string) => c.toUpperCase());
+  const code = (Code as unknown as Record<string, Code | undefined>)[pascal];
+  return typeof code === "number" ? code : Code.Unknown;
+}
+
 /** The code an error would be sent with (Unknown for anything that is not a ConnectError). */
 export function codeOf(err: unknown): Code {
   return ConnectError.from(err).code;

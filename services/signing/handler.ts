@@ -11,6 +11,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
 import { InvalidInputError, mapErrors, toConnectError } from "../shared/domain-errors.js";
+import { codeName } from "../shared/errors.js";
 import type { Signer } from "./signer.js";
 import type { KeyObject } from "node:crypto";
 
@@ -131,11 +132,4 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
       return { valid: req.items.length - invalid.length, invalidRecordIds: invalid };
     }),
   };
-}
-
-function codeName(code: number): string {
-  const names = ["ok", "canceled", "unknown", "invalid_argument", "deadline_exceeded", "not_found", "already_exists",
-    "permission_denied", "resource_exhausted", "failed_precondition", "aborted", "out_of_range", "unimplemented",
-    "internal", "unavailable", "data_loss", "unauthenticated"];
-  return names[code] ?? "unknown";
 }
