@@ -17,9 +17,8 @@ import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import {
   finalState,
   killDatabaseConnections,
-  runJob,
+  startJobUntilSigned,
   startSigningMesh,
-  until,
   withDiagnostics,
   within,
   type SigningMesh,
@@ -71,13 +70,7 @@ describe("database connections dropped mid-run", () => {
   it("completes the job after the pools reconnect", async () => {
     const m = mesh!;
     await withDiagnostics(m, async () => {
-      const run = runJob(m.executor(m.executors[0]!), { spec: SPEC });
-      const jobId = await within(run.jobId, 15_000, "the job to start");
-      const before = await until(async () => {
-        const p = await m.progress();
-        return p.signed >= RECORDS / 5 && p;
-      }, 30_000, "a fifth of the records signed", 20);
-      expect(before.signed).toBeLessThan(RECORDS);
+      const { run, jobId } = await startJobUntilSigned(m, SPEC, RECORDS / 5);
 
       const first = await killDatabaseConnections(m.database.name);
       await sleep(300);

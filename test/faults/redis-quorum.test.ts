@@ -5,7 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
-import { finalState, runJob, startSigningMesh, until, withDiagnostics, within, type SigningMesh } from "../support/processes.js";
+import {
+  finalState,
+  startJobUntilSigned,
+  startSigningMesh,
+  withDiagnostics,
+  within,
+  type SigningMesh,
+} from "../support/processes.js";
 import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
 
 const RECORDS = 2500;
@@ -29,13 +36,7 @@ describe("one of three Redis nodes stopped mid-run", () => {
   it("completes the job on the remaining quorum", async () => {
     const m = mesh!;
     await withDiagnostics(m, async () => {
-      const run = runJob(m.executor(m.executors[0]!), { spec: SPEC });
-      const jobId = await within(run.jobId, 15_000, "the job to start");
-      const before = await until(async () => {
-        const p = await m.progress();
-        return p.signed >= RECORDS / 5 && p;
-      }, 30_000, "a fifth of the records signed", 20);
-      expect(before.signed).toBeLessThan(RECORDS);
+      const { run, jobId } = await startJobUntilSigned(m, SPEC, RECORDS / 5);
 
       const down = nodes[1]!;
       await down.stop();

@@ -8,7 +8,14 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
-import { finalState, runJob, startSigningMesh, until, withDiagnostics, within, type SigningMesh } from "../support/processes.js";
+import {
+  finalState,
+  startJobUntilSigned,
+  startSigningMesh,
+  withDiagnostics,
+  within,
+  type SigningMesh,
+} from "../support/processes.js";
 import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
 
 const RECORDS = 2500;
@@ -32,13 +39,7 @@ describe("the signing service killed mid-stream", () => {
   it("completes the job after signing restarts on the same port", async () => {
     const m = mesh!;
     await withDiagnostics(m, async () => {
-      const run = runJob(m.executor(m.executors[0]!), { spec: SPEC });
-      const jobId = await within(run.jobId, 15_000, "the job to start");
-      const before = await until(async () => {
-        const p = await m.progress();
-        return p.signed >= RECORDS / 5 && p;
-      }, 30_000, "a fifth of the records signed", 20);
-      expect(before.signed).toBeLessThan(RECORDS);
+      const { run, jobId } = await startJobUntilSigned(m, SPEC, RECORDS / 5);
 
       const exit = await m.signing.kill();
       expect(exit.signal).toBe("SIGKILL");

@@ -663,3 +663,22 @@ export async function finalState(mesh: SigningMesh, jobId: string) {
   const report = await checkInvariants(mesh.db.primary, { jobId });
   return { progress, job, report };
 }
+
+/**
+ * Starts a job on the mesh's first executor and waits until at least `signed` records are
+ * signed — and not all of them — so a fault can be injected mid-run.
+ */
+export async function startJobUntilSigned(
+  mesh: SigningMesh,
+  spec: { batchSize: number; concurrency: number; leaseTtlMs: number },
+  signed: number,
+): Promise<{ run: JobRun; jobId: string }> {
+  const run = runJob(mesh.executor(mesh.executors[0]!), { spec });
+  const jobId = await within(run.jobId, 15_000, "the job to start");
+  const before = await until(async () => {
+    const p = await mesh.progress();
+    return p.signed >= signed && p;
+  }, 30_000, `${signed} records signed`, 20);
+  if (before.signed >= before.total) throw new Error("the job finished before the fault could be injected mid-run");
+  return { run, jobId };
+}
