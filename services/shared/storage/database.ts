@@ -134,7 +134,8 @@ function sqliteFilename(config: DatabaseConfig): string {
     if (rest === "") throw new Error("the sqlite: URL names no file");
     return rest;
   }
-  mkdirSync(config.dataDir, { recursive: true });
+  // Private to the owner: it holds the embedded database and, in development, the master keys.
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   return join(config.dataDir, SQLITE_FILE);
 }
 
