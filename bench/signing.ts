@@ -71,14 +71,17 @@ async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}): P
     ...extraEnv,
   };
   await runKeymesh(["migrate"], env);
+  // KEYMESH_BENCH_PROFILE_DIR=<dir> writes a V8 CPU profile of every service process there.
+  const profile = process.env.KEYMESH_BENCH_PROFILE_DIR;
+  const nodeArgs = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [];
   const procs = await Promise.all([
-    startServe(["keys"], ports.keys, env),
-    startServe(["collection"], ports.collection, env),
-    startServe(["signing"], ports.signing, env),
+    startServe(["keys"], ports.keys, env, nodeArgs),
+    startServe(["collection"], ports.collection, env, nodeArgs),
+    startServe(["signing"], ports.signing, env, nodeArgs),
   ]);
-  const executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), env)));
+  const executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), env, nodeArgs)));
   const client = <S extends Parameters<typeof createClient>[0]>(desc: S, url: string) =>
-    createClient(desc, createGrpcTransport({ baseUrl: url })) as Client<S>;
+    createClient(desc, createGrpcTransport({ baseUrl: url, acceptCompression: [] })) as Client<S>;
   return {
     procs: [...procs, ...executorProcs],
     executors: executorProcs,

@@ -96,7 +96,9 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
     if (transport === undefined) {
       const manager = new Http2SessionManager(url, { idleConnectionTimeoutMs: 60_000 }, trustFor(url));
       managers.set(url, manager);
-      transport = createGrpcTransport({ baseUrl: url, sessionManager: manager, interceptors });
+      // No compression inside the mesh: batches of random payloads and signatures do not
+      // compress, and gzip would cost more CPU than the signing itself saves on the wire.
+      transport = createGrpcTransport({ baseUrl: url, sessionManager: manager, interceptors, acceptCompression: [] });
       transports.set(url, transport);
     }
     return transport;
