@@ -27,6 +27,7 @@ const { values } = parseArgs({
     "batch-size": { type: "string", default: "1000" },
     concurrency: { type: "string", default: "8" },
     scale: { type: "boolean", default: false },
+    tracing: { type: "boolean", default: false },
     "mysql-url": { type: "string", default: process.env.KEYMESH_BENCH_MYSQL_URL ?? "mysql://root@127.0.0.1:3306" },
     "redis-url": { type: "string", default: process.env.KEYMESH_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379" },
   },
@@ -216,35 +217,45 @@ async function main() {
     result.plainLoop = { records: ref.signed, wallMs: Math.round(ref.wallMs), recordsPerSecond: Math.round((ref.signed * 1000) / ref.wallMs), cpuMs: refCpuMs };
     result.ratioMeshToPlainLoop = Number((run.wallMs / ref.wallMs).toFixed(3));
 
-    if (values.scale) {
-      // Every point starts on a fresh database, so no point pays for the previous one's
-      // deleted rows (InnoDB purges them in the background, on the same two cores).
-      const fresh = async (executors: number, records: number, env: NodeJS.ProcessEnv = {}) => {
-        await mesh.stop();
-        await recreateDatabase();
-        mesh = await startMesh(executors, env);
-        await seed(mesh, records, KEYS);
-        return runJob(mesh, BATCH);
+    // Every point starts on a fresh database, so no point pays for the previous one's
+    // deleted rows (InnoDB purges them in the background, on the same two cores).
+    const fresh = async (executors: number, records: number, env: NodeJS.ProcessEnv = {}) => {
+      await mesh.stop();
+      await recreateDatabase();
+      mesh = await startMesh(executors, env);
+      await seed(mesh, records, KEYS);
+      return runJob(mesh, BATCH);
+    };
+    if (values.scale || values.tracing) {
+      // Tracing on and off, alternated three times each; medians, because identical runs on
+      // this shared machine differ by more than the cost being measured.
+      const sink = await startSink();
+      const on: number[] = [];
+      const off: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        log(`tracing off, round ${round + 1}`);
+        off.push((await fresh(1, RECORDS)).wallMs);
+        log(`tracing on (always_on), round ${round + 1}`);
+        on.push((await fresh(1, RECORDS, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on" })).wallMs);
+      }
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      result.tracing = {
+        onWallMs: on,
+        offWallMs: off,
+        medianOnMs: median(on),
+        medianOffMs: median(off),
+        overheadPercent: Number((((median(on) - median(off)) / median(off)) * 100).toFixed(1)),
+        exportRequests: sink.requests(),
       };
+      await sink.close();
+    }
+    if (values.scale) {
       const byExecutors: unknown[] = [];
       for (const executors of [1, 2, 4]) {
         log(`scaling: ${executors} executors`);
         byExecutors.push({ executors, ...(await fresh(executors, RECORDS)) });
       }
       result.scalingExecutors = byExecutors;
-
-      log("tracing off");
-      const untraced = await fresh(1, RECORDS);
-      const sink = await startSink();
-      log("tracing on (always_on)");
-      const traced = await fresh(1, RECORDS, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on" });
-      result.tracing = {
-        onWallMs: traced.wallMs,
-        offWallMs: untraced.wallMs,
-        overheadPercent: Number((((traced.wallMs - untraced.wallMs) / untraced.wallMs) * 100).toFixed(1)),
-        exportRequests: sink.requests(),
-      };
-      await sink.close();
 
       const byRecords: unknown[] = [];
       for (const n of [10_000, 100_000, 1_000_000]) {
