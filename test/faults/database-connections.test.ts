@@ -12,23 +12,20 @@
  * violation fails the test.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import {
+  FAULT_RUN,
   finalState,
   killDatabaseConnections,
   startJobUntilSigned,
-  startSigningMesh,
+  useFaultMesh,
   withDiagnostics,
   within,
-  type SigningMesh,
+  type MeshProcess,
 } from "../support/processes.js";
-import type { MeshProcess } from "../support/processes.js";
-import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
 
-const RECORDS = 2500;
-const KEYS = 12;
-const SPEC = { batchSize: 100, concurrency: 3, leaseTtlMs: 2000 };
+const { records: RECORDS, spec: SPEC } = FAULT_RUN;
 /** How long after a failed acquisition ended a concurrent one may still have passed its key by. */
 const SLACK_MS = 100;
 
@@ -54,21 +51,10 @@ function unexplained(violations: string[], failed: { start: number; end: number 
 }
 
 describe("database connections dropped mid-run", () => {
-  let redis: RedisNode;
-  let mesh: SigningMesh | undefined;
-
-  beforeAll(async () => {
-    redis = await startRedisNode();
-    mesh = await startSigningMesh({ redisUrls: [redis.url] });
-    await mesh.seed(RECORDS, KEYS);
-  });
-  afterAll(async () => {
-    await mesh?.close();
-    await redis?.stop();
-  });
+  const fixture = useFaultMesh();
 
   it("completes the job after the pools reconnect", async () => {
-    const m = mesh!;
+    const m = fixture.mesh();
     await withDiagnostics(m, async () => {
       const { run, jobId } = await startJobUntilSigned(m, SPEC, RECORDS / 5);
 

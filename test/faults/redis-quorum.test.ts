@@ -3,38 +3,25 @@
  * stays down. Redlock still reaches a majority (2 of 3), so leases keep being granted and
  * renewed and the job completes. Real processes on MariaDB and three redis-server nodes.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import {
+  FAULT_RUN,
   finalState,
   startJobUntilSigned,
-  startSigningMesh,
+  useFaultMesh,
   withDiagnostics,
   within,
-  type SigningMesh,
 } from "../support/processes.js";
-import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
 
-const RECORDS = 2500;
-const KEYS = 12;
-const SPEC = { batchSize: 100, concurrency: 3, leaseTtlMs: 2000 };
+const { records: RECORDS, spec: SPEC } = FAULT_RUN;
 
 describe("one of three Redis nodes stopped mid-run", () => {
-  let nodes: RedisNode[] = [];
-  let mesh: SigningMesh | undefined;
-
-  beforeAll(async () => {
-    nodes = await Promise.all([startRedisNode(), startRedisNode(), startRedisNode()]);
-    mesh = await startSigningMesh({ redisUrls: nodes.map((n) => n.url) });
-    await mesh.seed(RECORDS, KEYS);
-  });
-  afterAll(async () => {
-    await mesh?.close();
-    await Promise.all(nodes.map((n) => n.stop()));
-  });
+  const fixture = useFaultMesh(3);
 
   it("completes the job on the remaining quorum", async () => {
-    const m = mesh!;
+    const m = fixture.mesh();
+    const nodes = fixture.redis();
     await withDiagnostics(m, async () => {
       const { run, jobId } = await startJobUntilSigned(m, SPEC, RECORDS / 5);
 

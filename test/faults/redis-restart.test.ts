@@ -5,38 +5,25 @@
  * decide. The job completes. Real processes on MariaDB and a dedicated redis-server.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { JobState } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import {
+  FAULT_RUN,
   finalState,
   startJobUntilSigned,
-  startSigningMesh,
+  useFaultMesh,
   withDiagnostics,
   within,
-  type SigningMesh,
 } from "../support/processes.js";
-import { startRedisNode, type RedisNode } from "../support/redis-nodes.js";
 
-const RECORDS = 2500;
-const KEYS = 12;
-const SPEC = { batchSize: 100, concurrency: 3, leaseTtlMs: 2000 };
+const { records: RECORDS, spec: SPEC } = FAULT_RUN;
 
 describe("Redis restarted mid-run", () => {
-  let redis: RedisNode;
-  let mesh: SigningMesh | undefined;
-
-  beforeAll(async () => {
-    redis = await startRedisNode();
-    mesh = await startSigningMesh({ redisUrls: [redis.url] });
-    await mesh.seed(RECORDS, KEYS);
-  });
-  afterAll(async () => {
-    await mesh?.close();
-    await redis?.stop();
-  });
+  const fixture = useFaultMesh();
 
   it("completes the job once Redis is back", async () => {
-    const m = mesh!;
+    const m = fixture.mesh();
+    const redis = fixture.redis()[0]!;
     await withDiagnostics(m, async () => {
       const { run, jobId } = await startJobUntilSigned(m, SPEC, RECORDS / 5);
 

@@ -16,7 +16,8 @@ import { createDatabase, type Database } from "../../services/shared/storage/dat
 import { migrate } from "../../services/shared/storage/migrate.js";
 import { checkInvariants } from "./invariants.js";
 import { createTestDatabase, testMysqlUrl, type TestDatabase } from "./mysql.js";
-import { freePort } from "./redis-nodes.js";
+import { freePort, startRedisNode, type RedisNode } from "./redis-nodes.js";
+import { afterAll, beforeAll } from "vitest";
 
 /**
  * Real keymesh processes for fault tests: `node bin/keymesh.js serve <services…>` children on
@@ -681,4 +682,26 @@ export async function startJobUntilSigned(
   }, 30_000, `${signed} records signed`, 20);
   if (before.signed >= before.total) throw new Error("the job finished before the fault could be injected mid-run");
   return { run, jobId };
+}
+
+/** The size of the fault scenarios: small enough for CI, large enough to be mid-run. */
+export const FAULT_RUN = { records: 2500, keys: 12, spec: { batchSize: 100, concurrency: 3, leaseTtlMs: 2000 } } as const;
+
+/**
+ * Registers beforeAll/afterAll hooks that start `redisNodes` dedicated redis-servers and a
+ * signing mesh on them, seeded with FAULT_RUN's records and keys, and tear both down.
+ */
+export function useFaultMesh(redisNodes = 1): { mesh(): SigningMesh; redis(): RedisNode[] } {
+  let nodes: RedisNode[] = [];
+  let mesh: SigningMesh | undefined;
+  beforeAll(async () => {
+    nodes = await Promise.all(Array.from({ length: redisNodes }, () => startRedisNode()));
+    mesh = await startSigningMesh({ redisUrls: nodes.map((n) => n.url) });
+    await mesh.seed(FAULT_RUN.records, FAULT_RUN.keys);
+  });
+  afterAll(async () => {
+    await mesh?.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+  });
+  return { mesh: () => mesh!, redis: () => nodes };
 }
