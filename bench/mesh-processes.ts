@@ -1,7 +1,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
+import { freePort } from "../test/support/redis-nodes.js";
+
+export { freePort };
 
 const BIN = fileURLToPath(new URL("../bin/keymesh.js", import.meta.url));
 
@@ -15,18 +17,6 @@ export interface MeshProcess {
   /** CPU time (user + system) used so far, in milliseconds. */
   cpuMs(): number;
   stop(): Promise<void>;
-}
-
-/** A free TCP port on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Runs `keymesh <args>` to completion (e.g. migrate), failing loudly on a non-zero exit. */
