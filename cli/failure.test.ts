@@ -17,6 +17,7 @@ describe("describeFailure", () => {
     [new ConnectError("admins only", Code.PermissionDenied), "permission denied: admins only — ask an administrator for access"],
     [new ConnectError("the operation timed out", Code.DeadlineExceeded), "http://127.0.0.1:8080 did not answer in time (the operation timed out) — retry; if it persists, check the server's load and log"],
     [new ConnectError("HTTP 404", Code.Unimplemented), "http://127.0.0.1:8080 does not implement this call (HTTP 404) — is --url a keymesh mesh of this version?"],
+    [new ConnectError("http/2 stream closed with error code CANCEL (0x8)", Code.Canceled), "the call was cut off (http/2 stream closed with error code CANCEL (0x8)) — is the server at http://127.0.0.1:8080 still running?"],
     [new ConnectError("checksum mismatch", Code.DataLoss), "stored data is damaged: checksum mismatch — see the server's log"],
     [new ConnectError("boom", Code.Internal), "the server failed (Internal): boom — see the server's log"],
   ])("%s", (err, line) => {

@@ -77,7 +77,9 @@ export function describeFailure(err: unknown, ctx: FailureContext): string {
     case Code.Unimplemented:
       return `${where} does not implement this call (${msg}) — is --url a keymesh mesh of this version?`;
     case Code.Canceled:
-      return `the call was cancelled: ${msg}`;
+      // The CLI cancels only on Ctrl-C, which commands report themselves: this is the stream
+      // cut from the other side (the server stopped or was killed, a proxy gave up).
+      return `the call was cut off (${msg}) — is the server at ${where} still running?`;
     case Code.DataLoss:
       return `stored data is damaged: ${msg} — see the server's log`;
     default:
