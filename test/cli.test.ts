@@ -162,7 +162,7 @@ describe("keymesh help and version", () => {
 
 describe("Ctrl-C on keymesh sign", () => {
   it("prints the job id and the command that finishes the job, exits 130; that command finishes it", { timeout: 180_000 }, async () => {
-    const sign = spawnKeymesh(["sign", "--records", "3000", "--keys", "4", "--batch-size", "50", "--lease-ttl-ms", "2000", "--url", base]);
+    const sign = spawnKeymesh(["sign", "--records", "1500", "--keys", "4", "--batch-size", "50", "--lease-ttl-ms", "2000", "--url", base]);
     // The first progress line means the job exists and is running.
     for (let i = 0; !/^\[[#.]+\]/m.test(sign.stderr()); i++) {
       if (sign.child.exitCode !== null || i > 600) throw new Error(`no progress line:\n${sign.stderr()}`);

@@ -75,11 +75,11 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
   const tty = stderr.isTTY === true && !values.json;
   const view = createProgressView(io.stderr, { tty, ...(stderr.columns ? { columns: stderr.columns } : {}) });
 
-  /** The command that finishes the job: the same mesh and per-run settings, joining the job. */
-  const resume = (jobId: string) =>
+  /** The command that finishes the job (or, without one, starts it): the same mesh and per-run settings. */
+  const resume = (jobId: string | undefined) =>
     [
       "keymesh sign",
-      `--job ${jobId}`,
+      jobId === undefined ? (values["batch-size"] === undefined ? "" : `--batch-size ${batchSize}`) : `--job ${jobId}`,
       values.url === undefined ? "" : `--url ${values.url}`,
       values.concurrency === undefined ? "" : `--concurrency ${concurrency}`,
       values["lease-ttl-ms"] === undefined ? "" : `--lease-ttl-ms ${leaseTtlMs}`,
@@ -124,7 +124,13 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
     view.end();
     const wallMs = Date.now() - started;
     if (!last) throw new CliError("the executor ended the job without reporting progress — see the server's log");
-    if (last.state !== JobState.RUNNING) phase = "finished";
+    if (last.state === JobState.RUNNING) {
+      // The server ended the stream with the job unfinished: it is shutting down.
+      throw new CliError(
+        `the server stopped working on job ${last.jobId} (${last.signedRecords}/${last.totalRecords} records signed) — is it shutting down? Finish the job with: ${resume(last.jobId)}`,
+      );
+    }
+    phase = "finished";
 
     const stats = await collection.getBatchStats({ jobId: last.jobId }, call);
     const verification = values["no-verify"]
@@ -150,7 +156,7 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
 
   function interrupted(): string {
     if (phase === "finished" && jobId) return `interrupted after job ${jobId} finished — check every signature with \`keymesh verify\``;
-    if (!jobId) return "interrupted before a signing job started — run the command again to start one";
+    if (!jobId) return `interrupted before a signing job started — start one with: ${resume(undefined)}`;
     const done = last ? ` (${last.signedRecords}/${last.totalRecords} records signed)` : "";
     return `interrupted; job ${jobId} is unfinished${done} — finish it with: ${resume(jobId)}`;
   }
