@@ -15,8 +15,10 @@ export function usage(): string {
     ...lines,
     "",
     "Options:",
-    "  -h, --help      show this help (`keymesh help <command>` or `keymesh <command> --help`: a command's)",
+    "  -h, --help      show this help",
     "  -V, --version   print keymesh's version",
+    "",
+    "`keymesh help <command>` or `keymesh <command> --help` shows a command's options.",
   ].join("\n");
 }
 
