@@ -1,18 +1,24 @@
 import type { Command } from "../command.js";
 
-/** A command as the dispatcher lists it: its one-line summary, and its module loaded on demand. */
-export interface CommandEntry {
-  readonly summary: string;
-  load(): Promise<Command>;
-}
-
 /**
  * Every command, loaded on demand so `keymesh <command>` only imports what it runs.
- * Add a command: a file next to this one exporting a `Command`, and one line here.
+ * Add a command by adding a file next to this one and a line here.
  */
-export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
-  serve: { summary: "run services (all seven by default) on one port", load: async () => (await import("./serve.js")).serveCommand },
-  migrate: { summary: "bring the database schema up to date and exit", load: async () => (await import("./migrate.js")).migrateCommand },
-  sign: { summary: "run a signing job with a progress bar and print a verified summary", load: async () => (await import("./sign.js")).signCommand },
-  verify: { summary: "re-verify every stored signature against its key's public key", load: async () => (await import("./verify.js")).verifyCommand },
+export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(): Promise<Command> }>> = {
+  serve: {
+    summary: "run services (all seven by default) on one port",
+    load: async () => (await import("./serve.js")).serveCommand,
+  },
+  migrate: {
+    summary: "bring the database schema up to date and exit",
+    load: async () => (await import("./migrate.js")).migrateCommand,
+  },
+  sign: {
+    summary: "run a signing job with a progress bar and print a verified summary",
+    load: async () => (await import("./sign.js")).signCommand,
+  },
+  verify: {
+    summary: "re-verify every stored signature against its key's public key",
+    load: async () => (await import("./verify.js")).verifyCommand,
+  },
 };
