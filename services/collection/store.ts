@@ -52,8 +52,8 @@ export interface CollectionStore {
   claim(input: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<RecordRow[]>;
   /**
    * Stores a batch's signatures exactly once, if `lease` (the key service's answer for the
-   * batch's key and fence; undefined: not current) stays live through the transaction and no
-   * newer fence of the key has committed. `now` is read at each check.
+   * batch's key and fence; undefined: not current) is still live when the transaction starts
+   * and no newer fence of the key has committed.
    */
   commit(input: CommitInput, now: () => number, lease: LeaseView | undefined, check: SignatureCheck): Promise<CommitResult>;
   releaseClaim(claimId: string): Promise<number>;
@@ -75,16 +75,7 @@ export interface BatchStats {
 }
 
 const SEED_CHUNK = 2000;
-/**
- * How long a lease must still run when a commit checks it: covers the transaction's COMMIT
- * after the last check, so the signatures are durable before the key can be leased again.
- */
-export const COMMIT_MARGIN_MS = 200;
 
-/** The lease lapsed (or came within the margin) while the commit wrote: roll back. */
-class LeaseLapsed extends Error {
-  override readonly name = "LeaseLapsed";
-}
 /** SQLite compiles a multi-row insert into a compound SELECT, limited to 500 terms. */
 const SQLITE_INSERT_CHUNK = 400;
 
@@ -219,7 +210,6 @@ export function createCollectionStore(db: Database): CollectionStore {
       // payloads never change, so this read needs no transaction.
       const probe = input.signatures[Math.floor(Math.random() * input.signatures.length)]!;
       const [probeRow] = (await primary("records").select("payload").where("id", probe.recordId)) as { payload: Buffer }[];
-      const leaseLive = () => lease !== undefined && now() + COMMIT_MARGIN_MS < lease.validUntil;
       // The key's row in our fence table exists before the transaction locks it, so concurrent
       // first commits of a key never race to create it inside their transactions.
       await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
@@ -229,35 +219,30 @@ export function createCollectionStore(db: Database): CollectionStore {
         return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) };
       };
 
-      try {
-        return await readCommitted(async (trx) => {
-          const at = now();
-          // The key service said, just now, that this fence is the key's current lease; it
-          // must stay live for a margin beyond this moment, so the transaction commits before
-          // anybody can lease the key again.
-          if (!leaseLive()) return refuseAll(trx, "stale_fence", at);
-          if (probeRow && !check(lease!.publicKey, new Map([[probe.recordId, Buffer.from(probeRow.payload)]]), [probe])) {
-            return refuseAll(trx, "invalid_signature", at);
-          }
-          // Raise the highest fence accepted for this key, unless a newer lease already
-          // committed. The row stays locked until we commit, so commits of one key are
-          // serialised in fence order and a stale holder can never land after a newer one.
-          const raised = await trx("collection_key_fences")
-            .where({ key_id: input.keyId })
-            .andWhere("fence", "<=", input.fence)
-            .update({ fence: input.fence, updated_at: at });
-          if (raised !== 1) return refuseAll(trx, "stale_fence", at);
+      return readCommitted(async (trx) => {
+        const at = now();
+        // The key service said, just now, that this fence is the key's current lease. A lease
+        // runs without a gap from its grant until it lapses (renewals only extend a live one),
+        // so if it is still live at this moment, after the batch was signed, the signing
+        // happened under it, and nobody can hold the key before it lapses: `at`, recorded as
+        // committed_at, precedes any later lease of the key.
+        if (lease === undefined || at >= lease.validUntil) return refuseAll(trx, "stale_fence", at);
+        if (probeRow && !check(lease.publicKey, new Map([[probe.recordId, Buffer.from(probeRow.payload)]]), [probe])) {
+          return refuseAll(trx, "invalid_signature", at);
+        }
+        // Raise the highest fence accepted for this key, unless a newer lease already
+        // committed. The row stays locked until we commit, so commits of one key are
+        // serialised in fence order and a stale holder can never land after a newer one.
+        const raised = await trx("collection_key_fences")
+          .where({ key_id: input.keyId })
+          .andWhere("fence", "<=", input.fence)
+          .update({ fence: input.fence, updated_at: at });
+        if (raised !== 1) return refuseAll(trx, "stale_fence", at);
 
-          const result = await storeSignatures(trx, input, ids, at);
-          // Writing took time: if the lease is now too close to lapsing, undo everything.
-          if (!leaseLive()) throw new LeaseLapsed();
-          await history(trx, input, ids.length, result.stored > 0 ? "committed" : "rejected", result.stored, result.rejections.length, at);
-          return result;
-        });
-      } catch (err) {
-        if (!(err instanceof LeaseLapsed)) throw err;
-        return refuseAll(primary, "stale_fence", now());
-      }
+        const result = await storeSignatures(trx, input, ids, at);
+        await history(trx, input, ids.length, result.stored > 0 ? "committed" : "rejected", result.stored, result.rejections.length, at);
+        return result;
+      });
     },
 
     async releaseClaim(claimId) {
