@@ -62,17 +62,38 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
     expect(await codeOf(run(0))).toBe(Code.InvalidArgument);
     expect(await codeOf(run(1_000_000))).toBe(Code.InvalidArgument);
     expect(await codeOf(mesh.keys.getKeyringKey({ keyId: "k-missing" }))).toBe(Code.NotFound);
-    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(8) }] }))).toBe(Code.NotFound);
+    // No lease, no signing: a batch without a lease token the key service issued is refused.
+    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(8) }] }))).toBe(Code.Aborted);
 
     const lease = (await mesh.keys.acquireKeyLease({ holder: "test", ttlMs: 5000, jobId: "bad-input" })).lease!;
     const claim = await mesh.collection.claimBatch({ claimant: "test", size: 5, claimTtlMs: 5000, jobId: "bad-input" });
     expect(claim.records.length).toBe(5);
-    const signed = await mesh.signing.signBatch({ batchId: "b1", keyId: lease.keyId, fence: lease.fence, items: claim.records.map((r) => ({ recordId: r.id, payload: r.payload })) });
-    // A forged fence (not issued) is refused by signing (no key material handed out).
-    expect(await codeOf(mesh.signing.signBatch({ batchId: "b2", keyId: lease.keyId, fence: lease.fence + 7n, items: [{ recordId: 1n, payload: new Uint8Array(1) }] }))).toBe(Code.Aborted);
+    const creds = { keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken: lease.leaseToken };
+    const signed = await mesh.signing.signBatch({ batchId: "b1", ...creds, items: claim.records.map((r) => ({ recordId: r.id, payload: r.payload })) });
+    // A forged fence, a made-up lease id, the largest int64 fence: refused by signing, not Internal.
+    for (const over of [{ fence: lease.fence + 7n }, { leaseId: "made-up" }, { fence: 9223372036854775807n }]) {
+      expect(await codeOf(mesh.signing.signBatch({ batchId: "b2", ...creds, ...over, items: [{ recordId: 1n, payload: new Uint8Array(1) }] }))).toBe(Code.Aborted);
+    }
+    // The key service hands the wrapped key only to the lease id's holder.
+    expect(await codeOf(mesh.keys.getWrappedSigningKey({ keyId: lease.keyId, fence: lease.fence, leaseId: "made-up" }))).toBe(Code.Aborted);
+    expect((await mesh.keys.releaseKeyLease({ keyId: lease.keyId, fence: lease.fence, leaseId: "made-up", used: true })).released).toBe(false);
+    // GetKeyringKey and ListKeyringKeys carry nothing that renews, releases or signs.
+    const listed = JSON.stringify((await mesh.keys.listKeyringKeys({})).keys, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
+    expect(listed).not.toContain(lease.leaseId);
     const sigs = signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature }));
     const commit = (over: object) =>
-      mesh.collection.commitBatch({ claimId: claim.claimId, batchId: `c-${Math.random()}`, keyId: lease.keyId, fence: lease.fence, jobId: "bad-input", signatures: sigs, startedAtMs: BigInt(Date.now()), ...over });
+      mesh.collection.commitBatch({ claimId: claim.claimId, batchId: `c-${Math.random()}`, ...creds, jobId: "bad-input", signatures: sigs, ...over });
+    // Ids longer than their columns: InvalidArgument, never truncated or Internal.
+    for (const over of [{ claimId: "c".repeat(65) }, { batchId: "b".repeat(65) }, { keyId: "k".repeat(65) }, { jobId: "j".repeat(65) }]) {
+      expect(await codeOf(commit(over))).toBe(Code.InvalidArgument);
+    }
+    expect(await codeOf(mesh.collection.claimBatch({ claimant: "test", size: 5, claimTtlMs: 5000, jobId: "j".repeat(65) }))).toBe(Code.InvalidArgument);
+    // The largest int64 fence, or a lease id that is not the token's: STALE_FENCE, not Internal.
+    for (const over of [{ fence: 9223372036854775807n }, { leaseId: "made-up" }, { leaseToken: "v1.forged" }]) {
+      const refused = await commit(over);
+      expect(refused.stored).toBe(0);
+      expect(refused.rejections.every((r) => r.reason === RejectionReason.STALE_FENCE)).toBe(true);
+    }
     // Wrong signature length: InvalidArgument, nothing stored.
     expect(await codeOf(commit({ signatures: [{ recordId: sigs[0]!.recordId, signature: new Uint8Array(63) }] }))).toBe(Code.InvalidArgument);
     // A stale or forged fence: every signature rejected as STALE_FENCE.
@@ -80,9 +101,12 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
     expect(stale.stored).toBe(0);
     expect(stale.rejections.every((r) => r.reason === RejectionReason.STALE_FENCE)).toBe(true);
     // A signature that belongs to another record is caught by the spot check.
-    const foreign = await commit({ signatures: [{ recordId: 1n, signature: sigs[0]!.signature }] });
+    const foreign = await commit({ signatures: [{ recordId: sigs[1]!.recordId, signature: sigs[0]!.signature }] });
     expect(foreign.stored).toBe(0);
     expect(foreign.rejections[0]?.reason).toBe(RejectionReason.INVALID_SIGNATURE);
+    // A record of an earlier job, signed long ago, is refused before any signature is checked.
+    const earlier = await commit({ signatures: [{ recordId: 1n, signature: sigs[0]!.signature }] });
+    expect(earlier.rejections[0]?.reason).toBe(RejectionReason.ALREADY_SIGNED);
     // Records outside the claim: NOT_IN_CLAIM.
     const outside = await commit({ claimId: "not-a-claim" });
     expect(outside.rejections.every((r) => r.reason === RejectionReason.NOT_IN_CLAIM)).toBe(true);
@@ -97,6 +121,9 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
     const again = await commit({});
     expect(again.stored).toBe(0);
     expect(again.rejections.every((r) => r.reason === RejectionReason.ALREADY_SIGNED)).toBe(true);
+    // One history row for the one commit that stored anything.
+    const stats = await mesh.collection.getBatchStats({ jobId: "bad-input" });
+    expect(Number(stats.batchesCommitted)).toBe(1);
     await mesh.keys.releaseKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, used: true });
     // After release the fence is stale for signing too.
     expect(await codeOf(mesh.keys.renewKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, ttlMs: 5000 }))).toBe(Code.Aborted);

@@ -14,7 +14,7 @@ import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";
 /** Dependencies of the CollectionService handler. */
 export interface CollectionHandlerDeps {
   readonly store: CollectionStore;
-  /** Asks the key service whether a commit's lease is still current (see lease-check.ts). */
+  /** Checks a commit's lease token and finds the key's public key (see lease-check.ts). */
   readonly leases: LeaseCheck;
   readonly now?: () => number;
 }
@@ -27,6 +27,15 @@ const REASONS: Record<RejectReason, RejectionReason> = {
 };
 
 const MAX_BATCH = 10_000;
+/** Ids are stored in 64-character columns: longer ones are refused, never truncated. */
+const MAX_ID = 64;
+
+/** A required or optional id of at most MAX_ID characters. */
+const checkId = (value: string, field: string, required = true): string => {
+  if (required && value.length === 0) throw new InvalidInputError(`${field} is required`);
+  if (value.length > MAX_ID) throw new InvalidInputError(`${field} is ${value.length} characters; the limit is ${MAX_ID}`);
+  return value;
+};
 const EXPORT_PAGE = 2000;
 
 const storedSignature = (s: SignatureRow | undefined) =>
@@ -38,10 +47,10 @@ const safeId = (value: bigint, field: string): number => {
 };
 
 /**
- * Spot-checks one signature of each batch against the key's public key: a batch signed by
- * the wrong key, or garbage, is refused whole, at the cost of one verification per batch.
+ * Verifies the sampled signatures of a batch against the key's public key: a batch signed by
+ * the wrong key, or with bad signatures among good ones, is refused whole.
  */
-const spotCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, sigs: readonly { recordId: number; signature: Buffer }[]) =>
+const sampleCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, sigs: readonly { recordId: number; signature: Buffer }[]) =>
   sigs.every((s) => verifyEd25519(ed25519PublicKey(publicKey), payloads.get(s.recordId)!, s.signature));
 
 /** CollectionService: records, claims and exactly-once signature commits. */
@@ -64,6 +73,7 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
         throw new InvalidInputError(`claim_ttl_ms must be 1000-3600000, got ${req.claimTtlMs}`);
       }
       if (!req.claimant || req.claimant.length > 128) throw new InvalidInputError("claimant must be 1-128 characters");
+      checkId(req.jobId, "job_id", false);
       const claimId = randomUUID();
       const at = now();
       const expiresAt = at + req.claimTtlMs;
@@ -75,8 +85,12 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
       if (req.signatures.length === 0 || req.signatures.length > MAX_BATCH) {
         throw new InvalidInputError(`a commit carries 1-${MAX_BATCH} signatures, got ${req.signatures.length}`);
       }
-      if (!req.claimId || !req.batchId || !req.keyId) throw new InvalidInputError("claim_id, batch_id and key_id are required");
+      checkId(req.claimId, "claim_id");
+      checkId(req.batchId, "batch_id");
+      checkId(req.keyId, "key_id");
+      checkId(req.jobId, "job_id", false);
       if (req.fence <= 0n) throw new InvalidInputError("fence must be the positive token of the batch's lease");
+      if (req.leaseId.length > 128 || req.leaseToken.length > 512) throw new InvalidInputError("lease_id or lease_token is too long to be one the key service issued");
       const seen = new Set<number>();
       const signatures = req.signatures.map((s) => {
         const recordId = safeId(s.recordId, "record_id");
@@ -87,24 +101,11 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
         seen.add(recordId);
         return { recordId, signature: Buffer.from(s.signature) };
       });
-      const fence = safeId(req.fence, "fence");
-      // Asked before the transaction: the store then requires the lease to stay live through it.
-      const lease = await deps.leases(req.keyId, fence, ctx.signal);
-      const result = await store.commit(
-        {
-          claimId: req.claimId,
-          batchId: req.batchId,
-          keyId: req.keyId,
-          fence,
-          jobId: req.jobId,
-          executor: ctx.requestHeader.get("x-keymesh-executor") ?? "",
-          startedAt: safeId(req.startedAtMs, "started_at_ms"),
-          signatures,
-        },
-        now,
-        lease,
-        spotCheck,
-      );
+      // The lease token is checked locally; its expiry is judged inside the transaction.
+      const lease = await deps.leases({ keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: req.leaseToken }, ctx.signal);
+      const result = lease.view
+        ? await store.commit({ claimId: req.claimId, batchId: req.batchId, keyId: req.keyId, fence: req.fence, signatures }, now, lease.view, sampleCheck)
+        : { stored: 0, rejections: signatures.map((s) => ({ recordId: s.recordId, reason: "stale_fence" as const })) };
       return {
         stored: result.stored,
         rejected: result.rejections.length,
@@ -113,7 +114,7 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
     }),
 
     releaseClaim: mapErrors(async (req) => {
-      if (!req.claimId) throw new InvalidInputError("claim_id is required");
+      checkId(req.claimId, "claim_id");
       return { released: await store.releaseClaim(req.claimId) };
     }),
 
@@ -147,7 +148,7 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
     },
 
     getBatchStats: mapErrors(async (req) => {
-      const s = await store.batchStats(req.jobId);
+      const s = await store.batchStats(checkId(req.jobId, "job_id", false));
       const pct = (q: number) => BigInt(s.latenciesMs.length ? s.latenciesMs[Math.min(s.latenciesMs.length - 1, Math.floor(q * s.latenciesMs.length))]! : 0);
       return {
         batchesCommitted: BigInt(s.committed),

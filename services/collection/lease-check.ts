@@ -1,35 +1,65 @@
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { checkLease, type LeaseTokens } from "../shared/crypto/lease-token.js";
 
-/** What the key service says about a lease a commit was made under. */
+/** What collection knows about the lease a commit was made under. */
 export interface LeaseView {
-  /** The key's public key, for the commit's spot-check. */
+  /** The key's public key, for the commit's signature sample. */
   readonly publicKey: Buffer;
-  /** When the lease lapses unless renewed (key service clock, Unix ms). */
+  /** When the lease lapses unless renewed (key service clock, Unix ms), from its token. */
   readonly validUntil: number;
 }
 
-/**
- * Asks whether `fence` is still the current lease on `keyId`; undefined when it is not (the
- * fence moved on, or the key does not exist). Other failures (key service unreachable) throw:
- * a commit that cannot be checked is not accepted.
- */
-export type LeaseCheck = (keyId: string, fence: number, signal?: AbortSignal) => Promise<LeaseView | undefined>;
+/** The lease credentials a commit carries. */
+export interface CommitLease {
+  readonly keyId: string;
+  readonly fence: bigint;
+  readonly leaseId: string;
+  readonly leaseToken: string;
+}
 
 /**
- * The lease check through the key service's generated client: collection never reads the
- * key service's tables. GetKeyringKey reads the key's row on the key service's primary, so
- * the answer is as fresh as the fence itself.
+ * Checks a commit's lease: undefined when the credentials do not prove a lease (forged or
+ * foreign token, wrong lease id, key unknown), with the reason. The lapse itself is checked
+ * by the store inside the commit transaction, against `validUntil`. Key service unreachable
+ * (for a public key not seen before) throws: a commit that cannot be checked is not accepted.
  */
-export function createLeaseCheck(keys: Client<typeof KeyManagementService>): LeaseCheck {
-  return async (keyId, fence, signal) => {
-    try {
-      const { key } = await keys.getKeyringKey({ keyId }, signal === undefined ? {} : { signal });
-      if (!key || Number(key.fence) !== fence) return undefined;
-      return { publicKey: Buffer.from(key.publicKey), validUntil: Number(key.leasedUntilMs) };
-    } catch (err) {
-      if (ConnectError.from(err).code === Code.NotFound) return undefined;
-      throw err;
+export type LeaseCheck = (lease: CommitLease, signal?: AbortSignal) => Promise<{ view?: LeaseView; problem?: string }>;
+
+/**
+ * The lease check: the lease token (MAC'd by the key service, see lease-token.ts) is
+ * verified locally, with no call per commit. Public keys never change, so each key's is
+ * asked of the key service once (GetKeyringKey through the generated client; collection never
+ * reads the key service's tables) and kept.
+ */
+export function createLeaseCheck(keys: Client<typeof KeyManagementService>, tokens: LeaseTokens, opts: { maxKeys?: number } = {}): LeaseCheck {
+  const publicKeys = new Map<string, Promise<Buffer | undefined>>();
+  const limit = opts.maxKeys ?? 10_000;
+
+  const publicKeyOf = (keyId: string, signal?: AbortSignal): Promise<Buffer | undefined> => {
+    let found = publicKeys.get(keyId);
+    if (!found) {
+      found = keys.getKeyringKey({ keyId }, signal === undefined ? {} : { signal }).then(
+        ({ key }) => (key ? Buffer.from(key.publicKey) : undefined),
+        (err: unknown) => {
+          if (ConnectError.from(err).code === Code.NotFound) return undefined;
+          throw err;
+        },
+      );
+      publicKeys.set(keyId, found);
+      // Only known keys stay: failures and unknown ids are asked again next time.
+      found.then((k) => k === undefined && publicKeys.delete(keyId), () => publicKeys.delete(keyId));
+      if (publicKeys.size > limit) publicKeys.delete(publicKeys.keys().next().value!);
     }
+    return found;
+  };
+
+  // The expiry is not judged here (now = 0): the store judges it inside its transaction.
+  return async (lease, signal) => {
+    const { claims, problem } = checkLease(tokens, lease, 0);
+    if (!claims) return { problem: problem! };
+    const publicKey = await publicKeyOf(lease.keyId, signal);
+    if (!publicKey) return { problem: `keyring key ${lease.keyId} does not exist` };
+    return { view: { publicKey, validUntil: claims.expiresAt } };
   };
 }

@@ -1,4 +1,6 @@
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
+import { createLeaseTokens } from "../shared/crypto/lease-token.js";
+import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { collectionMigrations } from "./migrations/index.js";
 import { createCollectionHandler } from "./handler.js";
@@ -12,6 +14,9 @@ export const collectionModule: ServiceModule = {
   migrations: collectionMigrations,
   needs: { database: true },
   async register(router, ctx) {
-    router.service(CollectionService, createCollectionHandler({ store: createCollectionStore(ctx.db), leases: createLeaseCheck(ctx.clients.keys) }));
+    // The master keys serve only to check lease tokens here (see lease-token.ts).
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const leases = createLeaseCheck(ctx.clients.keys, createLeaseTokens(() => ring));
+    router.service(CollectionService, createCollectionHandler({ store: createCollectionStore(ctx.db), leases }));
   },
 };

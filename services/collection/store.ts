@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
+import { InvalidInputError } from "../shared/domain-errors.js";
 import type { LeaseView } from "./lease-check.js";
 
 /** A record to sign. */
@@ -27,10 +28,8 @@ export interface CommitInput {
   readonly claimId: string;
   readonly batchId: string;
   readonly keyId: string;
-  readonly fence: number;
-  readonly jobId: string;
-  readonly executor: string;
-  readonly startedAt: number;
+  /** The fence of the lease, from a verified lease token. */
+  readonly fence: bigint;
   readonly signatures: readonly { recordId: number; signature: Buffer }[];
 }
 
@@ -51,11 +50,12 @@ export interface CollectionStore {
   seed(count: number, payloadSize: number): Promise<number>;
   claim(input: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<RecordRow[]>;
   /**
-   * Stores a batch's signatures exactly once, if `lease` (the key service's answer for the
-   * batch's key and fence; undefined: not current) is still live when the transaction starts
-   * and no newer fence of the key has committed.
+   * Stores a batch's signatures exactly once, if `lease` (from the batch's verified lease
+   * token) is still live when the transaction starts and no newer or equal fence of the key
+   * has committed. Records outside the claim are refused first; a sample of the rest is
+   * verified. A refused commit writes nothing; a commit writes one history row.
    */
-  commit(input: CommitInput, now: () => number, lease: LeaseView | undefined, check: SignatureCheck): Promise<CommitResult>;
+  commit(input: CommitInput, now: () => number, lease: LeaseView, check: SignatureCheck): Promise<CommitResult>;
   releaseClaim(claimId: string): Promise<number>;
   get(id: number): Promise<{ record: RecordRow; signature?: SignatureRow } | undefined>;
   progress(now: number): Promise<{ total: number; signed: number; claimed: number }>;
@@ -75,6 +75,26 @@ export interface BatchStats {
 }
 
 const SEED_CHUNK = 2000;
+
+/** Signatures verified per commit: a batch with any bad signature among n is caught with probability ≥ min(1, SAMPLE/n). */
+export const COMMIT_SAMPLE = 16;
+
+/** Picks up to `n` distinct random elements. */
+function sample<T>(items: readonly T[], n: number): T[] {
+  if (items.length <= n) return [...items];
+  const copy = [...items];
+  for (let i = 0; i < n; i++) {
+    const j = i + Math.floor(Math.random() * (copy.length - i));
+    [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+  }
+  return copy.slice(0, n);
+}
+
+/** A fence as SQL sees it; every fence here came from a verified token, so it fits a double exactly. */
+const fenceValue = (fence: bigint): number => {
+  if (fence > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`fence ${fence} exceeds what this store records exactly`);
+  return Number(fence);
+};
 
 /** SQLite compiles a multi-row insert into a compound SELECT, limited to 500 terms. */
 const SQLITE_INSERT_CHUNK = 400;
@@ -106,72 +126,44 @@ export function createCollectionStore(db: Database): CollectionStore {
           signedAt: Number(r.signed_at),
         };
 
-  /** One history row per lease (key, fence): a repeated or stale attempt adds nothing. */
-  async function history(
-    k: Knex | Knex.Transaction,
-    input: CommitInput,
-    size: number,
-    outcome: string,
-    stored: number,
-    rejected: number,
-    at: number,
-  ): Promise<void> {
-    await k("batches")
-      .insert({
-        id: input.batchId,
-        job_id: input.jobId,
+  /** Stores a batch's signatures and its one history row, taken from the claim's own row. */
+  async function storeBatch(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], rejected: number, at: number): Promise<void> {
+    const claim = (await trx("claims").select("job_id", "claimant", "size", "claimed", "claimed_at").where("id", input.claimId).first()) as
+      | { job_id: string; claimant: string; size: number; claimed: number; claimed_at: number | string }
+      | undefined;
+    const flipped = await trx("records")
+      .whereIn("id", accepted.map((s) => s.recordId))
+      .where({ claim_id: input.claimId, signed: 0 })
+      .update({ signed: 1 });
+    // The rows were read under lock in this transaction; anything else is a broken store.
+    if (flipped !== accepted.length) throw new Error(`commit of ${input.batchId}: ${flipped} of ${accepted.length} records flipped`);
+    await insertRows(
+      trx,
+      "signatures",
+      accepted.map((s) => ({
+        record_id: s.recordId,
         key_id: input.keyId,
-        fence: input.fence,
-        size,
-        claimed: size,
-        start_at: input.startedAt,
-        committed_at: at,
-        ended_at: at,
-        outcome,
-        stored,
-        rejected,
-        executor: input.executor,
-      })
-      .onConflict()
-      .ignore();
-  }
-
-  /** Stores the signatures of records still unsigned and in the claim; says why the others were refused. */
-  async function storeSignatures(trx: Knex.Transaction, input: CommitInput, ids: number[], at: number): Promise<CommitResult> {
-    // One conditional write flips every record that is still unsigned and in this claim;
-    // when it flips them all (the normal case) no per-record read is needed.
-    const flipped = await trx("records").whereIn("id", ids).where({ claim_id: input.claimId, signed: 0 }).update({ signed: 1 });
-    let accepted: CommitInput["signatures"][number][] = [...input.signatures];
-    const rejections: CommitResult["rejections"] = [];
-    if (flipped !== ids.length) {
-      const rows = (await trx("records as r")
-        .leftJoin("signatures as s", "s.record_id", "r.id")
-        .select("r.id", "r.claim_id", "s.record_id as signed_by")
-        .whereIn("r.id", ids)) as { id: number | string; claim_id: string | null; signed_by: number | string | null }[];
-      const byId = new Map(rows.map((r) => [Number(r.id), r]));
-      accepted = [];
-      for (const sig of input.signatures) {
-        const row = byId.get(sig.recordId);
-        if (row && row.signed_by != null) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
-        else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
-        else accepted.push(sig);
-      }
-    }
-    if (accepted.length > 0) {
-      await insertRows(
-        trx,
-        "signatures",
-        accepted.map((s) => ({
-          record_id: s.recordId,
-          key_id: input.keyId,
-          fence: input.fence,
-          batch_id: input.batchId,
-          signature: s.signature,
-          signed_at: at,
-        })),
-      );
-    }
-    return { stored: accepted.length, rejections };
+        fence: fenceValue(input.fence),
+        batch_id: input.batchId,
+        signature: s.signature,
+        signed_at: at,
+      })),
+    );
+    await trx("batches").insert({
+      id: input.batchId,
+      job_id: claim?.job_id ?? "",
+      key_id: input.keyId,
+      fence: fenceValue(input.fence),
+      size: claim?.size ?? accepted.length + rejected,
+      claimed: claim?.claimed ?? accepted.length + rejected,
+      start_at: claim ? Number(claim.claimed_at) : at,
+      committed_at: at,
+      ended_at: at,
+      outcome: "committed",
+      stored: accepted.length,
+      rejected,
+      executor: claim?.claimant ?? "",
+    });
   }
 
   return {
@@ -200,48 +192,62 @@ export function createCollectionStore(db: Database): CollectionStore {
         await trx("records")
           .whereIn("id", ids)
           .update({ claim_id: claimId, claimed_by: claimant, claim_expires_at: expiresAt, job_id: jobId });
+        await trx("claims").insert({ id: claimId, job_id: jobId, claimant, size, claimed: rows.length, claimed_at: now, expires_at: expiresAt });
         return rows.map((r) => ({ id: Number(r.id), payload: Buffer.from(r.payload) }));
       });
     },
 
     async commit(input, now, lease, check) {
       const ids = input.signatures.map((s) => s.recordId);
-      // Spot-check one signature against the key's public key before anything is written;
-      // payloads never change, so this read needs no transaction.
-      const probe = input.signatures[Math.floor(Math.random() * input.signatures.length)]!;
-      const [probeRow] = (await primary("records").select("payload").where("id", probe.recordId)) as { payload: Buffer }[];
       // The key's row in our fence table exists before the transaction locks it, so concurrent
       // first commits of a key never race to create it inside their transactions.
       await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
-
-      const refuseAll = async (k: Knex | Knex.Transaction, reason: RejectReason, at: number) => {
-        await history(k, input, ids.length, "rejected", 0, ids.length, at);
-        return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) };
-      };
+      const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
 
       return readCommitted(async (trx) => {
         const at = now();
-        // The key service said, just now, that this fence is the key's current lease. A lease
-        // runs without a gap from its grant until it lapses (renewals only extend a live one),
-        // so if it is still live at this moment, after the batch was signed, the signing
-        // happened under it, and nobody can hold the key before it lapses: `at`, recorded as
-        // committed_at, precedes any later lease of the key.
-        if (lease === undefined || at >= lease.validUntil) return refuseAll(trx, "stale_fence", at);
-        if (probeRow && !check(lease.publicKey, new Map([[probe.recordId, Buffer.from(probeRow.payload)]]), [probe])) {
-          return refuseAll(trx, "invalid_signature", at);
+        // The token says the lease runs until validUntil; leases run without a gap from grant
+        // to lapse and a new grant needs the old lease gone, so if it is live at this moment,
+        // after the batch was signed, the signing happened under it and any later lease of
+        // the key starts after `at`, recorded as committed_at.
+        if (at >= lease.validUntil) return refuseAll("stale_fence");
+
+        // Records outside the claim are refused before anything else, so invented or foreign
+        // record ids can neither dodge the signature sample nor be written.
+        let query = trx("records").select("id", "payload", "claim_id", "signed").whereIn("id", ids);
+        if (mysql) query = query.forUpdate();
+        const rows = (await query) as { id: number | string; payload: Buffer; claim_id: string | null; signed: number | boolean }[];
+        const byId = new Map(rows.map((r) => [Number(r.id), r]));
+        const accepted: CommitInput["signatures"][number][] = [];
+        const rejections: CommitResult["rejections"] = [];
+        for (const sig of input.signatures) {
+          const row = byId.get(sig.recordId);
+          if (row && Number(row.signed) === 1) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
+          else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
+          else accepted.push(sig);
         }
-        // Raise the highest fence accepted for this key, unless a newer lease already
-        // committed. The row stays locked until we commit, so commits of one key are
-        // serialised in fence order and a stale holder can never land after a newer one.
+        if (accepted.length === 0) return { stored: 0, rejections };
+
+        // A sample, not one: a batch signed by another key, or with forged signatures mixed in,
+        // is refused whole.
+        const probes = sample(accepted, COMMIT_SAMPLE);
+        const payloads = new Map(probes.map((p) => [p.recordId, Buffer.from(byId.get(p.recordId)!.payload)]));
+        if (!check(lease.publicKey, payloads, probes)) return refuseAll("invalid_signature");
+
+        // Raise the highest fence accepted for this key, unless this or a newer lease already
+        // committed (one batch per lease). The row stays locked until we commit, so commits of
+        // one key are serialised in fence order and a stale holder can never land after a
+        // newer one.
+        const taken = await trx("batches").select("id").where("id", input.batchId).first();
+        if (taken) throw new InvalidInputError(`batch_id ${input.batchId} was already committed; every batch needs its own id`);
         const raised = await trx("collection_key_fences")
           .where({ key_id: input.keyId })
-          .andWhere("fence", "<=", input.fence)
-          .update({ fence: input.fence, updated_at: at });
-        if (raised !== 1) return refuseAll(trx, "stale_fence", at);
+          .andWhere("fence", "<", fenceValue(input.fence))
+          .update({ fence: fenceValue(input.fence), updated_at: at });
+        if (raised !== 1) return refuseAll("stale_fence");
 
-        const result = await storeSignatures(trx, input, ids, at);
-        await history(trx, input, ids.length, result.stored > 0 ? "committed" : "rejected", result.stored, result.rejections.length, at);
-        return result;
+        await storeBatch(trx, input, accepted, rejections.length, at);
+        return { stored: accepted.length, rejections };
       });
     },
 
@@ -314,6 +320,7 @@ export function createCollectionStore(db: Database): CollectionStore {
         await trx("signatures").del();
         // collection_key_fences stays: fences only grow, whatever records come next.
         await trx("batches").del();
+        await trx("claims").del();
         return Number(await trx("records").del());
       });
     },

@@ -50,9 +50,8 @@ export async function runBatch(ctx: BatchContext): Promise<BatchOutcome> {
       end("abandoned", `lease not acquired: ${ce.rawMessage}`);
       throw ce;
     }
-    span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": Number(lease.fence) });
+    span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": lease.fence.toString() });
     ctx.progress.batchStarted();
-    const startedAt = ctx.now();
     const renewal = startRenewal(ctx, lease);
     let used = false;
     let claimId = "";
@@ -61,11 +60,11 @@ export async function runBatch(ctx: BatchContext): Promise<BatchOutcome> {
       claimId = claim.claimId;
       if (claim.records.length === 0) return end("empty");
       span.setAttribute("keymesh.record_count", claim.records.length);
-      const signatures = await signRecords(ctx, batchId, lease, claim.records, renewal.lost);
+      const signatures = await signRecords(ctx, batchId, lease, renewal.token(), claim.records, renewal.lost);
       used = true;
       await failpoint("executor.before-commit");
       if (renewal.lost.aborted) throw renewal.lost.reason;
-      const res = await commit(ctx, { claimId, batchId, lease, signatures, startedAt });
+      const res = await commit(ctx, { claimId, batchId, lease, leaseToken: renewal.token(), signatures });
       claimId = "";
       ctx.progress.committed(res.stored, res.rejected);
       span.setAttributes({ "keymesh.stored": res.stored, "keymesh.rejected": res.rejected });
@@ -103,15 +102,20 @@ async function acquireLease(ctx: BatchContext): Promise<KeyLease> {
   return lease;
 }
 
-/** Renews the lease every third of its TTL; `lost` aborts when a renewal fails. */
-function startRenewal(ctx: BatchContext, lease: KeyLease): { lost: AbortSignal; stop(): void } {
+/**
+ * Renews the lease every third of its TTL; `lost` aborts when a renewal fails, and `token`
+ * is the lease token of the latest renewal (signing and collection refuse lapsed ones).
+ */
+function startRenewal(ctx: BatchContext, lease: KeyLease): { lost: AbortSignal; token(): string; stop(): void } {
   const lost = new AbortController();
+  let token = lease.leaseToken;
   const timer = setInterval(() => {
     ctx.keys
       .renewKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, ttlMs: ctx.job.leaseTtlMs })
+      .then((res) => (token = res.leaseToken))
       .catch((err: unknown) => lost.abort(new Error(`lease lost: ${ConnectError.from(err).rawMessage}`)));
   }, Math.max(250, Math.floor(ctx.job.leaseTtlMs / 3)));
-  return { lost: lost.signal, stop: () => clearInterval(timer) };
+  return { lost: lost.signal, token: () => token, stop: () => clearInterval(timer) };
 }
 
 async function claimRecords(ctx: BatchContext) {
@@ -126,17 +130,18 @@ async function signRecords(
   ctx: BatchContext,
   batchId: string,
   lease: KeyLease,
+  leaseToken: string,
   records: readonly { id: bigint; payload: Uint8Array }[],
   lost: AbortSignal,
 ) {
   const items = records.map((r) => ({ recordId: r.id, payload: r.payload }));
-  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, items }), lost);
+  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, items }), lost);
   return signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature }));
 }
 
 async function commit(
   ctx: BatchContext,
-  b: { claimId: string; batchId: string; lease: KeyLease; signatures: { recordId: bigint; signature: Uint8Array }[]; startedAt: number },
+  b: { claimId: string; batchId: string; lease: KeyLease; leaseToken: string; signatures: { recordId: bigint; signature: Uint8Array }[] },
 ) {
   return ctx.collection.commitBatch(
     {
@@ -146,7 +151,8 @@ async function commit(
       fence: b.lease.fence,
       jobId: ctx.job.id,
       signatures: b.signatures,
-      startedAtMs: BigInt(b.startedAt),
+      leaseId: b.lease.leaseId,
+      leaseToken: b.leaseToken,
     },
     { headers: { "x-keymesh-executor": ctx.executorId } },
   );

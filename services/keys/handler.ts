@@ -25,9 +25,15 @@ const toProto = (row: KeyringRow): KeyringKey =>
     masterKeyVersion: row.masterKeyVersion,
   });
 
-const fenceOf = (fence: bigint): number => {
-  if (fence <= 0n || fence > BigInt(Number.MAX_SAFE_INTEGER)) throw new InvalidInputError("fence must be a positive lease token");
-  return Number(fence);
+/** Fences are int64 end to end: any positive value is a fence to compare, none is an error. */
+const fenceOf = (fence: bigint): bigint => {
+  if (fence <= 0n) throw new InvalidInputError("fence must be the positive fencing token of a lease");
+  return fence;
+};
+
+const leaseIdOf = (leaseId: string): string => {
+  if (leaseId.length === 0 || leaseId.length > 128) throw new InvalidInputError("lease_id must be the 1-128 character id AcquireKeyLease returned");
+  return leaseId;
 };
 
 /**
@@ -51,12 +57,13 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
     acquireKeyLease: mapErrors((req) =>
       withSpan("lease.acquire", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder }, async (span) => {
         const grant = await keyring.acquire(req.holder, req.ttlMs);
-        span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence });
+        span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
         return {
           lease: {
             keyId: grant.keyId,
-            fence: BigInt(grant.fence),
+            fence: grant.fence,
             leaseId: grant.leaseId,
+            leaseToken: grant.leaseToken,
             expiresAtMs: BigInt(grant.expiresAt),
             publicKey: grant.publicKey,
             previousLastUsedAtMs: BigInt(grant.previousLastUsedAt),
@@ -66,19 +73,20 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
     ),
 
     renewKeyLease: mapErrors((req) =>
-      withSpan("lease.renew", { "keymesh.key_id": req.keyId, "keymesh.fence": Number(req.fence) }, async () => ({
-        expiresAtMs: BigInt(await keyring.renew(req.keyId, req.leaseId, fenceOf(req.fence), req.ttlMs)),
-      })),
+      withSpan("lease.renew", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => {
+        const renewed = await keyring.renew(req.keyId, leaseIdOf(req.leaseId), fenceOf(req.fence), req.ttlMs);
+        return { expiresAtMs: BigInt(renewed.expiresAt), leaseToken: renewed.leaseToken };
+      }),
     ),
 
     releaseKeyLease: mapErrors((req) =>
-      withSpan("lease.release", { "keymesh.key_id": req.keyId, "keymesh.fence": Number(req.fence) }, async () => ({
-        released: await keyring.release(req.keyId, req.leaseId, fenceOf(req.fence), req.used),
+      withSpan("lease.release", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => ({
+        released: await keyring.release(req.keyId, leaseIdOf(req.leaseId), fenceOf(req.fence), req.used),
       })),
     ),
 
     getWrappedSigningKey: mapErrors(async (req) => {
-      const row = await keyring.wrappedKey(req.keyId, fenceOf(req.fence));
+      const row = await keyring.wrappedKey(req.keyId, leaseIdOf(req.leaseId), fenceOf(req.fence));
       return { keyId: row.id, wrappedPrivateKey: row.wrappedPrivateKey, publicKey: row.publicKey, fence: BigInt(row.fence) };
     }),
 

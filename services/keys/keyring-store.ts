@@ -10,6 +10,8 @@ export interface KeyringRow {
   readonly fence: number;
   readonly lastUsedAt: number;
   readonly leasedUntil: number;
+  /** SHA-256 of the current (or last) lease id; undefined before the first lease. */
+  readonly leaseHash?: Buffer | undefined;
 }
 
 /** The result of granting a lease in the database. */
@@ -21,7 +23,7 @@ export interface Grant {
 
 /** Persistence of the signing keyring and its lease state. */
 export interface KeyringStore {
-  insert(rows: readonly Omit<KeyringRow, "fence" | "lastUsedAt" | "leasedUntil">[], now: number): Promise<void>;
+  insert(rows: readonly Omit<KeyringRow, "fence" | "lastUsedAt" | "leasedUntil" | "leaseHash">[], now: number): Promise<void>;
   list(afterId: string, limit: number): Promise<KeyringRow[]>;
   get(id: string): Promise<KeyringRow | undefined>;
   count(): Promise<number>;
@@ -30,8 +32,9 @@ export interface KeyringStore {
   /**
    * Takes a new fencing token and records the use, if the key is still free and unused since
    * it was listed (`lastUsedAt` unchanged), so the grant is least-recently-used at its moment.
+   * Stores the new lease id's hash; a previous lease that was never released is marked lapsed.
    */
-  grant(id: string, holder: string, now: number, ttlMs: number, lastUsedAt: number): Promise<Grant | undefined>;
+  grant(id: string, holder: string, now: number, ttlMs: number, lastUsedAt: number, leaseHash: Buffer): Promise<Grant | undefined>;
   /** Extends a lease if `fence` is still current and the lease has not lapsed. */
   extend(id: string, fence: number, now: number, until: number): Promise<boolean>;
   /** Frees a lease if `fence` is still current; records the last use when `used`. */
@@ -50,6 +53,7 @@ interface Row {
   fence: number | string;
   last_used_at: number | string;
   leased_until: number | string;
+  lease_hash?: Buffer | null;
 }
 
 const toRow = (r: Row): KeyringRow => ({
@@ -60,6 +64,7 @@ const toRow = (r: Row): KeyringRow => ({
   fence: Number(r.fence),
   lastUsedAt: Number(r.last_used_at),
   leasedUntil: Number(r.leased_until),
+  leaseHash: r.lease_hash ? Buffer.from(r.lease_hash) : undefined,
 });
 
 /** The knex implementation (MySQL/MariaDB and SQLite). */
@@ -110,17 +115,26 @@ export function createKeyringStore(db: Database): KeyringStore {
       return rows.map((r) => ({ id: r.id, lastUsedAt: Number(r.last_used_at) }));
     },
 
-    async grant(id, holder, now, ttlMs, lastUsedAt) {
+    async grant(id, holder, now, ttlMs, lastUsedAt, leaseHash) {
       return primary.transaction(async (trx) => {
         const free = { id, last_used_at: lastUsedAt };
         const updated = await keys(trx)
           .where(free)
           .andWhere("leased_until", "<=", now)
-          .update({ fence: trx.raw("fence + 1"), leased_until: now + ttlMs, holder, last_used_at: now });
+          .update({ fence: trx.raw("fence + 1"), leased_until: now + ttlMs, holder, last_used_at: now, lease_hash: leaseHash });
         if (updated !== 1) return undefined;
         const row = await keys(trx).select("fence", "public_key").where({ id }).first();
         if (!row) return undefined;
+        // The key was free, so an earlier lease never released has lapsed: say so, at the
+        // moment it lapsed (its last expiry), instead of leaving it open for ever.
+        await trx("key_leases")
+          .where({ key_id: id })
+          .whereNull("released_at")
+          .whereNull("lapsed_at")
+          .andWhere("fence", "<", row.fence)
+          .update({ lapsed_at: trx.ref("expires_at") });
         await trx("key_leases").insert({
+          lease_hash: leaseHash,
           key_id: id,
           fence: row.fence,
           holder,
@@ -143,6 +157,8 @@ export function createKeyringStore(db: Database): KeyringStore {
     },
 
     async release(id, fence, now, used) {
+      // The lease hash stays: a late renewal of this lease still fails on leased_until and
+      // fence, and the hash is no secret.
       const patch: Record<string, unknown> = { leased_until: 0, holder: null };
       if (used) patch.last_used_at = now;
       return primary.transaction(async (trx) => {

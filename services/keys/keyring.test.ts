@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createMemoryCoordinator } from "../shared/coordination/index.js";
 import type { Coordinator } from "../shared/coordination/types.js";
 import { createMasterKeyring, open } from "../shared/crypto/envelope.js";
+import { createLeaseTokens, hashLeaseId, newLeaseId } from "../shared/crypto/lease-token.js";
 import { keyringSealContext } from "./seal-context.js";
 import { toConnectError } from "../shared/domain-errors.js";
 import { createDatabase, type Database } from "../shared/storage/database.js";
@@ -16,6 +17,7 @@ import { createKeyring, type Keyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
 
 const ring = createMasterKeyring(new Map([[1, randomBytes(32)]]), 1);
+const tokens = createLeaseTokens(() => ring);
 const codeOf = (p: Promise<unknown>) => p.then(() => Code.Unknown, (e: unknown) => toConnectError(e).code);
 
 describe("keyring leases (SQLite, in-process coordination)", () => {
@@ -31,7 +33,7 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
     await migrate(db, await registeredMigrations());
     clock = 1_000_000;
     coordinator = createMemoryCoordinator({ now: () => clock });
-    keyring = createKeyring({ store: createKeyringStore(db), coordinator, masterKeys: () => ring, now: () => clock });
+    keyring = createKeyring({ store: createKeyringStore(db), coordinator, masterKeys: () => ring, tokens, now: () => clock });
   });
   afterEach(async () => {
     await coordinator.close();
@@ -49,7 +51,7 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
   it("leases the least recently used free key, with a new fence each time", async () => {
     const keys = await keyring.createKeys(3);
     const order: string[] = [];
-    const fences: number[] = [];
+    const fences: bigint[] = [];
     for (let i = 0; i < 6; i++) {
       clock += 10;
       const lease = await keyring.acquire("exec-a", 5000);
@@ -61,7 +63,7 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
     // Never-used keys first (in id order), then round robin by last use.
     const byId = [...keys].map((k) => k.id).sort();
     expect(order).toEqual([...byId, ...byId]);
-    expect(fences).toEqual([1, 1, 1, 2, 2, 2]);
+    expect(fences).toEqual([1n, 1n, 1n, 2n, 2n, 2n]);
   });
 
   it("skips held keys and answers ResourceExhausted when every key is busy", async () => {
@@ -78,12 +80,51 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
     clock += 2500; // the lease expires without a renewal
     const second = await keyring.acquire("exec-b", 2000);
     expect(second.keyId).toBe(first.keyId);
-    expect(second.fence).toBe(first.fence + 1);
+    expect(second.fence).toBe(first.fence + 1n);
     expect(await codeOf(keyring.renew(first.keyId, first.leaseId, first.fence, 2000))).toBe(Code.Aborted);
-    expect(await codeOf(keyring.wrappedKey(first.keyId, first.fence))).toBe(Code.Aborted);
+    expect(await codeOf(keyring.wrappedKey(first.keyId, first.leaseId, first.fence))).toBe(Code.Aborted);
     // The stale release changes nothing; the new holder still has its lease.
     expect(await keyring.release(first.keyId, first.leaseId, first.fence, true)).toBe(false);
-    expect((await keyring.wrappedKey(second.keyId, second.fence)).id).toBe(second.keyId);
+    expect((await keyring.wrappedKey(second.keyId, second.leaseId, second.fence)).id).toBe(second.keyId);
+    // The first lease is recorded as lapsed, at the moment it lapsed.
+    const rows = (await db.primary("key_leases").select("fence", "released_at", "lapsed_at").where("key_id", first.keyId).orderBy("fence")) as {
+      fence: number;
+      released_at: number | null;
+      lapsed_at: number | null;
+    }[];
+    expect(rows.map((r) => [Number(r.fence), r.released_at, r.lapsed_at === null ? null : Number(r.lapsed_at)])).toEqual([
+      [1, null, 1_002_000],
+      [2, null, null],
+    ]);
+  });
+
+  it("makes the lease id a capability: only its holder renews, releases or gets the key", async () => {
+    await keyring.createKeys(1);
+    const lease = await keyring.acquire("exec-a", 5000);
+    expect(Buffer.from(lease.leaseId, "base64url").length).toBe(32);
+    // Only the hash is stored, on the key and in the lease history.
+    const stored = (await db.primary("keyring_keys").select("lease_hash").first()) as { lease_hash: Buffer };
+    expect(Buffer.from(stored.lease_hash).equals(hashLeaseId(lease.leaseId))).toBe(true);
+    const dump = JSON.stringify(await db.primary("key_leases").select("*"));
+    expect(dump).not.toContain(lease.leaseId);
+    // The public view carries no lease id.
+    expect(JSON.stringify(await keyring.get(lease.keyId), (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v))).not.toContain(lease.leaseId);
+    // A made-up lease id with the right (public) fence does nothing.
+    const guess = newLeaseId();
+    expect(await codeOf(keyring.renew(lease.keyId, guess, lease.fence, 5000))).toBe(Code.Aborted);
+    expect(await codeOf(keyring.wrappedKey(lease.keyId, guess, lease.fence))).toBe(Code.Aborted);
+    expect(await keyring.release(lease.keyId, guess, lease.fence, true)).toBe(false);
+    // Fences are int64: the largest one is simply not this lease.
+    expect(await codeOf(keyring.renew(lease.keyId, lease.leaseId, 9223372036854775807n, 5000))).toBe(Code.Aborted);
+    // The holder still holds it, and renewing mints a token for the new expiry.
+    clock += 1000;
+    const renewed = await keyring.renew(lease.keyId, lease.leaseId, lease.fence, 5000);
+    expect(renewed.expiresAt).toBe(clock + 5000);
+    expect(tokens.verify(renewed.leaseToken)).toMatchObject({ keyId: lease.keyId, fence: lease.fence, expiresAt: clock + 5000 });
+    expect(tokens.verify(lease.leaseToken)?.expiresAt).toBe(clock - 1000 + 5000);
+    expect(await keyring.release(lease.keyId, lease.leaseId, lease.fence, true)).toBe(true);
+    // After release the key material is refused even to the former holder.
+    expect(await codeOf(keyring.wrappedKey(lease.keyId, lease.leaseId, lease.fence))).toBe(Code.Aborted);
   });
 
   it("refuses bad TTLs and an empty keyring with clear codes", async () => {

@@ -1,4 +1,5 @@
 import { generateKeyPairSync, randomUUID } from "node:crypto";
+import { hashLeaseId, leaseIdMatches, newLeaseId, type LeaseTokens } from "../shared/crypto/lease-token.js";
 import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { ExhaustedError, InvalidInputError, LeaseLostError, NotFoundError } from "../shared/domain-errors.js";
@@ -8,8 +9,10 @@ import { keyringSealContext } from "./seal-context.js";
 /** A granted lease as the keyring hands it out. */
 export interface KeyLeaseGrant {
   readonly keyId: string;
-  readonly fence: number;
+  readonly fence: bigint;
+  /** The lease's secret id: returned only here, stored only hashed. */
   readonly leaseId: string;
+  readonly leaseToken: string;
   readonly expiresAt: number;
   readonly publicKey: Buffer;
   readonly previousLastUsedAt: number;
@@ -20,6 +23,8 @@ export interface KeyringDeps {
   readonly store: KeyringStore;
   readonly coordinator: Coordinator;
   readonly masterKeys: () => MasterKeyring;
+  /** Mints the lease tokens signing and collection check. */
+  readonly tokens: LeaseTokens;
   readonly now?: () => number;
   /** How many least-recently-used free keys one acquisition tries before giving up. */
   readonly candidates?: number;
@@ -49,6 +54,19 @@ export function createKeyring(deps: KeyringDeps) {
   const now = deps.now ?? Date.now;
   const held = new Map<string, Lease>();
   const resource = (keyId: string) => `keyring:${keyId}`;
+
+  /** Whether `leaseId` and `fence` name the key's current lease (hash compared in constant time). */
+  const holds = (row: KeyringRow, leaseId: string, fence: bigint) => BigInt(row.fence) === fence && leaseIdMatches(leaseId, row.leaseHash);
+
+  /** The key's row when the caller holds its current lease; LeaseLostError otherwise. */
+  async function currentLease(keyId: string, leaseId: string, fence: bigint): Promise<KeyringRow> {
+    checkKeyId(keyId);
+    const row = await deps.store.get(keyId);
+    if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
+    // One answer for a wrong fence and a wrong lease id: nothing tells a guesser which was off.
+    if (!holds(row, leaseId, fence)) throw new LeaseLostError(`lease id and fence ${fence} are not the current lease on ${keyId}`);
+    return row;
+  }
 
   return {
     /** Creates `count` Ed25519 keys, sealing each private key under the primary master key. */
@@ -83,7 +101,10 @@ export function createKeyring(deps: KeyringDeps) {
       for (const candidate of candidates) {
         const lease = await deps.coordinator.leases.tryAcquire(resource(candidate.id), ttlMs);
         if (!lease) continue;
-        const grant = await deps.store.grant(candidate.id, holder, now(), ttlMs, candidate.lastUsedAt).catch(async (err: unknown) => {
+        const leaseId = newLeaseId();
+        const leaseHash = hashLeaseId(leaseId);
+        const at = now();
+        const grant = await deps.store.grant(candidate.id, holder, at, ttlMs, candidate.lastUsedAt, leaseHash).catch(async (err: unknown) => {
           await lease.release().catch(() => undefined);
           throw err;
         });
@@ -91,42 +112,54 @@ export function createKeyring(deps: KeyringDeps) {
           await lease.release().catch(() => undefined);
           continue;
         }
-        held.set(lease.value, lease);
-        return { keyId: candidate.id, fence: grant.fence, leaseId: lease.value, expiresAt: lease.expiresAt, publicKey: grant.publicKey, previousLastUsedAt: grant.previousLastUsedAt };
+        held.set(leaseHash.toString("hex"), lease);
+        const fence = BigInt(grant.fence);
+        const expiresAt = at + ttlMs;
+        const leaseToken = deps.tokens.mint({ keyId: candidate.id, fence, leaseHash, expiresAt });
+        return { keyId: candidate.id, fence, leaseId, leaseToken, expiresAt, publicKey: grant.publicKey, previousLastUsedAt: grant.previousLastUsedAt };
       }
       const total = await deps.store.count();
       if (total === 0) throw new ExhaustedError("the keyring is empty: create keys first (CreateKeyringKeys)");
       throw new ExhaustedError(`all ${total} keyring keys are leased; retry shortly`);
     },
 
-    /** Extends a lease; LeaseLostError when the lock or the fence was lost. */
-    async renew(keyId: string, leaseId: string, fence: number, ttlMs: number): Promise<number> {
+    /**
+     * Extends a lease and returns its new expiry and token; LeaseLostError when the lease id
+     * is not the key's current lease, or the lock or the lease was lost.
+     */
+    async renew(keyId: string, leaseId: string, fence: bigint, ttlMs: number): Promise<{ expiresAt: number; leaseToken: string }> {
       checkTtl(ttlMs);
-      checkKeyId(keyId);
-      const lease = held.get(leaseId);
+      const row = await currentLease(keyId, leaseId, fence);
+      const leaseHash = hashLeaseId(leaseId);
+      const lease = held.get(leaseHash.toString("hex"));
       if (lease && lease.resource === resource(keyId)) {
         try {
           await lease.renew(ttlMs);
         } catch (err) {
-          held.delete(leaseId);
+          held.delete(leaseHash.toString("hex"));
           if ((err as Error).name === "LeaseLostError") throw new LeaseLostError(`lease on ${keyId} was lost; abandon the batch`);
           throw err;
         }
       }
       const until = now() + ttlMs;
-      if (!(await deps.store.extend(keyId, fence, now(), until))) {
+      // Conditional on the fence: the hash matched the row read just now, and only a new
+      // grant (which moves the fence) replaces it.
+      if (!(await deps.store.extend(keyId, row.fence, now(), until))) {
         throw new LeaseLostError(`lease on ${keyId} with fence ${fence} is no longer current; abandon the batch`);
       }
-      return until;
+      return { expiresAt: until, leaseToken: deps.tokens.mint({ keyId, fence, leaseHash, expiresAt: until }) };
     },
 
     /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
-    async release(keyId: string, leaseId: string, fence: number, used: boolean): Promise<boolean> {
+    async release(keyId: string, leaseId: string, fence: bigint, used: boolean): Promise<boolean> {
       checkKeyId(keyId);
-      const lease = held.get(leaseId);
-      held.delete(leaseId);
+      const row = await deps.store.get(keyId);
+      if (!row || !holds(row, leaseId, fence)) return false;
+      const hex = hashLeaseId(leaseId).toString("hex");
+      const lease = held.get(hex);
+      held.delete(hex);
       try {
-        return await deps.store.release(keyId, fence, now(), used);
+        return await deps.store.release(keyId, row.fence, now(), used);
       } finally {
         // The lock goes even when the database call failed: that failure may have come after
         // the release was applied (a connection lost before the reply), and a lock kept then
@@ -136,14 +169,10 @@ export function createKeyring(deps: KeyringDeps) {
       }
     },
 
-    /** The sealed private key for the holder of the current lease on `keyId`. */
-    async wrappedKey(keyId: string, fence: number): Promise<KeyringRow> {
-      checkKeyId(keyId);
-      const row = await deps.store.get(keyId);
-      if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
-      if (row.fence !== fence || row.leasedUntil <= now()) {
-        throw new LeaseLostError(`fence ${fence} is not the current lease on ${keyId}`);
-      }
+    /** The sealed private key, for the holder of the current live lease on `keyId` only. */
+    async wrappedKey(keyId: string, leaseId: string, fence: bigint): Promise<KeyringRow> {
+      const row = await currentLease(keyId, leaseId, fence);
+      if (row.leasedUntil <= now()) throw new LeaseLostError(`the lease on ${keyId} with fence ${fence} has lapsed`);
       return row;
     },
 

@@ -1,4 +1,5 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { createLeaseTokens } from "../shared/crypto/lease-token.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { keysMigrations } from "./migrations/index.js";
@@ -15,7 +16,7 @@ export const keysModule: ServiceModule = {
   async register(router, ctx) {
     const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
     const store = createKeyringStore(ctx.db);
-    const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring });
+    const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring, tokens: createLeaseTokens(() => ring) });
     router.service(KeyManagementService, createKeysHandler({ keyring, store, masterKeys: () => ring }));
     return { close: () => keyring.close() };
   },

@@ -40,8 +40,8 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
 
   const signBatch = async (req: SignBatchRequest) => {
     if (!req.keyId) throw new InvalidInputError("key_id is required");
-    const fence = Number(req.fence);
-    const signatures = await deps.signer.signBatch(req.keyId, fence, req.items);
+    const lease = { keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: req.leaseToken };
+    const signatures = await deps.signer.signBatch(lease, req.items);
     return { batchId: req.batchId, keyId: req.keyId, signatures };
   };
 

@@ -1,4 +1,5 @@
 import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
+import { createLeaseTokens } from "../shared/crypto/lease-token.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { createSigningHandler } from "./handler.js";
@@ -17,9 +18,10 @@ export const signingModule: ServiceModule = {
     const keys = ctx.clients.keys;
     const signer = createSigner({
       masterKeys: () => ring,
-      source: async (keyId, fence) => {
-        const res = await keys.getWrappedSigningKey({ keyId, fence: BigInt(fence) });
-        return { keyId: res.keyId, fence: Number(res.fence), wrapped: res.wrappedPrivateKey };
+      tokens: createLeaseTokens(() => ring),
+      source: async (keyId, fence, leaseId) => {
+        const res = await keys.getWrappedSigningKey({ keyId, fence, leaseId });
+        return { keyId: res.keyId, wrapped: res.wrappedPrivateKey };
       },
     });
     const publicKeyOf = async (keyId: string) => (await keys.getKeyringKey({ keyId })).key!.publicKey;

@@ -1,55 +1,83 @@
 import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { Code } from "@connectrpc/connect";
 import { createMasterKeyring, seal } from "../shared/crypto/envelope.js";
 import { rawEd25519PublicKey, ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { createLeaseTokens, hashLeaseId, newLeaseId } from "../shared/crypto/lease-token.js";
 import { keyringSealContext } from "../keys/seal-context.js";
 import { toConnectError } from "../shared/domain-errors.js";
-import { Code } from "@connectrpc/connect";
 import { createSigner } from "./signer.js";
 
 const ring = createMasterKeyring(new Map([[1, randomBytes(32)]]), 1);
+const tokens = createLeaseTokens(() => ring);
 const { privateKey, publicKey } = generateKeyPairSync("ed25519");
 const wrapped = seal(ring, privateKey.export({ format: "der", type: "pkcs8" }), keyringSealContext("k1"));
 const items = (n: number) => Array.from({ length: n }, (_, i) => ({ recordId: BigInt(i + 1), payload: randomBytes(32) }));
 
+/** A lease as the key service would grant it. */
+const leaseOf = (fence: bigint, expiresAt = Date.now() + 10_000, keyId = "k1") => {
+  const leaseId = newLeaseId();
+  return { keyId, fence, leaseId, leaseToken: tokens.mint({ keyId, fence, leaseHash: hashLeaseId(leaseId), expiresAt }) };
+};
+const codeOf = async (p: Promise<unknown>) => toConnectError(await p.then(() => undefined, (e: unknown) => e)).code;
+
 describe("signer", () => {
-  it("opens a key once per lease and signs verifiably", async () => {
-    const fetched: number[] = [];
+  it("opens a key once and signs verifiably under every live lease", async () => {
+    const fetched: string[] = [];
     const signer = createSigner({
       masterKeys: () => ring,
-      source: async (keyId, fence) => {
-        fetched.push(fence);
-        return { keyId, fence, wrapped };
+      tokens,
+      source: async (keyId, _fence, leaseId) => {
+        fetched.push(leaseId);
+        return { keyId, wrapped };
       },
     });
     const batch = items(50);
-    const first = await signer.signBatch("k1", 7, batch);
-    await signer.signBatch("k1", 7, items(10));
-    expect(fetched).toEqual([7]);
+    const lease = leaseOf(7n);
+    const first = await signer.signBatch(lease, batch);
+    await signer.signBatch(lease, items(10));
+    await signer.signBatch(leaseOf(8n), items(1));
+    expect(fetched).toEqual([lease.leaseId]);
     const pub = ed25519PublicKey(rawEd25519PublicKey(publicKey));
     expect(first.every((s, i) => verifyEd25519(pub, batch[i]!.payload, s.signature))).toBe(true);
-    // A new lease (fence) fetches again: the key service re-checks the fence each time.
-    await signer.signBatch("k1", 8, items(1));
-    expect(fetched).toEqual([7, 8]);
+  });
+
+  it("refuses lapsed, forged and foreign leases with Aborted before touching a key", async () => {
+    let calls = 0;
+    const signer = createSigner({ masterKeys: () => ring, tokens, source: async (keyId) => (calls++, { keyId, wrapped }) });
+    const live = leaseOf(3n);
+    // Lapsed.
+    expect(await codeOf(signer.signBatch(leaseOf(3n, Date.now() - 1), items(1)))).toBe(Code.Aborted);
+    // Another lease id than the one the token names (a guessed or made-up id).
+    expect(await codeOf(signer.signBatch({ ...live, leaseId: newLeaseId() }, items(1)))).toBe(Code.Aborted);
+    // Another fence or key than the token's, including the largest int64.
+    expect(await codeOf(signer.signBatch({ ...live, fence: 9223372036854775807n }, items(1)))).toBe(Code.Aborted);
+    expect(await codeOf(signer.signBatch({ ...live, keyId: "k2" }, items(1)))).toBe(Code.Aborted);
+    // A token MAC'd under a key the key service does not have.
+    const other = createLeaseTokens(() => createMasterKeyring(new Map([[1, randomBytes(32)]]), 1));
+    const forged = other.mint({ keyId: "k1", fence: 3n, leaseHash: hashLeaseId(live.leaseId), expiresAt: Date.now() + 10_000 });
+    expect(await codeOf(signer.signBatch({ ...live, leaseToken: forged }, items(1)))).toBe(Code.Aborted);
+    expect(await codeOf(signer.signBatch({ ...live, leaseToken: "" }, items(1)))).toBe(Code.Aborted);
+    expect(calls).toBe(0);
+    await signer.signBatch(live, items(1));
+    expect(calls).toBe(1);
   });
 
   it("refuses tampered key material with DataLoss and never caches the failure", async () => {
     const bad = Buffer.from(wrapped);
     bad[bad.length - 1]! ^= 1;
     let calls = 0;
-    const signer = createSigner({ masterKeys: () => ring, source: async (keyId, fence) => (calls++, { keyId, fence, wrapped: bad }) });
-    const err = await signer.signBatch("k1", 1, items(1)).catch((e: unknown) => e);
-    expect(toConnectError(err).code).toBe(Code.DataLoss);
-    await signer.signBatch("k1", 1, items(1)).catch(() => undefined);
+    const signer = createSigner({ masterKeys: () => ring, tokens, source: async (keyId) => (calls++, { keyId, wrapped: bad }) });
+    expect(await codeOf(signer.signBatch(leaseOf(1n), items(1)))).toBe(Code.DataLoss);
+    await signer.signBatch(leaseOf(1n), items(1)).catch(() => undefined);
     expect(calls).toBe(2);
   });
 
   it("refuses empty, oversized and malformed batches", async () => {
-    const signer = createSigner({ masterKeys: () => ring, source: async (keyId, fence) => ({ keyId, fence, wrapped }) });
+    const signer = createSigner({ masterKeys: () => ring, tokens, source: async (keyId) => ({ keyId, wrapped }) });
     for (const bad of [[], items(10_001), [{ recordId: 1n, payload: new Uint8Array(1025) }]]) {
-      const err = await signer.signBatch("k1", 1, bad).catch((e: unknown) => e);
-      expect(toConnectError(err).code).toBe(Code.InvalidArgument);
+      expect(await codeOf(signer.signBatch(leaseOf(1n), bad))).toBe(Code.InvalidArgument);
     }
-    expect(toConnectError(await signer.signBatch("k1", 0, items(1)).catch((e: unknown) => e)).code).toBe(Code.InvalidArgument);
+    expect(await codeOf(signer.signBatch({ ...leaseOf(1n), fence: 0n }, items(1)))).toBe(Code.InvalidArgument);
   });
 });

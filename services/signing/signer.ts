@@ -1,54 +1,78 @@
 import { createPrivateKey, sign, type KeyObject } from "node:crypto";
 import { open, type MasterKeyring } from "../shared/crypto/envelope.js";
-import { InvalidInputError } from "../shared/domain-errors.js";
+import { checkLease, type LeaseTokens } from "../shared/crypto/lease-token.js";
+import { InvalidInputError, LeaseLostError } from "../shared/domain-errors.js";
 import { keyringSealContext } from "../keys/seal-context.js";
 
 /** A sealed signing key as the key service hands it to the lease holder. */
 export interface WrappedSigningKey {
   readonly keyId: string;
-  readonly fence: number;
   readonly wrapped: Uint8Array;
 }
 
-/** Fetches the sealed private key for a key under a lease's fence (the key service checks the fence). */
-export type WrappedKeySource = (keyId: string, fence: number) => Promise<WrappedSigningKey>;
+/** Fetches the sealed private key under a lease (the key service checks lease id and fence). */
+export type WrappedKeySource = (keyId: string, fence: bigint, leaseId: string) => Promise<WrappedSigningKey>;
+
+/** What a batch presents to prove its lease. */
+export interface LeaseCredentials {
+  readonly keyId: string;
+  readonly fence: bigint;
+  readonly leaseId: string;
+  readonly leaseToken: string;
+}
 
 /** Limits of one batch. */
 export const MAX_BATCH_ITEMS = 10_000;
 export const MAX_PAYLOAD_BYTES = 1024;
 
 /**
- * The signer: decrypts a key's private key once per lease (key id + fence) and keeps the
- * parsed KeyObject only while that lease is the newest one seen for the key. The private
- * key never leaves this object: not in logs, errors or replies.
+ * The signer. Every batch must present a live lease: a lease token the key service MAC'd for
+ * (key, fence, lease id hash, expiry), the lease id that hashes to it, and an expiry still
+ * ahead; a lapsed or forged lease is refused (Aborted) before any key is touched. The key
+ * service hands out the sealed key only to a lease holder, the first time a key is needed;
+ * the opened KeyObject is then kept per key id (bounded, least recently used first out), as
+ * every later batch again proves a lease the key service granted. The private key never
+ * leaves this object: not in logs, errors or replies.
  */
-export function createSigner(deps: { source: WrappedKeySource; masterKeys: () => MasterKeyring; maxCachedKeys?: number }) {
-  const cache = new Map<string, { fence: number; key: Promise<KeyObject> }>();
+export function createSigner(deps: { source: WrappedKeySource; masterKeys: () => MasterKeyring; tokens: LeaseTokens; now?: () => number; maxCachedKeys?: number }) {
+  const cache = new Map<string, Promise<KeyObject>>();
   const limit = deps.maxCachedKeys ?? 512;
+  const now = deps.now ?? Date.now;
 
-  function keyFor(keyId: string, fence: number): Promise<KeyObject> {
-    const hit = cache.get(keyId);
-    if (hit && hit.fence === fence) return hit.key;
-    const key = deps.source(keyId, fence).then((w) => {
-      const der = open(deps.masterKeys(), w.wrapped, keyringSealContext(w.keyId));
+  function keyFor(lease: LeaseCredentials): Promise<KeyObject> {
+    const hit = cache.get(lease.keyId);
+    if (hit) {
+      cache.delete(lease.keyId);
+      cache.set(lease.keyId, hit);
+      return hit;
+    }
+    const key = deps.source(lease.keyId, lease.fence, lease.leaseId).then((w) => {
+      const der = open(deps.masterKeys(), w.wrapped, keyringSealContext(lease.keyId));
       try {
         return createPrivateKey({ key: der, format: "der", type: "pkcs8" });
       } finally {
         der.fill(0);
       }
     });
-    cache.delete(keyId);
-    cache.set(keyId, { fence, key });
+    cache.set(lease.keyId, key);
     key.catch(() => {
-      if (cache.get(keyId)?.key === key) cache.delete(keyId);
+      if (cache.get(lease.keyId) === key) cache.delete(lease.keyId);
     });
     if (cache.size > limit) cache.delete(cache.keys().next().value!);
     return key;
   }
 
+  /** Refuses a batch whose lease is not live and held by the caller. */
+  function checkCredentials(lease: LeaseCredentials): void {
+    if (!lease.keyId) throw new InvalidInputError("key_id is required");
+    if (lease.fence <= 0n) throw new InvalidInputError("fence must be the positive token of a current lease");
+    const { problem } = checkLease(deps.tokens, lease, now());
+    if (problem) throw new LeaseLostError(`${problem}; acquire a lease and sign under it`);
+  }
+
   return {
-    /** Signs every payload with the key leased under `fence`. */
-    async signBatch(keyId: string, fence: number, items: readonly { recordId: bigint; payload: Uint8Array }[]) {
+    /** Signs every payload with the key of `lease`, if that lease is live and the caller's. */
+    async signBatch(lease: LeaseCredentials, items: readonly { recordId: bigint; payload: Uint8Array }[]) {
       if (items.length === 0 || items.length > MAX_BATCH_ITEMS) {
         throw new InvalidInputError(`a batch holds 1-${MAX_BATCH_ITEMS} items, got ${items.length}`);
       }
@@ -57,8 +81,8 @@ export function createSigner(deps: { source: WrappedKeySource; masterKeys: () =>
           throw new InvalidInputError(`payload of record ${item.recordId} is ${item.payload.length} bytes; the limit is ${MAX_PAYLOAD_BYTES}`);
         }
       }
-      if (fence <= 0) throw new InvalidInputError("fence must be the positive token of a current lease");
-      const key = await keyFor(keyId, fence);
+      checkCredentials(lease);
+      const key = await keyFor(lease);
       return items.map((item) => ({ recordId: item.recordId, signature: sign(null, item.payload, key) }));
     },
 

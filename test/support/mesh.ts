@@ -22,6 +22,7 @@ import { createSigner } from "../../services/signing/signer.js";
 import { createCoordinator } from "../../services/shared/coordination/index.js";
 import type { Coordinator } from "../../services/shared/coordination/types.js";
 import { createMasterKeyring } from "../../services/shared/crypto/envelope.js";
+import { createLeaseTokens } from "../../services/shared/crypto/lease-token.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { registeredMigrations } from "../../services/migrations.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
@@ -58,7 +59,9 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
   const ring = createMasterKeyring(new Map([[1, randomBytes(32)]]), 1);
   const shutdown = new AbortController();
   const keyringStore = createKeyringStore(db);
-  const keyring = createKeyring({ store: keyringStore, coordinator, masterKeys: () => ring });
+  const tokens = createLeaseTokens(() => ring);
+  let leaseCheck: ReturnType<typeof createLeaseCheck> | undefined;
+  const keyring = createKeyring({ store: keyringStore, coordinator, masterKeys: () => ring, tokens });
   const jobs = createJobStore(db);
   // Clients are created after the transport; handlers only use them at call time.
   const clients = {} as {
@@ -72,13 +75,14 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
       router.service(KeyManagementService, createKeysHandler({ keyring, store: keyringStore, masterKeys: () => ring }));
       router.service(CollectionService, createCollectionHandler({
           store: createCollectionStore(db),
-          leases: (keyId, fence, signal) => createLeaseCheck(clients.keys)(keyId, fence, signal),
+          leases: (lease, signal) => (leaseCheck ??= createLeaseCheck(clients.keys, tokens))(lease, signal),
         }),);
       const signer = createSigner({
         masterKeys: () => ring,
-        source: async (keyId, fence) => {
-          const res = await clients.keys.getWrappedSigningKey({ keyId, fence: BigInt(fence) });
-          return { keyId: res.keyId, fence: Number(res.fence), wrapped: res.wrappedPrivateKey };
+        tokens,
+        source: async (keyId, fence, leaseId) => {
+          const res = await clients.keys.getWrappedSigningKey({ keyId, fence, leaseId });
+          return { keyId: res.keyId, wrapped: res.wrappedPrivateKey };
         },
       });
       router.service(

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/keys/v1/keys.proto.
  */
 export const file_keymesh_keys_v1_keys: GenFile = /*@__PURE__*/
-  fileDesc("ChprZXltZXNoL2tleXMvdjEva2V5cy5wcm90bxIPa2V5bWVzaC5rZXlzLnYxIu0BCgdLZXlQYWlyEg4KBmtleV9pZBgBIAEoCRIQCghvd25lcl9pZBgCIAEoCRIwCglhbGdvcml0aG0YAyABKA4yHS5rZXltZXNoLmtleXMudjEuS2V5QWxnb3JpdGhtEiwKB3B1cnBvc2UYBCABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZRISCgpwdWJsaWNfa2V5GAUgASgMEhkKEW1lc3NhZ2luZ19kZWZhdWx0GAYgASgIEhoKEm1hc3Rlcl9rZXlfdmVyc2lvbhgHIAEoDRIVCg1jcmVhdGVkX2F0X21zGAggASgDIo0BCgpLZXlyaW5nS2V5Eg4KBmtleV9pZBgBIAEoCRISCgpwdWJsaWNfa2V5GAIgASgMEg0KBWZlbmNlGAMgASgDEhcKD2xhc3RfdXNlZF9hdF9tcxgEIAEoAxIXCg9sZWFzZWRfdW50aWxfbXMYBSABKAMSGgoSbWFzdGVyX2tleV92ZXJzaW9uGAYgASgNIogBCghLZXlMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFZmVuY2UYAiABKAMSEAoIbGVhc2VfaWQYAyABKAkSFQoNZXhwaXJlc19hdF9tcxgEIAEoAxISCgpwdWJsaWNfa2V5GAUgASgMEiAKGHByZXZpb3VzX2xhc3RfdXNlZF9hdF9tcxgGIAEoAyJeChZNYXN0ZXJLZXlWZXJzaW9uU3RhdHVzEg8KB3ZlcnNpb24YASABKA0SDwoHcHJpbWFyeRgCIAEoCBIPCgdyZXRpcmVkGAMgASgIEhEKCXJvd19jb3VudBgEIAEoAypiCgxLZXlBbGdvcml0aG0SHQoZS0VZX0FMR09SSVRITV9VTlNQRUNJRklFRBAAEhkKFUtFWV9BTEdPUklUSE1fRUQyNTUxORABEhgKFEtFWV9BTEdPUklUSE1fWDI1NTE5EAIqXQoKS2V5UHVycG9zZRIbChdLRVlfUFVSUE9TRV9VTlNQRUNJRklFRBAAEhkKFUtFWV9QVVJQT1NFX01FU1NBR0lORxABEhcKE0tFWV9QVVJQT1NFX1NJR05JTkcQAkK4AQoTY29tLmtleW1lc2gua2V5cy52MUIJS2V5c1Byb3RvUAFaOGdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL2tleXMvdjE7a2V5c3YxogIDS0tYqgIPS2V5bWVzaC5LZXlzLlYxygIPS2V5bWVzaFxLZXlzXFYx4gIbS2V5bWVzaFxLZXlzXFYxXEdQQk1ldGFkYXRh6gIRS2V5bWVzaDo6S2V5czo6VjFiBnByb3RvMw");
+  fileDesc("ChprZXltZXNoL2tleXMvdjEva2V5cy5wcm90bxIPa2V5bWVzaC5rZXlzLnYxIu0BCgdLZXlQYWlyEg4KBmtleV9pZBgBIAEoCRIQCghvd25lcl9pZBgCIAEoCRIwCglhbGdvcml0aG0YAyABKA4yHS5rZXltZXNoLmtleXMudjEuS2V5QWxnb3JpdGhtEiwKB3B1cnBvc2UYBCABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZRISCgpwdWJsaWNfa2V5GAUgASgMEhkKEW1lc3NhZ2luZ19kZWZhdWx0GAYgASgIEhoKEm1hc3Rlcl9rZXlfdmVyc2lvbhgHIAEoDRIVCg1jcmVhdGVkX2F0X21zGAggASgDIo0BCgpLZXlyaW5nS2V5Eg4KBmtleV9pZBgBIAEoCRISCgpwdWJsaWNfa2V5GAIgASgMEg0KBWZlbmNlGAMgASgDEhcKD2xhc3RfdXNlZF9hdF9tcxgEIAEoAxIXCg9sZWFzZWRfdW50aWxfbXMYBSABKAMSGgoSbWFzdGVyX2tleV92ZXJzaW9uGAYgASgNIp0BCghLZXlMZWFzZRIOCgZrZXlfaWQYASABKAkSDQoFZmVuY2UYAiABKAMSEAoIbGVhc2VfaWQYAyABKAkSFQoNZXhwaXJlc19hdF9tcxgEIAEoAxISCgpwdWJsaWNfa2V5GAUgASgMEiAKGHByZXZpb3VzX2xhc3RfdXNlZF9hdF9tcxgGIAEoAxITCgtsZWFzZV90b2tlbhgHIAEoCSJeChZNYXN0ZXJLZXlWZXJzaW9uU3RhdHVzEg8KB3ZlcnNpb24YASABKA0SDwoHcHJpbWFyeRgCIAEoCBIPCgdyZXRpcmVkGAMgASgIEhEKCXJvd19jb3VudBgEIAEoAypiCgxLZXlBbGdvcml0aG0SHQoZS0VZX0FMR09SSVRITV9VTlNQRUNJRklFRBAAEhkKFUtFWV9BTEdPUklUSE1fRUQyNTUxORABEhgKFEtFWV9BTEdPUklUSE1fWDI1NTE5EAIqXQoKS2V5UHVycG9zZRIbChdLRVlfUFVSUE9TRV9VTlNQRUNJRklFRBAAEhkKFUtFWV9QVVJQT1NFX01FU1NBR0lORxABEhcKE0tFWV9QVVJQT1NFX1NJR05JTkcQAkK4AQoTY29tLmtleW1lc2gua2V5cy52MUIJS2V5c1Byb3RvUAFaOGdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL2tleXMvdjE7a2V5c3YxogIDS0tYqgIPS2V5bWVzaC5LZXlzLlYxygIPS2V5bWVzaFxLZXlzXFYx4gIbS2V5bWVzaFxLZXlzXFYxXEdQQk1ldGFkYXRh6gIRS2V5bWVzaDo6S2V5czo6VjFiBnByb3RvMw");
 
 /**
  * A user's key pair. The private half is never part of any message.
@@ -103,7 +103,8 @@ export type KeyringKey = Message<"keymesh.keys.v1.KeyringKey"> & {
   publicKey: Uint8Array;
 
   /**
-   * The current fencing token: it increases with every lease acquisition.
+   * The key's latest fencing token: it increases with every lease acquisition. Informational:
+   * renewing, releasing or using a lease needs its lease id, which only the holder knows.
    *
    * @generated from field: int64 fence = 3;
    */
@@ -159,7 +160,8 @@ export type KeyLease = Message<"keymesh.keys.v1.KeyLease"> & {
   fence: bigint;
 
   /**
-   * The lease's secret identifier, needed to renew and release it.
+   * The lease's secret identifier (256 random bits), returned only to the holder and stored
+   * only hashed; needed to renew and release the lease, fetch the key and sign with it.
    *
    * @generated from field: string lease_id = 3;
    */
@@ -185,6 +187,15 @@ export type KeyLease = Message<"keymesh.keys.v1.KeyLease"> & {
    * @generated from field: int64 previous_last_used_at_ms = 6;
    */
   previousLastUsedAtMs: bigint;
+
+  /**
+   * A token the key service MACs over (key id, fence, hash of the lease id, expiry): signing
+   * and collection check it locally and refuse batches under a lapsed lease. Renewals return
+   * a new one.
+   *
+   * @generated from field: string lease_token = 7;
+   */
+  leaseToken: string;
 };
 
 /**
