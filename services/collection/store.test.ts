@@ -57,11 +57,11 @@ describe("collection commits under a key's fence (SQLite)", () => {
     expect(fences).toEqual([{ key_id: "k-1", fence: 5 }, { key_id: "k-2", fence: 1 }]);
   });
 
-  it("refuses a lease that lapsed before the commit, and writes no history for it", async () => {
+  it("refuses a lease that lapsed before the commit, storing only its history row", async () => {
     const lapsed = await store.commit(await claimed(4), () => clock, lease(clock), accept);
     expect(lapsed.rejections[0]?.reason).toBe("stale_fence");
     expect(await stored()).toBe(0);
-    expect(await history()).toEqual([]);
+    expect(await history()).toMatchObject([{ outcome: "rejected", stored: 0, rejected: 2, committed_at: clock }]);
     // Refused fences were not recorded as accepted: the next lease of the key still commits.
     expect((await store.commit(await claimed(5), () => clock, lease(clock + 1), accept)).stored).toBe(2);
   });
@@ -112,8 +112,10 @@ describe("collection commits under a key's fence (SQLite)", () => {
     const res = await store.commit(second, () => clock, lease(clock + 5000), accept);
     expect(res.stored).toBe(0);
     expect(res.rejections.map((r) => r.reason)).toEqual(["stale_fence", "stale_fence"]);
-    const rows = await history();
-    expect(rows).toHaveLength(1);
+    const rows = (await history()).sort((a, b) => String(a.outcome).localeCompare(String(b.outcome)));
+    // The second batch is recorded under its own id, as refused: nothing stored without a row.
+    expect(rows).toHaveLength(2);
+    expect(rows[1]).toMatchObject({ id: second.batchId, outcome: "rejected", stored: 0, rejected: 2 });
     expect(rows[0]).toMatchObject({ id: first.batchId, job_id: "j", executor: "e", outcome: "committed", stored: 2, claimed: 2 });
     expect(Number(rows[0]!.start_at)).toBe(claimedAt);
     expect(Number(rows[0]!.committed_at)).toBe(claimedAt + 250);
@@ -122,5 +124,6 @@ describe("collection commits under a key's fence (SQLite)", () => {
     const err = await store.commit({ ...reused, batchId: first.batchId }, () => clock, lease(clock + 5000), accept).catch((e: unknown) => e);
     expect(toConnectError(err).code).toBe(Code.InvalidArgument);
     expect(await stored()).toBe(2);
+    expect(await history()).toHaveLength(2);
   });
 });

@@ -53,7 +53,8 @@ export interface CollectionStore {
    * Stores a batch's signatures exactly once, if `lease` (from the batch's verified lease
    * token) is still live when the transaction starts and no newer or equal fence of the key
    * has committed. Records outside the claim are refused first; a sample of the rest is
-   * verified. A refused commit writes nothing; a commit writes one history row.
+   * verified. A refused commit stores nothing but its history row (outcome "rejected"); a
+   * commit writes one history row.
    */
   commit(input: CommitInput, now: () => number, lease: LeaseView, check: SignatureCheck): Promise<CommitResult>;
   releaseClaim(claimId: string): Promise<number>;
@@ -126,11 +127,34 @@ export function createCollectionStore(db: Database): CollectionStore {
           signedAt: Number(r.signed_at),
         };
 
-  /** Stores a batch's signatures and its one history row, taken from the claim's own row. */
-  async function storeBatch(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], rejected: number, at: number): Promise<void> {
-    const claim = (await trx("claims").select("job_id", "claimant", "size", "claimed", "claimed_at").where("id", input.claimId).first()) as
+  /** The claim's own record: who claimed, for which job, how many, when (server clock). */
+  async function claimOf(k: Knex | Knex.Transaction, claimId: string) {
+    return (await k("claims").select("job_id", "claimant", "size", "claimed", "claimed_at").where("id", claimId).first()) as
       | { job_id: string; claimant: string; size: number; claimed: number; claimed_at: number | string }
       | undefined;
+  }
+
+  /** The batch's one history row, from the claim's record and the server's clock. */
+  function historyRow(input: CommitInput, claim: Awaited<ReturnType<typeof claimOf>>, outcome: string, stored: number, rejected: number, at: number) {
+    return {
+      id: input.batchId,
+      job_id: claim?.job_id ?? "",
+      key_id: input.keyId,
+      fence: fenceValue(input.fence),
+      size: claim?.size ?? stored + rejected,
+      claimed: claim?.claimed ?? stored + rejected,
+      start_at: claim ? Number(claim.claimed_at) : at,
+      committed_at: at, // when the commit was decided, whatever its outcome
+      ended_at: at,
+      outcome,
+      stored,
+      rejected,
+      executor: claim?.claimant ?? "",
+    };
+  }
+
+  /** Stores a batch's signatures and its one history row. */
+  async function storeBatch(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], rejected: number, at: number): Promise<void> {
     const flipped = await trx("records")
       .whereIn("id", accepted.map((s) => s.recordId))
       .where({ claim_id: input.claimId, signed: 0 })
@@ -149,21 +173,18 @@ export function createCollectionStore(db: Database): CollectionStore {
         signed_at: at,
       })),
     );
-    await trx("batches").insert({
-      id: input.batchId,
-      job_id: claim?.job_id ?? "",
-      key_id: input.keyId,
-      fence: fenceValue(input.fence),
-      size: claim?.size ?? accepted.length + rejected,
-      claimed: claim?.claimed ?? accepted.length + rejected,
-      start_at: claim ? Number(claim.claimed_at) : at,
-      committed_at: at,
-      ended_at: at,
-      outcome: "committed",
-      stored: accepted.length,
-      rejected,
-      executor: claim?.claimant ?? "",
-    });
+    await trx("batches").insert(historyRow(input, await claimOf(trx, input.claimId), "committed", accepted.length, rejected, at));
+  }
+
+  /**
+   * Records a refused batch of a proven lease (its token verified), after its transaction
+   * rolled back: one row under the batch's own id, none if the id is already recorded (a
+   * repeated commit of a stored batch).
+   */
+  async function recordRefusal(input: CommitInput, rejected: number, at: number): Promise<void> {
+    const claim = await claimOf(primary, input.claimId);
+    if (!claim) return;
+    await primary("batches").insert(historyRow(input, claim, "rejected", 0, rejected, at)).onConflict("id").ignore();
   }
 
   return {
@@ -204,7 +225,7 @@ export function createCollectionStore(db: Database): CollectionStore {
       await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
       const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
 
-      return readCommitted(async (trx) => {
+      const result = await readCommitted(async (trx) => {
         const at = now();
         // The token says the lease runs until validUntil; leases run without a gap from grant
         // to lapse and a new grant needs the old lease gone, so if it is live at this moment,
@@ -238,8 +259,10 @@ export function createCollectionStore(db: Database): CollectionStore {
         // committed (one batch per lease). The row stays locked until we commit, so commits of
         // one key are serialised in fence order and a stale holder can never land after a
         // newer one.
-        const taken = await trx("batches").select("id").where("id", input.batchId).first();
-        if (taken) throw new InvalidInputError(`batch_id ${input.batchId} was already committed; every batch needs its own id`);
+        const taken = (await trx("batches").select("outcome").where("id", input.batchId).first()) as { outcome: string } | undefined;
+        if (taken?.outcome === "committed") throw new InvalidInputError(`batch_id ${input.batchId} was already committed; every batch needs its own id`);
+        // An earlier refused attempt of this batch is superseded by the commit's own row.
+        if (taken) await trx("batches").where("id", input.batchId).del();
         const raised = await trx("collection_key_fences")
           .where({ key_id: input.keyId })
           .andWhere("fence", "<", fenceValue(input.fence))
@@ -249,6 +272,8 @@ export function createCollectionStore(db: Database): CollectionStore {
         await storeBatch(trx, input, accepted, rejections.length, at);
         return { stored: accepted.length, rejections };
       });
+      if (result.stored === 0) await recordRefusal(input, result.rejections.length, now());
+      return result;
     },
 
     async releaseClaim(claimId) {

@@ -17,13 +17,21 @@ import type { KeyObject } from "node:crypto";
 
 /** Dependencies of the SigningService handler. */
 export interface SigningHandlerDeps {
-  readonly signer: Signer;
+  readonly signer: Pick<Signer, "signBatch">;
+  /** Batches in flight per stream (default STREAM_MAX_IN_FLIGHT). */
+  readonly streamMaxInFlight?: number;
   /** The raw public key of a keyring key (from the key service). */
   readonly publicKeyOf: (keyId: string) => Promise<Uint8Array>;
 }
 
 const tracer = trace.getTracer("keymesh.signing");
 const MAX_VERIFY_ITEMS = 10_000;
+/**
+ * Batches one SignStream holds at once, counted from the moment a message is read until its
+ * reply is taken by the transport. At the cap the stream stops reading, so HTTP/2 flow
+ * control pushes back on the sender instead of requests and replies piling up here.
+ */
+export const STREAM_MAX_IN_FLIGHT = 8;
 
 /** SigningService: the only place a keyring private key is decrypted and used. */
 export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<typeof SigningService> {
@@ -75,22 +83,27 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
 
     async *signStream(requests) {
       // Batches are signed as they arrive and answered as they finish, so a slow key fetch
-      // for one batch does not hold up the others.
+      // for one batch does not hold up the others; at most `cap` at a time (see above).
+      const cap = deps.streamMaxInFlight ?? STREAM_MAX_IN_FLIGHT;
       const done: StreamReply[] = [];
-      let wake: (() => void) | undefined;
-      let pending = 0;
+      let wakeReplies: (() => void) | undefined;
+      let wakeReader: (() => void) | undefined;
+      let held = 0;
       let inputDone = false;
       let failure: unknown;
       const notify = () => {
-        wake?.();
-        wake = undefined;
+        wakeReplies?.();
+        wakeReplies = undefined;
       };
       void (async () => {
         try {
-          for await (const msg of requests) {
-            pending++;
-            void signOnStream(msg).then((res) => {
-              pending--;
+          const it = requests[Symbol.asyncIterator]();
+          for (;;) {
+            while (held >= cap) await new Promise<void>((resolve) => (wakeReader = resolve));
+            const next = await it.next();
+            if (next.done) break;
+            held++;
+            void signOnStream(next.value).then((res) => {
               done.push(res);
               notify();
             });
@@ -103,10 +116,16 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
         }
       })();
       for (;;) {
-        while (done.length > 0) yield done.shift()!;
+        while (done.length > 0) {
+          yield done.shift()!;
+          // The reply has been taken: its slot is free for the next batch.
+          held--;
+          wakeReader?.();
+          wakeReader = undefined;
+        }
         if (failure) throw toConnectError(failure);
-        if (inputDone && pending === 0) return;
-        await new Promise<void>((resolve) => (wake = resolve));
+        if (inputDone && held === 0) return;
+        await new Promise<void>((resolve) => (wakeReplies = resolve));
       }
     },
 

@@ -61,6 +61,9 @@ describe("signer", () => {
     expect(calls).toBe(0);
     await signer.signBatch(live, items(1));
     expect(calls).toBe(1);
+    // Once a newer lease of the key signed, the older one (released or lapsed) is over.
+    await signer.signBatch(leaseOf(4n), items(1));
+    expect(await codeOf(signer.signBatch(live, items(1)))).toBe(Code.Aborted);
   });
 
   it("refuses tampered key material with DataLoss and never caches the failure", async () => {

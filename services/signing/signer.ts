@@ -36,6 +36,8 @@ export const MAX_PAYLOAD_BYTES = 1024;
  */
 export function createSigner(deps: { source: WrappedKeySource; masterKeys: () => MasterKeyring; tokens: LeaseTokens; now?: () => number; maxCachedKeys?: number }) {
   const cache = new Map<string, Promise<KeyObject>>();
+  /** The newest fence seen per key: a lease is over once a newer one of its key signs. */
+  const newest = new Map<string, bigint>();
   const limit = deps.maxCachedKeys ?? 512;
   const now = deps.now ?? Date.now;
 
@@ -68,6 +70,12 @@ export function createSigner(deps: { source: WrappedKeySource; masterKeys: () =>
     if (lease.fence <= 0n) throw new InvalidInputError("fence must be the positive token of a current lease");
     const { problem } = checkLease(deps.tokens, lease, now());
     if (problem) throw new LeaseLostError(`${problem}; acquire a lease and sign under it`);
+    // A newer lease of the key exists only once this one lapsed or was released.
+    const seen = newest.get(lease.keyId) ?? 0n;
+    if (lease.fence < seen) throw new LeaseLostError(`the lease on ${lease.keyId} with fence ${lease.fence} ended: fence ${seen} is newer`);
+    newest.delete(lease.keyId);
+    newest.set(lease.keyId, lease.fence);
+    if (newest.size > limit * 4) newest.delete(newest.keys().next().value!);
   }
 
   return {
@@ -89,6 +97,7 @@ export function createSigner(deps: { source: WrappedKeySource; masterKeys: () =>
     /** Forgets every cached key (shutdown). */
     clear() {
       cache.clear();
+      newest.clear();
     },
   };
 }

@@ -2,6 +2,7 @@ import type { MigrationModule } from "../../shared/storage/migrations/index.js";
 import { recordsMigration } from "./0001_records.js";
 import { keyFencesMigration } from "./0002_key_fences.js";
 import { claimsMigration } from "./0003_claims.js";
+import { batchHistoryMigration } from "./0004_batch_history.js";
 
 /** The collection service's migrations, oldest first. */
-export const collectionMigrations: readonly MigrationModule[] = [recordsMigration, keyFencesMigration, claimsMigration];
+export const collectionMigrations: readonly MigrationModule[] = [recordsMigration, keyFencesMigration, claimsMigration, batchHistoryMigration];
