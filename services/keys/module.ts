@@ -11,7 +11,7 @@ export const keysModule: ServiceModule = {
   desc: KeyManagementService,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring });
     router.service(KeyManagementService, createKeysHandler({ keyring, store, masterKeys: () => ring }));
