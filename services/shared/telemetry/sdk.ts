@@ -169,13 +169,13 @@ async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
   // every span of the process; otherwise each service's spans carry its own name and the rest
   // (start-up, the CLI) carry `opts.serviceName` or "keymesh".
   const detected = resources.detectResources({ detectors: [resources.envDetector, resources.processDetector, resources.hostDetector] });
-  const fixedServiceName = decided.serviceName !== undefined;
+  const operatorNamed = decided.serviceName !== undefined;
   const resource = resources
     .defaultResource()
-    .merge(fixedServiceName ? null : resources.resourceFromAttributes({ "service.name": opts.serviceName ?? DEFAULT_SERVICE_NAME }))
+    .merge(operatorNamed ? null : resources.resourceFromAttributes({ "service.name": opts.serviceName ?? DEFAULT_SERVICE_NAME }))
     .merge(detected);
   trace.setGlobalTracerProvider(
-    createServiceTracerProvider({ resource, spanProcessors: [createSqlSpanProcessor(), batch], fixedServiceName }),
+    createServiceTracerProvider({ resource, spanProcessors: [createSqlSpanProcessor(), batch], fixedServiceName: operatorNamed }),
   );
 
   // The NodeSDK installs the context manager, the propagators and the instrumentations. It

@@ -42,10 +42,15 @@ export function createServiceTracerProvider(opts: ServiceTracerProviderOptions):
     }
     return provider;
   };
+  // Callers ask for a tracer per request (the interceptors do): hand out one per scope.
+  const tracers = new Map<string, Tracer>();
   return {
     getTracer(name: string, version?: string, options?: TracerOptions): Tracer {
+      const key = `${name}@${version ?? ""}:${options?.schemaUrl ?? ""}`;
+      const known = tracers.get(key);
+      if (known !== undefined) return known;
       const tracerFor = (ctx: Context) => providerFor(ctx).getTracer(name, version, options);
-      return {
+      const tracer: Tracer = {
         startSpan(spanName: string, spanOptions?: SpanOptions, ctx: Context = context.active()): Span {
           return tracerFor(ctx).startSpan(spanName, spanOptions, ctx);
         },
@@ -57,6 +62,8 @@ export function createServiceTracerProvider(opts: ServiceTracerProviderOptions):
           return (tracer.startActiveSpan as (...a: unknown[]) => unknown).apply(tracer, args);
         }) as Tracer["startActiveSpan"],
       };
+      tracers.set(key, tracer);
+      return tracer;
     },
   };
 }
