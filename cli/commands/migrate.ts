@@ -1,9 +1,9 @@
-import { parseArgs } from "node:util";
 import { loadConfig } from "../../services/shared/config.js";
 import { createDatabase } from "../../services/shared/storage/database.js";
 import { migrate, migrationStatus } from "../../services/shared/storage/migrate.js";
 import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, type Command } from "../command.js";
+import { parseFlags } from "../flags.js";
 
 const USAGE = `Usage: keymesh migrate [options]
 
@@ -20,7 +20,7 @@ export const migrateCommand: Command = {
   summary: "bring the database schema up to date and exit",
   usage: USAGE,
   async run(args, io) {
-    const { values } = parseArgs({ args, options: { status: { type: "boolean", default: false } } });
+    const { values } = parseFlags(args, { status: { type: "boolean", default: false } });
     const config = loadConfig(io.env);
     const db = createDatabase({
       ...(config.databaseUrl === undefined ? {} : { url: config.databaseUrl }),
