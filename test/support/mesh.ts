@@ -24,6 +24,7 @@ import { createMasterKeyring } from "../../services/shared/crypto/envelope.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
 import { createTracingInterceptor } from "../../services/shared/telemetry/interceptors.js";
+import { createValidationInterceptor } from "../../services/shared/interceptors/validation.js";
 import { createTestDatabase } from "./mysql.js";
 import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
 
@@ -96,7 +97,7 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
       });
       router.service(ExecutorService, createExecutorHandler({ executor, jobs, collection: { getProgress: (...a) => clients.collection.getProgress(...a) } as Client<typeof CollectionService>, shutdown: shutdown.signal }));
     },
-    { router: { interceptors: [createTracingInterceptor()] } },
+    { router: { interceptors: [createTracingInterceptor(), createValidationInterceptor()] } },
   );
   clients.keys = createClient(KeyManagementService, transport);
   clients.collection = createClient(CollectionService, transport);
