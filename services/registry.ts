@@ -1,5 +1,5 @@
 import { SERVICE_NAMES, type ServiceName } from "./shared/config.js";
-import type { ServiceModule } from "./shared/service-module.js";
+import type { ServiceModule } from "./shared/server/service-module.js";
 
 /**
  * The services a keymesh process can run, by short name. Modules are loaded on demand so a

@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { loadServiceModules, UnknownServiceError } from "../../services/registry.js";
 import { loadConfig, SERVICE_NAMES } from "../../services/shared/config.js";
-import { startHost } from "../../services/shared/host.js";
+import { startHost } from "../../services/shared/server/host.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, UsageError, type Command } from "../command.js";

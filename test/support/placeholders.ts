@@ -1,6 +1,6 @@
 import { SERVICE_DESCRIPTORS } from "../../services/shared/clients.js";
 import { SERVICE_NAMES, type ServiceName } from "../../services/shared/config.js";
-import type { ServiceModule } from "../../services/shared/service-module.js";
+import type { ServiceModule } from "../../services/shared/server/service-module.js";
 
 /**
  * Modules that register each service with no handlers (every RPC answers Unimplemented) and

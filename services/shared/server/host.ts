@@ -1,21 +1,21 @@
 import { readFile } from "node:fs/promises";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { createAuthInterceptor, OPEN_SERVICES, type AuthInterceptorOptions } from "./auth.js";
-import { createPeerClients, selfUrlOf, type PeerClients } from "./clients.js";
-import { ConfigError, type Config } from "./config.js";
-import { shuttingDownError } from "./errors.js";
+import { Health } from "../../../gen/grpc/health/v1/health_pb.js";
+import { createAuthInterceptor, OPEN_SERVICES, type AuthInterceptorOptions } from "../interceptors/auth.js";
+import { createPeerClients, selfUrlOf, type PeerClients } from "../clients.js";
+import { ConfigError, type Config } from "../config.js";
+import { shuttingDownError } from "../errors.js";
 import { createHealthService, type HealthService } from "./health.js";
 import { listen, type HttpListener } from "./http-listener.js";
 import { createCallLimitInterceptor, routerLimits } from "./limits.js";
-import { createLogger } from "./logger.js";
-import { createLoggingInterceptor } from "./logging.js";
+import { createLogger } from "../logger.js";
+import { createLoggingInterceptor } from "../interceptors/logging.js";
 import { createReflection } from "./reflection.js";
 import { createHostRouter, createRequestHandler } from "./request-handler.js";
 import { openResources, type Resources } from "./resources.js";
 import type { ServiceContext, ServiceInstance, ServiceModule } from "./service-module.js";
-import { createTracingInterceptor } from "./telemetry/interceptors.js";
+import { createTracingInterceptor } from "../telemetry/interceptors.js";
 
 /**
  * The one place where services start: configuration → shared resources → router with the

@@ -4,7 +4,7 @@ import { Code, ConnectError, createConnectRouter, type ConnectRouter, type Conne
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Logger } from "pino";
-import { codeName } from "./errors.js";
+import { codeName } from "../errors.js";
 import { GRPC_CONTENT_TYPE, reportMalformedAsInvalid } from "./malformed-requests.js";
 
 /**

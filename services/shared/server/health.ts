@@ -5,10 +5,10 @@ import {
   HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus as ServingStatus,
   type HealthCheckResponse,
-} from "../../gen/grpc/health/v1/health_pb.js";
-import { shuttingDownError } from "./errors.js";
+} from "../../../gen/grpc/health/v1/health_pb.js";
+import { shuttingDownError } from "../errors.js";
 
-export { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+export { HealthCheckResponse_ServingStatus as ServingStatus } from "../../../gen/grpc/health/v1/health_pb.js";
 
 /**
  * The standard gRPC health service (`grpc.health.v1.Health`): Check, Watch and List for each

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import type { Config } from "./config.js";
-import { abortError } from "./errors.js";
+import type { Config } from "../config.js";
+import { abortError } from "../errors.js";
 
 /**
  * Limits every call is held to, whatever its handler does:

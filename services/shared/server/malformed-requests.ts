@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
-import { codeName } from "./errors.js";
+import { codeName } from "../errors.js";
 import { malformedMessageError } from "./limits.js";
 
 /**

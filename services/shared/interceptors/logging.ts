@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { REQUEST_ID_HEADER, requestIdKey } from "./context.js";
-import { codeName } from "./errors.js";
+import { REQUEST_ID_HEADER, requestIdKey } from "../context.js";
+import { codeName } from "../errors.js";
 
 /** Options for `createLoggingInterceptor`. */
 export interface LoggingInterceptorOptions {

@@ -1,8 +1,8 @@
 import type { Logger } from "pino";
-import type { Config } from "./config.js";
-import type { Coordinator } from "./coordination/types.js";
+import type { Config } from "../config.js";
+import type { Coordinator } from "../coordination/types.js";
 import type { ServiceModule } from "./service-module.js";
-import type { Database } from "./storage/database.js";
+import type { Database } from "../storage/database.js";
 
 /**
  * The shared resources of a host process: one database (primary + optional replica) and one
@@ -59,7 +59,7 @@ export async function openResources(opts: OpenResourcesOptions): Promise<OpenRes
 
   try {
     if (ownsDb) {
-      const { createDatabase } = await import("./storage/database.js");
+      const { createDatabase } = await import("../storage/database.js");
       db = createDatabase({
         ...(config.databaseUrl === undefined ? {} : { url: config.databaseUrl }),
         ...(config.databaseReplicaUrl === undefined ? {} : { replicaUrl: config.databaseReplicaUrl }),
@@ -68,13 +68,13 @@ export async function openResources(opts: OpenResourcesOptions): Promise<OpenRes
       });
       logger.info({ dialect: db.dialect, replica: config.databaseReplicaUrl !== undefined }, "database opened");
       if (opts.migrate) {
-        const { migrate } = await import("./storage/migrate.js");
+        const { migrate } = await import("../storage/migrate.js");
         const { applied } = await migrate(db);
         if (applied.length > 0) logger.info({ applied }, "database migrated");
       }
     }
     if (ownsCoordinator) {
-      const { createCoordinator } = await import("./coordination/index.js");
+      const { createCoordinator } = await import("../coordination/index.js");
       coordinator = createCoordinator({
         redisUrl: config.redisUrls,
         onError: (err, url) => logger.warn({ err: err.message, url: url.replace(/\/\/[^@/]*@/, "//***@") }, "redis connection error"),

@@ -1,6 +1,6 @@
 import { timingSafeEqual, createHash } from "node:crypto";
 import { Code, ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
-import { principalKey, type Principal } from "./context.js";
+import { principalKey, type Principal } from "../context.js";
 
 /** Services that answer without credentials: probes and tooling must always work. */
 export const OPEN_SERVICES: readonly string[] = [
