@@ -6,7 +6,7 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
-import { InvalidInputError, NotFoundError } from "../shared/domain-errors.js";
+import { InvalidInputError, NotFoundError } from "../shared/errors.js";
 import { failpoint } from "../shared/failpoints.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import { createSignStream } from "./sign-stream.js";

@@ -2,7 +2,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { JobProgressSchema } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
-import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/domain-errors.js";
+import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
 import type { Progress } from "./executor.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import type { createExecutor } from "./executor.js";

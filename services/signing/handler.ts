@@ -10,8 +10,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 
 type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
-import { InvalidInputError, mapErrors, toConnectError } from "../shared/domain-errors.js";
-import { codeName } from "../shared/errors.js";
+import { codeName, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
 import type { Signer } from "./signer.js";
 import type { KeyObject } from "node:crypto";
 

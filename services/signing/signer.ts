@@ -1,6 +1,6 @@
 import { createPrivateKey, sign, type KeyObject } from "node:crypto";
 import { open, type MasterKeyring } from "../shared/crypto/envelope.js";
-import { InvalidInputError } from "../shared/domain-errors.js";
+import { InvalidInputError } from "../shared/errors.js";
 import { keyringSealContext } from "../shared/crypto/seal-contexts.js";
 
 /** A sealed signing key as the key service hands it to the lease holder. */

@@ -1,6 +1,5 @@
 import type { Redis } from "ioredis";
-import { assertPayload, CONSUME_DEFAULTS, pause } from "./common.js";
-import { toCoordinationError } from "./errors.js";
+import { assertPayload, CONSUME_DEFAULTS, pause, toCoordinationError } from "./common.js";
 import type { ConsumeOptions, JobQueue, JobQueues, QueueDepth, QueueEntry, QueueHandler } from "./types.js";
 
 /**

@@ -1,6 +1,6 @@
 import type { Knex } from "knex";
-import type { Database } from "./database.js";
-import { isTransientDbError, toDbError } from "./errors.js";
+import { toDbError, type Database } from "./database.js";
+import { isTransientDbError } from "./errors.js";
 import { createMigrationSource, migrations as allMigrations, type MigrationModule } from "./migrations/index.js";
 
 /**
