@@ -12,7 +12,7 @@ import { createCallLimitInterceptor, routerLimits } from "./limits.js";
 import { createLogger } from "../logger.js";
 import { createLoggingInterceptor } from "../interceptors/logging.js";
 import { createReflection } from "./reflection.js";
-import { createHostRouter, createRequestHandler } from "./request-handler.js";
+import { createRequestHandler, createRouteRecorder } from "./adapter.js";
 import { openResources, type Resources } from "./resources.js";
 import type { ServiceContext, ServiceInstance, ServiceModule } from "./service-module.js";
 import { createTracingInterceptor } from "../telemetry/interceptors.js";
@@ -125,7 +125,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       ...(opts.interceptors ?? []),
       createCallLimitInterceptor(),
     ];
-    const router = createHostRouter({ ...routerLimits(config), interceptors, shutdownSignal: shutdown.signal });
+    const { router, routes } = createRouteRecorder();
     for (const module of opts.services) {
       const ctx: ServiceContext = {
         config,
@@ -146,7 +146,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     const reflection = createReflection([...opts.services.map((m) => m.desc), Health]);
     reflection.register(router);
     served = [...reflection.serviceNames];
-    handler = createRequestHandler({ router, logger });
+    handler = createRequestHandler({ ...routerLimits(config), interceptors, shutdownSignal: shutdown.signal, routes, logger });
     listener = await listen({ host: config.host, port: config.port, tls, handler });
   } catch (err) {
     await closeResources().catch(() => undefined);
