@@ -1,6 +1,6 @@
 import { parseArgs } from "node:util";
-import { loadServiceModules, UnknownServiceError } from "../../services/registry.js";
-import { loadConfig, SERVICE_NAMES } from "../../services/shared/config.js";
+import { loadServiceModules, SERVICE_NAMES, UnknownServiceError } from "../../services/registry.js";
+import { loadConfig } from "../../services/shared/config.js";
 import { startHost } from "../../services/shared/server/host.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";

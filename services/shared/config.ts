@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { SERVICE_NAMES, type ServiceName } from "../registry.js";
 import { MasterKeyConfigError, parseMasterKeys } from "./crypto/master-keys.js";
 
 /**
@@ -6,12 +7,6 @@ import { MasterKeyConfigError, parseMasterKeys } from "./crypto/master-keys.js";
  * frozen, typed object. A bad value is a `ConfigError` naming the variable and what it expects;
  * the CLI prints it and exits with status 2.
  */
-
-/** The seven services, by the short name used on the command line and in variable names. */
-export const SERVICE_NAMES = ["auth", "keys", "signing", "collection", "executor", "messages", "vault"] as const;
-
-/** A service's short name. */
-export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 /** Levels accepted by `KEYMESH_LOG_LEVEL` (pino's). */
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
