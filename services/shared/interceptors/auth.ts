@@ -79,10 +79,3 @@ export function createAuthInterceptor(opts: AuthInterceptorOptions = {}): Interc
     return next(req);
   };
 }
-
-/** Throws PermissionDenied unless the caller is another keymesh service. */
-export function requireService(principal: Principal): void {
-  if (principal.kind !== "service" && principal.kind !== "development") {
-    throw new ConnectError("this call is reserved for keymesh services", Code.PermissionDenied);
-  }
-}
