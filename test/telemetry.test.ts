@@ -14,7 +14,6 @@ import {
   type ServerTracingInterceptorOptions,
 } from "../services/shared/telemetry/interceptors.js";
 import { resolveTraceExport } from "../services/shared/telemetry/sdk.js";
-import { traceStream } from "../services/shared/telemetry/traced-stream.js";
 
 const SERVING = HealthCheckResponse_ServingStatus.SERVING;
 const exporter = new InMemorySpanExporter();
@@ -223,35 +222,6 @@ describe("tracing interceptors", () => {
     );
     await client.check({ service: "vault" });
     expect(exporter.getFinishedSpans()).toEqual([]);
-  });
-});
-
-describe("traceStream", () => {
-  it("passes return() through to the source and reports an early close", async () => {
-    let finallyRan = false;
-    const outcomes: string[] = [];
-    async function* source() {
-      try {
-        yield 1;
-        yield 2;
-      } finally {
-        finallyRan = true;
-      }
-    }
-    const it = traceStream(source(), { ctx: context.active(), onMessage: () => {}, onEnd: (o) => outcomes.push(o.kind) })[
-      Symbol.asyncIterator
-    ]();
-    expect(await it.next()).toEqual({ done: false, value: 1 });
-    expect(await it.return?.("stop")).toEqual({ done: true, value: "stop" });
-    expect(finallyRan).toBe(true);
-    expect(outcomes).toEqual(["closed"]);
-  });
-
-  it("does not invent return() or throw() the source lacks", () => {
-    const bare: AsyncIterable<number> = { [Symbol.asyncIterator]: () => ({ next: async () => ({ done: true, value: undefined }) }) };
-    const it = traceStream(bare, { ctx: context.active(), onMessage: () => {} })[Symbol.asyncIterator]();
-    expect(it.return).toBeUndefined();
-    expect(it.throw).toBeUndefined();
   });
 });
 

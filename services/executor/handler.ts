@@ -1,3 +1,4 @@
+import { setTimeout } from "node:timers/promises";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -99,7 +100,7 @@ export function createExecutorHandler(deps: ExecutorHandlerDeps): ServiceImpl<ty
           const { job, progress } = await jobProgress(req.jobId);
           yield { progress: progress as JobProgress };
           if (job.state !== "running") return;
-          await new Promise((resolve) => setTimeout(resolve, interval));
+          await setTimeout(interval, undefined, { signal }).catch(() => undefined);
         }
       } catch (err) {
         throw toConnectError(err);

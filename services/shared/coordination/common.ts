@@ -23,20 +23,6 @@ export function assertPayload(payload: Record<string, string>): void {
   }
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
 /** Consume defaults shared by both adapters. */
 export const CONSUME_DEFAULTS = { blockMs: 1_000, idleClaimMs: 30_000, count: 10 } as const;
 

@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
 import { codeName } from "../errors.js";
-import { malformedMessageError } from "./limits.js";
+import { malformedMessageError } from "../interceptors/call-limits.js";
+import { wrapStream } from "../interceptors/wrap-stream.js";
 
 /**
  * connect-es (2.x) reports a unary request message that is not valid protobuf as Internal
@@ -49,10 +50,10 @@ async function rewrite(uRes: UniversalServerResponse, requestContentType: string
     if (trailer === undefined) return uRes;
     const rewrite = () => rewriteGrpcTrailer(trailer);
     rewrite();
-    return iterable === undefined ? uRes : { ...uRes, body: mapChunks(iterable, (c) => c, rewrite) };
+    return iterable === undefined ? uRes : { ...uRes, body: wrapStream(iterable, { end: (o) => o.kind === "ok" && rewrite() }) };
   }
   if (GRPC_WEB_CONTENT_TYPE.test(requestContentType)) {
-    return iterable === undefined ? uRes : { ...uRes, body: mapChunks(iterable, rewriteGrpcWebTrailerFrame) };
+    return iterable === undefined ? uRes : { ...uRes, body: wrapStream(iterable, { message: rewriteGrpcWebTrailerFrame }) };
   }
   const isJsonError = uRes.status === 500 && (uRes.header?.get("content-type") ?? "").startsWith("application/json");
   if (!isJsonError || iterable === undefined || uRes.header?.has("content-encoding") === true) return uRes;
@@ -112,31 +113,4 @@ async function rewriteConnectError(uRes: UniversalServerResponse, body: AsyncIte
 
 async function* single(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   yield bytes;
-}
-
-/**
- * Maps each chunk and runs `atEnd` after the last one, before the consumer sees the end,
- * keeping `return`/`throw` as they were.
- */
-function mapChunks(source: AsyncIterable<Uint8Array>, map: (chunk: Uint8Array) => Uint8Array, atEnd?: () => void): AsyncIterable<Uint8Array> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = source[Symbol.asyncIterator]();
-      return {
-        async next() {
-          const r = await it.next();
-          if (r.done === true) atEnd?.();
-          else return { done: false, value: map(r.value) };
-          return r;
-        },
-        async return(value?: unknown) {
-          return (await it.return?.(value)) ?? { done: true as const, value: undefined };
-        },
-        async throw(err?: unknown) {
-          if (it.throw) return it.throw(err);
-          throw err;
-        },
-      };
-    },
-  };
 }
