@@ -16,6 +16,7 @@ import type { Coordinator } from "../../services/shared/coordination/types.js";
 import { createRouteRecorder } from "../../services/shared/server/adapter.js";
 import type { ServiceInstance } from "../../services/shared/server/service-module.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
+import { registeredMigrations } from "../../services/migrations.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
 import { createTracingInterceptor } from "../../services/shared/telemetry/interceptors.js";
 import { createTestDatabase } from "./mysql.js";
@@ -48,7 +49,7 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
   const dir = mkdtempSync(join(tmpdir(), "keymesh-mesh-"));
   const mysql = backend === "mysql+redis" ? await createTestDatabase() : undefined;
   const db = createDatabase({ url: mysql?.url, dataDir: dir });
-  await migrate(db);
+  await migrate(db, await registeredMigrations());
   const prefix = uniquePrefix("mesh");
   const coordinator = createCoordinator(backend === "mysql+redis" ? { redisUrl: testRedisUrl(), keyPrefix: prefix } : {});
   const config = loadConfig({
