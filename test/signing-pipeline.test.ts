@@ -63,7 +63,8 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
     expect(await codeOf(run(1_000_000))).toBe(Code.InvalidArgument);
     expect(await codeOf(mesh.keys.getKeyringKey({ keyId: "k-missing" }))).toBe(Code.NotFound);
     // No lease, no signing: a batch without a lease token the key service issued is refused.
-    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(8) }] }))).toBe(Code.Aborted);
+    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(8) }] }))).toBe(Code.InvalidArgument);
+    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, leaseId: "l", leaseToken: "t", items: [{ recordId: 1n, payload: new Uint8Array(8) }] }))).toBe(Code.Aborted);
 
     const lease = (await mesh.keys.acquireKeyLease({ holder: "test", ttlMs: 5000, jobId: "bad-input" })).lease!;
     const claim = await mesh.collection.claimBatch({ claimant: "test", size: 5, claimTtlMs: 5000, jobId: "bad-input" });

@@ -6,7 +6,7 @@ import { registeredMigrations } from "../migrations.js";
 import { createDatabase, type Database } from "../shared/storage/database.js";
 import { migrate } from "../shared/storage/migrate.js";
 import { Code } from "@connectrpc/connect";
-import { toConnectError } from "../shared/domain-errors.js";
+import { toConnectError } from "../shared/errors.js";
 import { COMMIT_SAMPLE, createCollectionStore, type CollectionStore, type CommitInput } from "./store.js";
 
 const accept = () => true;

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
-import { InvalidInputError } from "../shared/domain-errors.js";
+import { InvalidInputError } from "../shared/errors.js";
 import type { LeaseView } from "./lease-check.js";
 
 /** A record to sign. */

@@ -3,7 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KeyringKeySchema, MasterKeyVersionStatusSchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
-import { InvalidInputError, mapErrors } from "../shared/domain-errors.js";
+import { mapErrors } from "../shared/errors.js";
 import { withSpan } from "../shared/telemetry/interceptors.js";
 import type { Keyring } from "./keyring.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
@@ -25,20 +25,11 @@ const toProto = (row: KeyringRow): KeyringKey =>
     masterKeyVersion: row.masterKeyVersion,
   });
 
-/** Fences are int64 end to end: any positive value is a fence to compare, none is an error. */
-const fenceOf = (fence: bigint): bigint => {
-  if (fence <= 0n) throw new InvalidInputError("fence must be the positive fencing token of a lease");
-  return fence;
-};
-
-const leaseIdOf = (leaseId: string): string => {
-  if (leaseId.length === 0 || leaseId.length > 128) throw new InvalidInputError("lease_id must be the 1-128 character id AcquireKeyLease returned");
-  return leaseId;
-};
-
 /**
  * KeyManagementService: the signing keyring and its leases. User key pairs, sealed boxes and
- * master-key rotation belong to later work and answer Unimplemented until then.
+ * master-key rotation belong to later work and answer Unimplemented until then. Requests
+ * arrive checked against key_management_service.proto's rules (counts, TTLs, key id shape,
+ * fences positive; int64 end to end, compared as bigint).
  */
 export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<typeof KeyManagementService>> {
   const { keyring, store } = deps;
@@ -74,19 +65,19 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
 
     renewKeyLease: mapErrors((req) =>
       withSpan("lease.renew", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => {
-        const renewed = await keyring.renew(req.keyId, leaseIdOf(req.leaseId), fenceOf(req.fence), req.ttlMs);
+        const renewed = await keyring.renew(req.keyId, req.leaseId, req.fence, req.ttlMs);
         return { expiresAtMs: BigInt(renewed.expiresAt), leaseToken: renewed.leaseToken };
       }),
     ),
 
     releaseKeyLease: mapErrors((req) =>
       withSpan("lease.release", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => ({
-        released: await keyring.release(req.keyId, leaseIdOf(req.leaseId), fenceOf(req.fence), req.used),
+        released: await keyring.release(req.keyId, req.leaseId, req.fence, req.used),
       })),
     ),
 
     getWrappedSigningKey: mapErrors(async (req) => {
-      const row = await keyring.wrappedKey(req.keyId, leaseIdOf(req.leaseId), fenceOf(req.fence));
+      const row = await keyring.wrappedKey(req.keyId, req.leaseId, req.fence);
       return { keyId: row.id, wrappedPrivateKey: row.wrappedPrivateKey, publicKey: row.publicKey, fence: BigInt(row.fence) };
     }),
 

@@ -2,7 +2,7 @@ import { generateKeyPairSync, randomUUID } from "node:crypto";
 import { hashLeaseId, leaseIdMatches, newLeaseId, type LeaseTokens } from "../shared/crypto/lease-token.js";
 import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
-import { ExhaustedError, InvalidInputError, LeaseLostError, NotFoundError } from "../shared/domain-errors.js";
+import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
 import { keyringSealContext } from "./seal-context.js";
 
@@ -31,24 +31,13 @@ export interface KeyringDeps {
 }
 
 
-const MIN_TTL = 1000;
-const MAX_TTL = 600_000;
-
-function checkTtl(ttlMs: number): void {
-  if (!Number.isInteger(ttlMs) || ttlMs < MIN_TTL || ttlMs > MAX_TTL) {
-    throw new InvalidInputError(`ttl_ms must be between ${MIN_TTL} and ${MAX_TTL}, got ${ttlMs}`);
-  }
-}
-
-function checkKeyId(keyId: string): void {
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(keyId)) throw new InvalidInputError("key_id must be 1-64 characters of [A-Za-z0-9_-]");
-}
-
 /**
  * The signing keyring: Ed25519 keys whose private halves are stored sealed, and leases on
  * them. A lease is a Redlock lock (fast mutual exclusion) plus a fencing token from the
  * database (the final word): acquisition bumps the key's fence in the same statement that
  * records its use, and commits elsewhere are accepted only under the current fence.
+ * Arguments come from requests already checked against key_management_service.proto's rules
+ * (counts 1-10000, TTLs 1000-600000 ms, key ids of [A-Za-z0-9_-]{1,64}, holders 1-128 chars).
  */
 export function createKeyring(deps: KeyringDeps) {
   const now = deps.now ?? Date.now;
@@ -60,20 +49,18 @@ export function createKeyring(deps: KeyringDeps) {
 
   /** The key's row when the caller holds its current lease; LeaseLostError otherwise. */
   async function currentLease(keyId: string, leaseId: string, fence: bigint): Promise<KeyringRow> {
-    checkKeyId(keyId);
     const row = await deps.store.get(keyId);
     if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
     // One answer for a wrong fence and a wrong lease id: nothing tells a guesser which was off.
-    if (!holds(row, leaseId, fence)) throw new LeaseLostError(`lease id and fence ${fence} are not the current lease on ${keyId}`);
+    if (!holds(row, leaseId, fence)) {
+      throw new LeaseLostError(keyId, "stale", { message: `lease id and fence ${fence} are not the current lease on ${keyId}` });
+    }
     return row;
   }
 
   return {
     /** Creates `count` Ed25519 keys, sealing each private key under the primary master key. */
     async createKeys(count: number): Promise<KeyringRow[]> {
-      if (!Number.isInteger(count) || count < 1 || count > 10_000) {
-        throw new InvalidInputError(`count must be between 1 and 10000, got ${count}`);
-      }
       const ring = deps.masterKeys();
       const rows = Array.from({ length: count }, () => {
         const id = `k-${randomUUID()}`;
@@ -93,8 +80,6 @@ export function createKeyring(deps: KeyringDeps) {
      * error; when every key is busy the caller gets ExhaustedError and retries.
      */
     async acquire(holder: string, ttlMs: number): Promise<KeyLeaseGrant> {
-      checkTtl(ttlMs);
-      if (holder.length === 0 || holder.length > 128) throw new InvalidInputError("holder must be 1-128 characters");
       // Forget locks whose holders never came back (they expired on their own).
       for (const [id, lease] of held) if (lease.expiresAt < now()) held.delete(id);
       const candidates = await deps.store.freeCandidates(now(), deps.candidates ?? 32);
@@ -128,7 +113,6 @@ export function createKeyring(deps: KeyringDeps) {
      * is not the key's current lease, or the lock or the lease was lost.
      */
     async renew(keyId: string, leaseId: string, fence: bigint, ttlMs: number): Promise<{ expiresAt: number; leaseToken: string }> {
-      checkTtl(ttlMs);
       const row = await currentLease(keyId, leaseId, fence);
       const leaseHash = hashLeaseId(leaseId);
       const lease = held.get(leaseHash.toString("hex"));
@@ -137,7 +121,9 @@ export function createKeyring(deps: KeyringDeps) {
           await lease.renew(ttlMs);
         } catch (err) {
           held.delete(leaseHash.toString("hex"));
-          if ((err as Error).name === "LeaseLostError") throw new LeaseLostError(`lease on ${keyId} was lost; abandon the batch`);
+          if (err instanceof LeaseLostError) {
+            throw new LeaseLostError(keyId, err.reason, { message: `lease on ${keyId} was lost; abandon the batch`, cause: err });
+          }
           throw err;
         }
       }
@@ -145,15 +131,14 @@ export function createKeyring(deps: KeyringDeps) {
       // Conditional on the fence: the hash matched the row read just now, and only a new
       // grant (which moves the fence) replaces it.
       if (!(await deps.store.extend(keyId, row.fence, now(), until))) {
-        throw new LeaseLostError(`lease on ${keyId} with fence ${fence} is no longer current; abandon the batch`);
+        throw new LeaseLostError(keyId, "stale", { message: `lease on ${keyId} with fence ${fence} is no longer current; abandon the batch` });
       }
       return { expiresAt: until, leaseToken: deps.tokens.mint({ keyId, fence, leaseHash, expiresAt: until }) };
     },
 
     /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
     async release(keyId: string, leaseId: string, fence: bigint, used: boolean): Promise<boolean> {
-      checkKeyId(keyId);
-      const row = await deps.store.get(keyId);
+        const row = await deps.store.get(keyId);
       if (!row || !holds(row, leaseId, fence)) return false;
       const hex = hashLeaseId(leaseId).toString("hex");
       const lease = held.get(hex);
@@ -172,13 +157,12 @@ export function createKeyring(deps: KeyringDeps) {
     /** The sealed private key, for the holder of the current live lease on `keyId` only. */
     async wrappedKey(keyId: string, leaseId: string, fence: bigint): Promise<KeyringRow> {
       const row = await currentLease(keyId, leaseId, fence);
-      if (row.leasedUntil <= now()) throw new LeaseLostError(`the lease on ${keyId} with fence ${fence} has lapsed`);
+      if (row.leasedUntil <= now()) throw new LeaseLostError(keyId, "expired", { message: `the lease on ${keyId} with fence ${fence} has lapsed` });
       return row;
     },
 
     /** One key's public data. */
     async get(keyId: string): Promise<KeyringRow> {
-      checkKeyId(keyId);
       const row = await deps.store.get(keyId);
       if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
       return row;

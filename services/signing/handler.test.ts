@@ -20,7 +20,7 @@ describe("SignStream", () => {
     async function* requests(): AsyncGenerator<SignStreamRequest> {
       for (let i = 0; i < 10; i++) {
         read++;
-        yield create(SignStreamRequestSchema, { batch: { batchId: `b${i}`, keyId: "k", fence: 1n, items: [{ recordId: BigInt(i), payload: new Uint8Array(1) }] } });
+        yield create(SignStreamRequestSchema, { batch: { batchId: `b${i}`, keyId: "k", fence: 1n, leaseId: "l", leaseToken: "t", items: [{ recordId: BigInt(i), payload: new Uint8Array(1) }] } });
       }
     }
     const replies = handler.signStream(requests(), {} as HandlerContext)[Symbol.asyncIterator]();

@@ -1,7 +1,7 @@
 import { createPrivateKey, sign, type KeyObject } from "node:crypto";
 import { open, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { checkLease, type LeaseTokens } from "../shared/crypto/lease-token.js";
-import { InvalidInputError, LeaseLostError } from "../shared/domain-errors.js";
+import { LeaseLostError } from "../shared/errors.js";
 import { keyringSealContext } from "../keys/seal-context.js";
 
 /** A sealed signing key as the key service hands it to the lease holder. */
@@ -20,10 +20,6 @@ export interface LeaseCredentials {
   readonly leaseId: string;
   readonly leaseToken: string;
 }
-
-/** Limits of one batch. */
-export const MAX_BATCH_ITEMS = 10_000;
-export const MAX_PAYLOAD_BYTES = 1024;
 
 /**
  * The signer. Every batch must present a live lease: a lease token the key service MAC'd for
@@ -66,29 +62,25 @@ export function createSigner(deps: { source: WrappedKeySource; masterKeys: () =>
 
   /** Refuses a batch whose lease is not live and held by the caller. */
   function checkCredentials(lease: LeaseCredentials): void {
-    if (!lease.keyId) throw new InvalidInputError("key_id is required");
-    if (lease.fence <= 0n) throw new InvalidInputError("fence must be the positive token of a current lease");
     const { problem } = checkLease(deps.tokens, lease, now());
-    if (problem) throw new LeaseLostError(`${problem}; acquire a lease and sign under it`);
+    if (problem) throw new LeaseLostError(lease.keyId, "stale", { message: `${problem}; acquire a lease and sign under it` });
     // A newer lease of the key exists only once this one lapsed or was released.
     const seen = newest.get(lease.keyId) ?? 0n;
-    if (lease.fence < seen) throw new LeaseLostError(`the lease on ${lease.keyId} with fence ${lease.fence} ended: fence ${seen} is newer`);
+    if (lease.fence < seen) {
+      throw new LeaseLostError(lease.keyId, "taken", { message: `the lease on ${lease.keyId} with fence ${lease.fence} ended: fence ${seen} is newer` });
+    }
     newest.delete(lease.keyId);
     newest.set(lease.keyId, lease.fence);
     if (newest.size > limit * 4) newest.delete(newest.keys().next().value!);
   }
 
   return {
-    /** Signs every payload with the key of `lease`, if that lease is live and the caller's. */
+    /**
+     * Signs every payload with the key of `lease`, if that lease is live and the caller's. The
+     * batch's limits (1-10000 items of at most 1024 bytes, a positive fence, a lease id and
+     * token) are signing_service.proto's rules, checked before a batch gets here.
+     */
     async signBatch(lease: LeaseCredentials, items: readonly { recordId: bigint; payload: Uint8Array }[]) {
-      if (items.length === 0 || items.length > MAX_BATCH_ITEMS) {
-        throw new InvalidInputError(`a batch holds 1-${MAX_BATCH_ITEMS} items, got ${items.length}`);
-      }
-      for (const item of items) {
-        if (item.payload.length > MAX_PAYLOAD_BYTES) {
-          throw new InvalidInputError(`payload of record ${item.recordId} is ${item.payload.length} bytes; the limit is ${MAX_PAYLOAD_BYTES}`);
-        }
-      }
       checkCredentials(lease);
       const key = await keyFor(lease);
       return items.map((item) => ({ recordId: item.recordId, signature: sign(null, item.payload, key) }));
