@@ -48,9 +48,9 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
   const now = deps.now ?? Date.now;
   const { store } = deps;
   return {
-    seedRecords: mapErrors(async (req) => {
+    seedRecords: mapErrors(async (req, ctx) => {
       const size = req.payloadSize === 0 ? 64 : req.payloadSize;
-      const inserted = await store.seed(req.count, size);
+      const inserted = await store.seed(req.count, size, ctx.signal);
       const { total } = await store.progress(now());
       return { inserted, total: BigInt(total) };
     }),

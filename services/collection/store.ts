@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
+import { setImmediate } from "node:timers/promises";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
-import { InvalidInputError } from "../shared/errors.js";
+import { abortError, InvalidInputError } from "../shared/errors.js";
 import type { LeaseView } from "./lease-check.js";
 
 /** A record to sign. */
@@ -47,7 +48,12 @@ export type SignatureCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, 
 
 /** Persistence of records, signatures and batch history. */
 export interface CollectionStore {
-  seed(count: number, payloadSize: number): Promise<number>;
+  /**
+   * Adds records in one transaction, yielding to the event loop between chunks so health
+   * checks and other calls keep being served; `signal` aborting (deadline, cancel) rolls
+   * everything back.
+   */
+  seed(count: number, payloadSize: number, signal?: AbortSignal): Promise<number>;
   claim(input: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<RecordRow[]>;
   /**
    * Stores a batch's signatures exactly once, if `lease` (from the batch's verified lease
@@ -188,14 +194,19 @@ export function createCollectionStore(db: Database): CollectionStore {
   }
 
   return {
-    async seed(count, payloadSize) {
+    async seed(count, payloadSize, signal) {
       const now = Date.now();
-      for (let done = 0; done < count; done += insertChunk) {
-        const n = Math.min(insertChunk, count - done);
-        const rows = Array.from({ length: n }, () => ({ payload: randomBytes(payloadSize), created_at: now, signed: 0, claim_expires_at: 0 }));
-        await primary("records").insert(rows);
-      }
-      return count;
+      return primary.transaction(async (trx) => {
+        for (let done = 0; done < count; done += insertChunk) {
+          // SQLite runs each insert synchronously on this thread: give the loop a turn.
+          await setImmediate();
+          if (signal?.aborted) throw abortError(signal);
+          const n = Math.min(insertChunk, count - done);
+          const rows = Array.from({ length: n }, () => ({ payload: randomBytes(payloadSize), created_at: now, signed: 0, claim_expires_at: 0 }));
+          await trx("records").insert(rows);
+        }
+        return count;
+      });
     },
 
     async claim({ claimId, claimant, jobId, size, now, expiresAt }) {

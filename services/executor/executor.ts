@@ -8,7 +8,7 @@ import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_managem
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { NotFoundError } from "../shared/errors.js";
 import { runBatch, type BatchContext, type BatchOutcome } from "./batch.js";
-import type { JobRow, JobStore } from "./job-store.js";
+import { JOB_HEARTBEAT_MS, type JobRow, type JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
 import { createSignStream } from "./sign-stream.js";
 
@@ -54,6 +54,8 @@ const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal
  */
 export function createExecutor(deps: ExecutorDeps) {
   const now = deps.now ?? Date.now;
+  /** Jobs this process is running now, for WatchJob to follow their commits. */
+  const local = new Map<string, Set<ProgressTracker>>();
 
   async function startOrJoin(spec: RunSpec, traceId: string): Promise<JobRow> {
     if (spec.jobId) {
@@ -132,7 +134,15 @@ export function createExecutor(deps: ExecutorDeps) {
       throw err;
     }
     jobSpan.setAttributes({ "keymesh.job_id": job.id, "keymesh.batch_size": job.batchSize });
-    const progress = createProgress({ jobId: job.id, state: job.state, traceId, batchSize: job.batchSize, now });
+    // Joining an interrupted job resumes it: this executor's heartbeat makes it running again.
+    const progress = createProgress({ jobId: job.id, state: job.state === "interrupted" ? "running" : job.state, traceId, batchSize: job.batchSize, now });
+    const beat = () => void deps.jobs.heartbeat(job.id, now()).catch(() => undefined);
+    beat();
+    const heartbeat = setInterval(beat, JOB_HEARTBEAT_MS);
+    heartbeat.unref();
+    const trackers = local.get(job.id) ?? new Set<ProgressTracker>();
+    trackers.add(progress);
+    local.set(job.id, trackers);
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort, { once: true });
@@ -168,10 +178,19 @@ export function createExecutor(deps: ExecutorDeps) {
       signal.removeEventListener("abort", onAbort);
       await workers;
       stream.close();
+      clearInterval(heartbeat);
+      trackers.delete(progress);
+      if (trackers.size === 0) local.delete(job.id);
+      progress.close();
       jobSpan.setAttributes({ "keymesh.signed": progress.signedByThisExecutor, "keymesh.batches": progress.batchesCommitted });
       jobSpan.end();
     }
   }
 
-  return { run };
+  /** A tracker of `jobId` if this process is running it (WatchJob follows its commits). */
+  function follow(jobId: string): ProgressTracker | undefined {
+    return local.get(jobId)?.values().next().value;
+  }
+
+  return { run, follow };
 }

@@ -23,7 +23,16 @@ const STATES: Record<JobRow["state"], JobState> = {
   running: JobState.RUNNING,
   succeeded: JobState.SUCCEEDED,
   failed: JobState.FAILED,
+  interrupted: JobState.INTERRUPTED,
 };
+
+/**
+ * The shortest interval between two WatchJob messages, whatever the caller asks: every
+ * message of a job run elsewhere costs a jobs read and Collection's COUNTs.
+ */
+export const WATCH_MIN_INTERVAL_MS = 250;
+/** A watched job run elsewhere is read at most this often (its commits cannot be followed). */
+export const WATCH_REMOTE_INTERVAL_MS = 1000;
 
 const toProto = (p: Progress): MessageInitShape<typeof JobProgressSchema> => ({
   jobId: p.jobId,
@@ -93,13 +102,27 @@ export function createExecutorHandler(deps: ExecutorHandlerDeps): ServiceImpl<ty
 
     async *watchJob(req, ctx) {
       const signal = AbortSignal.any([ctx.signal, deps.shutdown]);
-      const interval = req.intervalMs || 500;
+      const interval = Math.max(req.intervalMs || 500, WATCH_MIN_INTERVAL_MS);
       try {
-        while (!signal.aborted) {
-          const { job, progress } = await jobProgress(req.jobId);
-          yield { progress: progress as JobProgress };
-          if (job.state !== "running") return;
-          await setTimeout(interval, undefined, { signal }).catch(() => undefined);
+        let { job, progress } = await jobProgress(req.jobId);
+        yield { progress: progress as JobProgress };
+        while (!signal.aborted && job.state === "running") {
+          const tracker = deps.executor.follow(req.jobId);
+          if (tracker) {
+            // Run here: a message after each commit, at most one per interval.
+            await Promise.race([tracker.changed(), setTimeout(5 * interval, undefined, { signal }).catch(() => undefined)]);
+            await setTimeout(interval, undefined, { signal }).catch(() => undefined);
+            const snap = tracker.snapshot();
+            job = (await deps.jobs.get(req.jobId)) ?? job;
+            yield { progress: { ...toProto(snap), state: STATES[job.state === "running" ? snap.state : job.state] } as JobProgress };
+            if (snap.state !== "running") return;
+          } else {
+            // Run elsewhere: read the job and the totals, no more often than the remote floor.
+            await setTimeout(Math.max(interval, WATCH_REMOTE_INTERVAL_MS), undefined, { signal }).catch(() => undefined);
+            if (signal.aborted) return;
+            ({ job, progress } = await jobProgress(req.jobId));
+            yield { progress: progress as JobProgress };
+          }
         }
       } catch (err) {
         throw toConnectError(err);

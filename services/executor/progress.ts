@@ -41,6 +41,13 @@ export function createProgress(init: { jobId: string; state: JobRow["state"]; tr
   let oursAtRead = 0;
   /** Records stored by this executor's commits, with when; only the last window is kept. */
   const recent: { at: number; stored: number }[] = [];
+  /** Woken at every commit and at the end: WatchJob pushes progress from here. */
+  let waiters: (() => void)[] = [];
+  const wake = () => {
+    const w = waiters;
+    waiters = [];
+    for (const f of w) f();
+  };
 
   function rate(t: number): number {
     while (recent.length > 0 && recent[0]!.at <= t - RATE_WINDOW_MS) recent.shift();
@@ -70,6 +77,7 @@ export function createProgress(init: { jobId: string; state: JobRow["state"]; tr
       } else {
         p.batchesAbandoned++;
       }
+      wake();
     },
     abandoned() {
       p.batchesAbandoned++;
@@ -83,6 +91,15 @@ export function createProgress(init: { jobId: string; state: JobRow["state"]; tr
     finish(state: JobRow["state"], error = "") {
       p.state = state;
       p.error = error;
+      wake();
+    },
+    /** Resolves at the next commit or at the end of the run. */
+    changed(): Promise<void> {
+      return new Promise((resolve) => waiters.push(resolve));
+    },
+    /** The run ended: no more changes come (wakes whoever waits). */
+    close() {
+      wake();
     },
     /** Counters so far (for the job span's closing attributes). */
     get signedByThisExecutor() {

@@ -1,5 +1,6 @@
 import type { MigrationModule } from "../../shared/storage/migrations/index.js";
 import { jobsMigration } from "./0001_jobs.js";
+import { jobHeartbeatMigration } from "./0002_job_heartbeat.js";
 
 /** The executor's migrations, oldest first. */
-export const executorMigrations: readonly MigrationModule[] = [jobsMigration];
+export const executorMigrations: readonly MigrationModule[] = [jobsMigration, jobHeartbeatMigration];
