@@ -61,7 +61,9 @@ export function formatSummary(s: SignSummary): string {
   const v = s.verification;
   const verification = v.ok === null ? "skipped" : v.ok ? `ok (${v.valid} valid)` : `FAILED (${v.invalid} invalid, ${v.unsigned} unsigned)`;
   const trace = s.traceId
-    ? `${s.traceId}${s.traceUrl ? `  ${s.traceUrl}` : ""}`
+    ? `${s.traceId}${s.traceUrl ? `  ${s.traceUrl}` : ""} (the job)\n` +
+      `                 each batch is its own trace: in Jaeger, search operation signing.batch\n` +
+      `                 with tags keymesh.job_id=${s.jobId}`
     : "none (tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT on the services)";
   return [
     `job ${s.jobId}: ${s.state}${s.error ? ` (${s.error})` : ""}`,

@@ -14,8 +14,9 @@ import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 import { testRedisUrl } from "./support/redis.js";
 
 /**
- * One signing batch is one trace across processes: keys+collection, signing and executor
- * each run in their own process and export OTLP to a receiver inside the test.
+ * One signing batch is one trace across processes, linked to its job's span: keys+collection,
+ * signing and executor each run in their own process and export OTLP to a receiver inside
+ * the test.
  */
 describe("signing batch tracing across processes", () => {
   let receiver: OtlpReceiver;
@@ -76,7 +77,10 @@ describe("signing batch tracing across processes", () => {
     const committed = (s: ReceivedSpan) => s.name === "signing.batch" && s.attributes["keymesh.outcome"] === "committed";
     const batch = (await receiver.waitFor((all) => all.some(committed), 15_000)).find(committed)!;
     expect(batch.serviceName).toBe("keymesh-executor");
-    expect(batch.traceId).toBe(last!.traceId);
+    // Its own trace, a root, linked to the job's span (whose trace id the job reports).
+    expect(batch.traceId).not.toBe(last!.traceId);
+    expect(batch.parentSpanId).toBe("");
+    expect(batch.links.map((l) => l.traceId)).toContain(last!.traceId);
     for (const attr of ["keymesh.job_id", "keymesh.batch_id", "keymesh.key_id", "keymesh.fence", "keymesh.record_count"]) {
       expect(batch.attributes, attr).toHaveProperty(attr);
     }
@@ -109,5 +113,13 @@ describe("signing batch tracing across processes", () => {
     await descendants((s) => s.name === "lease.acquire", "lease.acquire span");
     await descendants((s) => s.attributes["db.system"] === "mysql" || s.attributes["db.system.name"] === "mysql", "SQL span");
     await descendants((s) => s.attributes["db.system"] === "redis" || s.attributes["db.system.name"] === "redis", "Redis span");
+    // The long-lived SignStream call belongs to the job's trace, not to a batch's.
+    const batchTrace = receiver.spans().filter((s) => s.traceId === batch.traceId);
+    expect(batchTrace.some((s) => s.name.endsWith("SigningService/SignStream"))).toBe(false);
+    // The job span records its batches and links to them.
+    const jobSpan = (await receiver.waitFor((all) => all.some((s) => s.name === "signing.job"), 15_000)).find((s) => s.name === "signing.job")!;
+    expect(jobSpan.traceId).toBe(last!.traceId);
+    expect(Number(jobSpan.attributes["keymesh.batches"])).toBeGreaterThanOrEqual(1);
+    expect(jobSpan.links.map((l) => l.spanId)).toContain(batch.spanId);
   });
 });

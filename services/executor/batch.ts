@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { SpanStatusCode, trace, type Context, type Span } from "@opentelemetry/api";
+import { SpanStatusCode, trace, type Context, type Span, type SpanContext } from "@opentelemetry/api";
 import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
@@ -21,8 +21,10 @@ export interface BatchContext {
   readonly job: JobRow;
   readonly executorId: string;
   readonly progress: ProgressTracker;
-  /** The job's span context: each batch span is its child. */
+  /** The job's context: each batch span is a root linked to the job's span. */
   readonly jobContext: Context;
+  /** Told each batch span's context (the job span links to its batches). */
+  readonly onBatchSpan?: (span: SpanContext) => void;
   /** Aborted when the job stops. */
   readonly signal: AbortSignal;
   readonly now: () => number;
@@ -39,7 +41,12 @@ const tracer = trace.getTracer("keymesh.executor");
 export async function runBatch(ctx: BatchContext): Promise<BatchOutcome> {
   const batchId = `b-${randomUUID()}`;
   const attributes = { "keymesh.job_id": ctx.job.id, "keymesh.batch_id": batchId };
-  return tracer.startActiveSpan("signing.batch", { attributes }, ctx.jobContext, async (span) => {
+  // Each batch is its own trace: a root span linked to the job's span, so a job of a
+  // million records is thousands of small traces Jaeger can show, not one of 60,000 spans.
+  const job = trace.getSpanContext(ctx.jobContext);
+  const options = { attributes, root: true, links: job ? [{ context: job }] : [] };
+  return tracer.startActiveSpan("signing.batch", options, ctx.jobContext, async (span) => {
+    if (job) ctx.onBatchSpan?.(span.spanContext());
     const end = (outcome: BatchOutcome, error?: string) => endSpan(span, outcome, error);
     let lease: KeyLease;
     try {

@@ -41,6 +41,8 @@ export interface RunSpec {
 
 const tracer = trace.getTracer("keymesh.executor");
 const MAX_CONSECUTIVE_FAILURES = 300;
+/** The job span links to at most this many batch traces (the rest are found by job id). */
+const MAX_JOB_LINKS = 1000;
 /** How often the job-wide totals (two COUNTs in Collection) are read for progress. */
 const TOTALS_REFRESH_MS = 2000;
 
@@ -146,7 +148,12 @@ export function createExecutor(deps: ExecutorDeps) {
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort, { once: true });
-    const stream = createSignStream(deps.signing);
+    // The stream lives as long as the job: its RPC span belongs to the job's trace, not to
+    // whichever batch happened to open it.
+    const jobContext = trace.setSpan(context.active(), jobSpan);
+    const stream = createSignStream(deps.signing, {}, jobContext);
+    /** Links from the job span to its batches, up to what a span can reasonably hold. */
+    let linked = 0;
     const batch: BatchContext = {
       keys: deps.keys,
       collection: deps.collection,
@@ -154,7 +161,10 @@ export function createExecutor(deps: ExecutorDeps) {
       job,
       executorId: deps.executorId,
       progress,
-      jobContext: trace.setSpan(context.active(), jobSpan),
+      jobContext,
+      onBatchSpan: (span) => {
+        if (linked++ < MAX_JOB_LINKS) jobSpan.addLink({ context: span });
+      },
       signal: stop.signal,
       now,
     };
@@ -182,7 +192,7 @@ export function createExecutor(deps: ExecutorDeps) {
       trackers.delete(progress);
       if (trackers.size === 0) local.delete(job.id);
       progress.close();
-      jobSpan.setAttributes({ "keymesh.signed": progress.signedByThisExecutor, "keymesh.batches": progress.batchesCommitted });
+      jobSpan.setAttributes({ "keymesh.signed": progress.signedByThisExecutor, "keymesh.batches": progress.batchesCommitted, "keymesh.batch_spans": linked });
       jobSpan.end();
     }
   }

@@ -1,7 +1,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { createWritableIterable } from "@connectrpc/connect/protocol";
-import { context, propagation } from "@opentelemetry/api";
+import { context, propagation, ROOT_CONTEXT, type Context } from "@opentelemetry/api";
 import type {
   SignBatchRequestSchema,
   SignBatchResponse,
@@ -20,7 +20,7 @@ type Batch = MessageInitShape<typeof SignBatchRequestSchema> & { batchId: string
  * service restarts), every waiting batch fails with Unavailable and the next batch opens a
  * new stream.
  */
-export function createSignStream(client: Client<typeof SigningService>, headers: Record<string, string> = {}) {
+export function createSignStream(client: Client<typeof SigningService>, headers: Record<string, string> = {}, streamContext: Context = ROOT_CONTEXT) {
   let current: { send(req: Request): void; close(): void } | undefined;
   const waiting = new Map<string, { resolve(res: SignBatchResponse): void; reject(err: unknown): void }>();
 
@@ -45,7 +45,8 @@ export function createSignStream(client: Client<typeof SigningService>, headers:
     };
     void (async () => {
       try {
-        for await (const res of client.signStream(requests, { headers })) {
+        const replies = context.with(streamContext, () => client.signStream(requests, { headers }));
+        for await (const res of replies) {
           const w = waiting.get(res.batchId);
           if (!w) continue;
           waiting.delete(res.batchId);
