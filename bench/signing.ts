@@ -210,7 +210,7 @@ async function main() {
     await quiesce();
     const dbPid = mariadbPid();
     const refCpu = [process.cpuUsage(), dbPid ? cpuMsOf(dbPid) : 0] as const;
-    const ref = await referenceLoop(db, { batchSize: BATCH, keyCount: KEYS });
+    const ref = await referenceLoop(`${values["mysql-url"]}/${DB_NAME}`, { batchSize: BATCH, keyCount: KEYS });
     const own = process.cpuUsage(refCpu[0]);
     const refCpuMs = { loop: Math.round((own.user + own.system) / 1000), mariadb: (dbPid ? cpuMsOf(dbPid) : 0) - refCpu[1] };
     result.mesh = { ...run, seedMs };
