@@ -28,6 +28,8 @@ const { values } = parseArgs({
     concurrency: { type: "string", default: "8" },
     scale: { type: "boolean", default: false },
     tracing: { type: "boolean", default: false },
+    // The database the bench drops and recreates; pick another name to run two benches at once.
+    database: { type: "string", default: "keymesh_bench" },
     "mysql-url": { type: "string", default: process.env.KEYMESH_BENCH_MYSQL_URL ?? "mysql://root@127.0.0.1:3306" },
     "redis-url": { type: "string", default: process.env.KEYMESH_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379" },
   },
@@ -36,7 +38,7 @@ const RECORDS = Number(values.records);
 const KEYS = Number(values.keys);
 const BATCH = Number(values["batch-size"]);
 const CONCURRENCY = Number(values.concurrency);
-const DB_NAME = "keymesh_bench";
+const DB_NAME = values.database;
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
