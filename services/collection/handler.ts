@@ -8,6 +8,7 @@ import {
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/domain-errors.js";
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
 import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";
 
 /** Dependencies of the CollectionService handler. */
@@ -84,6 +85,7 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
         seen.add(recordId);
         return { recordId, signature: Buffer.from(s.signature) };
       });
+      const committedAt = now();
       const result = await store.commit(
         {
           claimId: req.claimId,
@@ -95,9 +97,10 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
           startedAt: safeId(req.startedAtMs, "started_at_ms"),
           signatures,
         },
-        now(),
+        committedAt,
         spotCheck,
       );
+      recordCommitMetrics(result, committedAt - Number(req.startedAtMs));
       return {
         stored: result.stored,
         rejected: result.rejections.length,
@@ -157,4 +160,17 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
 
     deleteRecords: mapErrors(async () => ({ deleted: BigInt(await store.deleteAll()) })),
   };
+}
+
+/** The domain metrics of one commit (services/shared/telemetry/metrics-signing.ts). */
+function recordCommitMetrics(result: { stored: number; rejections: readonly { reason: RejectReason }[] }, latencyMs: number): void {
+  const reason = result.rejections[0]?.reason;
+  if (result.stored > 0) {
+    recordsSigned.add(result.stored);
+    batchesCommitted.add(1);
+  } else {
+    batchesRefused.add(1, { reason: reason ?? "unspecified" });
+  }
+  if (reason === "stale_fence") fenceRejections.add(1, { operation: "commit" });
+  batchDuration.record(latencyMs, { outcome: result.stored > 0 ? "committed" : "refused" });
 }

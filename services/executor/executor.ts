@@ -8,6 +8,7 @@ import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_managem
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { InvalidInputError, NotFoundError } from "../shared/domain-errors.js";
 import { failpoint } from "../shared/failpoints.js";
+import { jobProgress, jobsRunning, leasesHeld, leaseWait } from "../shared/telemetry/metrics-signing.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import { createSignStream } from "./sign-stream.js";
 
@@ -115,6 +116,7 @@ export function createExecutor(deps: ExecutorDeps) {
     }
     jobSpan.setAttributes({ "keymesh.job_id": job.id, "keymesh.batch_size": job.batchSize });
     const started = now();
+    jobsRunning.add(1);
     const p: Progress = {
       jobId: job.id, state: job.state, totalRecords: 0, signedRecords: 0, signedByThisExecutor: 0, batchesCommitted: 0,
       batchesAbandoned: 0, batchesInFlight: 0, keysBusy: 0, rejectedSignatures: 0, recordsPerSecond: 0, elapsedMs: 0,
@@ -134,7 +136,8 @@ export function createExecutor(deps: ExecutorDeps) {
       return g;
     }
 
-    async function runBatch(): Promise<BatchOutcome> {
+    /** `wait.since`: when the worker began waiting for a lease (busy retries included). */
+    async function runBatch(wait: { since: number }): Promise<BatchOutcome> {
       const batchId = `b-${randomUUID()}`;
       return tracer.startActiveSpan("signing.batch", { attributes: { "keymesh.job_id": job.id, "keymesh.batch_id": batchId } }, jobCtx, async (span) => {
         const end = (outcome: BatchOutcome, error?: string) => {
@@ -153,6 +156,8 @@ export function createExecutor(deps: ExecutorDeps) {
           throw ce;
         }
         span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": Number(lease.fence) });
+        leaseWait.record(now() - wait.since);
+        leasesHeld.add(1);
         p.keysBusy++;
         p.batchesInFlight++;
         const startedAt = now();
@@ -198,6 +203,7 @@ export function createExecutor(deps: ExecutorDeps) {
           return end("abandoned", lost.signal.aborted ? String((lost.signal.reason as Error).message) : message);
         } finally {
           clearInterval(renew);
+          leasesHeld.add(-1);
           p.keysBusy--;
           p.batchesInFlight--;
           if (claimId) await deps.collection.releaseClaim({ claimId }).catch(() => undefined);
@@ -208,11 +214,13 @@ export function createExecutor(deps: ExecutorDeps) {
 
     async function worker(index: number) {
       let failures = 0;
+      const wait = { since: now() };
+      let outcome: BatchOutcome = "empty";
       await sleep(index * 5, stop.signal);
       while (!stop.signal.aborted) {
-        let outcome: BatchOutcome;
+        if (outcome !== "busy") wait.since = now();
         try {
-          outcome = await runBatch();
+          outcome = await runBatch(wait);
         } catch (err) {
           outcome = "abandoned";
           deps.logger.warn({ job: job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
@@ -267,6 +275,8 @@ export function createExecutor(deps: ExecutorDeps) {
       await workers;
       stream.close();
       jobSpan.setAttributes({ "keymesh.signed": p.signedByThisExecutor, "keymesh.batches": p.batchesCommitted });
+      jobsRunning.add(-1);
+      jobProgress.remove({ job_id: job.id });
       jobSpan.end();
     }
 
@@ -280,6 +290,7 @@ export function createExecutor(deps: ExecutorDeps) {
         p.recordsPerSecond = (p.signedByThisExecutor * 1000) / (t - started);
       }
       p.elapsedMs = t - started;
+      if (p.totalRecords > 0) jobProgress.set(p.signedRecords / p.totalRecords, { job_id: job.id });
       return { ...p };
     }
   }

@@ -12,6 +12,7 @@ import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.
 import { VaultService } from "../../gen/keymesh/vault/v1/vault_service_pb.js";
 import type { Config, ServiceName } from "./config.js";
 import { createClientTracingInterceptor } from "./telemetry/interceptors.js";
+import { createClientMetricsInterceptor } from "./telemetry/metrics-interceptor.js";
 
 /** The generated service descriptor of each service, by short name. */
 export const SERVICE_DESCRIPTORS = {
@@ -77,7 +78,7 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
     if (typeof opts.selfUrl === "function") return opts.selfUrl();
     return opts.selfUrl ?? selfUrlOf(config, config.port);
   };
-  const interceptors: Interceptor[] = [createClientTracingInterceptor()];
+  const interceptors: Interceptor[] = [createClientTracingInterceptor(), createClientMetricsInterceptor()];
   if (config.serviceToken !== undefined) interceptors.push(createServiceCredentialInterceptor(config.serviceToken, opts.caller));
   interceptors.push(...(opts.interceptors ?? []));
 
