@@ -1,5 +1,6 @@
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
 import { createCollectionHandler } from "./handler.js";
 import { createCollectionStore } from "./store.js";
 
@@ -9,6 +10,7 @@ export const collectionModule: ServiceModule = {
   desc: CollectionService,
   needs: { database: true },
   async register(router, ctx) {
+    reportSigningSeries("collection");
     router.service(CollectionService, createCollectionHandler({ store: createCollectionStore(ctx.db) }));
   },
 };

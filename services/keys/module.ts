@@ -1,6 +1,7 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
@@ -11,6 +12,7 @@ export const keysModule: ServiceModule = {
   desc: KeyManagementService,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
+    reportSigningSeries("keys");
     const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring });

@@ -35,6 +35,11 @@ const DURATION_BUCKETS_MS = [1, 2, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 
 const SIZE_BUCKETS = [0, 64, 256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216];
 const COUNT_BUCKETS = [0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 10_000];
 
+/** The instruments' names, `rpc.server.duration` ... `rpc.client.responses_per_rpc`. */
+export const RPC_METRIC_NAMES: readonly string[] = (["server", "client"] as const).flatMap((side) =>
+  ["duration", "request.size", "response.size", "requests_per_rpc", "responses_per_rpc"].map((name) => `rpc.${side}.${name}`),
+);
+
 interface Instruments {
   duration: Histogram;
   requestSize: Histogram;

@@ -6,7 +6,7 @@
  * - OTLP, from the same variables as traces: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT or
  *   OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL
  *   (http/protobuf by default, http/json, grpc), every OTEL_METRIC_EXPORT_INTERVAL ms (60000);
- *   OTEL_METRICS_EXPORTER=none turns it off, OTEL_SDK_DISABLED=true turns everything off.
+ *   OTEL_METRICS_EXPORTER=none or OTEL_SDK_DISABLED=true turns it off.
  * - Prometheus, when the host serves `/metrics` on KEYMESH_METRICS_PORT (`metrics-server.ts`).
  *
  * Histograms carry no exemplars: the JavaScript SDK (sdk-metrics 2.12) ships exemplar filters
@@ -80,7 +80,8 @@ export function startMetrics(opts: StartMetricsOptions = {}): Promise<MetricsSta
 async function start(opts: StartMetricsOptions): Promise<MetricsState> {
   const env = opts.env ?? process.env;
   const decided = resolveMetricsExport(env);
-  const wantPrometheus = (opts.prometheus ?? false) && env.OTEL_SDK_DISABLED?.trim().toLowerCase() !== "true";
+  // KEYMESH_METRICS_PORT is keymesh's own switch: OTEL_SDK_DISABLED turns off OTLP export only.
+  const wantPrometheus = opts.prometheus ?? false;
   if (decided.otlp === "none" && !wantPrometheus) {
     state = { enabled: false, otlp: "none", prometheus: false, reason: decided.reason ?? "no reader" };
     return state;

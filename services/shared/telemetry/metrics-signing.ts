@@ -39,3 +39,21 @@ export const jobsRunning = upDownCounter("keymesh.jobs.running", "{job}", "Signi
 
 /** Share of a running job's records that are signed (0-1), by `job_id`. */
 export const jobProgress = gauge("keymesh.job.progress", "1", "Share of a running job's records that are signed");
+
+/**
+ * Reports a zero for every series a service owns, at start: dashboards then show 0 (and
+ * rates of 0) instead of "no data" until the first refusal or the first lease.
+ */
+export function reportSigningSeries(service: "collection" | "keys" | "executor"): void {
+  if (service === "collection") {
+    recordsSigned.add(0);
+    batchesCommitted.add(0);
+    for (const reason of ["already_signed", "stale_fence", "not_in_claim", "invalid_signature"]) batchesRefused.add(0, { reason });
+    fenceRejections.add(0, { operation: "commit" });
+  } else if (service === "keys") {
+    for (const operation of ["renew", "key_fetch"]) fenceRejections.add(0, { operation });
+  } else {
+    leasesHeld.add(0);
+    jobsRunning.add(0);
+  }
+}
