@@ -18,6 +18,7 @@ import { ClaimBatchResponseSchema, CommitBatchRequestSchema } from "../gen/keyme
 import { JobProgressSchema } from "../gen/keymesh/executor/v1/executor_service_pb.js";
 import { SignStreamResponseSchema } from "../gen/keymesh/signing/v1/signing_service_pb.js";
 import { AddSecretVersionRequestSchema, CreateSecretRequestSchema } from "../gen/keymesh/vault/v1/vault_service_pb.js";
+import { ConfigError, loadConfig } from "../services/shared/config.js";
 import { createLogger } from "../services/shared/logger.js";
 import { counter } from "../services/shared/telemetry/metrics.js";
 import { createClientMetricsInterceptor, createServerMetricsInterceptor, statusAttributes } from "../services/shared/telemetry/metrics-interceptor.js";
@@ -199,5 +200,17 @@ describe("log lines", () => {
     expect(lines[0]).toMatchObject({ msg: "inside", trace_id: ids.traceId, span_id: ids.spanId });
     expect(lines[1]?.msg).toBe("outside");
     expect(lines[1]).not.toHaveProperty("trace_id");
+  });
+});
+
+describe("KEYMESH_METRICS_PORT", () => {
+  it("is off by default and must be a port other than the service port", () => {
+    expect(loadConfig({}).metricsPort).toBeUndefined();
+    expect(loadConfig({ KEYMESH_METRICS_PORT: "9464" }).metricsPort).toBe(9464);
+    expect(loadConfig({ KEYMESH_METRICS_PORT: "0", KEYMESH_PORT: "0" }).metricsPort).toBe(0);
+    for (const env of [{ KEYMESH_METRICS_PORT: "metrics" }, { KEYMESH_METRICS_PORT: "70000" }, { KEYMESH_METRICS_PORT: "8080" }]) {
+      expect(() => loadConfig(env), JSON.stringify(env)).toThrow(ConfigError);
+      expect(() => loadConfig(env)).toThrow(/^KEYMESH_METRICS_PORT: expected /);
+    }
   });
 });
