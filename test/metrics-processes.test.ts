@@ -3,6 +3,7 @@
  * metric export with the same OTEL_* variables as traces, trace ids on the per-call log lines,
  * and `keymesh top` against the live process, against nothing, and interrupted with Ctrl-C.
  */
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -17,7 +18,7 @@ import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { main } from "../cli/main.js";
 import { parseExposition } from "../cli/commands/top.js";
-import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
+import { KEYMESH_BIN, spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 import { freePort } from "./support/redis-nodes.js";
 
 /** An OTLP/HTTP JSON sink: keeps the metric names it receives, accepts traces. */
@@ -152,4 +153,35 @@ describe("keymesh top without a mesh", () => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(top.stderr()).toBe("");
   }, 40_000);
+
+  it("redraws in place on a terminal and restores the cursor on Ctrl-C", async () => {
+    const port = await freePort();
+    // A pseudo-terminal from Python's pty module (Debian's python3, as the Python client test uses).
+    const script = `
+import os, pty, select, signal, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], sys.argv[2], "top", "--interval", "200", "--url", sys.argv[3]])
+out, sent, end = b"", False, time.time() + 25
+while time.time() < end:
+    if select.select([fd], [], [], 0.1)[0]:
+        try:
+            out += os.read(fd, 65536)
+        except OSError:
+            break
+    if not sent and out.count(b"keymesh top") >= 3:
+        os.kill(pid, signal.SIGINT)
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(str(os.WEXITSTATUS(status)) + "\\n" + out.decode())
+`;
+    const out = execFileSync("python3", ["-c", script, process.execPath, KEYMESH_BIN, `http://127.0.0.1:${port}`], { encoding: "utf8", timeout: 40_000 });
+    const [status, ...rest] = out.split("\n");
+    const screen = rest.join("\n");
+    expect(status).toBe("0");
+    expect(screen.startsWith("\x1b[?25l"), "hides the cursor").toBe(true);
+    // Each later frame moves back to the first line of the previous one and clears below it.
+    expect(screen.match(/\x1b\[\d+F\x1b\[J/g)?.length ?? 0).toBeGreaterThanOrEqual(2);
+    expect(screen.trimEnd().endsWith("\x1b[?25h"), "shows the cursor again").toBe(true);
+  }, 60_000);
 });
