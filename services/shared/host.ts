@@ -99,7 +99,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   if (new Set(names).size !== names.length) throw new Error(`a service is listed twice: ${names.join(", ")}`);
 
   const tls = await readTls(config);
-  await startMetrics({ prometheus: config.metricsPort !== undefined });
+  await startMetrics({ prometheus: config.metricsPort !== undefined, serviceName: names.length === 1 ? `keymesh-${names[0]}` : "keymesh" });
   const draining = new AbortController();
   const shutdown = new AbortController();
   let url = selfUrlOf(config, config.port);

@@ -32,6 +32,8 @@ export interface StartMetricsOptions {
   /** Collect for a Prometheus scrape endpoint (the host passes KEYMESH_METRICS_PORT's presence). */
   readonly prometheus?: boolean;
   readonly env?: NodeJS.ProcessEnv;
+  /** service.name unless OTEL_SERVICE_NAME is set: `keymesh-keys`, or `keymesh` for several services. */
+  readonly serviceName?: string;
 }
 
 const DEFAULT_EXPORT_INTERVAL_MS = 60_000;
@@ -86,7 +88,7 @@ async function start(opts: StartMetricsOptions): Promise<MetricsState> {
     state = { enabled: false, otlp: "none", prometheus: false, reason: decided.reason ?? "no reader" };
     return state;
   }
-  const [{ MeterProvider, PeriodicExportingMetricReader }, { defaultResource, detectResources, envDetector, processDetector, hostDetector }] = await Promise.all([
+  const [{ MeterProvider, PeriodicExportingMetricReader }, { defaultResource, detectResources, envDetector, processDetector, hostDetector, resourceFromAttributes }] = await Promise.all([
     import("@opentelemetry/sdk-metrics"),
     import("@opentelemetry/resources"),
   ]);
@@ -109,7 +111,10 @@ async function start(opts: StartMetricsOptions): Promise<MetricsState> {
     readers.push(prometheus);
   }
   provider = new MeterProvider({
-    resource: defaultResource().merge(detectResources({ detectors: [envDetector, processDetector, hostDetector] })),
+    // Later wins: the SDK's defaults, then our name, then OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES.
+    resource: defaultResource()
+      .merge(resourceFromAttributes(opts.serviceName === undefined ? {} : { "service.name": opts.serviceName }))
+      .merge(detectResources({ detectors: [envDetector, processDetector, hostDetector] })),
     readers,
   });
   metrics.setGlobalMeterProvider(provider);
