@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
+import { executorMigrations } from "./migrations/index.js";
 import { createExecutor } from "./executor.js";
 import { createExecutorHandler } from "./handler.js";
 import { createJobStore } from "./job-store.js";
@@ -11,6 +12,7 @@ import { createJobStore } from "./job-store.js";
 export const executorModule: ServiceModule = {
   name: "executor",
   desc: ExecutorService,
+  migrations: executorMigrations,
   needs: { database: true },
   async register(router, ctx) {
     reportSigningSeries("executor");

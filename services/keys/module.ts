@@ -2,6 +2,7 @@ import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_s
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
+import { keysMigrations } from "./migrations/index.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
@@ -10,10 +11,11 @@ import { createKeyringStore } from "./keyring-store.js";
 export const keysModule: ServiceModule = {
   name: "keys",
   desc: KeyManagementService,
+  migrations: keysMigrations,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
     reportSigningSeries("keys");
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring });
     router.service(KeyManagementService, createKeysHandler({ keyring, store, masterKeys: () => ring }));
