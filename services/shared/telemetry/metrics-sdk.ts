@@ -14,9 +14,11 @@
  * the text format, which has no exemplars. Batch traces are found by time and duration instead
  * (README, "From a slow batch to its trace").
  */
+import { setTimeout as delay } from "node:timers/promises";
 import { metrics } from "@opentelemetry/api";
 import type { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import type { MeterProvider, MetricReader, PushMetricExporter } from "@opentelemetry/sdk-metrics";
+import { FLUSH_LIMIT_MS } from "./sdk.js";
 
 /** What `startMetrics` decided. */
 export interface MetricsState {
@@ -122,14 +124,25 @@ async function start(opts: StartMetricsOptions): Promise<MetricsState> {
   return state;
 }
 
-/** Exports what was recorded so far over OTLP. Never rejects. */
+/**
+ * Exports what was recorded so far over OTLP, waiting at most FLUSH_LIMIT_MS (like traces): a
+ * collector that never answers must not hold a shutdown. Never rejects.
+ */
 export async function flushMetrics(): Promise<void> {
-  await provider?.forceFlush().catch(() => undefined);
+  if (provider === undefined) return;
+  await bounded(provider.forceFlush());
 }
 
-/** Final export and stop; later recordings are dropped. Never rejects. */
+/** Final export and stop, bounded like `flushMetrics`; later recordings are dropped. Never rejects. */
 export async function shutdownMetrics(): Promise<void> {
-  await provider?.shutdown().catch(() => undefined);
+  if (provider === undefined) return;
+  await bounded(provider.shutdown());
+}
+
+async function bounded(work: Promise<void>): Promise<void> {
+  const stop = new AbortController();
+  await Promise.race([work.catch(() => undefined), delay(FLUSH_LIMIT_MS, undefined, { ref: false, signal: stop.signal }).catch(() => undefined)]);
+  stop.abort();
 }
 
 async function createOtlpExporter(protocol: string): Promise<PushMetricExporter> {
