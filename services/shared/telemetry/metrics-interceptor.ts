@@ -18,6 +18,7 @@
 import type { DescMessage } from "@bufbuild/protobuf";
 import { ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import { metrics, type Attributes, type Histogram, type MeterProvider } from "@opentelemetry/api";
+import { wrapStream, type StreamOutcome } from "../interceptors/wrap-stream.js";
 import { meterName } from "./metrics.js";
 import { metricsState } from "./metrics-sdk.js";
 import { protoSize } from "./proto-size.js";
@@ -142,9 +143,12 @@ function createRpcMetrics(side: RpcSide, opts: MetricsInterceptorOptions): Inter
     try {
       res = await next({
         ...req,
-        message: observe(req.message, (msg) => {
-          requests++;
-          m.requestSize.record(protoSize(input, msg), attrs);
+        message: wrapStream(req.message, {
+          message(msg) {
+            requests++;
+            m.requestSize.record(protoSize(input, msg), attrs);
+            return msg;
+          },
         }),
       });
     } catch (err) {
@@ -157,62 +161,14 @@ function createRpcMetrics(side: RpcSide, opts: MetricsInterceptorOptions): Inter
     }
     return {
       ...res,
-      message: observe(
-        res.message,
-        (msg) => {
+      message: wrapStream(res.message, {
+        message(msg) {
           responses++;
           m.responseSize.record(protoSize(output, msg), attrs);
+          return msg;
         },
-        end,
-      ),
+        end: (outcome: StreamOutcome) => end(outcome.kind === "error" ? outcome.error : undefined),
+      }),
     };
-  };
-}
-
-/**
- * Passes `source` through, reporting each message and how the stream ended (undefined for
- * success or an early close), without changing `return`/`throw` behaviour.
- */
-function observe<T>(source: AsyncIterable<T>, onMessage: (msg: T) => void, onEnd?: (error: unknown) => void): AsyncIterable<T> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = source[Symbol.asyncIterator]();
-      const wrapped: AsyncIterator<T> = {
-        async next(...args: [] | [unknown]) {
-          let r: IteratorResult<T>;
-          try {
-            r = await it.next(...args);
-          } catch (err) {
-            onEnd?.(err);
-            throw err;
-          }
-          if (r.done === true) onEnd?.(undefined);
-          else onMessage(r.value);
-          return r;
-        },
-      };
-      if (it.return) {
-        const itReturn = it.return.bind(it);
-        wrapped.return = async (value?: unknown) => {
-          try {
-            return await itReturn(value);
-          } finally {
-            onEnd?.(undefined);
-          }
-        };
-      }
-      if (it.throw) {
-        const itThrow = it.throw.bind(it);
-        wrapped.throw = async (error?: unknown) => {
-          try {
-            return await itThrow(error);
-          } catch (err) {
-            onEnd?.(err);
-            throw err;
-          }
-        };
-      }
-      return wrapped;
-    },
   };
 }
