@@ -109,7 +109,8 @@ async function start(opts: StartMetricsOptions): Promise<MetricsState> {
   if (wantPrometheus) {
     const { PrometheusExporter } = await import("@opentelemetry/exporter-prometheus");
     // The host serves the handler on its own port; the exporter's built-in server stays off.
-    prometheus = new PrometheusExporter({ preventServerStart: true });
+    // Every series is scope "keymesh": no otel_scope_name label on each line.
+    prometheus = new PrometheusExporter({ preventServerStart: true, withoutScopeInfo: true });
     readers.push(prometheus);
   }
   provider = new MeterProvider({
