@@ -8,6 +8,7 @@ import {
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
 import type { LeaseCheck } from "./lease-check.js";
 import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";
 
@@ -77,6 +78,8 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
       const result = lease.view
         ? await store.commit({ claimId: req.claimId, batchId: req.batchId, keyId: req.keyId, fence: req.fence, signatures }, now, lease.view, sampleCheck)
         : { stored: 0, rejections: signatures.map((s) => ({ recordId: s.recordId, reason: "stale_fence" as const })) };
+      // Claim to decision, both on this service's clock (unknown for an unproven lease).
+      recordCommitMetrics(result, result.startedAt !== undefined && result.decidedAt !== undefined ? result.decidedAt - result.startedAt : undefined);
       return {
         stored: result.stored,
         rejected: result.rejections.length,
@@ -133,4 +136,17 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
 
     deleteRecords: mapErrors(async () => ({ deleted: BigInt(await store.deleteAll()) })),
   };
+}
+
+/** The domain metrics of one commit (services/shared/telemetry/metrics-signing.ts). */
+function recordCommitMetrics(result: { stored: number; rejections: readonly { reason: RejectReason }[] }, latencyMs: number | undefined): void {
+  const reason = result.rejections[0]?.reason;
+  if (result.stored > 0) {
+    recordsSigned.add(result.stored);
+    batchesCommitted.add(1);
+  } else {
+    batchesRefused.add(1, { reason: reason ?? "unspecified" });
+  }
+  if (reason === "stale_fence") fenceRejections.add(1, { operation: "commit" });
+  if (latencyMs !== undefined) batchDuration.record(latencyMs, { outcome: result.stored > 0 ? "committed" : "refused" });
 }

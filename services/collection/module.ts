@@ -2,6 +2,7 @@ import { CollectionService } from "../../gen/keymesh/collection/v1/collection_se
 import { createLeaseTokens } from "../shared/crypto/lease-token.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
+import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
 import { collectionMigrations } from "./migrations/index.js";
 import { createCollectionHandler } from "./handler.js";
 import { createLeaseCheck } from "./lease-check.js";
@@ -14,6 +15,7 @@ export const collectionModule: ServiceModule = {
   migrations: collectionMigrations,
   needs: { database: true },
   async register(router, ctx) {
+    reportSigningSeries("collection");
     // The master keys serve only to check lease tokens here (see lease-token.ts).
     const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
     const leases = createLeaseCheck(ctx.clients.keys, createLeaseTokens(() => ring));

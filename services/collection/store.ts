@@ -38,6 +38,10 @@ export interface CommitInput {
 export interface CommitResult {
   readonly stored: number;
   readonly rejections: { recordId: number; reason: RejectReason }[];
+  /** When the batch's claim was made, if its claim is known (server clock, Unix ms). */
+  readonly startedAt?: number;
+  /** When the commit was decided (committed_at of its history row). */
+  readonly decidedAt?: number;
 }
 
 /**
@@ -160,7 +164,7 @@ export function createCollectionStore(db: Database): CollectionStore {
   }
 
   /** Stores a batch's signatures and its one history row. */
-  async function storeBatch(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], rejected: number, at: number): Promise<void> {
+  async function storeBatch(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], rejected: number, at: number): Promise<number | undefined> {
     const flipped = await trx("records")
       .whereIn("id", accepted.map((s) => s.recordId))
       .where({ claim_id: input.claimId, signed: 0 })
@@ -179,7 +183,9 @@ export function createCollectionStore(db: Database): CollectionStore {
         signed_at: at,
       })),
     );
-    await trx("batches").insert(historyRow(input, await claimOf(trx, input.claimId), "committed", accepted.length, rejected, at));
+    const claim = await claimOf(trx, input.claimId);
+    await trx("batches").insert(historyRow(input, claim, "committed", accepted.length, rejected, at));
+    return claim ? Number(claim.claimed_at) : undefined;
   }
 
   /**
@@ -187,10 +193,11 @@ export function createCollectionStore(db: Database): CollectionStore {
    * rolled back: one row under the batch's own id, none if the id is already recorded (a
    * repeated commit of a stored batch).
    */
-  async function recordRefusal(input: CommitInput, rejected: number, at: number): Promise<void> {
+  async function recordRefusal(input: CommitInput, rejected: number, at: number): Promise<number | undefined> {
     const claim = await claimOf(primary, input.claimId);
-    if (!claim) return;
+    if (!claim) return undefined;
     await primary("batches").insert(historyRow(input, claim, "rejected", 0, rejected, at)).onConflict("id").ignore();
+    return Number(claim.claimed_at);
   }
 
   return {
@@ -280,10 +287,13 @@ export function createCollectionStore(db: Database): CollectionStore {
           .update({ fence: fenceValue(input.fence), updated_at: at });
         if (raised !== 1) return refuseAll("stale_fence");
 
-        await storeBatch(trx, input, accepted, rejections.length, at);
-        return { stored: accepted.length, rejections };
+        const startedAt = await storeBatch(trx, input, accepted, rejections.length, at);
+        return { stored: accepted.length, rejections, startedAt, decidedAt: at };
       });
-      if (result.stored === 0) await recordRefusal(input, result.rejections.length, now());
+      if (result.stored === 0) {
+        const decidedAt = now();
+        return { ...result, startedAt: await recordRefusal(input, result.rejections.length, decidedAt), decidedAt };
+      }
       return result;
     },
 

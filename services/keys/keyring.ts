@@ -4,6 +4,7 @@ import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
+import { fenceRejections } from "../shared/telemetry/metrics-signing.js";
 import { keyringSealContext } from "./seal-context.js";
 
 /** A granted lease as the keyring hands it out. */
@@ -131,6 +132,7 @@ export function createKeyring(deps: KeyringDeps) {
       // Conditional on the fence: the hash matched the row read just now, and only a new
       // grant (which moves the fence) replaces it.
       if (!(await deps.store.extend(keyId, row.fence, now(), until))) {
+        fenceRejections.add(1, { operation: "renew" });
         throw new LeaseLostError(keyId, "stale", { message: `lease on ${keyId} with fence ${fence} is no longer current; abandon the batch` });
       }
       return { expiresAt: until, leaseToken: deps.tokens.mint({ keyId, fence, leaseHash, expiresAt: until }) };
@@ -157,7 +159,10 @@ export function createKeyring(deps: KeyringDeps) {
     /** The sealed private key, for the holder of the current live lease on `keyId` only. */
     async wrappedKey(keyId: string, leaseId: string, fence: bigint): Promise<KeyringRow> {
       const row = await currentLease(keyId, leaseId, fence);
-      if (row.leasedUntil <= now()) throw new LeaseLostError(keyId, "expired", { message: `the lease on ${keyId} with fence ${fence} has lapsed` });
+      if (row.leasedUntil <= now()) {
+        fenceRejections.add(1, { operation: "key_fetch" });
+        throw new LeaseLostError(keyId, "expired", { message: `the lease on ${keyId} with fence ${fence} has lapsed` });
+      }
       return row;
     },
 
