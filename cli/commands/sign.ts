@@ -4,7 +4,7 @@ import { CollectionService } from "../../gen/keymesh/collection/v1/collection_se
 import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { EXIT, UsageError, type Command, type CommandIO } from "../command.js";
-import { connectTo, meshUrl } from "../connect.js";
+import { CLIENT_OPTIONS, CLIENT_USAGE, connectFromFlags } from "../connect.js";
 import { verifyAll } from "../verify-all.js";
 
 const USAGE = `Usage: keymesh sign [options]
@@ -22,7 +22,7 @@ Options:
   --reset            delete all records and signatures first
   --no-verify        skip the final verification pass
   --json             print the summary as JSON (no progress bar)
-  --url URL          the mesh (default $KEYMESH_URL or http://127.0.0.1:8080)
+${CLIENT_USAGE}
 `;
 
 function bar(p: JobProgress, width = 30): string {
@@ -57,7 +57,7 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
       reset: { type: "boolean", default: false },
       "no-verify": { type: "boolean", default: false },
       json: { type: "boolean", default: false },
-      url: { type: "string" },
+      ...CLIENT_OPTIONS,
     },
   });
   const int = (name: string, raw: string | undefined, min: number): number | undefined => {
@@ -71,8 +71,7 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
   const batchSize = int("batch-size", values["batch-size"], 1)!;
   const concurrency = int("concurrency", values.concurrency, 1)!;
   const leaseTtlMs = int("lease-ttl-ms", values["lease-ttl-ms"], 1000)!;
-  const url = meshUrl(values.url, io.env);
-  const client = connectTo(url);
+  const { client } = connectFromFlags(values, io.env);
   const collection = client(CollectionService);
   const keys = client(KeyManagementService);
   const executor = client(ExecutorService);

@@ -2,13 +2,17 @@ import { parseArgs } from "node:util";
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { EXIT, type Command, type CommandIO } from "../command.js";
-import { connectTo, meshUrl } from "../connect.js";
+import { CLIENT_OPTIONS, CLIENT_USAGE, connectFromFlags } from "../connect.js";
 import { verifyAll } from "../verify-all.js";
 
-const USAGE = `Usage: keymesh verify [--json] [--url URL]
+const USAGE = `Usage: keymesh verify [options]
 
 Streams every record with its signature and verifies each one against the public key of the
 key recorded with it. Exits 1 if any signature is invalid or any record is unsigned.
+
+Options:
+  --json             print the summary as JSON
+${CLIENT_USAGE}
 `;
 
 /** `keymesh verify`: re-verify every stored signature against its key's public key. */
@@ -20,8 +24,8 @@ export const verifyCommand: Command = {
 };
 
 async function runVerify(argv: string[], io: CommandIO): Promise<number> {
-  const { values } = parseArgs({ args: argv, options: { json: { type: "boolean", default: false }, url: { type: "string" } } });
-  const client = connectTo(meshUrl(values.url, io.env));
+  const { values } = parseArgs({ args: argv, options: { json: { type: "boolean", default: false }, ...CLIENT_OPTIONS } });
+  const { client } = connectFromFlags(values, io.env);
   const started = Date.now();
   const report = await verifyAll({ collection: client(CollectionService), keys: client(KeyManagementService) });
   const ok = report.invalid === 0 && report.unsigned === 0;

@@ -2,7 +2,6 @@ import { readFile } from "node:fs/promises";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { createAuthInterceptor, OPEN_SERVICES, type AuthInterceptorOptions } from "./auth.js";
 import { createPeerClients, selfUrlOf, type PeerClients } from "./clients.js";
 import { ConfigError, type Config } from "./config.js";
 import { shuttingDownError } from "./errors.js";
@@ -10,6 +9,8 @@ import { createHealthService, type HealthService } from "./health.js";
 import { listen, type HttpListener } from "./http-listener.js";
 import { createCallLimitInterceptor, routerLimits } from "./limits.js";
 import { createLogger } from "./logger.js";
+import { OPEN_SERVICES } from "./interceptors/access.js";
+import { createHostIdentity } from "./interceptors/identity.js";
 import { createLoggingInterceptor } from "./logging.js";
 import { createReflection } from "./reflection.js";
 import { createHostRouter, createRequestHandler } from "./request-handler.js";
@@ -34,10 +35,10 @@ export interface HostOptions {
   readonly resources?: Partial<Resources>;
   /** Run database migrations when the database is opened here (default true). */
   readonly migrate?: boolean;
-  /** Extra server interceptors, applied inside auth (tests, later features). */
+  /** Extra server interceptors, applied inside the access check (tests, later features). */
   readonly interceptors?: readonly Interceptor[];
-  /** Options for the auth interceptor (e.g. `authenticate` once sessions exist). */
-  readonly auth?: Omit<AuthInterceptorOptions, "serviceToken">;
+  /** The development root token to accept as an admin (`keymesh serve --dev`; see root-token.ts). */
+  readonly rootToken?: string;
 }
 
 /** A running host. */
@@ -97,7 +98,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const draining = new AbortController();
   const shutdown = new AbortController();
   let url = selfUrlOf(config, config.port);
-  const clients = createPeerClients(config, { selfUrl: () => url });
+  const identity = createHostIdentity({ config, clients: () => clients, ...(opts.rootToken === undefined ? {} : { rootToken: opts.rootToken }) });
+  const clients = createPeerClients(config, { selfUrl: () => url, serviceToken: identity.serviceToken, caller: names.join(",") });
   const resources = await openResources({ config, logger, modules: opts.services, given: opts.resources ?? {}, migrate: opts.migrate ?? true });
   const instances: ServiceInstance[] = [];
 
@@ -121,7 +123,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     const interceptors: Interceptor[] = [
       createLoggingInterceptor({ logger, quiet: (req) => OPEN_SERVICES.includes(req.service.typeName) }),
       createTracingInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
-      createAuthInterceptor({ ...opts.auth, serviceToken: config.serviceToken }),
+      identity.interceptor,
       ...(opts.interceptors ?? []),
       createCallLimitInterceptor(),
     ];
@@ -137,6 +139,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       };
       const instance = await module.register(router, ctx);
       if (instance) instances.push(instance);
+      if (instance?.authenticate !== undefined) identity.useLocalSessions(instance.authenticate.bind(instance));
       if (!router.handlers.some((h) => h.service.typeName === module.desc.typeName)) {
         throw new Error(`service module "${module.name}" did not register ${module.desc.typeName}`);
       }

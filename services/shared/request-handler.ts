@@ -1,9 +1,10 @@
 import type * as http from "node:http";
 import * as http2 from "node:http2";
-import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createContextValues, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Logger } from "pino";
+import { peerAddressKey } from "./context.js";
 import { codeName } from "./errors.js";
 import { GRPC_CONTENT_TYPE, reportMalformedAsInvalid } from "./malformed-requests.js";
 
@@ -101,7 +102,8 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
     const contentType = req.headers["content-type"] ?? "";
     let uReq;
     try {
-      uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+      const values = createContextValues().set(peerAddressKey, req.socket?.remoteAddress ?? "");
+      uReq = universalRequestFromNodeRequest(req, res, undefined, values);
     } catch {
       // e.g. an HTTP/1.0 request without a Host header
       res.statusCode = 400;
