@@ -31,7 +31,7 @@ export const loginCommand: Command = {
     const [username, ...extra] = positionals;
     if (username === undefined || extra.length > 0) throw new UsageError("expected exactly one USERNAME");
     const ttlSeconds = values.ttl === undefined ? 0 : Number(values.ttl);
-    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > 0xffffffff) throw new UsageError(`--ttl must be a positive number of seconds, got "${values.ttl}"`);
+    if (values.ttl !== undefined && (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > 0xffffffff)) throw new UsageError(`--ttl must be a positive number of seconds, got "${values.ttl}"`);
     const password = await readPassword(io, { fromStdin: values["password-stdin"] });
     const url = meshUrl(values.url, io.env);
     const res = await connectTo(url, undefined, io.env)(AuthService).login({ username, password, ttlSeconds });
