@@ -10,8 +10,8 @@ import {
   VerifyResponseSchema,
 } from "../gen/keymesh/signing/v1/signing_service_pb.js";
 import type { ServiceModule } from "../services/shared/service-module.js";
-import { grpc, grpcClient, serverStream, unary } from "./support/grpc.js";
-import { startTestHost, type TestHost } from "./support/host.js";
+import { grpc, grpcClient, serverStream, unary, withToken } from "./support/grpc.js";
+import { bearer, startTestHost, type TestHost } from "./support/host.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -38,7 +38,7 @@ let client: grpc.Client;
 
 beforeAll(async () => {
   server = await startTestHost({ services: [slowModule], env: { KEYMESH_SHUTDOWN_TIMEOUT_MS: "1000" } });
-  client = grpcClient(server.address);
+  client = grpcClient(server.address, undefined, withToken(server.token));
 });
 
 afterAll(async () => {
@@ -60,7 +60,7 @@ describe("client deadlines", () => {
   });
 
   it("end a slow bidi stream with DeadlineExceeded (connect-es client, grpc-timeout)", async () => {
-    const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url }));
+    const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.serviceToken)] }));
     const started = Date.now();
     const err = await (async () => {
       async function* one() {

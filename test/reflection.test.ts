@@ -94,7 +94,13 @@ describe("server reflection", () => {
   it("answers file_by_filename", async () => {
     const [res] = await reflect([{ messageRequest: { case: "fileByFilename", value: "keymesh/keys/v1/key_management_service.proto" } }]);
     const { names, registry } = registryOf(res!);
-    expect(names).toEqual(["keymesh/keys/v1/key_management_service.proto", "keymesh/keys/v1/keys.proto"]);
+    // The file and its transitive imports, the access option's definition among them.
+    expect(names).toEqual([
+      "keymesh/keys/v1/key_management_service.proto",
+      "keymesh/auth/v1/access.proto",
+      "google/protobuf/descriptor.proto",
+      "keymesh/keys/v1/keys.proto",
+    ]);
     expect(registry.getService("keymesh.keys.v1.KeyManagementService")).toBeDefined();
   });
 

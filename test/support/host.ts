@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,7 +16,19 @@ export interface TestHost {
   readonly address: string;
   /** "http://127.0.0.1:<port>" (https with TLS). */
   readonly url: string;
+  /** A root (admin) token the host accepts, as `keymesh serve --dev` would. */
+  readonly token: string;
+  /** The host's service token (KEYMESH_SERVICE_TOKEN). */
+  readonly serviceToken: string;
   close(): Promise<void>;
+}
+
+/** A client interceptor sending `authorization: Bearer <token>`. */
+export function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
 }
 
 /** Options for `startTestHost`. */
@@ -33,15 +46,18 @@ export interface TestHostOptions {
 export async function startTestHost(opts: TestHostOptions = {}): Promise<TestHost> {
   const dataDir = mkdtempSync(join(tmpdir(), "keymesh-test-"));
   const config = loadConfig({
+    KEYMESH_SERVICE_TOKEN: `kms_${randomBytes(24).toString("base64url")}`,
     KEYMESH_PORT: "0",
     KEYMESH_DATA_DIR: dataDir,
     KEYMESH_LOG_LEVEL: "silent",
     ...opts.env,
   });
   const services = opts.services ?? placeholderModules();
+  const token = `kmr_${randomBytes(32).toString("base64url")}`;
   const host = await startHost({
     services,
     config,
+    rootToken: token,
     interceptors: opts.interceptors ?? [],
     ...(opts.logger === undefined ? {} : { logger: opts.logger }),
   });
@@ -49,6 +65,8 @@ export async function startTestHost(opts: TestHostOptions = {}): Promise<TestHos
     host,
     address: `127.0.0.1:${host.port}`,
     url: host.url,
+    token,
+    serviceToken: config.serviceToken!,
     async close() {
       await host.close();
       rmSync(dataDir, { recursive: true, force: true });
