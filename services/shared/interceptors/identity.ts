@@ -51,7 +51,7 @@ export function checkPeerSecurity(config: Config): void {
         `a shared secret for service-to-service calls: ${variable} points to another process, which refuses calls without it`,
       );
     }
-    if (config.tls !== undefined && url.startsWith("http:")) {
+    if ((config.tls !== undefined || config.tlsCaFile !== undefined) && url.startsWith("http:")) {
       throw new ConfigError(variable, "an https:// URL: TLS is configured here, and the service token must not cross a plaintext hop");
     }
   }
