@@ -32,8 +32,8 @@ export function createAuthHandler(accounts: Accounts): ServiceImpl<typeof AuthSe
   return {
     register: mapErrors(async (req) => accounts.register(req.username, req.password)),
 
-    login: withRetryDelay(
-      mapErrors(async (req, ctx) => {
+    login: mapErrors(
+      withRetryDelay(async (req, ctx) => {
         const session = await accounts.login(req.username, req.password, ctx.values.get(peerAddressKey), req.ttlSeconds * 1000);
         return { token: session.token, expiresAtMs: BigInt(session.expiresAt), userId: session.userId };
       }),
