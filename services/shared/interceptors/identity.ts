@@ -9,8 +9,8 @@ import { createAccessInterceptor } from "./access.js";
 /**
  * How a host knows its callers: which service token it sends and accepts, the development
  * root token if any, and where session tokens are checked (the auth service's own store when
- * auth runs in this process, otherwise a WhoAmI call to the auth service with the caller's
- * token).
+ * auth runs in this process, otherwise a WhoAmI call to the auth service at KEYMESH_AUTH_URL
+ * with the caller's token).
  */
 
 /** Resolves a session token to its user (undefined: unknown, expired or revoked). */
@@ -76,10 +76,13 @@ export function createHostIdentity(opts: HostIdentityOptions): HostIdentity {
     }
   };
 
+  const none: Authenticate = async () => undefined;
   const interceptor = createAccessInterceptor({
     serviceTokens: [serviceToken],
     ...(opts.rootToken === undefined ? {} : { rootToken: opts.rootToken }),
-    authenticate: (token) => (local ?? remote)(token),
+    // Sessions are checked where the auth service is: in this process, or at KEYMESH_AUTH_URL.
+    // With neither there are no sessions to find, and a session token is simply unknown.
+    authenticate: (token) => (local ?? (opts.config.serviceUrls.auth === undefined ? none : remote))(token),
   });
   return {
     serviceToken,
