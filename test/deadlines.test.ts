@@ -10,7 +10,7 @@ import {
   VerifyResponseSchema,
 } from "../gen/keymesh/signing/v1/signing_service_pb.js";
 import type { ServiceModule } from "../services/shared/service-module.js";
-import { grpc, grpcClient, serverStream, unary, withToken } from "./support/grpc.js";
+import { grpc, grpcClient, serverStream, unary } from "./support/grpc.js";
 import { bearer, startTestHost, type TestHost } from "./support/host.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -38,7 +38,7 @@ let client: grpc.Client;
 
 beforeAll(async () => {
   server = await startTestHost({ services: [slowModule], env: { KEYMESH_SHUTDOWN_TIMEOUT_MS: "1000" } });
-  client = grpcClient(server.address, undefined, withToken(server.token));
+  client = grpcClient(server.address);
 });
 
 afterAll(async () => {
@@ -48,11 +48,18 @@ afterAll(async () => {
 
 const deadline = (ms: number) => ({ deadline: new Date(Date.now() + ms) });
 
+/** Call metadata with the test host's root token. */
+function auth(): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${server.token}`);
+  return metadata;
+}
+
 describe("client deadlines", () => {
   it("end a slow unary call with DEADLINE_EXCEEDED even when the handler ignores its signal", async () => {
     const started = Date.now();
     await expect(
-      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {}, deadline(200)),
+      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {}, deadline(200), auth()),
     ).rejects.toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED });
     expect(Date.now() - started).toBeLessThan(1_500);
     await sleep(50);
@@ -91,7 +98,7 @@ describe("client deadlines", () => {
 
 describe("shutdown with a call that ignores its signal", () => {
   it("aborts the call after the grace period and finishes within the budget", async () => {
-    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {});
+    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {}, {}, auth());
     const outcome = call.then(
       () => "ok",
       (e: { code: number }) => e.code,
