@@ -80,7 +80,7 @@ describe("keymesh CLI identity", () => {
     expect(JSON.parse((await cli(["whoami", "--json"], "", { KEYMESH_TOKEN: root })).stdout).username).toBe("root");
     const bad = await cli(["whoami"], "", { KEYMESH_TOKEN: "kmt_not-a-real-session" });
     expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/unauthenticated/);
+    expect(bad.stderr).toMatch(/not signed in \(the credentials are invalid, expired or revoked\)/);
   });
 
   it("logs out: the session is revoked on the server and forgotten", async () => {
@@ -90,7 +90,7 @@ describe("keymesh CLI identity", () => {
     expect(out.code, out.stderr).toBe(0);
     expect(out.stdout).toContain("logged out cli-user");
     const reuse = await cli(["whoami"], "", { KEYMESH_TOKEN: token });
-    expect(reuse.stderr).toMatch(/unauthenticated/);
+    expect(reuse.stderr).toMatch(/not signed in/);
     // Without a stored session the CLI falls back to the local root token again.
     expect(JSON.parse((await cli(["whoami", "--json"])).stdout).username).toBe("root");
   });

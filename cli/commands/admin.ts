@@ -1,7 +1,7 @@
-import { parseArgs } from "node:util";
 import { createUserStore } from "../../services/auth/user-store.js";
 import { loadConfig } from "../../services/shared/config.js";
 import { createDatabase } from "../../services/shared/storage/database.js";
+import { parseFlags } from "../flags.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 
 const USAGE = `Usage: keymesh admin grant|revoke USERNAME
@@ -17,7 +17,7 @@ export const adminCommand: Command = {
   summary: "grant or revoke a user's admin role (run by the operator, against the database)",
   usage: USAGE,
   async run(args, io) {
-    const { positionals } = parseArgs({ args, allowPositionals: true, options: {} });
+    const { positionals } = parseFlags(args, {}, true);
     const [verb, username, ...extra] = positionals;
     if ((verb !== "grant" && verb !== "revoke") || username === undefined || extra.length > 0) {
       throw new UsageError("expected `grant USERNAME` or `revoke USERNAME`");

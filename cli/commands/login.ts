@@ -1,5 +1,5 @@
-import { parseArgs } from "node:util";
 import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
+import { parseFlags } from "../flags.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { connectTo, meshUrl } from "../connect.js";
 import { credentialsPath, storeSession } from "../credentials.js";
@@ -23,11 +23,7 @@ export const loginCommand: Command = {
   summary: "log in and store the session token for later commands",
   usage: USAGE,
   async run(args, io) {
-    const { values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { "password-stdin": { type: "boolean", default: false }, ttl: { type: "string" }, url: { type: "string" } },
-    });
+    const { values, positionals } = parseFlags(args, { "password-stdin": { type: "boolean", default: false }, ttl: { type: "string" }, url: { type: "string" } }, true);
     const [username, ...extra] = positionals;
     if (username === undefined || extra.length > 0) throw new UsageError("expected exactly one USERNAME");
     const ttlSeconds = values.ttl === undefined ? 0 : Number(values.ttl);

@@ -1,6 +1,6 @@
-import { parseArgs } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
+import { parseFlags } from "../flags.js";
 import { EXIT, type Command } from "../command.js";
 import { connectTo, meshUrl } from "../connect.js";
 import { forgetSession, storedSession } from "../credentials.js";
@@ -15,7 +15,7 @@ export const logoutCommand: Command = {
   summary: "revoke the stored session token and forget it",
   usage: USAGE,
   async run(args, io) {
-    const { values } = parseArgs({ args, options: { url: { type: "string" } } });
+    const { values } = parseFlags(args, { url: { type: "string" } });
     const url = meshUrl(values.url, io.env);
     const session = storedSession(io.env, url, 0);
     if (session === undefined) {

@@ -1,5 +1,5 @@
-import { parseArgs } from "node:util";
 import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
+import { parseFlags } from "../flags.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { connectTo, meshUrl } from "../connect.js";
 import { readPassword } from "../password.js";
@@ -20,11 +20,7 @@ export const registerCommand: Command = {
   summary: "create a user (password from the terminal or --password-stdin)",
   usage: USAGE,
   async run(args, io) {
-    const { values, positionals } = parseArgs({
-      args,
-      allowPositionals: true,
-      options: { "password-stdin": { type: "boolean", default: false }, url: { type: "string" } },
-    });
+    const { values, positionals } = parseFlags(args, { "password-stdin": { type: "boolean", default: false }, url: { type: "string" } }, true);
     const [username, ...extra] = positionals;
     if (username === undefined || extra.length > 0) throw new UsageError("expected exactly one USERNAME");
     const password = await readPassword(io, { fromStdin: values["password-stdin"], confirm: true });

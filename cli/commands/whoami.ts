@@ -1,5 +1,5 @@
-import { parseArgs } from "node:util";
 import { AuthService, PrincipalKind } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
+import { parseFlags } from "../flags.js";
 import { EXIT, type Command } from "../command.js";
 import { CLIENT_OPTIONS, CLIENT_USAGE, connectFromFlags } from "../connect.js";
 
@@ -17,7 +17,7 @@ export const whoamiCommand: Command = {
   summary: "show who the mesh takes you for",
   usage: USAGE,
   async run(args, io) {
-    const { values } = parseArgs({ args, options: { ...CLIENT_OPTIONS, json: { type: "boolean", default: false } } });
+    const { values } = parseFlags(args, { ...CLIENT_OPTIONS, json: { type: "boolean", default: false } });
     const { client } = connectFromFlags(values, io.env);
     const me = await client(AuthService).whoAmI({});
     const out = {

@@ -4,6 +4,7 @@ import { mapErrors } from "../shared/domain-errors.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { createAccounts } from "./accounts.js";
 import { createAuthHandler } from "./handler.js";
+import { authMigrations } from "./migrations/index.js";
 import { createMemoryFailureCounter, createRedisFailureCounter, type LimitRule } from "./login-limits.js";
 import type { ScryptCost } from "./passwords.js";
 import { createDatabaseSessionStore, createRedisSessionStore } from "./sessions.js";
@@ -24,6 +25,7 @@ export function createAuthModule(opts: AuthModuleOptions = {}): ServiceModule {
   return {
     name: "auth",
     desc: AuthService,
+    migrations: authMigrations,
     needs: { database: true },
     async register(router, ctx) {
       const url = ctx.config.redisUrls[0];

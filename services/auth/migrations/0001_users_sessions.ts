@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { tableDefaults, type MigrationModule } from "../../shared/storage/migrations/migration.js";
+import { createTableIfMissing, type MigrationModule } from "../../shared/storage/migrations/index.js";
 
 /**
  * The auth service's tables.
@@ -10,8 +10,7 @@ import { tableDefaults, type MigrationModule } from "../../shared/storage/migrat
  * token (the token itself is never stored), with their expiry.
  */
 async function up(knex: Knex): Promise<void> {
-  await knex.schema.createTable("auth_users", (t) => {
-    tableDefaults(knex, t);
+  await createTableIfMissing(knex, "auth_users", (t) => {
     t.string("id", 36).primary();
     t.string("username", 64).notNullable();
     t.string("password_hash", 255).notNullable();
@@ -19,8 +18,7 @@ async function up(knex: Knex): Promise<void> {
     t.bigInteger("created_at").notNullable();
     t.unique(["username"], { indexName: "auth_users_username_uq" });
   });
-  await knex.schema.createTable("auth_sessions", (t) => {
-    tableDefaults(knex, t);
+  await createTableIfMissing(knex, "auth_sessions", (t) => {
     t.string("token_hash", 64).primary();
     t.string("user_id", 36).notNullable();
     t.bigInteger("created_at").notNullable();
@@ -35,5 +33,5 @@ async function down(knex: Knex): Promise<void> {
   await knex.schema.dropTableIfExists("auth_users");
 }
 
-/** Migration 0003: users and database-backed sessions of the auth service. */
-export const authMigration: MigrationModule = { name: "0003_auth", up, down };
+/** Auth migration 0001: users and database-backed sessions. */
+export const usersSessionsMigration: MigrationModule = { name: "0001_users_sessions", up, down };
