@@ -54,15 +54,20 @@ function auth(): grpc.Metadata {
   metadata.set("authorization", `Bearer ${server.token}`);
   return metadata;
 }
+/** A Verify request that keeps signing_service.proto's rules, so it reaches the slow handler. */
+const VERIFY = { key: { case: "publicKey" as const, value: new Uint8Array(32) }, signature: new Uint8Array(64) };
 
 describe("client deadlines", () => {
   it("end a slow unary call with DEADLINE_EXCEEDED even when the handler ignores its signal", async () => {
     const started = Date.now();
     await expect(
-      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {}, deadline(200), auth()),
+      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY, deadline(200), auth()),
     ).rejects.toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED });
     expect(Date.now() - started).toBeLessThan(1_500);
-    await sleep(50);
+    // The server lets go of the call at its own deadline, long before the 3-s handler returns
+    // (its timer starts when it reads the call, so it may fire a little after the client's).
+    const released = Date.now();
+    while (server.host.inFlight() !== 0 && Date.now() - released < 1_000) await sleep(10);
     expect(server.host.inFlight()).toBe(0);
   });
 
@@ -98,7 +103,7 @@ describe("client deadlines", () => {
 
 describe("shutdown with a call that ignores its signal", () => {
   it("aborts the call after the grace period and finishes within the budget", async () => {
-    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {}, {}, auth());
+    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY, {}, auth());
     const outcome = call.then(
       () => "ok",
       (e: { code: number }) => e.code,

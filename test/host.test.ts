@@ -73,12 +73,14 @@ describe("startHost", () => {
     const server = await startTestHost({ services: [whoModule(seen, ids)], env: { KEYMESH_SERVICE_TOKEN: TOKEN } });
     try {
       const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url }));
-      const anonymous = await signing.verify({}).catch((e: unknown) => ConnectError.from(e));
+      // Any request that keeps signing_service.proto's rules (a key, a 64-byte signature).
+      const probe = { key: { case: "publicKey" as const, value: new Uint8Array(32) }, signature: new Uint8Array(64) };
+      const anonymous = await signing.verify(probe).catch((e: unknown) => ConnectError.from(e));
       expect(anonymous).toMatchObject({ code: Code.Unauthenticated });
-      await signing.verify({}, { headers: { authorization: `Bearer ${TOKEN}`, "x-request-id": "abc-1" } });
-      await signing.verify({}, { headers: { authorization: `Bearer ${server.token}` } });
+      await signing.verify(probe, { headers: { authorization: `Bearer ${TOKEN}`, "x-request-id": "abc-1" } });
+      await signing.verify(probe, { headers: { authorization: `Bearer ${server.token}` } });
       // Peer clients carry the token themselves, and name the calling process.
-      await server.host.clients.signing.verify({});
+      await server.host.clients.signing.verify(probe);
       expect(seen).toEqual([
         { kind: "service", name: "keymesh" },
         { kind: "user", userId: "root", username: "root", admin: true },

@@ -13,7 +13,7 @@ export const keysModule: ServiceModule = {
   migrations: keysMigrations,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring });
     router.service(KeyManagementService, createKeysHandler({ keyring, store, masterKeys: () => ring }));

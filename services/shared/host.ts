@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
@@ -17,6 +18,7 @@ import { createHostRouter, createRequestHandler } from "./request-handler.js";
 import { openResources, type Resources } from "./resources.js";
 import type { ServiceContext, ServiceInstance, ServiceModule } from "./service-module.js";
 import { createTracingInterceptor } from "./telemetry/interceptors.js";
+import { createValidationInterceptor, recordImplemented } from "./interceptors/validation.js";
 
 /**
  * The one place where services start: configuration → shared resources → router with the
@@ -120,14 +122,16 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   let served: string[];
   let handler: ReturnType<typeof createRequestHandler>;
   try {
+    const implemented = new Set<DescMethod>(); // request rules apply to RPCs that are built
     const interceptors: Interceptor[] = [
       createLoggingInterceptor({ logger, quiet: (req) => OPEN_SERVICES.includes(req.service.typeName) }),
       createTracingInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
       identity.interceptor,
       ...(opts.interceptors ?? []),
       createCallLimitInterceptor(),
+      createValidationInterceptor({ validates: (method) => implemented.has(method) }),
     ];
-    const router = createHostRouter({ ...routerLimits(config), interceptors, shutdownSignal: shutdown.signal });
+    const router = recordImplemented(createHostRouter({ ...routerLimits(config), interceptors, shutdownSignal: shutdown.signal }), implemented);
     for (const module of opts.services) {
       const ctx: ServiceContext = {
         config,

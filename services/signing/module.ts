@@ -13,7 +13,7 @@ export const signingModule: ServiceModule = {
   desc: SigningService,
   needs: {},
   async register(router, ctx) {
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const keys = ctx.clients.keys;
     const signer = createSigner({
       masterKeys: () => ring,

@@ -43,13 +43,4 @@ describe("signer", () => {
     await signer.signBatch("k1", 1, items(1)).catch(() => undefined);
     expect(calls).toBe(2);
   });
-
-  it("refuses empty, oversized and malformed batches", async () => {
-    const signer = createSigner({ masterKeys: () => ring, source: async (keyId, fence) => ({ keyId, fence, wrapped }) });
-    for (const bad of [[], items(10_001), [{ recordId: 1n, payload: new Uint8Array(1025) }]]) {
-      const err = await signer.signBatch("k1", 1, bad).catch((e: unknown) => e);
-      expect(toConnectError(err).code).toBe(Code.InvalidArgument);
-    }
-    expect(toConnectError(await signer.signBatch("k1", 0, items(1)).catch((e: unknown) => e)).code).toBe(Code.InvalidArgument);
-  });
 });

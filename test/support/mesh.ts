@@ -26,6 +26,7 @@ import { createDatabase, type Database } from "../../services/shared/storage/dat
 import { registeredMigrations } from "../../services/migrations.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
 import { createTracingInterceptor } from "../../services/shared/telemetry/interceptors.js";
+import { createValidationInterceptor } from "../../services/shared/interceptors/validation.js";
 import { createTestDatabase } from "./mysql.js";
 import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
 
@@ -101,7 +102,7 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
       });
       router.service(ExecutorService, createExecutorHandler({ executor, jobs, collection: { getProgress: (...a) => clients.collection.getProgress(...a) } as Client<typeof CollectionService>, shutdown: shutdown.signal }));
     },
-    { router: { interceptors: [createTracingInterceptor()] } },
+    { router: { interceptors: [createTracingInterceptor(), createValidationInterceptor()] } },
   );
   clients.keys = createClient(KeyManagementService, transport);
   clients.collection = createClient(CollectionService, transport);

@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_keymesh_auth_v1_access } from "./access_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -11,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/auth/v1/auth_service.proto.
  */
 export const file_keymesh_auth_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJrZXltZXNoL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEg9rZXltZXNoLmF1dGgudjEiNQoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIjUKEFJlZ2lzdGVyUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCSJHCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLdHRsX3NlY29uZHMYAyABKA0iRgoNTG9naW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgDEg8KB3VzZXJfaWQYAyABKAkiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSIPCg1XaG9BbUlSZXF1ZXN0IowBCg5XaG9BbUlSZXNwb25zZRIUCgxwcmluY2lwYWxfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSLAoEa2luZBgDIAEoDjIeLmtleW1lc2guYXV0aC52MS5QcmluY2lwYWxLaW5kEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMSDQoFYWRtaW4YBSABKAgqhgEKDVByaW5jaXBhbEtpbmQSHgoaUFJJTkNJUEFMX0tJTkRfVU5TUEVDSUZJRUQQABIXChNQUklOQ0lQQUxfS0lORF9VU0VSEAESGgoWUFJJTkNJUEFMX0tJTkRfU0VSVklDRRACIgQIAxADKhpQUklOQ0lQQUxfS0lORF9ERVZFTE9QTUVOVDLXAgoLQXV0aFNlcnZpY2USVQoIUmVnaXN0ZXISIC5rZXltZXNoLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiEua2V5bWVzaC5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2UiBMjzGAESTAoFTG9naW4SHS5rZXltZXNoLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh4ua2V5bWVzaC5hdXRoLnYxLkxvZ2luUmVzcG9uc2UiBMjzGAESTwoGTG9nb3V0Eh4ua2V5bWVzaC5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiBMjzGAISUgoGV2hvQW1JEh4ua2V5bWVzaC5hdXRoLnYxLldob0FtSVJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuV2hvQW1JUmVzcG9uc2UiB5ACAcjzGAJCvwEKE2NvbS5rZXltZXNoLmF1dGgudjFCEEF1dGhTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvYXV0aC92MTthdXRodjGiAgNLQViqAg9LZXltZXNoLkF1dGguVjHKAg9LZXltZXNoXEF1dGhcVjHiAhtLZXltZXNoXEF1dGhcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpBdXRoOjpWMWIGcHJvdG8z", [file_keymesh_auth_v1_access]);
+  fileDesc("CiJrZXltZXNoL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEg9rZXltZXNoLmF1dGgudjEiXQoPUmVnaXN0ZXJSZXF1ZXN0EiwKCHVzZXJuYW1lGAEgASgJQhq6SBdyFTITXlthLXowLTkuXy1dezMsNjR9JBIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUgDCiACCI1ChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkiXgoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGEASHAoIcGFzc3dvcmQYAiABKAlCCrpIB3IFIAEogAgSEwoLdHRsX3NlY29uZHMYAyABKA0iRgoNTG9naW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgDEg8KB3VzZXJfaWQYAyABKAkiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSIPCg1XaG9BbUlSZXF1ZXN0IowBCg5XaG9BbUlSZXNwb25zZRIUCgxwcmluY2lwYWxfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSLAoEa2luZBgDIAEoDjIeLmtleW1lc2guYXV0aC52MS5QcmluY2lwYWxLaW5kEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMSDQoFYWRtaW4YBSABKAgqhgEKDVByaW5jaXBhbEtpbmQSHgoaUFJJTkNJUEFMX0tJTkRfVU5TUEVDSUZJRUQQABIXChNQUklOQ0lQQUxfS0lORF9VU0VSEAESGgoWUFJJTkNJUEFMX0tJTkRfU0VSVklDRRACIgQIAxADKhpQUklOQ0lQQUxfS0lORF9ERVZFTE9QTUVOVDLXAgoLQXV0aFNlcnZpY2USVQoIUmVnaXN0ZXISIC5rZXltZXNoLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiEua2V5bWVzaC5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2UiBMjzGAESTAoFTG9naW4SHS5rZXltZXNoLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh4ua2V5bWVzaC5hdXRoLnYxLkxvZ2luUmVzcG9uc2UiBMjzGAESTwoGTG9nb3V0Eh4ua2V5bWVzaC5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiBMjzGAISUgoGV2hvQW1JEh4ua2V5bWVzaC5hdXRoLnYxLldob0FtSVJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuV2hvQW1JUmVzcG9uc2UiB5ACAcjzGAJCvwEKE2NvbS5rZXltZXNoLmF1dGgudjFCEEF1dGhTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvYXV0aC92MTthdXRodjGiAgNLQViqAg9LZXltZXNoLkF1dGguVjHKAg9LZXltZXNoXEF1dGhcVjHiAhtLZXltZXNoXEF1dGhcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpBdXRoOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access]);
 
 /**
  * RegisterRequest carries the new user's credentials.
@@ -27,7 +28,7 @@ export type RegisterRequest = Message<"keymesh.auth.v1.RegisterRequest"> & {
   username: string;
 
   /**
-   * The password: at least 12 bytes, at most 1024.
+   * The password: at least 12 bytes, at most 1024 (bytes, not characters: the KDF's input).
    *
    * @generated from field: string password = 2;
    */
@@ -76,14 +77,15 @@ export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*
  */
 export type LoginRequest = Message<"keymesh.auth.v1.LoginRequest"> & {
   /**
-   * The username.
+   * The username. Only its length is checked here: a name that breaks Register's pattern
+   * fails like a wrong password does, telling nothing about which users exist.
    *
    * @generated from field: string username = 1;
    */
   username: string;
 
   /**
-   * The password.
+   * The password (at most 1024 bytes, like Register's).
    *
    * @generated from field: string password = 2;
    */

@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_keymesh_auth_v1_access } from "../../auth/v1/access_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -11,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/messages/v1/messages_service.proto.
  */
 export const file_keymesh_messages_v1_messages_service: GenFile = /*@__PURE__*/
-  fileDesc("CiprZXltZXNoL21lc3NhZ2VzL3YxL21lc3NhZ2VzX3NlcnZpY2UucHJvdG8SE2tleW1lc2gubWVzc2FnZXMudjEidAoLTWVzc2FnZUluZm8SEgoKbWVzc2FnZV9pZBgBIAEoCRIOCgZzZW5kZXIYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEhIKCnNlbnRfYXRfbXMYBCABKAMSDAoEcmVhZBgFIAEoCBIMCgRzaXplGAYgASgNIjUKElNlbmRNZXNzYWdlUmVxdWVzdBIRCglyZWNpcGllbnQYASABKAkSDAoEYm9keRgCIAEoDCJIChNTZW5kTWVzc2FnZVJlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvIlEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkSEwoLdW5yZWFkX29ubHkYAyABKAgiYwoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USMgoIbWVzc2FnZXMYASADKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChJSZWFkTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJWChNSZWFkTWVzc2FnZVJlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvEgwKBGJvZHkYAiABKAwiKgoURGVsZXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSIXChVEZWxldGVNZXNzYWdlUmVzcG9uc2UiFgoUV2F0Y2hNZXNzYWdlc1JlcXVlc3QiSgoVV2F0Y2hNZXNzYWdlc1Jlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvMq0ECg9NZXNzYWdlc1NlcnZpY2USZgoLU2VuZE1lc3NhZ2USJy5rZXltZXNoLm1lc3NhZ2VzLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBooLmtleW1lc2gubWVzc2FnZXMudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSIEyPMYAhJsCgxMaXN0TWVzc2FnZXMSKC5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKS5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgeQAgHI8xgCEmYKC1JlYWRNZXNzYWdlEicua2V5bWVzaC5tZXNzYWdlcy52MS5SZWFkTWVzc2FnZVJlcXVlc3QaKC5rZXltZXNoLm1lc3NhZ2VzLnYxLlJlYWRNZXNzYWdlUmVzcG9uc2UiBMjzGAISbAoNRGVsZXRlTWVzc2FnZRIpLmtleW1lc2gubWVzc2FnZXMudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3QaKi5rZXltZXNoLm1lc3NhZ2VzLnYxLkRlbGV0ZU1lc3NhZ2VSZXNwb25zZSIEyPMYAhJuCg1XYXRjaE1lc3NhZ2VzEikua2V5bWVzaC5tZXNzYWdlcy52MS5XYXRjaE1lc3NhZ2VzUmVxdWVzdBoqLmtleW1lc2gubWVzc2FnZXMudjEuV2F0Y2hNZXNzYWdlc1Jlc3BvbnNlIgTI8xgCMAFC3wEKF2NvbS5rZXltZXNoLm1lc3NhZ2VzLnYxQhRNZXNzYWdlc1NlcnZpY2VQcm90b1ABWkBnaXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC9tZXNzYWdlcy92MTttZXNzYWdlc3YxogIDS01YqgITS2V5bWVzaC5NZXNzYWdlcy5WMcoCE0tleW1lc2hcTWVzc2FnZXNcVjHiAh9LZXltZXNoXE1lc3NhZ2VzXFYxXEdQQk1ldGFkYXRh6gIVS2V5bWVzaDo6TWVzc2FnZXM6OlYxYgZwcm90bzM", [file_keymesh_auth_v1_access]);
+  fileDesc("CiprZXltZXNoL21lc3NhZ2VzL3YxL21lc3NhZ2VzX3NlcnZpY2UucHJvdG8SE2tleW1lc2gubWVzc2FnZXMudjEidAoLTWVzc2FnZUluZm8SEgoKbWVzc2FnZV9pZBgBIAEoCRIOCgZzZW5kZXIYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEhIKCnNlbnRfYXRfbXMYBCABKAMSDAoEcmVhZBgFIAEoCBIMCgRzaXplGAYgASgNIl4KElNlbmRNZXNzYWdlUmVxdWVzdBItCglyZWNpcGllbnQYASABKAlCGrpIF3IVMhNeW2EtejAtOS5fLV17Myw2NH0kEhkKBGJvZHkYAiABKAxCC7pICHoGEAEYgIAEIkgKE1NlbmRNZXNzYWdlUmVzcG9uc2USMQoHbWVzc2FnZRgBIAEoCzIgLmtleW1lc2gubWVzc2FnZXMudjEuTWVzc2FnZUluZm8iZQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIbCglwYWdlX3NpemUYASABKA1CCLpIBSoDGOgHEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIACEhMKC3VucmVhZF9vbmx5GAMgASgIImMKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEjIKCG1lc3NhZ2VzGAEgAygLMiAua2V5bWVzaC5tZXNzYWdlcy52MS5NZXNzYWdlSW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMgoSUmVhZE1lc3NhZ2VSZXF1ZXN0EhwKCm1lc3NhZ2VfaWQYASABKAlCCLpIBXIDsAEBIlYKE1JlYWRNZXNzYWdlUmVzcG9uc2USMQoHbWVzc2FnZRgBIAEoCzIgLmtleW1lc2gubWVzc2FnZXMudjEuTWVzc2FnZUluZm8SDAoEYm9keRgCIAEoDCI0ChREZWxldGVNZXNzYWdlUmVxdWVzdBIcCgptZXNzYWdlX2lkGAEgASgJQgi6SAVyA7ABASIXChVEZWxldGVNZXNzYWdlUmVzcG9uc2UiFgoUV2F0Y2hNZXNzYWdlc1JlcXVlc3QiSgoVV2F0Y2hNZXNzYWdlc1Jlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvMq0ECg9NZXNzYWdlc1NlcnZpY2USZgoLU2VuZE1lc3NhZ2USJy5rZXltZXNoLm1lc3NhZ2VzLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBooLmtleW1lc2gubWVzc2FnZXMudjEuU2VuZE1lc3NhZ2VSZXNwb25zZSIEyPMYAhJsCgxMaXN0TWVzc2FnZXMSKC5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKS5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgeQAgHI8xgCEmYKC1JlYWRNZXNzYWdlEicua2V5bWVzaC5tZXNzYWdlcy52MS5SZWFkTWVzc2FnZVJlcXVlc3QaKC5rZXltZXNoLm1lc3NhZ2VzLnYxLlJlYWRNZXNzYWdlUmVzcG9uc2UiBMjzGAISbAoNRGVsZXRlTWVzc2FnZRIpLmtleW1lc2gubWVzc2FnZXMudjEuRGVsZXRlTWVzc2FnZVJlcXVlc3QaKi5rZXltZXNoLm1lc3NhZ2VzLnYxLkRlbGV0ZU1lc3NhZ2VSZXNwb25zZSIEyPMYAhJuCg1XYXRjaE1lc3NhZ2VzEikua2V5bWVzaC5tZXNzYWdlcy52MS5XYXRjaE1lc3NhZ2VzUmVxdWVzdBoqLmtleW1lc2gubWVzc2FnZXMudjEuV2F0Y2hNZXNzYWdlc1Jlc3BvbnNlIgTI8xgCMAFC3wEKF2NvbS5rZXltZXNoLm1lc3NhZ2VzLnYxQhRNZXNzYWdlc1NlcnZpY2VQcm90b1ABWkBnaXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC9tZXNzYWdlcy92MTttZXNzYWdlc3YxogIDS01YqgITS2V5bWVzaC5NZXNzYWdlcy5WMcoCE0tleW1lc2hcTWVzc2FnZXNcVjHiAh9LZXltZXNoXE1lc3NhZ2VzXFYxXEdQQk1ldGFkYXRh6gIVS2V5bWVzaDo6TWVzc2FnZXM6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_keymesh_auth_v1_access]);
 
 /**
  * A message's metadata.
@@ -76,14 +77,14 @@ export const MessageInfoSchema: GenMessage<MessageInfo> = /*@__PURE__*/
  */
 export type SendMessageRequest = Message<"keymesh.messages.v1.SendMessageRequest"> & {
   /**
-   * The recipient's username.
+   * The recipient's username (AuthService.Register's pattern).
    *
    * @generated from field: string recipient = 1;
    */
   recipient: string;
 
   /**
-   * The body, at most 64 KiB.
+   * The body, 1 byte to 64 KiB.
    *
    * @generated from field: bytes body = 2;
    */
@@ -125,7 +126,7 @@ export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__P
  */
 export type ListMessagesRequest = Message<"keymesh.messages.v1.ListMessagesRequest"> & {
   /**
-   * Maximum number of results; 0 means the server default (50).
+   * Maximum number of results, at most 1000; 0 means the server default (50).
    *
    * @generated from field: uint32 page_size = 1;
    */
@@ -188,7 +189,7 @@ export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@_
  */
 export type ReadMessageRequest = Message<"keymesh.messages.v1.ReadMessageRequest"> & {
   /**
-   * The message's id.
+   * The message's id (a UUID).
    *
    * @generated from field: string message_id = 1;
    */
@@ -237,7 +238,7 @@ export const ReadMessageResponseSchema: GenMessage<ReadMessageResponse> = /*@__P
  */
 export type DeleteMessageRequest = Message<"keymesh.messages.v1.DeleteMessageRequest"> & {
   /**
-   * The message's id.
+   * The message's id (a UUID).
    *
    * @generated from field: string message_id = 1;
    */
