@@ -58,11 +58,11 @@ describe.each(["sqlite+memory", "mysql+redis"] as const)("AuthService on %s", (b
     for (const username of ["Alice", "ab", "a b", "x".repeat(65), ""]) {
       const err = await errorOf(auth.register({ username, password: PASSWORD }));
       expect(err, username).toMatchObject({ code: Code.InvalidArgument });
-      expect(err?.rawMessage).toContain("3-64 characters");
+      expect(err?.rawMessage).toMatch(/^username: /);
     }
     const short = await errorOf(auth.register({ username: "shorty", password: "elevenbytes" }));
     expect(short).toMatchObject({ code: Code.InvalidArgument });
-    expect(short?.rawMessage).toContain("at least 12 bytes");
+    expect(short?.rawMessage).toMatch(/^password: must be at least 12 bytes/);
     const res = await auth.register({ username: "alice", password: PASSWORD });
     expect(res.username).toBe("alice");
     expect(res.userId).toMatch(/^[0-9a-f-]{36}$/);

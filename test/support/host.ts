@@ -4,7 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
+import { Access } from "../../gen/keymesh/auth/v1/access_pb.js";
 import { loadConfig } from "../../services/shared/config.js";
+import { accessOf } from "../../services/shared/interceptors/access.js";
 import { startHost, type Host } from "../../services/shared/host.js";
 import type { ServiceModule } from "../../services/shared/service-module.js";
 import { placeholderModules } from "./placeholders.js";
@@ -21,6 +23,18 @@ export interface TestHost {
   /** The host's service token (KEYMESH_SERVICE_TOKEN). */
   readonly serviceToken: string;
   close(): Promise<void>;
+}
+
+/**
+ * A client interceptor presenting whichever of a test host's credentials each method's access
+ * policy asks for: the service token for service methods, the root (admin) token otherwise.
+ */
+export function hostCredentials(server: Pick<TestHost, "token" | "serviceToken">): Interceptor {
+  return (next) => (req) => {
+    const token = accessOf(req.method) === Access.SERVICE ? server.serviceToken : server.token;
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
 }
 
 /** A client interceptor sending `authorization: Bearer <token>`. */
