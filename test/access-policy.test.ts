@@ -6,8 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Access } from "../gen/keymesh/auth/v1/access_pb.js";
 import { AuthService } from "../gen/keymesh/auth/v1/auth_service_pb.js";
 import { createAuthModule } from "../services/auth/module.js";
-import { SERVICE_DESCRIPTORS } from "../services/shared/clients.js";
-import { SERVICE_NAMES } from "../services/shared/config.js";
+import { SERVICE_NAMES, SERVICES } from "../services/registry.js";
 import { accessOf } from "../services/shared/interceptors/access.js";
 import { bearer, startTestHost, type TestHost } from "./support/host.js";
 import { placeholderModules } from "./support/placeholders.js";
@@ -19,8 +18,8 @@ import { placeholderModules } from "./support/placeholders.js";
  * which answers before any handler runs.
  */
 
-const SERVICES: readonly DescService[] = Object.values(SERVICE_DESCRIPTORS);
-const METHODS: readonly DescMethod[] = SERVICES.flatMap((s) => s.methods);
+const DESCRIPTORS: readonly DescService[] = Object.values(SERVICES).map((s) => s.desc);
+const METHODS: readonly DescMethod[] = DESCRIPTORS.flatMap((s) => s.methods);
 
 let server: TestHost;
 let userToken: string;

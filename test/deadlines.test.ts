@@ -9,7 +9,7 @@ import {
   VerifyRequestSchema,
   VerifyResponseSchema,
 } from "../gen/keymesh/signing/v1/signing_service_pb.js";
-import type { ServiceModule } from "../services/shared/service-module.js";
+import type { ServiceModule } from "../services/shared/server/service-module.js";
 import { grpc, grpcClient, serverStream, unary } from "./support/grpc.js";
 import { bearer, startTestHost, type TestHost } from "./support/host.js";
 

@@ -7,7 +7,7 @@ import { SigningService } from "../gen/keymesh/signing/v1/signing_service_pb.js"
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import { principalKey, requestIdKey, type Principal } from "../services/shared/context.js";
 import { createLogger } from "../services/shared/logger.js";
-import type { ServiceModule } from "../services/shared/service-module.js";
+import type { ServiceModule } from "../services/shared/server/service-module.js";
 import { startTestHost } from "./support/host.js";
 import { placeholderModules } from "./support/placeholders.js";
 

@@ -18,7 +18,7 @@ import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { SigningService } from "../gen/keymesh/signing/v1/signing_service_pb.js";
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
-import { SERVICE_DESCRIPTORS } from "../services/shared/clients.js";
+import { SERVICES } from "../services/registry.js";
 import { loadServiceModules } from "../services/registry.js";
 import { hostCredentials, startTestHost, type TestHost } from "./support/host.js";
 
@@ -186,7 +186,7 @@ describe("signing stream (bidirectional: gRPC over HTTP/2 only)", () => {
 
 describe("the rules themselves", () => {
   const validator = createValidator();
-  const services: DescService[] = Object.values(SERVICE_DESCRIPTORS);
+  const services: DescService[] = Object.values(SERVICES).map((s) => s.desc);
 
   it("compile for every request message of every service, built or not", () => {
     for (const service of services) {

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { Code } from "@connectrpc/connect";
 import type { Principal } from "../shared/context.js";
-import { DomainError, InvalidInputError } from "../shared/domain-errors.js";
+import { DomainError, InvalidInputError } from "../shared/errors.js";
 import { DEFAULT_LIMITS, type FailureCounter, type LimitRule } from "./login-limits.js";
 import { DEFAULT_COST, hashPassword, verifyPassword, type ScryptCost } from "./passwords.js";
 import type { SessionStore } from "./sessions.js";

@@ -1,7 +1,7 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { AuthService, PrincipalKind } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
 import { peerAddressKey, principalKey } from "../shared/context.js";
-import { InvalidInputError, mapErrors } from "../shared/domain-errors.js";
+import { InvalidInputError, mapErrors } from "../shared/errors.js";
 import { bearerToken } from "../shared/interceptors/access.js";
 import { TooManyFailuresError, type Accounts } from "./accounts.js";
 

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
-import { mapErrors } from "../shared/domain-errors.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import { mapErrors } from "../shared/errors.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { createAccounts } from "./accounts.js";
 import { createAuthHandler } from "./handler.js";
 import { authMigrations } from "./migrations/index.js";

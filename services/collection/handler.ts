@@ -6,7 +6,7 @@ import {
   type ExportSignaturesResponseSchema,
 } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/domain-errors.js";
+import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
 import type { LeaseCheck } from "./lease-check.js";
 import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";

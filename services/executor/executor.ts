@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
-import { NotFoundError } from "../shared/domain-errors.js";
+import { NotFoundError } from "../shared/errors.js";
 import { runBatch, type BatchContext, type BatchOutcome } from "./batch.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";

@@ -3,7 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KeyringKeySchema, MasterKeyVersionStatusSchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
-import { mapErrors } from "../shared/domain-errors.js";
+import { mapErrors } from "../shared/errors.js";
 import { withSpan } from "../shared/telemetry/interceptors.js";
 import type { Keyring } from "./keyring.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";

@@ -8,7 +8,7 @@ import { createMemoryCoordinator } from "../shared/coordination/index.js";
 import type { Coordinator } from "../shared/coordination/types.js";
 import { createMasterKeyring, open } from "../shared/crypto/envelope.js";
 import { keyringSealContext } from "./seal-context.js";
-import { toConnectError } from "../shared/domain-errors.js";
+import { toConnectError } from "../shared/errors.js";
 import { createDatabase, type Database } from "../shared/storage/database.js";
 import { registeredMigrations } from "../migrations.js";
 import { migrate } from "../shared/storage/migrate.js";

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomUUID } from "node:crypto";
 import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
-import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/domain-errors.js";
+import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
 import { keyringSealContext } from "./seal-context.js";
 
@@ -91,13 +91,15 @@ export function createKeyring(deps: KeyringDeps) {
           await lease.renew(ttlMs);
         } catch (err) {
           held.delete(leaseId);
-          if ((err as Error).name === "LeaseLostError") throw new LeaseLostError(`lease on ${keyId} was lost; abandon the batch`);
+          if (err instanceof LeaseLostError) {
+            throw new LeaseLostError(keyId, err.reason, { message: `lease on ${keyId} was lost; abandon the batch`, cause: err });
+          }
           throw err;
         }
       }
       const until = now() + ttlMs;
       if (!(await deps.store.extend(keyId, fence, now(), until))) {
-        throw new LeaseLostError(`lease on ${keyId} with fence ${fence} is no longer current; abandon the batch`);
+        throw new LeaseLostError(keyId, "stale", { message: `lease on ${keyId} with fence ${fence} is no longer current; abandon the batch` });
       }
       return until;
     },
@@ -122,7 +124,7 @@ export function createKeyring(deps: KeyringDeps) {
       const row = await deps.store.get(keyId);
       if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
       if (row.fence !== fence || row.leasedUntil <= now()) {
-        throw new LeaseLostError(`fence ${fence} is not the current lease on ${keyId}`);
+        throw new LeaseLostError(keyId, "stale", { message: `fence ${fence} is not the current lease on ${keyId}` });
       }
       return row;
     },

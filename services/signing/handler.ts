@@ -1,4 +1,5 @@
 import type { ServiceImpl } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
 import {
   SignBatchRequestSchema,
@@ -11,8 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 
 type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
-import { InvalidInputError, mapErrors, toConnectError } from "../shared/domain-errors.js";
-import { codeName } from "../shared/errors.js";
+import { codeName, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
 import { violationOf } from "../shared/interceptors/validation.js";
 import type { Signer } from "./signer.js";
 import type { KeyObject } from "node:crypto";
@@ -82,14 +82,14 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
     async *signStream(requests) {
       // Batches are signed as they arrive and answered as they finish, so a slow key fetch
       // for one batch does not hold up the others.
-      const done: StreamReply[] = [];
-      let wake: (() => void) | undefined;
+      const replies = createWritableIterable<StreamReply>();
       let pending = 0;
       let inputDone = false;
       let failure: unknown;
-      const notify = () => {
-        wake?.();
-        wake = undefined;
+      // Replies written before close() are still delivered; writes after it (the consumer
+      // left) have nobody to go to.
+      const finish = () => {
+        if (failure !== undefined || (inputDone && pending === 0)) replies.close();
       };
       void (async () => {
         try {
@@ -97,23 +97,19 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
             pending++;
             void signOnStream(msg).then((res) => {
               pending--;
-              done.push(res);
-              notify();
+              replies.write(res).catch(() => undefined);
+              finish();
             });
           }
         } catch (err) {
           failure = err;
         } finally {
           inputDone = true;
-          notify();
+          finish();
         }
       })();
-      for (;;) {
-        while (done.length > 0) yield done.shift()!;
-        if (failure) throw toConnectError(failure);
-        if (inputDone && pending === 0) return;
-        await new Promise<void>((resolve) => (wake = resolve));
-      }
+      yield* replies;
+      if (failure !== undefined) throw toConnectError(failure);
     },
 
     verify: mapErrors(async (req) => {

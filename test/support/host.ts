@@ -7,8 +7,8 @@ import type { Logger } from "pino";
 import { Access } from "../../gen/keymesh/auth/v1/access_pb.js";
 import { loadConfig } from "../../services/shared/config.js";
 import { accessOf } from "../../services/shared/interceptors/access.js";
-import { startHost, type Host } from "../../services/shared/host.js";
-import type { ServiceModule } from "../../services/shared/service-module.js";
+import { startHost, type Host } from "../../services/shared/server/host.js";
+import type { ServiceModule } from "../../services/shared/server/service-module.js";
 import { placeholderModules } from "./placeholders.js";
 
 /** A host started in-process on a free port, with its own data directory. */

@@ -94,13 +94,3 @@ function readDevKeys(file: string): MasterKeyring {
     return parseMasterKeys(entries.join(","));
   }
 }
-
-/** Adds a new development master-key version to the data directory's key file and returns it. */
-export function addDevMasterKey(dataDir: string): number {
-  const file = join(dataDir, DEV_MASTER_KEYS_FILE);
-  const parsed = JSON.parse(readFileSync(file, "utf8")) as { keys: Record<string, string> };
-  const next = Math.max(0, ...Object.keys(parsed.keys).map(Number)) + 1;
-  parsed.keys[String(next)] = randomBytes(32).toString("base64");
-  writeFileSync(file, JSON.stringify(parsed, null, 2), { mode: 0o600 });
-  return next;
-}

@@ -2,7 +2,8 @@ import { randomBytes } from "node:crypto";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { PrincipalKind } from "../../../gen/keymesh/auth/v1/auth_service_pb.js";
 import type { PeerClients } from "../clients.js";
-import { ConfigError, SERVICE_NAMES, serviceUrlVariable, type Config } from "../config.js";
+import { SERVICE_NAMES } from "../../registry.js";
+import { ConfigError, serviceUrlVariable, type Config } from "../config.js";
 import type { Principal } from "../context.js";
 import { createAccessInterceptor } from "./access.js";
 
