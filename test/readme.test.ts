@@ -34,13 +34,15 @@ const UNBUILT = ["keymesh.messages.v1.", "keymesh.vault.v1."];
 describe("README examples", () => {
   let server: KeymeshProcess;
   let base: string;
+  let metrics: string;
   let dataDir: string;
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "keymesh-readme-"));
     // As `npm start` runs it: --dev writes the root token the README's lines read as $TOKEN.
-    server = spawnKeymesh(["serve", "--port", "0", "--dev"], { KEYMESH_DATA_DIR: dataDir });
+    server = spawnKeymesh(["serve", "--port", "0", "--dev"], { KEYMESH_DATA_DIR: dataDir, KEYMESH_METRICS_PORT: "0" });
     base = String((await server.waitForLog((l) => l.msg === "keymesh serving")).url);
+    metrics = String((await server.waitForLog((l) => l.msg === "serving metrics")).url);
   });
   afterAll(async () => {
     server?.child.kill("SIGTERM");
@@ -56,7 +58,9 @@ describe("README examples", () => {
     expect(readme).toContain("TOKEN=$(cat data/root-token)");
     const token = readFileSync(join(dataDir, "root-token"), "utf8").trim();
     for (const line of lines) {
-      const [cmd, ...args] = words(line.replaceAll("http://localhost:8080", base).replaceAll("$TOKEN", token));
+      const [cmd, ...args] = words(
+        line.replaceAll("http://localhost:8080", base).replaceAll("http://localhost:9464/metrics", metrics).replaceAll("$TOKEN", token),
+      );
       const file = cmd === "npx" ? join("node_modules", ".bin", args.shift()!) : cmd!;
       const unbuilt = UNBUILT.some((p) => line.includes(p));
       const result = await run(file, args, { timeout: 15_000 }).then(
@@ -74,6 +78,7 @@ describe("README examples", () => {
       expect(result.ok, `${line}\n${result.out}`).toBe(true);
       if (line.includes("--list-services")) expect(result.out).toContain("keymesh.executor.v1.ExecutorService");
       if (line.includes("Health/Check")) expect(result.out).toContain("SERVING");
+      if (line.includes("/metrics")) expect(result.out).toContain("keymesh_records_signed_total");
       if (line.includes("RunJob")) expect(result.out).toContain("JOB_STATE_SUCCEEDED");
       if (line.includes("GetRecord")) expect(result.out).toMatch(/"signature"/);
       if (line.includes("SigningService/Verify")) expect(JSON.parse(result.out)).toEqual({});

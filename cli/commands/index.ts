@@ -37,6 +37,7 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "grant or revoke a user's admin role (run by the operator, against the database)",
     load: async () => (await import("./admin.js")).adminCommand,
   },
+  top: { summary: "live view of a running mesh: jobs, records/s, keys busy, errors", load: async () => (await import("./top.js")).topCommand },
   verify: {
     summary: "re-verify every stored signature against its key's public key",
     load: async () => (await import("./verify.js")).verifyCommand,

@@ -6,6 +6,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { SERVICES, SERVICE_NAMES, type ServiceDescriptors, type ServiceName } from "../registry.js";
 import type { Config } from "./config.js";
 import { createClientTracingInterceptor } from "./telemetry/interceptors.js";
+import { createClientMetricsInterceptor } from "./telemetry/metrics-interceptor.js";
 
 /**
  * Generated clients for every registered service, created on first use, over gRPC (HTTP/2) at
@@ -62,7 +63,7 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
     if (typeof opts.selfUrl === "function") return opts.selfUrl();
     return opts.selfUrl ?? selfUrlOf(config, config.port);
   };
-  const interceptors: Interceptor[] = [createClientTracingInterceptor()];
+  const interceptors: Interceptor[] = [createClientTracingInterceptor(), createClientMetricsInterceptor()];
   const serviceToken = opts.serviceToken ?? config.serviceToken;
   if (serviceToken !== undefined) interceptors.push(createServiceCredentialInterceptor(serviceToken, opts.caller));
   interceptors.push(...(opts.interceptors ?? []));
