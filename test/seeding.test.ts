@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
 import { collectionModule } from "../services/collection/module.js";
-import { startTestHost, type TestHost } from "./support/host.js";
+import { hostCredentials, startTestHost, type TestHost } from "./support/host.js";
 
 /**
  * Seeding 100k records on the embedded SQLite default is long synchronous work: it runs in
@@ -21,7 +21,7 @@ describe("seeding on SQLite", () => {
   });
 
   it("keeps answering health checks while it runs, and a deadline rolls it back", async () => {
-    const transport = createGrpcTransport({ baseUrl: host.url });
+    const transport = createGrpcTransport({ baseUrl: host.url, interceptors: [hostCredentials(host)] });
     const collection = createClient(CollectionService, transport);
     const health = createClient(Health, transport);
 
