@@ -265,7 +265,7 @@ export function createProcessGroup(): ProcessGroup {
       get starts() {
         return starts;
       },
-      async start(timeoutMs = 30_000) {
+      async start(timeoutMs = 90_000) {
         if (alive()) return;
         spawnOnce();
         const deadline = Date.now() + timeoutMs;
