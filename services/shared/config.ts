@@ -55,6 +55,10 @@ export interface Config {
   readonly masterKeys: string | undefined;
   /** KEYMESH_JAEGER_UI: base URL of the Jaeger UI, used to print trace links. */
   readonly jaegerUi: string | undefined;
+  /** KEYMESH_AUDIT_RETENTION_DAYS: audit events older than this are purged (default 90; 0 keeps them). */
+  readonly auditRetentionDays: number;
+  /** KEYMESH_AUDIT_KEY: base64 of the 32-byte key object ids are HMACed with; unset: a development key in dataDir. */
+  readonly auditKey: string | undefined;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
   readonly unknownVariables: readonly string[];
 }
@@ -97,6 +101,12 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_SERVICE_TOKEN",
   "KEYMESH_MASTER_KEYS",
   "KEYMESH_JAEGER_UI",
+  "KEYMESH_AUDIT_RETENTION_DAYS",
+  "KEYMESH_AUDIT_KEY",
+  // The secrets client and its provider chain (services/shared/secrets).
+  "KEYMESH_SECRETS_PROVIDER",
+  "KEYMESH_SECRETS_URL",
+  "KEYMESH_SECRETS_TOKEN",
   // Read by the CLI's client commands and by the fault-injection failpoints.
   "KEYMESH_URL",
   "KEYMESH_FAILPOINTS",
@@ -107,7 +117,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
  * Variables read elsewhere (tests, the CLI's client commands) that `loadConfig` does not
  * parse but that are legitimate, so they are not reported as unknown.
  */
-const OTHER_KNOWN_PREFIXES = ["KEYMESH_TEST_", "KEYMESH_CLI_"];
+const OTHER_KNOWN_PREFIXES = ["KEYMESH_TEST_", "KEYMESH_CLI_", "KEYMESH_SECRET_"];
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -209,6 +219,15 @@ function masterKeys(env: Env): string | undefined {
   return raw;
 }
 
+function auditKey(env: Env): string | undefined {
+  const raw = read(env, "KEYMESH_AUDIT_KEY");
+  if (raw === undefined) return undefined;
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(raw) || Buffer.from(raw, "base64").length !== 32) {
+    throw new ConfigError("KEYMESH_AUDIT_KEY", "the base64 encoding of 32 random bytes (openssl rand -base64 32)");
+  }
+  return raw;
+}
+
 function serviceToken(env: Env): string | undefined {
   const raw = read(env, "KEYMESH_SERVICE_TOKEN");
   if (raw === undefined) return undefined;
@@ -256,6 +275,8 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     serviceUrls: Object.freeze(serviceUrls),
     masterKeys: masterKeys(merged),
     jaegerUi: url(merged, "KEYMESH_JAEGER_UI", ["http:", "https:"]),
+    auditRetentionDays: integer(merged, "KEYMESH_AUDIT_RETENTION_DAYS", 90, 0, 36_500, "a number of days"),
+    auditKey: auditKey(merged),
     unknownVariables: Object.freeze(unknownVariables(env)),
   };
   if (config.databaseReplicaUrl !== undefined && !config.databaseUrl?.startsWith("mysql:")) {
@@ -274,5 +295,6 @@ export function redactConfig(config: Config): Record<string, unknown> {
     redisUrls: config.redisUrls.map((u) => mask(u)),
     serviceToken: config.serviceToken === undefined ? undefined : "***",
     masterKeys: config.masterKeys === undefined ? undefined : "***",
+    auditKey: config.auditKey === undefined ? undefined : "***",
   };
 }

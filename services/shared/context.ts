@@ -22,6 +22,9 @@ export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, {
 /** The request id of the current call (from `x-request-id`, or generated). */
 export const requestIdKey = createContextKey<string>("", { description: "keymesh request id" });
 
+/** The caller's network address ("ip:port"), set by the host's request handler; "" when unknown. */
+export const peerKey = createContextKey<string>("", { description: "keymesh peer address" });
+
 /** The header carrying request ids in and out. */
 export const REQUEST_ID_HEADER = "x-request-id";
 

@@ -1,9 +1,10 @@
 import type * as http from "node:http";
 import * as http2 from "node:http2";
-import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
+import { Code, ConnectError, createConnectRouter, createContextValues, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
 import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import type { UniversalHandler } from "@connectrpc/connect/protocol";
 import type { Logger } from "pino";
+import { peerKey } from "./context.js";
 import { codeName } from "./errors.js";
 import { GRPC_CONTENT_TYPE, reportMalformedAsInvalid } from "./malformed-requests.js";
 
@@ -101,7 +102,7 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
     const contentType = req.headers["content-type"] ?? "";
     let uReq;
     try {
-      uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
+      uReq = universalRequestFromNodeRequest(req, res, undefined, peerValues(req));
     } catch {
       // e.g. an HTTP/1.0 request without a Host header
       res.statusCode = 400;
@@ -153,4 +154,11 @@ function notFound(req: NodeRequest, res: NodeResponse, path: string): void {
   res.statusCode = 404;
   res.end();
   req.resume();
+}
+
+/** The caller's address as a context value, for handlers that record it (the audit trail). */
+function peerValues(req: NodeRequest) {
+  const socket = req.socket as { remoteAddress?: string; remotePort?: number } | undefined;
+  const address = socket?.remoteAddress;
+  return createContextValues().set(peerKey, address === undefined ? "" : `${address}:${socket?.remotePort ?? 0}`);
 }

@@ -1,0 +1,31 @@
+import type { Knex } from "knex";
+import { tableDefaults, type MigrationModule } from "../storage/migrations/migration.js";
+
+/**
+ * The mesh's audit trail: one row per audited call of any service. Object ids are stored
+ * only as keyed HMACs; values and plain names never reach this table.
+ */
+async function up(knex: Knex): Promise<void> {
+  await knex.schema.createTable("audit_events", (t) => {
+    tableDefaults(knex, t);
+    t.bigIncrements("id");
+    t.bigInteger("time_ms").notNullable();
+    t.string("principal", 160).notNullable();
+    t.string("peer", 128).notNullable();
+    t.string("method", 160).notNullable();
+    t.string("outcome", 8).notNullable(); // 'ok' | 'denied' | 'error'
+    t.string("code", 32).notNullable();
+    t.string("object_kind", 32).notNullable();
+    t.string("object_hmac", 64).notNullable(); // '' when the call named no object
+    t.integer("version").unsigned().notNullable().defaultTo(0);
+    t.index(["time_ms"], "audit_events_time_idx");
+    t.index(["object_hmac", "id"], "audit_events_object_idx");
+  });
+}
+
+async function down(knex: Knex): Promise<void> {
+  await knex.schema.dropTableIfExists("audit_events");
+}
+
+/** Migration 0004: the audit trail. */
+export const auditMigration: MigrationModule = { name: "0004_audit", up, down };
