@@ -37,13 +37,18 @@ export function createSecretVersionsSet(db: Database): SealedRowSet {
         }));
       }),
 
-    replace: (row, next, nextVersion) =>
-      withDbErrors(async () => {
-        const ctx = row.context;
-        const n = await k("secret_versions")
-          .where({ secret_id: ctx.id, version: ctx.rowVersion ?? 0, ciphertext: row.sealed })
-          .update({ ciphertext: next, master_key_version: nextVersion });
-        return n === 1;
-      }),
+    replace: (items) =>
+      withDbErrors(() =>
+        k.transaction(async (trx) => {
+          const done: boolean[] = [];
+          for (const { row, next, nextVersion } of items) {
+            const n = await trx("secret_versions")
+              .where({ secret_id: row.context.id, version: row.context.rowVersion ?? 0, ciphertext: row.sealed })
+              .update({ ciphertext: next, master_key_version: nextVersion });
+            done.push(n === 1);
+          }
+          return done;
+        }),
+      ),
   };
 }

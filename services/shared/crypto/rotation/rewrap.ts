@@ -2,7 +2,7 @@ import type { Logger } from "pino";
 import type { JobQueue } from "../../coordination/types.js";
 import { failpoint } from "../../failpoints.js";
 import { open, seal, type MasterKeyring } from "../envelope.js";
-import type { SealedRowSet } from "./sealed-row-set.js";
+import type { Replacement, SealedRowSet } from "./sealed-row-set.js";
 
 /**
  * The rewrap: moves every sealed row of every registered set to the primary master-key
@@ -63,16 +63,17 @@ export async function rewrapSets(sets: readonly SealedRowSet[], opts: RewrapOpti
       const ring = opts.ring();
       const rows = await set.scan(ring.primaryVersion, after, Math.min(batchSize, limit - result.rewrapped));
       if (rows.length === 0) break;
+      const items: Replacement[] = [];
       for (const row of rows) {
-        let next: Buffer;
         try {
-          next = seal(ring, open(ring, row.sealed, row.context), row.context);
+          items.push({ row, next: seal(ring, open(ring, row.sealed, row.context), row.context), nextVersion: ring.primaryVersion });
         } catch (err) {
           result.failed++;
           opts.logger?.error({ set: set.name, row: row.key, err: String(err) }, "a sealed row could not be rewrapped");
-          continue;
         }
-        if (await set.replace(row, next, ring.primaryVersion)) result.rewrapped++;
+      }
+      for (const replaced of items.length === 0 ? [] : await set.replace(items)) {
+        if (replaced) result.rewrapped++;
         else result.raced++;
       }
       after = rows[rows.length - 1]!.key;

@@ -15,6 +15,13 @@ export interface SealedRow {
   readonly context: SealContext;
 }
 
+/** One row's new sealed value. */
+export interface Replacement {
+  readonly row: SealedRow;
+  readonly next: Buffer;
+  readonly nextVersion: number;
+}
+
 /** A table (or part of one) of sealed values. */
 export interface SealedRowSet {
   /** Unique name, "<service>.<table>", e.g. "vault.secret_versions". */
@@ -24,10 +31,11 @@ export interface SealedRowSet {
   /** Up to `limit` rows sealed under any version other than `primary`, with keys after `after`, in key order. */
   scan(primary: number, after: string, limit: number): Promise<SealedRow[]>;
   /**
-   * Compare-and-set: stores `next` (sealed under `nextVersion`) only if the row still holds
-   * exactly `row.sealed`; false when a writer changed or removed it in the meantime.
+   * Compare-and-set, for a batch in one transaction (one commit, not one per row): stores
+   * each `next` (sealed under `nextVersion`) only if its row still holds exactly `row.sealed`.
+   * Returns, per item, false when a writer changed or removed the row in the meantime.
    */
-  replace(row: SealedRow, next: Buffer, nextVersion: number): Promise<boolean>;
+  replace(items: readonly Replacement[]): Promise<boolean[]>;
 }
 
 /** The sealed row sets a process knows, by name. */
