@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
 import { loadConfig } from "../../services/shared/config.js";
 import { createDatabase } from "../../services/shared/storage/database.js";
 import { migrate, migrationStatus } from "../../services/shared/storage/migrate.js";
@@ -21,7 +22,7 @@ export const migrateCommand: Command = {
   usage: USAGE,
   async run(args, io) {
     const { values } = parseArgs({ args, options: { status: { type: "boolean", default: false } } });
-    const config = loadConfig(io.env);
+    const config = loadConfig(await loadProcessSecrets(io.env));
     const db = createDatabase({
       ...(config.databaseUrl === undefined ? {} : { url: config.databaseUrl }),
       dataDir: config.dataDir,

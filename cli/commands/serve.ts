@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { loadServiceModules, UnknownServiceError } from "../../services/registry.js";
+import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
 import { loadConfig, SERVICE_NAMES } from "../../services/shared/config.js";
 import { startHost } from "../../services/shared/host.js";
 import { createLogger } from "../../services/shared/logger.js";
@@ -37,7 +38,7 @@ export const serveCommand: Command = {
         "no-migrate": { type: "boolean", default: false },
       },
     });
-    const config = loadConfig(io.env, { port: values.port, host: values.host });
+    const config = loadConfig(await loadProcessSecrets(io.env), { port: values.port, host: values.host });
     let modules;
     try {
       modules = await loadServiceModules(positionals);
