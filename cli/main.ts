@@ -37,7 +37,7 @@ export async function main(argv: readonly string[], io: CommandIO = defaultIO())
       io.stderr.write(`keymesh: configuration error: ${err.message}\n`);
       return EXIT.usage;
     }
-    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith("ERR_PARSE_ARGS") === true) {
+    if (err instanceof UsageError || String((err as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS")) {
       io.stderr.write(`keymesh ${name}: ${(err as Error).message}\n\n${command.usage}\n`);
       return EXIT.usage;
     }
