@@ -238,6 +238,7 @@ describe.each<VaultBackend>(["sqlite", "mysql"])("VaultService on %s", (backend)
     expect(await flip((n) => n - 3)).toBe(Code.DataLoss); // tag
     expect(await flip(() => 18)).toBe(Code.DataLoss); // ciphertext body
     expect(await flip(() => 0)).toBe(Code.DataLoss); // format byte
+    expect(await flip(() => 4)).toBe(Code.DataLoss); // master-key version in the header
     const a = await make("value-a");
     const b = await make("value-b");
     const [ca, cb] = [await ciphertext(a), await ciphertext(b)];

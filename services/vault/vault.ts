@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Principal } from "../shared/context.js";
 import { isAdmin, principalIdOf, type AuditScope } from "../shared/audit/index.js";
-import { open, seal, type MasterKeyring, type SealContext } from "../shared/crypto/envelope.js";
+import { open, seal, SealedDataError, sealedVersion, type MasterKeyring, type SealContext } from "../shared/crypto/envelope.js";
 import { DomainError, InvalidInputError, NotFoundError, PreconditionError } from "../shared/domain-errors.js";
 import { Code } from "@connectrpc/connect";
 import { checkLabels, checkName, checkPrincipalId, checkSecretId, checkValue, checkVersion } from "./limits.js";
@@ -144,6 +144,12 @@ export function createVault(deps: VaultDeps) {
       scope.version = row.version;
       if (row.state !== "active" || row.ciphertext === null) {
         throw new PreconditionError(`version ${row.version} is ${row.state}${row.state === "deleted" ? "; undelete it to read it" : ""}`);
+      }
+      // The envelope names its master-key version; the row records it too. A mismatch is
+      // tampering (DataLoss); a matching version whose key is not loaded is an operator's
+      // configuration problem (FailedPrecondition from UnknownMasterKeyError).
+      if (sealedVersion(row.ciphertext) !== row.masterKeyVersion) {
+        throw new SealedDataError(`sealed value for secret ${secret.id} version ${row.version} names the wrong master-key version`);
       }
       const value = open(deps.ring(), row.ciphertext, secretSealContext(secret.id, row.version));
       return { secret, version: row.version, value };
