@@ -59,17 +59,23 @@ describe("keymesh secrets / vault / audit", () => {
     expect((await run(["secrets", "get", "nope"])).code).toBe(1);
   });
 
-  it("rotates the master key, shows its status and tails the audit trail", async () => {
+  it("rotates the master key, shows its status and tails the audit trail", { timeout: 30_000 }, async () => {
     const rotated = await run(["vault", "rotate"]);
     expect(rotated.out).toMatch(/^master key v2 is primary \(was v1\)/);
     const rewrap = await run(["vault", "rewrap"]);
     expect(rewrap.code).toBe(0);
     const status = JSON.parse((await run(["vault", "status", "--json"])).out);
     expect(status.find((v: { version: number }) => v.version === 1).rowCount).toBe(0);
+    // Retiring waits until every process has had time to pick up the new primary.
+    const early = await run(["vault", "retire", "1"]);
+    expect(early.code).toBe(1);
+    expect(early.err).toMatch(/became primary .* retry in/);
+    await new Promise((r) => setTimeout(r, 5_000));
     expect((await run(["vault", "retire", "1"])).out).toMatch(/v1\s+retired/);
     const tail = await run(["audit", "tail", "-n", "5", "--json"]);
     const events = tail.out.trim().split("\n").map((l) => JSON.parse(l));
     expect(events).toHaveLength(5);
+    expect(events.at(-2).outcome).toBe("denied");
     expect(events.at(-1).method).toBe("keymesh.vault.v1.VaultService/RetireMasterKey");
     expect(tail.out).not.toContain("s3cret");
   });

@@ -70,7 +70,9 @@ describe("master-key rotation", () => {
     await waitFor(async () => ((await rowsPerVersion(vault))[1] ?? 0) === 0, 20_000, "the rewrap");
     expect(await rowsPerVersion(vault)).toEqual({ 1: 0, 2: ids.length });
 
-    // 4. Retire version 1: allowed only now that no row uses it.
+    // 4. Retire version 1: allowed only now that no row uses it, and once every process has
+    // had time to pick up the new primary.
+    await sleep(5_000);
     const retired = await vault.client("admin:ops").retireMasterKey({ version: 1 });
     expect(retired.versions.find((v) => v.version === 1)!.retired).toBe(true);
     await vault.close(true);

@@ -22,6 +22,12 @@ export interface MasterKeyManagerOptions {
   readonly spec: string | undefined;
   readonly dataDir: string;
   readonly now?: () => number;
+  /**
+   * How long after a rotation retiring the previous primary is refused: long enough for every
+   * process to have re-read the primary (default 5 s, above twice the refresh interval), so no
+   * process still seals under a version that is being retired.
+   */
+  readonly settleMs?: number;
 }
 
 /** The master keys of a process, with the mesh's primary. */
@@ -116,6 +122,13 @@ export async function createMasterKeyManager(opts: MasterKeyManagerOptions): Pro
       if (version === current.primaryVersion) throw new PreconditionError(`master key version ${version} is primary; rotate first`);
       const states = await readStates();
       if (!states.has(version) && keys.key(version) === undefined) throw new PreconditionError(`master key version ${version} is unknown`);
+      const since = now() - Number(((await db.primary(TABLE).where({ version: current.primaryVersion }).first("updated_at")) as { updated_at?: number } | undefined)?.updated_at ?? 0);
+      const settleMs = opts.settleMs ?? 5_000;
+      if (since < settleMs) {
+        throw new PreconditionError(
+          `version ${current.primaryVersion} became primary ${Math.round(since / 1000)} s ago; retry in ${Math.ceil((settleMs - since) / 1000)} s, once every process has picked it up`,
+        );
+      }
       const rows = await rowsUsing();
       if (rows > 0) throw new PreconditionError(`master key version ${version} still encrypts ${rows} rows; run the rewrap first`);
       const t2 = now();
