@@ -13,14 +13,17 @@ beforeAll(async () => {
 afterAll(() => vault?.close());
 
 /** Runs `keymesh <args>` in-process against the test vault, with `stdin` as its input. */
-async function run(args: string[], stdin = "") {
+async function run(args: string[], stdin = "", signal?: AbortSignal, onOutput?: (out: string) => void) {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   let out = "";
   let err = "";
-  stdout.on("data", (c: Buffer) => (out += c.toString()));
+  stdout.on("data", (c: Buffer) => {
+    out += c.toString();
+    onOutput?.(out);
+  });
   stderr.on("data", (c: Buffer) => (err += c.toString()));
-  const io = { stdout, stderr, env: { KEYMESH_URL: vault.url }, stdin: Readable.from([Buffer.from(stdin)]) };
+  const io = { stdout, stderr, env: { KEYMESH_URL: vault.url }, stdin: Readable.from([Buffer.from(stdin)]), signal };
   const code = await main(args, io);
   return { code, out, err };
 }
@@ -78,5 +81,22 @@ describe("keymesh secrets / vault / audit", () => {
     expect(events.at(-2).outcome).toBe("denied");
     expect(events.at(-1).method).toBe("keymesh.vault.v1.VaultService/RetireMasterKey");
     expect(tail.out).not.toContain("s3cret");
+  });
+
+  it("follows the audit trail as events arrive", { timeout: 30_000 }, async () => {
+    const stop = new AbortController();
+    let seen = "";
+    const following = run(["audit", "tail", "--follow", "-n", "1"], "", stop.signal, (out) => {
+      seen = out;
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    await vault.client("user:carol").createSecret({ value: new TextEncoder().encode("followed") });
+    const deadline = Date.now() + 15_000;
+    while (!seen.includes("user:carol keymesh.vault.v1.VaultService/CreateSecret")) {
+      if (Date.now() > deadline) throw new Error(`no new event followed:\n${seen}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    stop.abort();
+    expect((await following).code).toBe(0);
   });
 });

@@ -72,6 +72,8 @@ export const auditCommand: Command = {
     const stop = new AbortController();
     const onSigint = () => stop.abort();
     process.once("SIGINT", onSigint);
+    // Callers embedding the CLI (tests) stop a follow with their own signal.
+    (io as { signal?: AbortSignal }).signal?.addEventListener("abort", onSigint, { once: true });
     try {
       while (!stop.signal.aborted) {
         const page = await client.listAuditEvents({ afterEventId: last, pageSize: 500, objectId });
