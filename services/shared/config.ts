@@ -57,7 +57,7 @@ export interface Config {
   readonly jaegerUi: string | undefined;
   /** KEYMESH_AUDIT_RETENTION_DAYS: audit events older than this are purged (default 90; 0 keeps them). */
   readonly auditRetentionDays: number;
-  /** KEYMESH_AUDIT_KEY: base64 of the 32-byte key object ids are HMACed with; unset: a development key in dataDir. */
+  /** KEYMESH_AUDIT_KEY: base64 of the 32-byte key object ids are HMACed with; unset: one kept in the database. */
   readonly auditKey: string | undefined;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
   readonly unknownVariables: readonly string[];

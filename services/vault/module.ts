@@ -25,7 +25,7 @@ export const vaultModule: ServiceModule = {
     const { config, logger } = ctx;
     const masterKeys = await createMasterKeyManager({ db: ctx.db, spec: config.masterKeys, dataDir: config.dataDir });
     masterKeys.follow(MASTER_KEY_REFRESH_MS, ctx.shutdown);
-    const audit = auditLogFor(ctx.db, loadAuditKey({ spec: config.auditKey, dataDir: config.dataDir }));
+    const audit = auditLogFor(ctx.db, await loadAuditKey({ spec: config.auditKey, db: ctx.db }));
     const sets = createSealedRowSets();
     sets.register(createSecretVersionsSet(ctx.db));
     const vault = createVault({ store: createVaultStore(ctx.db), ring: masterKeys.ring });

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDatabase, type Database } from "../storage/database.js";
 import { migrate } from "../storage/migrate.js";
+import { loadAuditKey } from "./audit-key.js";
 import { AuditUnavailableError, createAuditLog } from "./audit-log.js";
 import { purgeExpiredAuditEvents } from "./retention.js";
 
@@ -65,5 +66,14 @@ describe("audit log", () => {
     expect(await purgeExpiredAuditEvents(audit, 30, now)).toBe(2);
     const left = await audit.list({ limit: 10 });
     expect(left.map((e) => Math.round((now - e.timeMs) / day)).sort((a, b) => a - b)).toEqual([1, 29]);
+  });
+
+  it("shares one generated HMAC key through the database unless KEYMESH_AUDIT_KEY is set", async () => {
+    const [a, b] = await Promise.all([loadAuditKey({ db }), loadAuditKey({ db })]);
+    expect(a.length).toBe(32);
+    expect(a.equals(b)).toBe(true);
+    expect(a.equals(await loadAuditKey({ db }))).toBe(true);
+    const configured = Buffer.alloc(32, 9);
+    expect((await loadAuditKey({ db, spec: configured.toString("base64") })).equals(configured)).toBe(true);
   });
 });

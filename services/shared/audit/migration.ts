@@ -21,9 +21,17 @@ async function up(knex: Knex): Promise<void> {
     t.index(["time_ms"], "audit_events_time_idx");
     t.index(["object_hmac", "id"], "audit_events_object_idx");
   });
+  // The HMAC key when KEYMESH_AUDIT_KEY is not set: one row, created by the first process.
+  await knex.schema.createTable("audit_keys", (t) => {
+    tableDefaults(knex, t);
+    t.integer("id").notNullable().primary();
+    t.binary("hmac_key", 32).notNullable();
+    t.bigInteger("created_at").notNullable();
+  });
 }
 
 async function down(knex: Knex): Promise<void> {
+  await knex.schema.dropTableIfExists("audit_keys");
   await knex.schema.dropTableIfExists("audit_events");
 }
 
