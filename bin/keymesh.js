@@ -11,4 +11,6 @@ const code = await main(process.argv.slice(2));
 // Export what the command traced (a no-op when tracing is off), then exit: services are closed
 // by now, and anything still pending (idle sockets, timers) must not keep the process alive.
 await telemetry.shutdownTelemetry();
+// The last words (a summary, or how to resume an interrupted job) must reach a pipe before exit.
+await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write("", resolve))));
 process.exit(code);

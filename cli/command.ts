@@ -14,15 +14,15 @@ export interface CommandIO {
 export interface Command {
   /** The word on the command line, e.g. "serve". */
   readonly name: string;
-  /** One line for `keymesh --help`. */
+  /** One line for `keymesh --help` (the same as its line in cli/commands/index.ts). */
   readonly summary: string;
-  /** Full usage text for `keymesh <command> --help`. */
+  /** Full usage text for `keymesh <command> --help` and `keymesh help <command>`. */
   readonly usage: string;
   /** Runs the command with the arguments after its name; resolves to the exit status. */
   run(args: string[], io: CommandIO): Promise<number>;
 }
 
-/** Bad command-line usage; the dispatcher prints the message and the usage, exit status 2. */
+/** Bad command-line usage; the dispatcher prints the message and where to find help, exit status 2. */
 export class UsageError extends Error {
   override readonly name = "UsageError";
 }

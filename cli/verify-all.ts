@@ -22,17 +22,19 @@ export interface VerifyReport {
 export async function verifyAll(
   clients: { collection: Client<typeof CollectionService>; keys: Client<typeof KeyManagementService> },
   onProgress?: (done: number) => void,
+  signal?: AbortSignal,
 ): Promise<VerifyReport> {
+  const call = signal === undefined ? {} : { signal };
   const keys = new Map<string, KeyObject>();
   let token = "";
   do {
-    const page = await clients.keys.listKeyringKeys({ pageSize: 10_000, pageToken: token });
+    const page = await clients.keys.listKeyringKeys({ pageSize: 10_000, pageToken: token }, call);
     for (const k of page.keys) keys.set(k.keyId, ed25519PublicKey(k.publicKey));
     token = page.nextPageToken;
   } while (token);
 
   const report: VerifyReport = { records: 0, signed: 0, valid: 0, invalid: 0, unsigned: 0, invalidSamples: [] };
-  for await (const chunk of clients.collection.exportSignatures({})) {
+  for await (const chunk of clients.collection.exportSignatures({}, call)) {
     for (const { record, signature } of chunk.records) {
       report.records++;
       if (!signature) {

@@ -1,10 +1,11 @@
-import { parseArgs } from "node:util";
-import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
 import { loadConfig } from "../../services/shared/config.js";
+import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
 import { createDatabase } from "../../services/shared/storage/database.js";
+import { registeredMigrations } from "../../services/migrations.js";
 import { migrate, migrationStatus } from "../../services/shared/storage/migrate.js";
 import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, type Command } from "../command.js";
+import { parseFlags } from "../flags.js";
 
 const USAGE = `Usage: keymesh migrate [options]
 
@@ -21,18 +22,19 @@ export const migrateCommand: Command = {
   summary: "bring the database schema up to date and exit",
   usage: USAGE,
   async run(args, io) {
-    const { values } = parseArgs({ args, options: { status: { type: "boolean", default: false } } });
+    const { values } = parseFlags(args, { status: { type: "boolean", default: false } });
     const config = loadConfig(await loadProcessSecrets(io.env));
     const db = createDatabase({
       ...(config.databaseUrl === undefined ? {} : { url: config.databaseUrl }),
       dataDir: config.dataDir,
     });
     try {
+      const migrations = await registeredMigrations();
       if (values.status) {
-        const status = await migrationStatus(db);
+        const status = await migrationStatus(db, migrations);
         io.stdout.write(`${JSON.stringify({ dialect: db.dialect, ...status })}\n`);
       } else {
-        const { applied } = await migrate(db);
+        const { applied } = await migrate(db, migrations);
         io.stdout.write(`${JSON.stringify({ dialect: db.dialect, applied })}\n`);
       }
       return EXIT.ok;

@@ -1,11 +1,11 @@
-import { parseArgs } from "node:util";
 import { loadServiceModules, UnknownServiceError } from "../../services/registry.js";
 import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
-import { loadConfig, SERVICE_NAMES } from "../../services/shared/config.js";
+import { ConfigError, loadConfig, SERVICE_NAMES, type Config } from "../../services/shared/config.js";
 import { startHost } from "../../services/shared/host.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, UsageError, type Command } from "../command.js";
+import { parseFlags } from "../flags.js";
 
 /** Extra time beyond the shutdown budget before the process gives up and exits anyway. */
 const WATCHDOG_SLACK_MS = 5_000;
@@ -29,16 +29,16 @@ export const serveCommand: Command = {
   summary: "run services (all seven by default) on one port",
   usage: USAGE,
   async run(args, io) {
-    const { values, positionals } = parseArgs({
+    const { values, positionals } = parseFlags(
       args,
-      allowPositionals: true,
-      options: {
+      {
         port: { type: "string", short: "p" },
         host: { type: "string" },
         "no-migrate": { type: "boolean", default: false },
       },
-    });
-    const config = loadConfig(await loadProcessSecrets(io.env), { port: values.port, host: values.host });
+      true,
+    );
+    const config = configWithFlags(await loadProcessSecrets(io.env), values);
     let modules;
     try {
       modules = await loadServiceModules(positionals);
@@ -74,3 +74,21 @@ export const serveCommand: Command = {
     return EXIT.ok;
   },
 };
+
+/**
+ * The configuration with --port and --host taking precedence over KEYMESH_PORT and KEYMESH_HOST;
+ * a bad flag value is blamed on the flag, not on the variable it stands in for.
+ */
+function configWithFlags(env: Readonly<Record<string, string | undefined>>, flags: { port?: string; host?: string }): Config {
+  try {
+    return loadConfig(env, { port: flags.port, host: flags.host });
+  } catch (err) {
+    if (err instanceof ConfigError && err.variable === "KEYMESH_PORT" && flags.port !== undefined) {
+      throw new UsageError(`--port: expected ${err.expected}`);
+    }
+    if (err instanceof ConfigError && err.variable === "KEYMESH_HOST" && flags.host !== undefined) {
+      throw new UsageError(`--host: expected ${err.expected}`);
+    }
+    throw err;
+  }
+}

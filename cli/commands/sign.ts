@@ -1,40 +1,37 @@
-import { parseArgs } from "node:util";
-
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { BOUNDS } from "../bounds.js";
 import { EXIT, UsageError, type Command, type CommandIO } from "../command.js";
 import { connectTo, meshUrl } from "../connect.js";
+import { CliError, describeFailure } from "../failure.js";
+import { integerFlag, parseFlags } from "../flags.js";
+import { listenForInterrupt } from "../interrupt.js";
+import { createProgressView } from "../progress.js";
+import { formatSummary, signSummary, summaryFailed } from "../sign-summary.js";
 import { verifyAll } from "../verify-all.js";
+
+const DEFAULTS = { batchSize: 1000, concurrency: 8, leaseTtlMs: 10_000 } as const;
+const range = (b: { min: number; max: number }) => `${b.min}-${b.max}`;
 
 const USAGE = `Usage: keymesh sign [options]
 
 Seeds records and keyring keys if asked, runs a signing job on ExecutorService with a progress
-bar, re-verifies every stored signature and prints a summary.
+bar, re-verifies every stored signature and prints a summary. Ctrl-C stops this run and prints
+the command that finishes the job.
 
 Options:
-  --records N        seed N new records with random payloads before signing
-  --keys K           make sure the keyring has at least K keys
-  --batch-size B     records per batch, fixed for the job (default 1000)
-  --concurrency C    batches in flight per executor (default 8)
-  --lease-ttl-ms T   key lease time-to-live (default 10000)
-  --job ID           join an existing job instead of starting one
+  --records N        seed N new records with random payloads before signing (${range(BOUNDS.records)})
+  --keys K           make sure the keyring has at least K keys (${range(BOUNDS.keys)})
+  --batch-size B     records per batch, fixed for the job (${range(BOUNDS.batchSize)}, default ${DEFAULTS.batchSize})
+  --concurrency C    batches in flight per executor (${range(BOUNDS.concurrency)}, default ${DEFAULTS.concurrency})
+  --lease-ttl-ms T   key lease time-to-live (${range(BOUNDS.leaseTtlMs)}, default ${DEFAULTS.leaseTtlMs})
+  --job ID           join an existing job (to finish an interrupted one) instead of starting one
   --reset            delete all records and signatures first
   --no-verify        skip the final verification pass
   --json             print the summary as JSON (no progress bar)
   --url URL          the mesh (default $KEYMESH_URL or http://127.0.0.1:8080)
-`;
-
-function bar(p: JobProgress, width = 30): string {
-  const total = Number(p.totalRecords);
-  const done = Number(p.signedRecords);
-  const frac = total > 0 ? Math.min(1, done / total) : 0;
-  const filled = Math.round(frac * width);
-  return (
-    `[${"#".repeat(filled)}${".".repeat(width - filled)}] ${(frac * 100).toFixed(1).padStart(5)}% ` +
-    `${done}/${total}  ${Math.round(p.recordsPerSecond)} rec/s  in flight ${p.batchesInFlight}  keys busy ${p.keysBusy}`
-  );
-}
+  -h, --help         show this help`;
 
 /** `keymesh sign`: seed, run a signing job with a progress bar, verify, summarise. */
 export const signCommand: Command = {
@@ -44,33 +41,28 @@ export const signCommand: Command = {
   run: runSign,
 };
 
+/** Where the command is, so an interruption or failure can say what is left to do. */
+type Phase = "preparing" | "signing" | "finished";
+
 async function runSign(argv: string[], io: CommandIO): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      records: { type: "string" },
-      keys: { type: "string" },
-      "batch-size": { type: "string", default: "1000" },
-      concurrency: { type: "string", default: "8" },
-      "lease-ttl-ms": { type: "string", default: "10000" },
-      job: { type: "string" },
-      reset: { type: "boolean", default: false },
-      "no-verify": { type: "boolean", default: false },
-      json: { type: "boolean", default: false },
-      url: { type: "string" },
-    },
+  const { values } = parseFlags(argv, {
+    records: { type: "string" },
+    keys: { type: "string" },
+    "batch-size": { type: "string" },
+    concurrency: { type: "string" },
+    "lease-ttl-ms": { type: "string" },
+    job: { type: "string" },
+    reset: { type: "boolean", default: false },
+    "no-verify": { type: "boolean", default: false },
+    json: { type: "boolean", default: false },
+    url: { type: "string" },
   });
-  const int = (name: string, raw: string | undefined, min: number): number | undefined => {
-    if (raw === undefined) return undefined;
-    const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got "${raw}"`);
-    return n;
-  };
-  const records = int("records", values.records, 1);
-  const keyCount = int("keys", values.keys, 1);
-  const batchSize = int("batch-size", values["batch-size"], 1)!;
-  const concurrency = int("concurrency", values.concurrency, 1)!;
-  const leaseTtlMs = int("lease-ttl-ms", values["lease-ttl-ms"], 1000)!;
+  const records = integerFlag("records", values.records, BOUNDS.records);
+  const keyCount = integerFlag("keys", values.keys, BOUNDS.keys);
+  const batchSize = integerFlag("batch-size", values["batch-size"], BOUNDS.batchSize) ?? DEFAULTS.batchSize;
+  const concurrency = integerFlag("concurrency", values.concurrency, BOUNDS.concurrency) ?? DEFAULTS.concurrency;
+  const leaseTtlMs = integerFlag("lease-ttl-ms", values["lease-ttl-ms"], BOUNDS.leaseTtlMs) ?? DEFAULTS.leaseTtlMs;
+  if (values.job !== undefined && values.job.trim() === "") throw new UsageError("--job needs a job id");
   const url = meshUrl(values.url, io.env);
   const client = connectTo(url);
   const collection = client(CollectionService);
@@ -79,91 +71,93 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
   const say = (line: string) => {
     if (!values.json) io.stderr.write(`${line}\n`);
   };
+  const stderr = io.stderr as NodeJS.WriteStream;
+  const tty = stderr.isTTY === true && !values.json;
+  const view = createProgressView(io.stderr, { tty, ...(stderr.columns ? { columns: stderr.columns } : {}) });
 
-  if (values.reset) {
-    const { deleted } = await collection.deleteRecords({});
-    say(`deleted ${deleted} records`);
-  }
-  if (records) {
-    const seeded = await collection.seedRecords({ count: records });
-    say(`seeded ${seeded.inserted} records (${seeded.total} in total)`);
-  }
-  if (keyCount) {
-    let have = 0;
-    let token = "";
-    do {
-      const page = await keys.listKeyringKeys({ pageSize: 10_000, pageToken: token });
-      have += page.keys.length;
-      token = page.nextPageToken;
-    } while (token);
-    if (have < keyCount) await keys.createKeyringKeys({ count: keyCount - have });
-    say(`keyring: ${Math.max(have, keyCount)} keys`);
-  }
+  /** The command that finishes the job (or, without one, starts it): the same mesh and per-run settings. */
+  const resume = (jobId: string | undefined) =>
+    [
+      "keymesh sign",
+      jobId === undefined ? (values["batch-size"] === undefined ? "" : `--batch-size ${batchSize}`) : `--job ${jobId}`,
+      values.url === undefined ? "" : `--url ${values.url}`,
+      values.concurrency === undefined ? "" : `--concurrency ${concurrency}`,
+      values["lease-ttl-ms"] === undefined ? "" : `--lease-ttl-ms ${leaseTtlMs}`,
+    ]
+      .filter(Boolean)
+      .join(" ");
 
-  const started = Date.now();
+  let phase: Phase = "preparing";
+  let jobId = values.job;
   let last: JobProgress | undefined;
-  const tty = (io.stderr as NodeJS.WriteStream).isTTY === true && !values.json;
-  let lastLine = 0;
-  for await (const res of executor.runJob({ jobId: values.job ?? "", spec: { batchSize, concurrency, leaseTtlMs } })) {
-    last = res.progress;
-    if (!last || values.json) continue;
-    if (tty) io.stderr.write(`\r${bar(last)}`);
-    else if (Date.now() - lastLine > 2000) {
-      lastLine = Date.now();
-      io.stderr.write(`${bar(last)}\n`);
+  const interrupt = listenForInterrupt(() => io.stderr.write(`\nkeymesh sign: stopped at once${jobId ? `; finish job ${jobId} with: ${resume(jobId)}` : ""}\n`));
+  const call = { signal: interrupt.signal };
+  try {
+    if (values.reset) {
+      const { deleted } = await collection.deleteRecords({}, call);
+      say(`deleted ${deleted} records`);
     }
-  }
-  if (tty) io.stderr.write("\n");
-  const wallMs = Date.now() - started;
-  if (!last) throw new Error("the executor ended the job without reporting progress");
+    if (records) {
+      const seeded = await collection.seedRecords({ count: records }, call);
+      say(`seeded ${seeded.inserted} records (${seeded.total} in total)`);
+    }
+    if (keyCount) {
+      let have = 0;
+      let token = "";
+      do {
+        const page = await keys.listKeyringKeys({ pageSize: 10_000, pageToken: token }, call);
+        have += page.keys.length;
+        token = page.nextPageToken;
+      } while (token);
+      if (have < keyCount) await keys.createKeyringKeys({ count: keyCount - have }, call);
+      say(`keyring: ${Math.max(have, keyCount)} keys`);
+    }
 
-  const stats = await collection.getBatchStats({ jobId: last.jobId });
-  const verification = values["no-verify"]
-    ? undefined
-    : await verifyAll({ collection, keys }, (n) => tty && io.stderr.write(`\rverifying ${n} records`));
-  if (tty && verification) io.stderr.write("\n");
-  const jaeger = io.env.KEYMESH_JAEGER_UI;
-  const summary = {
-    jobId: last.jobId,
-    state: JobState[last.state].toLowerCase(),
-    recordsSigned: Number(last.signedRecords),
-    totalRecords: Number(last.totalRecords),
-    signedByThisRun: Number(last.signedByThisExecutor),
-    duplicates: Number(stats.duplicateSignatures),
-    batchesCommitted: Number(stats.batchesCommitted),
-    batchesRejected: Number(stats.batchesRejected),
-    batchSize: last.batchSize,
-    keysUsed: stats.keysUsed,
-    lruSpread: { minBatchesPerKey: Number(stats.minBatchesPerKey), maxBatchesPerKey: Number(stats.maxBatchesPerKey) },
-    batchLatencyMs: { p50: Number(stats.batchLatencyP50Ms), p99: Number(stats.batchLatencyP99Ms) },
-    verification: verification
-      ? { ok: verification.invalid === 0 && verification.unsigned === 0, ...verification }
-      : { ok: null, skipped: true },
-    wallMs,
-    recordsPerSecond: Math.round((Number(last.signedByThisExecutor) * 1000) / Math.max(1, wallMs)),
-    traceId: last.traceId,
-    traceUrl: jaeger && last.traceId ? `${jaeger.replace(/\/$/, "")}/trace/${last.traceId}` : undefined,
-    error: last.error || undefined,
-  };
-  if (values.json) io.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-  else {
-    const v = summary.verification;
-    io.stdout.write(
-      [
-        `job ${summary.jobId}: ${summary.state}`,
-        `records signed   ${summary.recordsSigned}/${summary.totalRecords} (${summary.signedByThisRun} by this run)`,
-        `duplicates       ${summary.duplicates}`,
-        `batches          ${summary.batchesCommitted} committed, ${summary.batchesRejected} rejected, size ${summary.batchSize}`,
-        `keys used        ${summary.keysUsed} (batches per key ${summary.lruSpread.minBatchesPerKey}-${summary.lruSpread.maxBatchesPerKey})`,
-        `batch latency    p50 ${summary.batchLatencyMs.p50} ms, p99 ${summary.batchLatencyMs.p99} ms`,
-        `verification     ${"skipped" in v ? "skipped" : v.ok ? `ok (${v.valid} valid)` : `FAILED (${v.invalid} invalid, ${v.unsigned} unsigned)`}`,
-        `wall time        ${(wallMs / 1000).toFixed(2)} s (${summary.recordsPerSecond} records/s)`,
-        `trace            ${summary.traceId ? `${summary.traceId}${summary.traceUrl ? `  ${summary.traceUrl}` : ""}` : "none (tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT on the services)"}`,
-        "",
-      ].join("\n"),
-    );
+    const started = Date.now();
+    phase = "signing";
+    for await (const res of executor.runJob({ jobId: values.job ?? "", spec: { batchSize, concurrency, leaseTtlMs } }, call)) {
+      if (!res.progress) continue;
+      last = res.progress;
+      jobId = last.jobId;
+      if (!values.json) view.update(last);
+    }
+    view.end();
+    const wallMs = Date.now() - started;
+    if (!last) throw new CliError("the executor ended the job without reporting progress — see the server's log");
+    if (last.state === JobState.RUNNING) {
+      // The server ended the stream with the job unfinished: it is shutting down.
+      throw new CliError(
+        `the server stopped working on job ${last.jobId} (${last.signedRecords}/${last.totalRecords} records signed) — is it shutting down? Finish the job with: ${resume(last.jobId)}`,
+      );
+    }
+    phase = "finished";
+
+    const stats = await collection.getBatchStats({ jobId: last.jobId }, call);
+    const verification = values["no-verify"]
+      ? undefined
+      : await verifyAll({ collection, keys }, (n) => tty && io.stderr.write(`\rverifying ${n} records`), interrupt.signal);
+    if (tty && verification) io.stderr.write("\n");
+    const summary = signSummary(last, stats, verification, wallMs, io.env.KEYMESH_JAEGER_UI);
+    io.stdout.write(values.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));
+    return summaryFailed(summary) ? EXIT.failure : EXIT.ok;
+  } catch (err) {
+    view.end();
+    if (err instanceof CliError) throw err;
+    if (interrupt.signal.aborted) throw new CliError(interrupted(), interrupt.exitCode());
+    const what = describeFailure(err, {
+      command: "sign",
+      url,
+      ...(values.job === undefined ? {} : { notFound: "run `keymesh sign` without --job to start a new job" }),
+    });
+    throw new CliError(phase === "signing" && last ? `${what}; job ${last.jobId} is unfinished: finish it with \`${resume(last.jobId)}\`` : what);
+  } finally {
+    interrupt.dispose();
   }
-  const failed = summary.state !== "succeeded" || summary.duplicates > 0 || summary.verification.ok === false;
-  return failed ? EXIT.failure : EXIT.ok;
+
+  function interrupted(): string {
+    if (phase === "finished" && jobId) return `interrupted after job ${jobId} finished — check every signature with \`keymesh verify\``;
+    if (!jobId) return `interrupted before a signing job started — start one with: ${resume(undefined)}`;
+    const done = last ? ` (${last.signedRecords}/${last.totalRecords} records signed)` : "";
+    return `interrupted; job ${jobId} is unfinished${done} — finish it with: ${resume(jobId)}`;
+  }
 }
-

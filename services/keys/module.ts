@@ -1,6 +1,7 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { keysMigrations } from "./migrations/index.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
@@ -9,6 +10,7 @@ import { createKeyringStore } from "./keyring-store.js";
 export const keysModule: ServiceModule = {
   name: "keys",
   desc: KeyManagementService,
+  migrations: keysMigrations,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
     const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });

@@ -6,6 +6,7 @@ import { REWRAP_QUEUE, runRewrapWorker } from "../shared/crypto/rotation/rewrap.
 import { createSealedRowSets } from "../shared/crypto/rotation/sealed-row-set.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { createVaultHandler } from "./handler.js";
+import { vaultMigrations } from "./migrations/index.js";
 import { createSecretVersionsSet } from "./sealed-set.js";
 import { createVaultStore } from "./store.js";
 import { createVault } from "./vault.js";
@@ -21,6 +22,7 @@ export const vaultModule: ServiceModule = {
   name: "vault",
   desc: VaultService,
   needs: { database: true, coordinator: true },
+  migrations: vaultMigrations,
   async register(router, ctx) {
     const { config, logger } = ctx;
     const masterKeys = await createMasterKeyManager({ db: ctx.db, spec: config.masterKeys, dataDir: config.dataDir });

@@ -12,6 +12,7 @@ import type { Coordinator } from "../../services/shared/coordination/types.js";
 import { startHost, type Host } from "../../services/shared/host.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
+import { collectMigrations } from "../../services/shared/storage/migrations/index.js";
 import { createTestDatabase, type TestDatabase } from "./mysql.js";
 import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
 import { asPrincipal, createTestPrincipalInterceptor } from "./test-principal.js";
@@ -48,7 +49,7 @@ export async function startVaultHost(opts: VaultHostOptions): Promise<VaultHost 
   const dataDir = opts.reuse?.dataDir ?? mkdtempSync(join(tmpdir(), "keymesh-vault-"));
   const mysql = opts.backend === "mysql" ? (opts.reuse?.mysql ?? (await createTestDatabase())) : undefined;
   const db = createDatabase({ ...(mysql === undefined ? {} : { url: mysql.url }), dataDir });
-  await migrate(db);
+  await migrate(db, collectMigrations([vaultModule]));
   const prefix = uniquePrefix("vault");
   const coordinator: Coordinator = opts.redis === true ? createCoordinator({ redisUrl: testRedisUrl(), keyPrefix: prefix }) : createCoordinator();
   const config = loadConfig({ KEYMESH_PORT: "0", KEYMESH_DATA_DIR: dataDir, KEYMESH_LOG_LEVEL: "silent", ...opts.env });

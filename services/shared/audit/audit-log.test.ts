@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createDatabase, type Database } from "../storage/database.js";
 import { migrate } from "../storage/migrate.js";
+import { auditMigration } from "./migration.js";
 import { loadAuditKey } from "./audit-key.js";
 import { AuditUnavailableError, createAuditLog } from "./audit-log.js";
 import { purgeExpiredAuditEvents } from "./retention.js";
@@ -11,7 +12,7 @@ import { purgeExpiredAuditEvents } from "./retention.js";
 let db: Database;
 beforeAll(async () => {
   db = createDatabase({ dataDir: mkdtempSync(join(tmpdir(), "keymesh-audit-")) });
-  await migrate(db);
+  await migrate(db, [auditMigration]);
 });
 afterAll(() => db?.close());
 

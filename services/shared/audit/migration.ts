@@ -1,13 +1,16 @@
 import type { Knex } from "knex";
-import { tableDefaults, type MigrationModule } from "../storage/migrations/migration.js";
+import { createTableIfMissing, type MigrationModule } from "../storage/migrations/index.js";
 
 /**
  * The mesh's audit trail: one row per audited call of any service. Object ids are stored
  * only as keyed HMACs; values and plain names never reach this table.
+ *
+ * The trail is shared: every service that writes to it lists this migration among its own
+ * (`{ ...auditMigration, name: "000N_audit" }`), and whichever runs first creates the tables
+ * (`createTableIfMissing`). `down` leaves them, since other services may still write there.
  */
 async function up(knex: Knex): Promise<void> {
-  await knex.schema.createTable("audit_events", (t) => {
-    tableDefaults(knex, t);
+  await createTableIfMissing(knex, "audit_events", (t) => {
     t.bigIncrements("id");
     t.bigInteger("time_ms").notNullable();
     t.string("principal", 160).notNullable();
@@ -22,18 +25,14 @@ async function up(knex: Knex): Promise<void> {
     t.index(["object_hmac", "id"], "audit_events_object_idx");
   });
   // The HMAC key when KEYMESH_AUDIT_KEY is not set: one row, created by the first process.
-  await knex.schema.createTable("audit_keys", (t) => {
-    tableDefaults(knex, t);
+  await createTableIfMissing(knex, "audit_keys", (t) => {
     t.integer("id").notNullable().primary();
     t.binary("hmac_key", 32).notNullable();
     t.bigInteger("created_at").notNullable();
   });
 }
 
-async function down(knex: Knex): Promise<void> {
-  await knex.schema.dropTableIfExists("audit_keys");
-  await knex.schema.dropTableIfExists("audit_events");
-}
+async function down(): Promise<void> {}
 
-/** Migration 0004: the audit trail. */
-export const auditMigration: MigrationModule = { name: "0004_audit", up, down };
+/** The audit trail's tables, for the migrations of every service that writes to it. */
+export const auditMigration: MigrationModule = { name: "audit", up, down };

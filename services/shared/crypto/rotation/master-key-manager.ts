@@ -7,7 +7,7 @@ import { addDevMasterKey, loadMasterKeyring } from "../master-keys.js";
 /**
  * The mesh-wide state of the master keys. Key material comes from configuration
  * (`KEYMESH_MASTER_KEYS`, or the data directory in development) and never enters the
- * database; which version is primary, active or retired is stored in `master_keys`, so every
+ * database; which version is primary, active or retired is stored in `master_key_versions`, so every
  * process of the mesh agrees on it. Adding a key to the configuration therefore changes
  * nothing by itself: it only becomes primary when `rotate` says so.
  */
@@ -46,7 +46,7 @@ export interface MasterKeyManager {
   follow(intervalMs: number, signal: AbortSignal): void;
 }
 
-const TABLE = "master_keys";
+const TABLE = "master_key_versions";
 
 function ringWith(keys: MasterKeyring, primaryVersion: number): MasterKeyring {
   // A primary this process does not hold makes `seal` fail with UnknownMasterKeyError

@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { dialectOf, tableDefaults, type MigrationModule } from "../../shared/storage/migrations/migration.js";
+import { dialectOf, tableDefaults, type MigrationModule } from "../../shared/storage/migrations/index.js";
 
 /**
  * The vault's tables: secrets (metadata), their versions (sealed values) and read grants.
@@ -54,5 +54,5 @@ async function down(knex: Knex): Promise<void> {
   for (const table of ["secret_grants", "secret_versions", "secrets"]) await knex.schema.dropTableIfExists(table);
 }
 
-/** Migration 0003: the vault's secrets, versions and grants. */
-export const vaultMigration: MigrationModule = { name: "0003_vault", up, down };
+/** Vault 0001: secrets, their versions and read grants. */
+export const secretsMigration: MigrationModule = { name: "0001_secrets", up, down };
