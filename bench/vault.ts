@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import { createTestDatabase } from "../test/support/mysql.js";
 import { cpuMsOf, freePort, runKeymesh, startServe } from "./mesh-processes.js";
@@ -46,7 +47,7 @@ function percentile(sorted: Float64Array, p: number): number {
   return Math.round(sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! * 1000) / 1000;
 }
 
-async function phase(clients: Client<typeof VaultService>[], op: (c: Client<typeof VaultService>) => Promise<unknown>, serverPid: number): Promise<PhaseResult> {
+async function phase<C>(clients: C[], op: (c: C) => Promise<unknown>, serverPid: number): Promise<PhaseResult> {
   const latencies: number[] = [];
   let errors = 0;
   let measuring = false;
@@ -124,7 +125,7 @@ async function main(): Promise<void> {
   const results: { create: PhaseResult[]; fetch: PhaseResult[] } = { create: [], fetch: [] };
   try {
     const maxClients = Math.max(...CONCURRENCY);
-    const all = Array.from({ length: maxClients }, () => createClient(VaultService, createGrpcTransport({ baseUrl: server.url })));
+    const all: Client<typeof VaultService>[] = Array.from({ length: maxClients }, () => createClient(VaultService, createGrpcTransport({ baseUrl: server.url })));
     // A pool of secrets to fetch, created up front.
     const ids: string[] = [];
     for (let i = 0; i < 50; i++) {
@@ -138,6 +139,10 @@ async function main(): Promise<void> {
         await phase(clients, (c) => c.getSecret({ selector: { case: "secretId", value: ids[Math.floor(Math.random() * ids.length)]! } }), server.pid),
       );
     }
+    // The same server's cost of a bare RPC (health check: no database, no audit), measured the
+    // same way at the largest concurrency, separates the RPC stack from the vault's own work.
+    const health = Array.from({ length: maxClients }, () => createClient(Health, createGrpcTransport({ baseUrl: server.url })));
+    const rpcFloor = await phase(health, (c) => c.check({ service: "" }), server.pid);
     const sixteen = results.fetch.find((r) => r.clients === 16);
     const summary = {
       bench: "vault",
@@ -150,6 +155,7 @@ async function main(): Promise<void> {
       loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
       serverPeakMiB: server.memory().peakMiB,
       databaseFloor: await databaseFloor(mysql.url),
+      rpcFloor,
       create: results.create,
       fetch: results.fetch,
       target: {
