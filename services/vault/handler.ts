@@ -167,8 +167,14 @@ export function createVaultHandler(deps: VaultHandlerDeps): ServiceImpl<typeof V
         const r = await masterKeys.rotate();
         scope.object = { kind: "master_key", id: String(r.primary) };
         scope.version = r.primary;
-        await deps.rewrapQueue.enqueue({ reason: "rotate", primary: String(r.primary) });
-        return { primaryVersion: r.primary, previousVersion: r.previous, rewrapQueued: true };
+        // The rotation has happened; a queue that is down only delays the rewrap (a vault
+        // process queues it at its next start, and `Rewrap` runs it on demand), so the call
+        // still succeeds and says so rather than inviting a second rotation.
+        const rewrapQueued = await deps.rewrapQueue.enqueue({ reason: "rotate", primary: String(r.primary) }).then(
+          () => true,
+          () => false,
+        );
+        return { primaryVersion: r.primary, previousVersion: r.previous, rewrapQueued };
       }),
 
     rewrap: (req, ctx) =>
