@@ -1,9 +1,9 @@
-import { loadServiceModules, UnknownServiceError } from "../../services/registry.js";
+import { loadServiceModules, SERVICE_NAMES, UnknownServiceError } from "../../services/registry.js";
+import { ConfigError, loadConfig, type Config } from "../../services/shared/config.js";
+import { startHost } from "../../services/shared/server/host.js";
 import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
-import { ConfigError, loadConfig, SERVICE_NAMES, type Config } from "../../services/shared/config.js";
-import { startHost } from "../../services/shared/host.js";
 import { createLogger } from "../../services/shared/logger.js";
-import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
+import { reportTelemetry, shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { parseFlags } from "../flags.js";
 
@@ -47,6 +47,7 @@ export const serveCommand: Command = {
       throw err;
     }
     const logger = createLogger({ level: config.logLevel });
+    reportTelemetry(logger);
     // Listen before starting so that a signal during start-up still shuts down cleanly.
     const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
       const onSignal = (s: NodeJS.Signals) => {

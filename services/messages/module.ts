@@ -1,5 +1,5 @@
 import { MessagesService } from "../../gen/keymesh/messages/v1/messages_service_pb.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 
 /**
  * The messages service as the host runs it. Until its handlers are written, every RPC of

@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { SERVICE_NAMES, type ServiceName } from "../registry.js";
 import { MasterKeyConfigError, parseMasterKeys } from "./crypto/master-keys.js";
 
 /**
@@ -6,12 +7,6 @@ import { MasterKeyConfigError, parseMasterKeys } from "./crypto/master-keys.js";
  * frozen, typed object. A bad value is a `ConfigError` naming the variable and what it expects;
  * the CLI prints it and exits with status 2.
  */
-
-/** The seven services, by the short name used on the command line and in variable names. */
-export const SERVICE_NAMES = ["auth", "keys", "signing", "collection", "executor", "messages", "vault"] as const;
-
-/** A service's short name. */
-export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 /** Levels accepted by `KEYMESH_LOG_LEVEL` (pino's). */
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -53,8 +48,6 @@ export interface Config {
   readonly serviceUrls: Readonly<Record<ServiceName, string | undefined>>;
   /** KEYMESH_MASTER_KEYS: `version:base64key,…`; unset means development keys in dataDir. */
   readonly masterKeys: string | undefined;
-  /** KEYMESH_JAEGER_UI: base URL of the Jaeger UI, used to print trace links. */
-  readonly jaegerUi: string | undefined;
   /** KEYMESH_AUDIT_RETENTION_DAYS: audit events older than this are purged (default 90; 0 keeps them). */
   readonly auditRetentionDays: number;
   /** KEYMESH_AUDIT_KEY: base64 of the 32-byte key object ids are HMACed with; unset: one kept in the database. */
@@ -100,6 +93,8 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_LOG_LEVEL",
   "KEYMESH_SERVICE_TOKEN",
   "KEYMESH_MASTER_KEYS",
+  // Read by the CLI's client commands (KEYMESH_JAEGER_UI: `keymesh sign` prints a trace
+  // link) and by the fault-injection failpoints.
   "KEYMESH_JAEGER_UI",
   "KEYMESH_AUDIT_RETENTION_DAYS",
   "KEYMESH_AUDIT_KEY",
@@ -107,7 +102,6 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_SECRETS_PROVIDER",
   "KEYMESH_SECRETS_URL",
   "KEYMESH_SECRETS_TOKEN",
-  // Read by the CLI's client commands and by the fault-injection failpoints.
   "KEYMESH_URL",
   "KEYMESH_FAILPOINTS",
   ...SERVICE_NAMES.map(serviceUrlVariable),
@@ -274,7 +268,6 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     serviceToken: serviceToken(merged),
     serviceUrls: Object.freeze(serviceUrls),
     masterKeys: masterKeys(merged),
-    jaegerUi: url(merged, "KEYMESH_JAEGER_UI", ["http:", "https:"]),
     auditRetentionDays: integer(merged, "KEYMESH_AUDIT_RETENTION_DAYS", 90, 0, 36_500, "a number of days"),
     auditKey: auditKey(merged),
     unknownVariables: Object.freeze(unknownVariables(env)),

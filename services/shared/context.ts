@@ -1,4 +1,4 @@
-import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { createContextKey } from "@connectrpc/connect";
 
 /**
  * Per-request values that interceptors set and handlers read through `ctx.values`.
@@ -27,13 +27,3 @@ export const peerKey = createContextKey<string>("", { description: "keymesh peer
 
 /** The header carrying request ids in and out. */
 export const REQUEST_ID_HEADER = "x-request-id";
-
-/** The principal of a handler's call. */
-export function principalOf(ctx: Pick<HandlerContext, "values">): Principal {
-  return ctx.values.get(principalKey);
-}
-
-/** The request id of a handler's call ("" outside the host's interceptors). */
-export function requestIdOf(ctx: Pick<HandlerContext, "values">): string {
-  return ctx.values.get(requestIdKey);
-}

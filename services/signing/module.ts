@@ -1,6 +1,6 @@
 import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { createSigningHandler } from "./handler.js";
 import { createSigner } from "./signer.js";
 
@@ -13,7 +13,7 @@ export const signingModule: ServiceModule = {
   desc: SigningService,
   needs: {},
   async register(router, ctx) {
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const keys = ctx.clients.keys;
     const signer = createSigner({
       masterKeys: () => ring,

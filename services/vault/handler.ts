@@ -17,7 +17,7 @@ import type { JobQueue } from "../shared/coordination/types.js";
 import type { MasterKeyManager } from "../shared/crypto/rotation/master-key-manager.js";
 import { rewrapSets, rowsUnder } from "../shared/crypto/rotation/rewrap.js";
 import type { SealedRowSets } from "../shared/crypto/rotation/sealed-row-set.js";
-import { DomainError, InvalidInputError } from "../shared/domain-errors.js";
+import { DomainError, InvalidInputError } from "../shared/errors.js";
 import { pageSize } from "./limits.js";
 import type { SecretRow, VersionRow } from "./store.js";
 import type { SecretRef, Vault } from "./vault.js";

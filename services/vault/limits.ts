@@ -1,4 +1,4 @@
-import { InvalidInputError } from "../shared/domain-errors.js";
+import { InvalidInputError } from "../shared/errors.js";
 
 /**
  * The vault's input rules, checked before anything is read or written. Each violation is

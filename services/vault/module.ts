@@ -4,7 +4,7 @@ import { auditLogFor, loadAuditKey, runAuditRetention } from "../shared/audit/in
 import { createMasterKeyManager } from "../shared/crypto/rotation/master-key-manager.js";
 import { REWRAP_QUEUE, runRewrapWorker } from "../shared/crypto/rotation/rewrap.js";
 import { createSealedRowSets } from "../shared/crypto/rotation/sealed-row-set.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { createVaultHandler } from "./handler.js";
 import { vaultMigrations } from "./migrations/index.js";
 import { createSecretVersionsSet } from "./sealed-set.js";

@@ -1,6 +1,5 @@
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
-import { withDbErrors } from "../shared/storage/database.js";
 
 /** A secret's metadata row. */
 export interface SecretRow {
@@ -120,110 +119,99 @@ function where(q: Knex.QueryBuilder, selector: Selector, alias = "s"): Knex.Quer
 export function createVaultStore(db: Database): VaultStore {
   const k = db.primary;
   return {
-    create: (secret, first) =>
-      withDbErrors(async () => {
-        try {
-          await k.transaction(async (trx) => {
-            await trx("secrets").insert({
-              id: secret.id,
-              owner: secret.owner,
-              name: secret.name,
-              labels: JSON.stringify(secret.labels),
-              current_version: secret.currentVersion,
-              created_at: secret.createdAt,
-              updated_at: secret.updatedAt,
-            });
-            await trx("secret_versions").insert(versionRecord(first));
+    create: async (secret, first) => {
+      try {
+        await k.transaction(async (trx) => {
+          await trx("secrets").insert({
+            id: secret.id,
+            owner: secret.owner,
+            name: secret.name,
+            labels: JSON.stringify(secret.labels),
+            current_version: secret.currentVersion,
+            created_at: secret.createdAt,
+            updated_at: secret.updatedAt,
           });
-        } catch (err) {
-          if (isUniqueViolation(err)) throw new NameTakenError("name taken");
-          throw err;
-        }
-      }),
+          await trx("secret_versions").insert(versionRecord(first));
+        });
+      } catch (err) {
+        if (isUniqueViolation(err)) throw new NameTakenError("name taken");
+        throw err;
+      }
+    },
 
-    find: (selector) =>
-      withDbErrors(async () => {
-        const row = (await where(k("secrets as s").select(SECRET_COLUMNS), selector).first()) as Raw | undefined;
-        return row === undefined ? undefined : toSecret(row);
-      }),
+    find: async (selector) => {
+      const row = (await where(k("secrets as s").select(SECRET_COLUMNS), selector).first()) as Raw | undefined;
+      return row === undefined ? undefined : toSecret(row);
+    },
 
-    findGranted: (principal, name) =>
-      withDbErrors(async () => {
-        const rows = (await k("secrets as s")
-          .join("secret_grants as g", "g.secret_id", "s.id")
-          .where("g.principal", principal)
-          .where("s.name", name)
-          .select(SECRET_COLUMNS)
-          .limit(2)) as Raw[];
-        return rows.map(toSecret);
-      }),
+    findGranted: async (principal, name) => {
+      const rows = (await k("secrets as s")
+        .join("secret_grants as g", "g.secret_id", "s.id")
+        .where("g.principal", principal)
+        .where("s.name", name)
+        .select(SECRET_COLUMNS)
+        .limit(2)) as Raw[];
+      return rows.map(toSecret);
+    },
 
-    read: (selector, version) =>
-      withDbErrors(async () => {
-        let q = where(k("secrets as s").join("secret_versions as v", "v.secret_id", "s.id").select([...SECRET_COLUMNS, ...VERSION_COLUMNS]), selector);
-        q = version === 0 ? q.where("v.state", "active").orderBy("v.version", "desc") : q.where("v.version", version);
-        const row = (await q.first()) as Raw | undefined;
-        return row === undefined ? undefined : { secret: toSecret(row), version: toVersion(row, "v_created_at") };
-      }),
+    read: async (selector, version) => {
+      let q = where(k("secrets as s").join("secret_versions as v", "v.secret_id", "s.id").select([...SECRET_COLUMNS, ...VERSION_COLUMNS]), selector);
+      q = version === 0 ? q.where("v.state", "active").orderBy("v.version", "desc") : q.where("v.version", version);
+      const row = (await q.first()) as Raw | undefined;
+      return row === undefined ? undefined : { secret: toSecret(row), version: toVersion(row, "v_created_at") };
+    },
 
-    version: (secretId, version) =>
-      withDbErrors(async () => {
-        const row = (await k("secret_versions").where({ secret_id: secretId, version }).first()) as Raw | undefined;
-        return row === undefined ? undefined : toVersion(row);
-      }),
+    version: async (secretId, version) => {
+      const row = (await k("secret_versions").where({ secret_id: secretId, version }).first()) as Raw | undefined;
+      return row === undefined ? undefined : toVersion(row);
+    },
 
-    versions: (secretId) =>
-      withDbErrors(async () => {
-        const rows = (await k("secret_versions")
-          .select(["secret_id", "version", "state", "master_key_version", "size", "created_at", "deleted_at"])
-          .where("secret_id", secretId)
-          .orderBy("version")) as Raw[];
-        return rows.map((r) => toVersion({ ...r, ciphertext: null }));
-      }),
+    versions: async (secretId) => {
+      const rows = (await k("secret_versions")
+        .select(["secret_id", "version", "state", "master_key_version", "size", "created_at", "deleted_at"])
+        .where("secret_id", secretId)
+        .orderBy("version")) as Raw[];
+      return rows.map((r) => toVersion({ ...r, ciphertext: null }));
+    },
 
     addVersion: (row, expected) =>
-      withDbErrors(() =>
-        k.transaction(async (trx) => {
-          // The conditional UPDATE is the compare-and-set: of two writers expecting the same
-          // version, exactly one matches the row; the other changes nothing and reports false.
-          const moved = await trx("secrets")
-            .where({ id: row.secretId, current_version: expected })
-            .update({ current_version: expected + 1, updated_at: row.createdAt });
-          if (moved !== 1) return false;
-          await trx("secret_versions").insert(versionRecord(row));
-          return true;
-        }),
-      ),
-
-    setState: (secretId, version, from, to, now) =>
-      withDbErrors(async () => {
-        const changes: Record<string, unknown> = { state: to };
-        if (to === "active") changes.deleted_at = null;
-        else changes.deleted_at = now;
-        if (to === "destroyed") Object.assign(changes, { ciphertext: null, master_key_version: 0 });
-        const n = await k("secret_versions").where({ secret_id: secretId, version }).whereIn("state", from).update(changes);
-        if (n !== 1) return undefined;
-        const row = (await k("secret_versions").where({ secret_id: secretId, version }).first()) as Raw;
-        return toVersion(row);
+      k.transaction(async (trx) => {
+        // The conditional UPDATE is the compare-and-set: of two writers expecting the same
+        // version, exactly one matches the row; the other changes nothing and reports false.
+        const moved = await trx("secrets")
+          .where({ id: row.secretId, current_version: expected })
+          .update({ current_version: expected + 1, updated_at: row.createdAt });
+        if (moved !== 1) return false;
+        await trx("secret_versions").insert(versionRecord(row));
+        return true;
       }),
 
-    list: (owner, prefix, after, limit) =>
-      withDbErrors(async () => {
-        let q = k("secrets as s").select(SECRET_COLUMNS).where("s.owner", owner);
-        if (prefix !== "") q = q.where("s.name", ">=", prefix).where("s.name", "<", `${prefix}\u{10ffff}`);
-        if (after !== undefined) q = q.whereRaw("(COALESCE(s.name, ''), s.id) > (?, ?)", [after.name, after.id]);
-        const rows = (await q.orderByRaw("COALESCE(s.name, ''), s.id").limit(limit)) as Raw[];
-        return rows.map(toSecret);
-      }),
+    setState: async (secretId, version, from, to, now) => {
+      const changes: Record<string, unknown> = { state: to };
+      if (to === "active") changes.deleted_at = null;
+      else changes.deleted_at = now;
+      if (to === "destroyed") Object.assign(changes, { ciphertext: null, master_key_version: 0 });
+      const n = await k("secret_versions").where({ secret_id: secretId, version }).whereIn("state", from).update(changes);
+      if (n !== 1) return undefined;
+      const row = (await k("secret_versions").where({ secret_id: secretId, version }).first()) as Raw;
+      return toVersion(row);
+    },
 
-    hasGrant: (secretId, principal) =>
-      withDbErrors(async () => (await k("secret_grants").where({ secret_id: secretId, principal }).first("secret_id")) !== undefined),
+    list: async (owner, prefix, after, limit) => {
+      let q = k("secrets as s").select(SECRET_COLUMNS).where("s.owner", owner);
+      if (prefix !== "") q = q.where("s.name", ">=", prefix).where("s.name", "<", `${prefix}\u{10ffff}`);
+      if (after !== undefined) q = q.whereRaw("(COALESCE(s.name, ''), s.id) > (?, ?)", [after.name, after.id]);
+      const rows = (await q.orderByRaw("COALESCE(s.name, ''), s.id").limit(limit)) as Raw[];
+      return rows.map(toSecret);
+    },
 
-    grant: (secretId, principal, grantedBy, now) =>
-      withDbErrors(async () => {
-        await k("secret_grants").insert({ secret_id: secretId, principal, granted_by: grantedBy, created_at: now }).onConflict(["secret_id", "principal"]).ignore();
-      }),
+    hasGrant: async (secretId, principal) =>
+      (await k("secret_grants").where({ secret_id: secretId, principal }).first("secret_id")) !== undefined,
 
-    revoke: (secretId, principal) => withDbErrors(async () => (await k("secret_grants").where({ secret_id: secretId, principal }).delete()) > 0),
+    grant: async (secretId, principal, grantedBy, now) => {
+      await k("secret_grants").insert({ secret_id: secretId, principal, granted_by: grantedBy, created_at: now }).onConflict(["secret_id", "principal"]).ignore();
+    },
+
+    revoke: async (secretId, principal) => (await k("secret_grants").where({ secret_id: secretId, principal }).delete()) > 0,
   };
 }

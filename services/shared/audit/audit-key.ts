@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
 import type { Database } from "../storage/database.js";
-import { withDbErrors } from "../storage/database.js";
 
 /**
  * The key object ids are HMACed with in the audit trail. Every process of a mesh must use the
@@ -15,10 +14,8 @@ import { withDbErrors } from "../storage/database.js";
  */
 export async function loadAuditKey(opts: { spec?: string | undefined; db: Database }): Promise<Buffer> {
   if (opts.spec !== undefined && opts.spec !== "") return Buffer.from(opts.spec, "base64");
-  return withDbErrors(async () => {
-    const k = opts.db.primary;
-    await k("audit_keys").insert({ id: 1, hmac_key: randomBytes(32), created_at: Date.now() }).onConflict("id").ignore();
-    const row = (await k("audit_keys").where({ id: 1 }).first("hmac_key")) as { hmac_key: Uint8Array };
-    return Buffer.from(row.hmac_key);
-  });
+  const k = opts.db.primary;
+  await k("audit_keys").insert({ id: 1, hmac_key: randomBytes(32), created_at: Date.now() }).onConflict("id").ignore();
+  const row = (await k("audit_keys").where({ id: 1 }).first("hmac_key")) as { hmac_key: Uint8Array };
+  return Buffer.from(row.hmac_key);
 }

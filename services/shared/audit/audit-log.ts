@@ -1,6 +1,6 @@
 import { createHmac } from "node:crypto";
 import type { Knex } from "knex";
-import { DependencyUnavailableError } from "../domain-errors.js";
+import { UnavailableError } from "../errors.js";
 import type { Database } from "../storage/database.js";
 import type { AuditLog, AuditQuery, AuditRecord, StoredAuditEvent } from "./types.js";
 
@@ -12,10 +12,9 @@ import type { AuditLog, AuditQuery, AuditRecord, StoredAuditEvent } from "./type
  */
 
 /** The audit trail could not be written; the call that needed it must fail (Unavailable). */
-export class AuditUnavailableError extends DependencyUnavailableError {
+export class AuditUnavailableError extends UnavailableError {
   constructor(cause?: unknown) {
-    super("the audit trail cannot be written right now, so the call was refused; try again shortly");
-    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
+    super("audit", "the audit trail cannot be written right now, so the call was refused; try again shortly", { cause });
   }
 }
 

@@ -1,6 +1,6 @@
-import { Code, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { peerKey, principalKey } from "../context.js";
-import { toConnectError } from "../domain-errors.js";
+import { toConnectError } from "../errors.js";
 import { codeName } from "../errors.js";
 import { AuditUnavailableError } from "./audit-log.js";
 import { principalIdOf } from "./principal-id.js";
@@ -51,14 +51,20 @@ export async function audited<T>(audit: AuditLog, ctx: HandlerContext, run: (sco
     try {
       await audit.record({ ...base, ...scope, outcome: outcomeOf(failure.code), code: codeName(failure.code) });
     } catch (auditErr) {
-      throw toConnectError(auditErr instanceof AuditUnavailableError ? auditErr : new AuditUnavailableError(auditErr));
+      throw refused(auditErr);
     }
     throw failure;
   }
   try {
     await audit.record({ ...base, ...scope, outcome: "ok", code: "ok" });
   } catch (auditErr) {
-    throw toConnectError(auditErr instanceof AuditUnavailableError ? auditErr : new AuditUnavailableError(auditErr));
+    throw refused(auditErr);
   }
   return result;
+}
+
+/** The reply when the audit event could not be stored: Unavailable, saying why (the cause goes to the log). */
+function refused(auditErr: unknown): ConnectError {
+  const err = auditErr instanceof AuditUnavailableError ? auditErr : new AuditUnavailableError(auditErr);
+  return new ConnectError(err.message, Code.Unavailable, undefined, undefined, err.cause ?? err);
 }

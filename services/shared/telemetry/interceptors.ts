@@ -25,7 +25,8 @@ import {
   type TracerProvider,
 } from "@opentelemetry/api";
 import { RpcSpan, detectRpcSystem, headerGetter, headerSetter, rpcAttributes, type RpcSide } from "./rpc-span.js";
-import { traceStream } from "./traced-stream.js";
+import { contextWithServiceName, meshServiceName } from "./service-name.js";
+import { wrapStream } from "../interceptors/wrap-stream.js";
 import { tracerName } from "./with-span.js";
 
 /** Domain spans live next to the RPC interceptors for handlers' convenience. */
@@ -56,7 +57,10 @@ export interface ServerTracingInterceptorOptions extends TracingInterceptorOptio
 /**
  * Creates the server-side interceptor. The server span is the active context
  * while the handler runs, including inside a response stream, so spans the
- * handler starts (knex, ioredis, `withSpan`) become its children.
+ * handler starts (knex, ioredis, `withSpan`) become its children. A keymesh
+ * service's calls are recorded as that service's (`keymesh-keys` for
+ * `keymesh.keys.v1.*`; see service-name.ts), the caller's client span as the
+ * caller's.
  */
 export function createTracingInterceptor(opts: ServerTracingInterceptorOptions = {}): Interceptor {
   return createRpcTracing("server", opts, opts.trustRemote ?? true);
@@ -86,6 +90,9 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
     let parent = context.active();
     if (side === "server") {
       parent = propagator.extract(parent, req.header, headerGetter);
+      // The called service names this span and everything the handler starts.
+      const service = meshServiceName(req.service.typeName);
+      if (service !== undefined) parent = contextWithServiceName(parent, service);
       if (!trustRemote) parent = asNewRoot(parent, spanOptions);
     }
     const span = tracer.startSpan(`${req.service.typeName}/${req.method.name}`, spanOptions, parent);
@@ -114,7 +121,7 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
     let res;
     try {
       res = await context.with(ctx, () =>
-        next({ ...req, message: traceStream(req.message, { ctx, onMessage: () => rpc.message(requestType) }) }),
+        next({ ...req, message: wrapStream(req.message, { within: inContext(ctx), message: (m) => (rpc.message(requestType), m) }) }),
       );
     } catch (e) {
       rpc.end({ kind: "error", error: e });
@@ -127,13 +134,18 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
     }
     return {
       ...res,
-      message: traceStream(res.message, {
-        ctx,
-        onMessage: () => rpc.message(responseType),
-        onEnd: (outcome) => rpc.end(outcome),
+      message: wrapStream(res.message, {
+        within: inContext(ctx),
+        message: (m) => (rpc.message(responseType), m),
+        end: (outcome) => rpc.end(outcome),
       }),
     };
   };
+}
+
+/** Runs calls inside `ctx`: an async generator's body runs inside them, so a handler's stream sees its RPC span. */
+function inContext(ctx: Context) {
+  return <R>(call: () => R): R => context.with(ctx, call);
 }
 
 /** Starts the span as a new trace that links to the remote caller's span. */

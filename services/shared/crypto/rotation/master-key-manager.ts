@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
-import { PreconditionError, LeaseLostError } from "../../domain-errors.js";
+import { Code } from "@connectrpc/connect";
+import { DomainError, PreconditionError } from "../../errors.js";
 import type { Database } from "../../storage/database.js";
 import type { MasterKeyring } from "../envelope.js";
 import { addDevMasterKey, loadMasterKeyring } from "../master-keys.js";
@@ -110,7 +111,7 @@ export async function createMasterKeyManager(opts: MasterKeyManagerOptions): Pro
       await db.primary.transaction(async (trx) => {
         const t2 = now();
         const demoted = await trx(TABLE).where({ version: previous, state: "primary" }).update({ state: "active", updated_at: t2 });
-        if (demoted !== 1) throw new LeaseLostError("another rotation changed the primary master key first; check the status and retry");
+        if (demoted !== 1) throw new DomainError(Code.Aborted, "another rotation changed the primary master key first; check the status and retry");
         await trx(TABLE).insert({ version: target, state: "primary", created_at: t2, updated_at: t2 }).onConflict("version").merge(["state", "updated_at"]);
       });
       await refresh();
