@@ -1,5 +1,5 @@
-import { VaultService } from "../../gen/keymesh/vault/v1/vault_service_pb.js";
 import { hostname } from "node:os";
+import { VaultService } from "../../gen/keymesh/vault/v1/vault_service_pb.js";
 import { auditLogFor, loadAuditKey, runAuditRetention } from "../shared/audit/index.js";
 import { createMasterKeyManager } from "../shared/crypto/rotation/master-key-manager.js";
 import { REWRAP_QUEUE, runRewrapWorker } from "../shared/crypto/rotation/rewrap.js";

@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
-import type { Principal } from "../shared/context.js";
+import { Code } from "@connectrpc/connect";
 import { isAdmin, principalIdOf, type AuditScope } from "../shared/audit/index.js";
+import type { Principal } from "../shared/context.js";
 import { open, seal, sealedVersion, type MasterKeyring, type SealContext } from "../shared/crypto/envelope.js";
 import { DomainError, InvalidInputError, NotFoundError, PreconditionError, SealedDataError } from "../shared/errors.js";
-import { Code } from "@connectrpc/connect";
 import { checkLabels, checkName, checkPrincipalId, checkSecretId, checkValue, checkVersion } from "./limits.js";
 import { NameTakenError, type SecretRow, type Selector, type VaultStore, type VersionRow, type VersionState } from "./store.js";
 
