@@ -1,5 +1,3 @@
-import { createSecretsClient, SecretNotFoundError } from "./client.js";
-
 type Env = Readonly<Record<string, string | undefined>>;
 
 /**
@@ -22,6 +20,8 @@ export async function loadProcessSecrets(env: Env): Promise<Env> {
   const missing = PROCESS_SECRETS.filter((s) => env[s.variable] === undefined || env[s.variable] === "");
   const anySource = env.KEYMESH_SECRETS_URL !== undefined || Object.keys(env).some((k) => k.startsWith("KEYMESH_SECRET_"));
   if (missing.length === 0 || !anySource) return env;
+  // Loaded only when needed: most processes take these from their environment directly.
+  const { createSecretsClient, SecretNotFoundError } = await import("./client.js");
   const client = createSecretsClient({
     env,
     ...(env.KEYMESH_SECRETS_URL === undefined ? {} : { url: env.KEYMESH_SECRETS_URL }),
