@@ -17,6 +17,7 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "run a signing job with a progress bar and print a verified summary",
     load: async () => (await import("./sign.js")).signCommand,
   },
+  top: { summary: "live view of a running mesh: jobs, records/s, keys busy, errors", load: async () => (await import("./top.js")).topCommand },
   verify: {
     summary: "re-verify every stored signature against its key's public key",
     load: async () => (await import("./verify.js")).verifyCommand,

@@ -52,6 +52,8 @@ export interface Config {
   readonly auditRetentionDays: number;
   /** KEYMESH_AUDIT_KEY: base64 of the 32-byte key object ids are HMACed with; unset: one kept in the database. */
   readonly auditKey: string | undefined;
+  /** KEYMESH_METRICS_PORT: serve Prometheus metrics at /metrics on this port; unset: no endpoint. */
+  readonly metricsPort: number | undefined;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
   readonly unknownVariables: readonly string[];
 }
@@ -93,6 +95,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_LOG_LEVEL",
   "KEYMESH_SERVICE_TOKEN",
   "KEYMESH_MASTER_KEYS",
+  "KEYMESH_METRICS_PORT",
   // Read by the CLI's client commands (KEYMESH_JAEGER_UI: `keymesh sign` prints a trace
   // link) and by the fault-injection failpoints.
   "KEYMESH_JAEGER_UI",
@@ -270,8 +273,12 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     masterKeys: masterKeys(merged),
     auditRetentionDays: integer(merged, "KEYMESH_AUDIT_RETENTION_DAYS", 90, 0, 36_500, "a number of days"),
     auditKey: auditKey(merged),
+    metricsPort: read(merged, "KEYMESH_METRICS_PORT") === undefined ? undefined : integer(merged, "KEYMESH_METRICS_PORT", 0, 0, 65535, "a TCP port"),
     unknownVariables: Object.freeze(unknownVariables(env)),
   };
+  if (config.metricsPort !== undefined && config.metricsPort !== 0 && config.metricsPort === config.port) {
+    throw new ConfigError("KEYMESH_METRICS_PORT", `a port other than KEYMESH_PORT (${config.port} serves gRPC and Connect only)`);
+  }
   if (config.databaseReplicaUrl !== undefined && !config.databaseUrl?.startsWith("mysql:")) {
     throw new ConfigError("KEYMESH_DATABASE_REPLICA_URL", "to be set only together with a mysql:// KEYMESH_DATABASE_URL");
   }
