@@ -2,13 +2,13 @@ import { readFile } from "node:fs/promises";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import type { CommandIO } from "./command.js";
-import { connectTo, meshUrl } from "./connect.js";
+import { connectFromFlags } from "./connect.js";
 
 /** Helpers shared by `keymesh secrets`, `keymesh vault` and `keymesh audit`. */
 
-/** A VaultService client for the mesh at --url / KEYMESH_URL. */
-export function vaultClient(url: string | undefined, io: CommandIO) {
-  return connectTo(meshUrl(url, io.env))(VaultService);
+/** A VaultService client for the mesh at --url / KEYMESH_URL, with the CLI's credentials. */
+export function vaultClient(values: { url?: string | undefined; token?: string | undefined }, io: CommandIO) {
+  return connectFromFlags(values, io.env).client(VaultService);
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

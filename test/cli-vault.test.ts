@@ -23,7 +23,8 @@ async function run(args: string[], stdin = "", signal?: AbortSignal, onOutput?: 
     onOutput?.(out);
   });
   stderr.on("data", (c: Buffer) => (err += c.toString()));
-  const io = { stdout, stderr, env: { KEYMESH_URL: vault.url }, stdin: Readable.from([Buffer.from(stdin)]), signal };
+  // The CLI acts as the development root token (an admin: `keymesh vault` and `keymesh audit` need one).
+  const io = { stdout, stderr, env: { KEYMESH_URL: vault.url, KEYMESH_TOKEN: await vault.token("admin:root") }, stdin: Readable.from([Buffer.from(stdin)]), signal };
   const code = await main(args, io);
   return { code, out, err };
 }
@@ -56,9 +57,10 @@ describe("keymesh secrets / vault / audit", () => {
     expect((await run(["secrets", "destroy", "app/api-key", "--version", "1"])).out).toBe("app/api-key v1: destroyed\n");
     const versions = JSON.parse((await run(["secrets", "versions", "app/api-key", "--json"])).out);
     expect(versions.versions.map((v: { state: string }) => v.state)).toEqual(["destroyed", "active"]);
-    expect((await run(["secrets", "grant", "app/api-key", "user:bob"])).code).toBe(0);
+    const bob = await vault.principalId("user:bob");
+    expect((await run(["secrets", "grant", "app/api-key", bob])).code).toBe(0);
     expect(new TextDecoder().decode((await vault.client("user:bob").getSecret({ selector: { case: "secretId", value: versions.secretId } })).value)).toBe("k2");
-    expect((await run(["secrets", "revoke", "app/api-key", "user:bob"])).code).toBe(0);
+    expect((await run(["secrets", "revoke", "app/api-key", bob])).code).toBe(0);
     expect((await run(["secrets", "get", "nope"])).code).toBe(1);
   });
 
@@ -92,7 +94,8 @@ describe("keymesh secrets / vault / audit", () => {
     await new Promise((r) => setTimeout(r, 500));
     await vault.client("user:carol").createSecret({ value: new TextEncoder().encode("followed") });
     const deadline = Date.now() + 15_000;
-    while (!seen.includes("user:carol keymesh.vault.v1.VaultService/CreateSecret")) {
+    const carol = await vault.principalId("user:carol");
+    while (!seen.includes(`${carol} keymesh.vault.v1.VaultService/CreateSecret`)) {
       if (Date.now() > deadline) throw new Error(`no new event followed:\n${seen}`);
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -6,7 +6,7 @@ import { startVaultHost, type VaultHost } from "./support/vault.js";
 let vault: VaultHost;
 beforeAll(async () => {
   vault = await startVaultHost({ backend: "sqlite" });
-  // Stored by the principal that unauthenticated development calls act as.
+  // Stored by the user whose session token the secrets client presents.
   await vault.client("user:dev").createSecret({ name: "database-url", value: new TextEncoder().encode("mysql://app:from-vault@db:3306/keymesh") });
 }, 60_000);
 afterAll(() => vault?.close());
@@ -19,7 +19,11 @@ describe("keymesh's own secrets through the provider chain", () => {
 
   it("reads KEYMESH_SECRET_<NAME> first, and a directly set variable wins over everything", async () => {
     const token = "t".repeat(32);
-    const filled = await loadProcessSecrets({ KEYMESH_SECRET_SERVICE_TOKEN: token, KEYMESH_SECRETS_URL: vault.url });
+    const filled = await loadProcessSecrets({
+      KEYMESH_SECRET_SERVICE_TOKEN: token,
+      KEYMESH_SECRETS_URL: vault.url,
+      KEYMESH_SECRETS_TOKEN: await vault.token("user:dev"),
+    });
     expect(filled.KEYMESH_SERVICE_TOKEN).toBe(token);
     expect(loadConfig(filled).serviceToken).toBe(token);
     const direct = await loadProcessSecrets({ KEYMESH_SERVICE_TOKEN: "d".repeat(32), KEYMESH_SECRET_SERVICE_TOKEN: token });
@@ -27,7 +31,11 @@ describe("keymesh's own secrets through the provider chain", () => {
   });
 
   it("falls back to the vault for what the environment does not have", async () => {
-    const filled = await loadProcessSecrets({ KEYMESH_SECRETS_URL: vault.url, KEYMESH_SECRET_SERVICE_TOKEN: "s".repeat(20) });
+    const filled = await loadProcessSecrets({
+      KEYMESH_SECRETS_URL: vault.url,
+      KEYMESH_SECRETS_TOKEN: await vault.token("user:dev"),
+      KEYMESH_SECRET_SERVICE_TOKEN: "s".repeat(20),
+    });
     expect(filled.KEYMESH_DATABASE_URL).toBe("mysql://app:from-vault@db:3306/keymesh");
     expect(loadConfig(filled).databaseUrl).toBe("mysql://app:from-vault@db:3306/keymesh");
     // env only: the vault is not asked, the variable stays unset.

@@ -8,6 +8,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import { createDatabase } from "../services/shared/storage/database.js";
 import { createTestDatabase } from "./support/mysql.js";
+import { readRootToken } from "../services/shared/root-token.js";
+import { bearer } from "./support/host.js";
 import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 
 const running: KeymeshProcess[] = [];
@@ -15,11 +17,14 @@ afterAll(() => {
   for (const p of running) if (p.child.exitCode === null) p.child.kill("SIGKILL");
 });
 
-async function serveVault(env: Record<string, string>): Promise<{ proc: KeymeshProcess; url: string }> {
-  const proc = spawnKeymesh(["serve", "vault"], { KEYMESH_PORT: "0", ...env });
+/** Serves the vault with --dev: calls act as the development root token in its data directory. */
+async function serveVault(env: Record<string, string> & { KEYMESH_DATA_DIR: string }) {
+  const proc = spawnKeymesh(["serve", "vault", "--dev"], { KEYMESH_PORT: "0", ...env });
   running.push(proc);
   const line = await proc.waitForLog((l) => l.msg === "keymesh serving", 60_000);
-  return { proc, url: String(line.url) };
+  const token = readRootToken(env.KEYMESH_DATA_DIR)!;
+  const client = createClient(VaultService, createGrpcTransport({ baseUrl: String(line.url), interceptors: [bearer(token)] }));
+  return { proc, client };
 }
 
 describe("rewrap after a crash", () => {
@@ -38,7 +43,7 @@ describe("rewrap after a crash", () => {
     try {
       // The second rewrap batch (of 200 rows) kills the process right after it committed.
       const first = await serveVault({ ...env, KEYMESH_FAILPOINTS: "rewrap.after-batch=kill@2" });
-      const client = createClient(VaultService, createGrpcTransport({ baseUrl: first.url }));
+      const client = first.client;
       const values = new Map<string, string>();
       for (let chunk = 0; chunk < 35; chunk++) {
         await Promise.all(
@@ -65,7 +70,7 @@ describe("rewrap after a crash", () => {
         await sleep(100);
       }
       expect(await perVersion()).toEqual({ 2: 700 });
-      const again = createClient(VaultService, createGrpcTransport({ baseUrl: second.url }));
+      const again = second.client;
       for (const [id, value] of values) {
         const got = await again.getSecret({ selector: { case: "secretId", value: id } });
         expect(new TextDecoder().decode(got.value)).toBe(value);

@@ -1,10 +1,11 @@
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { AuditOutcome, type AuditEvent } from "../../gen/keymesh/vault/v1/vault_pb.js";
+import { CLIENT_OPTIONS, CLIENT_USAGE } from "../connect.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { vaultClient, when } from "../vault-client.js";
 
-const USAGE = `Usage: keymesh audit tail [--follow] [--limit N] [--object ID] [--json] [--url URL]
+const USAGE = `Usage: keymesh audit tail [--follow] [--limit N] [--object ID] [--json] [--url URL] [--token TOKEN]
 
 Prints the newest audit events of the mesh (administrators only), oldest first; with
 --follow keeps printing new ones as they arrive (Ctrl-C to stop). Object ids are shown as
@@ -15,7 +16,7 @@ Options:
   -n, --limit N    how many recent events to print first (default 20)
       --object ID  only events about this secret (or other object) id
       --json       one JSON object per line
-      --url URL    the mesh (default KEYMESH_URL or http://127.0.0.1:8080)
+${CLIENT_USAGE}
   -h, --help       show this help`;
 
 const OUTCOME: Record<number, string> = { [AuditOutcome.OK]: "ok", [AuditOutcome.DENIED]: "denied", [AuditOutcome.ERROR]: "error" };
@@ -36,14 +37,14 @@ export const auditCommand: Command = {
         limit: { type: "string", short: "n", default: "20" },
         object: { type: "string" },
         json: { type: "boolean", default: false },
-        url: { type: "string" },
+        ...CLIENT_OPTIONS,
       },
       allowPositionals: true,
     });
     if (positionals[0] !== "tail" || positionals.length > 1) throw new UsageError("expected `keymesh audit tail`");
     const limit = Number(values.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new UsageError("--limit expects 1 to 1000");
-    const client = vaultClient(values.url, io);
+    const client = vaultClient(values, io);
     const objectId = values.object ?? "";
     const print = (e: AuditEvent) => {
       const line = {

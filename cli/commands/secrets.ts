@@ -1,6 +1,7 @@
 import { parseArgs } from "node:util";
 import { Code } from "@connectrpc/connect";
 import { VersionState } from "../../gen/keymesh/vault/v1/vault_pb.js";
+import { CLIENT_OPTIONS, CLIENT_USAGE } from "../connect.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { isCode, readAll, readValueFile, selectorOf, stdinOf, vaultClient, when } from "../vault-client.js";
 
@@ -23,12 +24,12 @@ never appear in the shell history or the process list; --value V puts V on the c
 and is only for throwaway values. Without --file, --value-stdin or --value, put reads stdin.
 
 Options:
-      --url URL          the mesh (default KEYMESH_URL or http://127.0.0.1:8080)
+${CLIENT_USAGE}
       --json             machine-readable output (versions, list)
   -h, --help             show this help`;
 
 const OPTIONS = {
-  url: { type: "string" },
+  ...CLIENT_OPTIONS,
   file: { type: "string" },
   "value-stdin": { type: "boolean", default: false },
   value: { type: "string" },
@@ -67,7 +68,7 @@ export const secretsCommand: Command = {
   async run(args, io) {
     const { values, positionals } = parseArgs({ args, options: OPTIONS, allowPositionals: true });
     const [sub, ...rest] = positionals;
-    const client = vaultClient(values.url, io);
+    const client = vaultClient(values, io);
     const need = (n: number, what: string) => {
       if (rest.length !== n) throw new UsageError(`${sub} expects ${what}`);
     };

@@ -1,4 +1,5 @@
 import { parseArgs } from "node:util";
+import { CLIENT_OPTIONS, CLIENT_USAGE } from "../connect.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { vaultClient } from "../vault-client.js";
 
@@ -14,8 +15,8 @@ The production procedure (add the key everywhere, rotate, rewrap, retire, remove
 docs/operations.md.
 
 Options:
-      --url URL    the mesh (default KEYMESH_URL or http://127.0.0.1:8080)
-      --json       machine-readable output
+${CLIENT_USAGE}
+      --json             machine-readable output
   -h, --help       show this help`;
 
 /** `keymesh vault ...`: master-key status and rotation. */
@@ -26,11 +27,11 @@ export const vaultCommand: Command = {
   async run(args, io) {
     const { values, positionals } = parseArgs({
       args,
-      options: { url: { type: "string" }, json: { type: "boolean", default: false }, limit: { type: "string" } },
+      options: { ...CLIENT_OPTIONS, json: { type: "boolean", default: false }, limit: { type: "string" } },
       allowPositionals: true,
     });
     const [sub, ...rest] = positionals;
-    const client = vaultClient(values.url, io);
+    const client = vaultClient(values, io);
     const out = (obj: unknown, text: string) => io.stdout.write(values.json ? `${JSON.stringify(obj, (_, v: unknown) => (typeof v === "bigint" ? Number(v) : v), 2)}\n` : text);
     const table = (versions: { version: number; primary: boolean; retired: boolean; rowCount: bigint; rowsBySet: Record<string, bigint> }[]) =>
       versions

@@ -34,9 +34,15 @@ export function outcomeOf(code: Code | 0): AuditOutcome {
 /**
  * Runs one call and audits it before it replies, fail-closed: success is recorded and only
  * then returned; a failure is recorded and rethrown. If the event cannot be written, the call
- * fails with Unavailable and its result (a secret, say) never leaves the server.
+ * fails with Unavailable and its result (a secret, say) never leaves the server. With
+ * `failuresOnly`, only failed calls are recorded (still fail-closed for them).
  */
-export async function audited<T>(audit: AuditLog, ctx: HandlerContext, run: (scope: AuditScope) => Promise<T>): Promise<T> {
+export async function audited<T>(
+  audit: AuditLog,
+  ctx: HandlerContext,
+  run: (scope: AuditScope) => Promise<T>,
+  opts: { failuresOnly?: boolean } = {},
+): Promise<T> {
   const scope: AuditScope = {};
   const base = {
     principal: principalIdOf(ctx.values.get(principalKey)),
@@ -55,6 +61,8 @@ export async function audited<T>(audit: AuditLog, ctx: HandlerContext, run: (sco
     }
     throw failure;
   }
+  // Hot paths (key leases, one per signing batch) audit only their refusals.
+  if (opts.failuresOnly === true) return result;
   try {
     await audit.record({ ...base, ...scope, outcome: "ok", code: "ok" });
   } catch (auditErr) {

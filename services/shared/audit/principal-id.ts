@@ -11,11 +11,7 @@ export function principalIdOf(p: Principal): string {
   return "anonymous";
 }
 
-/**
- * True for administrators: users with `admin` set, and the single local developer of
- * development mode (who administers their own embedded installation).
- */
+/** True for administrators: users the auth service gave the admin role (and the root token). */
 export function isAdmin(p: Principal): boolean {
-  if ("admin" in p && (p as { admin?: unknown }).admin === true) return true;
-  return (p.kind as string) === "development";
+  return p.kind === "user" && p.admin;
 }
