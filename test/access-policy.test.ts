@@ -89,6 +89,13 @@ describe("the access policy", () => {
     expect(undeclared, "add `option (keymesh.auth.v1.access) = ACCESS_…;` to these rpcs").toEqual([]);
   });
 
+  it("gives the vault's secrets to any caller and its master keys and audit trail to admins", () => {
+    const vault = SERVICES.vault.desc.methods;
+    const admin = ["RotateMasterKey", "Rewrap", "GetMasterKeyStatus", "RetireMasterKey", "ListAuditEvents"];
+    expect(vault.length).toBe(15);
+    for (const m of vault) expect(accessOf(m), named(m)).toBe(admin.includes(m.name) ? Access.ADMIN : Access.USER);
+  });
+
   it("refuses anonymous callers everywhere but on public methods", { timeout: 120_000 }, async () => {
     for (const method of METHODS) {
       const outcome = await callOf(method, []);

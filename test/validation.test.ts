@@ -148,11 +148,14 @@ describe.each(Object.keys(transports))("%s", (name) => {
     expect((await failure(run({}, "job-missing"))).code).toBe(Code.NotFound);
   });
 
+  it("vault: a value over 64 KiB is refused before the handler", async () => {
+    const vault = createClient(VaultService, transports[name]!());
+    await expectViolation(vault.createSecret({ value: new Uint8Array(65_537) }), "value", /at most 65536 bytes/);
+  });
+
   it("an RPC not built answers Unimplemented whatever its request", async () => {
     const transport = transports[name]!();
-    const vault = createClient(VaultService, transport);
     const auth = createClient(AuthService, transport);
-    expect((await failure(vault.createSecret({}))).code).toBe(Code.Unimplemented);
     expect((await failure(keys.createKeyPair({}))).code).toBe(Code.Unimplemented);
     // AuthService is built: its rules apply.
     await expectViolation(auth.register({ username: "A", password: "short-password" }), "username", /does not match regex pattern/);

@@ -42,4 +42,7 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "re-verify every stored signature against its key's public key",
     load: async () => (await import("./verify.js")).verifyCommand,
   },
+  secrets: { summary: "store, read, version and share secrets in the vault", load: async () => (await import("./secrets.js")).secretsCommand },
+  vault: { summary: "master-key status, rotation, rewrap and retirement", load: async () => (await import("./vault.js")).vaultCommand },
+  audit: { summary: "print (and follow) the mesh's audit trail", load: async () => (await import("./audit.js")).auditCommand },
 };

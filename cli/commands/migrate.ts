@@ -1,4 +1,5 @@
 import { loadConfig } from "../../services/shared/config.js";
+import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
 import { createDatabase } from "../../services/shared/storage/database.js";
 import { registeredMigrations } from "../../services/migrations.js";
 import { migrate, migrationStatus } from "../../services/shared/storage/migrate.js";
@@ -22,7 +23,7 @@ export const migrateCommand: Command = {
   usage: USAGE,
   async run(args, io) {
     const { values } = parseFlags(args, { status: { type: "boolean", default: false } });
-    const config = loadConfig(io.env);
+    const config = loadConfig(await loadProcessSecrets(io.env));
     const db = createDatabase({
       ...(config.databaseUrl === undefined ? {} : { url: config.databaseUrl }),
       dataDir: config.dataDir,

@@ -1,6 +1,7 @@
 import { loadServiceModules, SERVICE_NAMES, UnknownServiceError } from "../../services/registry.js";
 import { ConfigError, loadConfig, type Config } from "../../services/shared/config.js";
 import { startHost } from "../../services/shared/server/host.js";
+import { loadProcessSecrets } from "../../services/shared/secrets/process-secrets.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { ensureRootToken } from "../../services/shared/root-token.js";
 import { reportTelemetry, shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
@@ -41,7 +42,7 @@ export const serveCommand: Command = {
       },
       true,
     );
-    const config = configWithFlags(io.env, values);
+    const config = configWithFlags(await loadProcessSecrets(io.env), values);
     let modules;
     try {
       modules = await loadServiceModules(positionals);

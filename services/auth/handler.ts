@@ -1,5 +1,6 @@
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { AuthService, PrincipalKind } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
+import { audited, type AuditLog } from "../shared/audit/index.js";
 import { peerAddressKey, principalKey } from "../shared/context.js";
 import { InvalidInputError, mapErrors } from "../shared/errors.js";
 import { bearerToken } from "../shared/interceptors/access.js";
@@ -27,25 +28,39 @@ function sessionToken(ctx: HandlerContext): string {
   return token;
 }
 
-/** AuthService: thin mapping between the protos and `Accounts`. */
-export function createAuthHandler(accounts: Accounts): ServiceImpl<typeof AuthService> {
+/**
+ * AuthService: thin mapping between the protos and `Accounts`. Logins (successful, failed or
+ * rate-limited) and logouts go to the audit trail, fail-closed: a login whose event cannot be
+ * stored answers Unavailable and its session token never leaves the server. The event names
+ * the account only as the HMAC of its lower-cased username; passwords and tokens never reach it.
+ */
+export function createAuthHandler(accounts: Accounts, audit: AuditLog): ServiceImpl<typeof AuthService> {
   return {
     register: mapErrors(async (req) => accounts.register(req.username, req.password)),
 
     login: mapErrors(
-      withRetryDelay(async (req, ctx) => {
-        const session = await accounts.login(req.username, req.password, ctx.values.get(peerAddressKey), req.ttlSeconds * 1000);
-        return { token: session.token, expiresAtMs: BigInt(session.expiresAt), userId: session.userId };
-      }),
+      (req, ctx) =>
+        audited(
+          audit,
+          ctx,
+          withRetryDelay(async (scope) => {
+            scope.object = { kind: "user", id: req.username.toLowerCase() };
+            const session = await accounts.login(req.username, req.password, ctx.values.get(peerAddressKey), req.ttlSeconds * 1000);
+            return { token: session.token, expiresAtMs: BigInt(session.expiresAt), userId: session.userId };
+          }),
+        ),
     ),
 
-    logout: mapErrors(async (_req, ctx) => {
-      const principal = ctx.values.get(principalKey);
-      if (principal.kind !== "user" || !(await accounts.logout(sessionToken(ctx)))) {
-        throw new InvalidInputError("only a session token from `Login` can be logged out");
-      }
-      return {};
-    }),
+    logout: mapErrors((_req, ctx) =>
+      audited(audit, ctx, async (scope) => {
+        const principal = ctx.values.get(principalKey);
+        if (principal.kind === "user") scope.object = { kind: "user", id: principal.username };
+        if (principal.kind !== "user" || !(await accounts.logout(sessionToken(ctx)))) {
+          throw new InvalidInputError("only a session token from `Login` can be logged out");
+        }
+        return {};
+      }),
+    ),
 
     whoAmI: mapErrors(async (_req, ctx) => {
       const principal = ctx.values.get(principalKey);

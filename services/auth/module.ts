@@ -1,4 +1,5 @@
 import { Redis } from "ioredis";
+import { auditLogFor, loadAuditKey } from "../shared/audit/index.js";
 import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
 import { mapErrors } from "../shared/errors.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
@@ -39,10 +40,12 @@ export function createAuthModule(opts: AuthModuleOptions = {}): ServiceModule {
         ...(opts.limits === undefined ? {} : { limits: opts.limits }),
         ...(opts.cost === undefined ? {} : { cost: opts.cost }),
       });
-      router.service(AuthService, createAuthHandler(accounts));
+      const audit = auditLogFor(ctx.db, await loadAuditKey({ spec: ctx.config.auditKey, db: ctx.db }));
+      router.service(AuthService, createAuthHandler(accounts, audit));
       return {
         authenticate: mapErrors(async (token: string) => (await accounts.resolve(token))?.principal),
         async close() {
+          await audit.flush();
           redis?.disconnect();
         },
       };

@@ -3,6 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KeyringKeySchema, MasterKeyVersionStatusSchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
+import { audited, type AuditLog } from "../shared/audit/index.js";
 import { mapErrors } from "../shared/errors.js";
 import { withSpan } from "../shared/telemetry/interceptors.js";
 import type { Keyring } from "./keyring.js";
@@ -13,6 +14,8 @@ export interface KeysHandlerDeps {
   readonly keyring: Keyring;
   readonly store: KeyringStore;
   readonly masterKeys: () => MasterKeyring;
+  /** Keyring creation and refused leases are recorded here (fail-closed). */
+  readonly audit: AuditLog;
 }
 
 const toProto = (row: KeyringRow): KeyringKey =>
@@ -34,7 +37,13 @@ const toProto = (row: KeyringRow): KeyringKey =>
 export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<typeof KeyManagementService>> {
   const { keyring, store } = deps;
   return {
-    createKeyringKeys: mapErrors(async (req) => ({ keys: (await keyring.createKeys(req.count)).map(toProto) })),
+    createKeyringKeys: mapErrors((req, ctx) =>
+      audited(deps.audit, ctx, async (scope) => {
+        const keys = (await keyring.createKeys(req.count)).map(toProto);
+        scope.version = deps.masterKeys().primaryVersion;
+        return { keys };
+      }),
+    ),
 
     listKeyringKeys: mapErrors(async (req) => {
       const pageSize = req.pageSize === 0 ? 1000 : Math.min(req.pageSize, 10_000);
@@ -45,8 +54,11 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
 
     getKeyringKey: mapErrors(async (req) => ({ key: toProto(await keyring.get(req.keyId)) })),
 
-    acquireKeyLease: mapErrors((req) =>
-      withSpan("lease.acquire", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder }, async (span) => {
+    // A lease hands out a signing key: refusals are audited (grants are one per batch, the
+    // signing records themselves account for them).
+    acquireKeyLease: mapErrors((req, ctx) =>
+      audited(deps.audit, ctx, (scope) => withSpan("lease.acquire", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder }, async (span) => {
+        scope.object = { kind: "job", id: req.jobId };
         const grant = await keyring.acquire(req.holder, req.ttlMs);
         span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
         return {
@@ -60,7 +72,7 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
             previousLastUsedAtMs: BigInt(grant.previousLastUsedAt),
           },
         };
-      }),
+      }), { failuresOnly: true }),
     ),
 
     renewKeyLease: mapErrors((req) =>

@@ -1,4 +1,5 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { auditLogFor, loadAuditKey } from "../shared/audit/index.js";
 import { createLeaseTokens } from "../shared/crypto/lease-token.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
@@ -19,7 +20,13 @@ export const keysModule: ServiceModule = {
     const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring, tokens: createLeaseTokens(() => ring) });
-    router.service(KeyManagementService, createKeysHandler({ keyring, store, masterKeys: () => ring }));
-    return { close: () => keyring.close() };
+    const audit = auditLogFor(ctx.db, await loadAuditKey({ spec: ctx.config.auditKey, db: ctx.db }));
+    router.service(KeyManagementService, createKeysHandler({ keyring, store, masterKeys: () => ring, audit }));
+    return {
+      async close() {
+        await keyring.close();
+        await audit.flush();
+      },
+    };
   },
 };

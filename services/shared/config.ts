@@ -52,6 +52,10 @@ export interface Config {
   readonly serviceUrls: Readonly<Record<ServiceName, string | undefined>>;
   /** KEYMESH_MASTER_KEYS: `version:base64key,…`; unset means development keys in dataDir. */
   readonly masterKeys: string | undefined;
+  /** KEYMESH_AUDIT_RETENTION_DAYS: audit events older than this are purged (default 90; 0 keeps them). */
+  readonly auditRetentionDays: number;
+  /** KEYMESH_AUDIT_KEY: base64 of the 32-byte key object ids are HMACed with; unset: one kept in the database. */
+  readonly auditKey: string | undefined;
   /** KEYMESH_METRICS_PORT: serve Prometheus metrics at /metrics on this port; unset: no endpoint. */
   readonly metricsPort: number | undefined;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
@@ -101,6 +105,12 @@ export const KNOWN_VARIABLES: readonly string[] = [
   // Read by the CLI's client commands (KEYMESH_JAEGER_UI: `keymesh sign` prints a trace
   // link) and by the fault-injection failpoints.
   "KEYMESH_JAEGER_UI",
+  "KEYMESH_AUDIT_RETENTION_DAYS",
+  "KEYMESH_AUDIT_KEY",
+  // The secrets client and its provider chain (services/shared/secrets).
+  "KEYMESH_SECRETS_PROVIDER",
+  "KEYMESH_SECRETS_URL",
+  "KEYMESH_SECRETS_TOKEN",
   "KEYMESH_URL",
   "KEYMESH_TOKEN",
   "KEYMESH_FAILPOINTS",
@@ -111,7 +121,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
  * Variables read elsewhere (tests, the CLI's client commands) that `loadConfig` does not
  * parse but that are legitimate, so they are not reported as unknown.
  */
-const OTHER_KNOWN_PREFIXES = ["KEYMESH_TEST_", "KEYMESH_CLI_"];
+const OTHER_KNOWN_PREFIXES = ["KEYMESH_TEST_", "KEYMESH_CLI_", "KEYMESH_SECRET_"];
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -224,6 +234,15 @@ function masterKeys(env: Env): string | undefined {
   return raw;
 }
 
+function auditKey(env: Env): string | undefined {
+  const raw = read(env, "KEYMESH_AUDIT_KEY");
+  if (raw === undefined) return undefined;
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(raw) || Buffer.from(raw, "base64").length !== 32) {
+    throw new ConfigError("KEYMESH_AUDIT_KEY", "the base64 encoding of 32 random bytes (openssl rand -base64 32)");
+  }
+  return raw;
+}
+
 function serviceToken(env: Env): string | undefined {
   const raw = read(env, "KEYMESH_SERVICE_TOKEN");
   if (raw === undefined) return undefined;
@@ -272,6 +291,8 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     serviceToken: serviceToken(merged),
     serviceUrls: Object.freeze(serviceUrls),
     masterKeys: masterKeys(merged),
+    auditRetentionDays: integer(merged, "KEYMESH_AUDIT_RETENTION_DAYS", 90, 0, 36_500, "a number of days"),
+    auditKey: auditKey(merged),
     metricsPort: read(merged, "KEYMESH_METRICS_PORT") === undefined ? undefined : integer(merged, "KEYMESH_METRICS_PORT", 0, 0, 65535, "a TCP port"),
     unknownVariables: Object.freeze(unknownVariables(env)),
   };
@@ -294,5 +315,6 @@ export function redactConfig(config: Config): Record<string, unknown> {
     redisUrls: config.redisUrls.map((u) => mask(u)),
     serviceToken: config.serviceToken === undefined ? undefined : "***",
     masterKeys: config.masterKeys === undefined ? undefined : "***",
+    auditKey: config.auditKey === undefined ? undefined : "***",
   };
 }

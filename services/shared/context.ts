@@ -20,7 +20,7 @@ export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, {
 /**
  * The network address of the caller's connection (e.g. "127.0.0.1"), set by the host's
  * request handler; "" when unknown (in-memory transports). Failed logins are rate-limited
- * per peer by it.
+ * per peer by it and audit events record it.
  */
 export const peerAddressKey = createContextKey<string>("", { description: "keymesh peer address" });
 

@@ -57,6 +57,13 @@ export class LeaseLostError extends DomainError {
   }
 }
 
+/** The system is not in a state that allows the call (a stale check-and-set, retiring a master key in use). */
+export class PreconditionError extends DomainError {
+  constructor(message: string) {
+    super(Code.FailedPrecondition, message);
+  }
+}
+
 /** Every resource is busy right now; try again shortly. */
 export class ExhaustedError extends DomainError {
   constructor(message: string) {

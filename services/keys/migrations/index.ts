@@ -1,3 +1,4 @@
+import { auditMigration } from "../../shared/audit/migration.js";
 import type { MigrationModule } from "../../shared/storage/migrations/index.js";
 import { keyringMigration } from "./0001_keyring.js";
 import { dropMasterKeysMigration } from "./0002_drop_master_keys.js";
@@ -7,4 +8,10 @@ import { leaseHashesMigration } from "./0003_lease_hashes.js";
  * The key service's migrations, oldest first. Imported statically rather than found on disk:
  * the sources are TypeScript run through tsx, so knex's directory globbing would not work.
  */
-export const keysMigrations: readonly MigrationModule[] = [keyringMigration, dropMasterKeysMigration, leaseHashesMigration];
+export const keysMigrations: readonly MigrationModule[] = [
+  keyringMigration,
+  dropMasterKeysMigration,
+  leaseHashesMigration,
+  // The shared audit trail keyring changes and refused leases are recorded to.
+  { ...auditMigration, name: "0004_audit" },
+];

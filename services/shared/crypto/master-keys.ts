@@ -94,3 +94,17 @@ function readDevKeys(file: string): MasterKeyring {
     return parseMasterKeys(entries.join(","));
   }
 }
+
+/**
+ * Adds the next development master-key version to the data directory's key file and returns
+ * it (`keymesh vault rotate` without KEYMESH_MASTER_KEYS). In production keys come only from
+ * configuration.
+ */
+export function addDevMasterKey(dataDir: string): number {
+  const file = resolve(dataDir, DEV_MASTER_KEYS_FILE);
+  const parsed = JSON.parse(readFileSync(file, "utf8")) as { keys: Record<string, string> };
+  const next = Math.max(0, ...Object.keys(parsed.keys).map(Number)) + 1;
+  parsed.keys[String(next)] = randomBytes(32).toString("base64");
+  writeFileSync(file, JSON.stringify(parsed, null, 2), { mode: 0o600 });
+  return next;
+}

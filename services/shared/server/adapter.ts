@@ -90,7 +90,7 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
       });
     },
     fallback: unknownMethod,
-    // The caller's address, for limits that count per client (failed logins).
+    // The caller's address, for limits that count per client (failed logins) and audit events.
     contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress ?? ""),
   });
 
@@ -169,3 +169,4 @@ const unknownMethod: NonNullable<Parameters<typeof connectNodeAdapter>[0]["fallb
   res.end();
   req.resume();
 };
+

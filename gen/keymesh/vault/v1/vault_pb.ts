@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/vault/v1/vault.proto.
  */
 export const file_keymesh_vault_v1_vault: GenFile = /*@__PURE__*/
-  fileDesc("ChxrZXltZXNoL3ZhdWx0L3YxL3ZhdWx0LnByb3RvEhBrZXltZXNoLnZhdWx0LnYxIvcBCg5TZWNyZXRNZXRhZGF0YRIRCglzZWNyZXRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRI8CgZsYWJlbHMYAyADKAsyLC5rZXltZXNoLnZhdWx0LnYxLlNlY3JldE1ldGFkYXRhLkxhYmVsc0VudHJ5EhAKCG93bmVyX2lkGAQgASgJEhcKD2N1cnJlbnRfdmVyc2lvbhgFIAEoDRIVCg1jcmVhdGVkX2F0X21zGAYgASgDEhUKDXVwZGF0ZWRfYXRfbXMYByABKAMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKpAQoPVmVyc2lvbk1ldGFkYXRhEg8KB3ZlcnNpb24YASABKA0SLQoFc3RhdGUYAiABKA4yHi5rZXltZXNoLnZhdWx0LnYxLlZlcnNpb25TdGF0ZRIVCg1jcmVhdGVkX2F0X21zGAMgASgDEhUKDWRlbGV0ZWRfYXRfbXMYBCABKAMSGgoSbWFzdGVyX2tleV92ZXJzaW9uGAUgASgNEgwKBHNpemUYBiABKA0iyAEKCkF1ZGl0RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDwoHdGltZV9tcxgCIAEoAxIUCgxwcmluY2lwYWxfaWQYAyABKAkSDAoEcGVlchgEIAEoCRIOCgZtZXRob2QYBSABKAkSEwoLc2VjcmV0X2htYWMYBiABKAkSDwoHdmVyc2lvbhgHIAEoDRIvCgdvdXRjb21lGAggASgOMh4ua2V5bWVzaC52YXVsdC52MS5BdWRpdE91dGNvbWUSDAoEY29kZRgJIAEoCSJeChZNYXN0ZXJLZXlWZXJzaW9uU3RhdHVzEg8KB3ZlcnNpb24YASABKA0SDwoHcHJpbWFyeRgCIAEoCBIPCgdyZXRpcmVkGAMgASgIEhEKCXJvd19jb3VudBgEIAEoAyp/CgxWZXJzaW9uU3RhdGUSHQoZVkVSU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFZFUlNJT05fU1RBVEVfQUNUSVZFEAESGQoVVkVSU0lPTl9TVEFURV9ERUxFVEVEEAISGwoXVkVSU0lPTl9TVEFURV9ERVNUUk9ZRUQQAyp2CgxBdWRpdE91dGNvbWUSHQoZQVVESVRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhQKEEFVRElUX09VVENPTUVfT0sQARIYChRBVURJVF9PVVRDT01FX0RFTklFRBACEhcKE0FVRElUX09VVENPTUVfRVJST1IQA0LAAQoUY29tLmtleW1lc2gudmF1bHQudjFCClZhdWx0UHJvdG9QAVo6Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvdmF1bHQvdjE7dmF1bHR2MaICA0tWWKoCEEtleW1lc2guVmF1bHQuVjHKAhBLZXltZXNoXFZhdWx0XFYx4gIcS2V5bWVzaFxWYXVsdFxWMVxHUEJNZXRhZGF0YeoCEktleW1lc2g6OlZhdWx0OjpWMWIGcHJvdG8z");
+  fileDesc("ChxrZXltZXNoL3ZhdWx0L3YxL3ZhdWx0LnByb3RvEhBrZXltZXNoLnZhdWx0LnYxIvcBCg5TZWNyZXRNZXRhZGF0YRIRCglzZWNyZXRfaWQYASABKAkSDAoEbmFtZRgCIAEoCRI8CgZsYWJlbHMYAyADKAsyLC5rZXltZXNoLnZhdWx0LnYxLlNlY3JldE1ldGFkYXRhLkxhYmVsc0VudHJ5EhAKCG93bmVyX2lkGAQgASgJEhcKD2N1cnJlbnRfdmVyc2lvbhgFIAEoDRIVCg1jcmVhdGVkX2F0X21zGAYgASgDEhUKDXVwZGF0ZWRfYXRfbXMYByABKAMaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKpAQoPVmVyc2lvbk1ldGFkYXRhEg8KB3ZlcnNpb24YASABKA0SLQoFc3RhdGUYAiABKA4yHi5rZXltZXNoLnZhdWx0LnYxLlZlcnNpb25TdGF0ZRIVCg1jcmVhdGVkX2F0X21zGAMgASgDEhUKDWRlbGV0ZWRfYXRfbXMYBCABKAMSGgoSbWFzdGVyX2tleV92ZXJzaW9uGAUgASgNEgwKBHNpemUYBiABKA0i3QEKCkF1ZGl0RXZlbnQSEAoIZXZlbnRfaWQYASABKAkSDwoHdGltZV9tcxgCIAEoAxIUCgxwcmluY2lwYWxfaWQYAyABKAkSDAoEcGVlchgEIAEoCRIOCgZtZXRob2QYBSABKAkSEwoLb2JqZWN0X2htYWMYBiABKAkSDwoHdmVyc2lvbhgHIAEoDRIvCgdvdXRjb21lGAggASgOMh4ua2V5bWVzaC52YXVsdC52MS5BdWRpdE91dGNvbWUSDAoEY29kZRgJIAEoCRITCgtvYmplY3Rfa2luZBgKIAEoCSLeAQoWTWFzdGVyS2V5VmVyc2lvblN0YXR1cxIPCgd2ZXJzaW9uGAEgASgNEg8KB3ByaW1hcnkYAiABKAgSDwoHcmV0aXJlZBgDIAEoCBIRCglyb3dfY291bnQYBCABKAMSTAoLcm93c19ieV9zZXQYBSADKAsyNy5rZXltZXNoLnZhdWx0LnYxLk1hc3RlcktleVZlcnNpb25TdGF0dXMuUm93c0J5U2V0RW50cnkaMAoOUm93c0J5U2V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASp/CgxWZXJzaW9uU3RhdGUSHQoZVkVSU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFFZFUlNJT05fU1RBVEVfQUNUSVZFEAESGQoVVkVSU0lPTl9TVEFURV9ERUxFVEVEEAISGwoXVkVSU0lPTl9TVEFURV9ERVNUUk9ZRUQQAyp2CgxBdWRpdE91dGNvbWUSHQoZQVVESVRfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhQKEEFVRElUX09VVENPTUVfT0sQARIYChRBVURJVF9PVVRDT01FX0RFTklFRBACEhcKE0FVRElUX09VVENPTUVfRVJST1IQA0LAAQoUY29tLmtleW1lc2gudmF1bHQudjFCClZhdWx0UHJvdG9QAVo6Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvdmF1bHQvdjE7dmF1bHR2MaICA0tWWKoCEEtleW1lc2guVmF1bHQuVjHKAhBLZXltZXNoXFZhdWx0XFYx4gIcS2V5bWVzaFxWYXVsdFxWMVxHUEJNZXRhZGF0YeoCEktleW1lc2g6OlZhdWx0OjpWMWIGcHJvdG8z");
 
 /**
  * A secret's metadata; never its value.
@@ -132,7 +132,8 @@ export const VersionMetadataSchema: GenMessage<VersionMetadata> = /*@__PURE__*/
   messageDesc(file_keymesh_vault_v1_vault, 1);
 
 /**
- * One audit event. It never holds a secret's value or plain name.
+ * One audit event of the mesh's audit trail (vault, auth, keys). It never holds a secret's
+ * value, a plain secret name or any other plain object identifier.
  *
  * @generated from message keymesh.vault.v1.AuditEvent
  */
@@ -152,7 +153,7 @@ export type AuditEvent = Message<"keymesh.vault.v1.AuditEvent"> & {
   timeMs: bigint;
 
   /**
-   * The principal's id.
+   * The principal's id, e.g. "user:42" or "service:executor"; "anonymous" without one.
    *
    * @generated from field: string principal_id = 3;
    */
@@ -173,11 +174,12 @@ export type AuditEvent = Message<"keymesh.vault.v1.AuditEvent"> & {
   method: string;
 
   /**
-   * The secret id as a keyed HMAC (hex), empty when the call named none.
+   * The object the call acted on (a secret id, a keyring key id, ...) as a keyed HMAC
+   * (hex), empty when the call named none.
    *
-   * @generated from field: string secret_hmac = 6;
+   * @generated from field: string object_hmac = 6;
    */
-  secretHmac: string;
+  objectHmac: string;
 
   /**
    * The version involved, when one was.
@@ -199,6 +201,13 @@ export type AuditEvent = Message<"keymesh.vault.v1.AuditEvent"> & {
    * @generated from field: string code = 9;
    */
   code: string;
+
+  /**
+   * What kind of object `object_hmac` identifies: "secret", "keyring_key", "user", ...
+   *
+   * @generated from field: string object_kind = 10;
+   */
+  objectKind: string;
 };
 
 /**
@@ -236,11 +245,18 @@ export type MasterKeyVersionStatus = Message<"keymesh.vault.v1.MasterKeyVersionS
   retired: boolean;
 
   /**
-   * Rows still encrypted under this version.
+   * Rows still encrypted under this version, over every registered sealed row set.
    *
    * @generated from field: int64 row_count = 4;
    */
   rowCount: bigint;
+
+  /**
+   * The same count per sealed row set, e.g. "vault.secret_versions".
+   *
+   * @generated from field: map<string, int64> rows_by_set = 5;
+   */
+  rowsBySet: { [key: string]: bigint };
 };
 
 /**
