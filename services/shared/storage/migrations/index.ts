@@ -2,6 +2,8 @@ import type { Knex } from "knex";
 import { signingMigration } from "./0001_signing.js";
 import { leasesMigration } from "./0002_leases.js";
 import type { MigrationModule } from "./migration.js";
+import { userKeysMigration } from "../../../keys/migrations/0003_user_keys.js";
+import { messagesMigration } from "../../../messages/migrations/0001_messages.js";
 
 export type { MigrationModule } from "./migration.js";
 
@@ -10,7 +12,12 @@ export type { MigrationModule } from "./migration.js";
  * the sources are TypeScript run through tsx, so knex's directory globbing would not work.
  * To add one, create `NNNN_name.ts` exporting a `MigrationModule` and append it here.
  */
-export const migrations: readonly MigrationModule[] = [signingMigration, leasesMigration];
+export const migrations: readonly MigrationModule[] = [
+  signingMigration,
+  leasesMigration,
+  userKeysMigration,
+  { ...messagesMigration, name: "0004_messages" },
+];
 
 /** A knex MigrationSource serving `list` (default: all keymesh migrations) in order. */
 export function createMigrationSource(
