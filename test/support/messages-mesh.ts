@@ -1,0 +1,94 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { MessagesService } from "../../gen/keymesh/messages/v1/messages_service_pb.js";
+import { keysModule } from "../../services/keys/module.js";
+import { messagesModule } from "../../services/messages/module.js";
+import { loadConfig } from "../../services/shared/config.js";
+import { createCoordinator } from "../../services/shared/coordination/index.js";
+import type { Coordinator } from "../../services/shared/coordination/types.js";
+import { startHost, type Host } from "../../services/shared/host.js";
+import { createDatabase, type Database } from "../../services/shared/storage/database.js";
+import { migrate } from "../../services/shared/storage/migrate.js";
+import { createTestDatabase, type TestDatabase } from "./mysql.js";
+import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
+import { asPrincipal, createTestPrincipalInterceptor } from "./test-principal.js";
+
+export type Backend = "sqlite+memory" | "mysql+redis";
+
+/** Shared storage for one or more keys+messages hosts (each host its own coordinator). */
+export interface MessagesBackend {
+  readonly backend: Backend;
+  readonly db: Database;
+  readonly dataDir: string;
+  readonly masterKeys: string;
+  readonly prefix: string;
+  /** A coordinator of its own: Redis with the test prefix, or in-process. */
+  coordinator(): Coordinator;
+  close(): Promise<void>;
+}
+
+export async function openMessagesBackend(backend: Backend): Promise<MessagesBackend> {
+  const dataDir = mkdtempSync(join(tmpdir(), "keymesh-msg-"));
+  let mysql: TestDatabase | undefined;
+  if (backend === "mysql+redis") mysql = await createTestDatabase();
+  const db = createDatabase({ ...(mysql === undefined ? {} : { url: mysql.url }), dataDir });
+  await migrate(db);
+  const prefix = uniquePrefix("msg");
+  const coordinators: Coordinator[] = [];
+  return {
+    backend,
+    db,
+    dataDir,
+    prefix,
+    masterKeys: `1:${randomBytes(32).toString("base64")}`,
+    coordinator() {
+      const c = createCoordinator(backend === "mysql+redis" ? { redisUrl: testRedisUrl(), keyPrefix: prefix } : {});
+      coordinators.push(c);
+      return c;
+    },
+    async close() {
+      for (const c of coordinators) await c.close();
+      await db.close();
+      if (backend === "mysql+redis") await deleteKeys(prefix);
+      await mysql?.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** One host running keys and messages on the backend, with test principals. */
+export interface MessagesHost {
+  readonly host: Host;
+  keysAs(principal: string): Client<typeof KeyManagementService>;
+  messagesAs(principal: string): Client<typeof MessagesService>;
+  close(): Promise<void>;
+}
+
+export async function startMessagesHost(backend: MessagesBackend, coordinator = backend.coordinator()): Promise<MessagesHost> {
+  const config = loadConfig({
+    KEYMESH_PORT: "0",
+    KEYMESH_DATA_DIR: backend.dataDir,
+    KEYMESH_LOG_LEVEL: "silent",
+    KEYMESH_MASTER_KEYS: backend.masterKeys,
+    KEYMESH_SERVICE_TOKEN: "test-service-token-0123456789abcdef",
+  });
+  const host = await startHost({
+    services: [keysModule, messagesModule],
+    config,
+    resources: { db: backend.db, coordinator },
+    interceptors: [createTestPrincipalInterceptor()],
+  });
+  const transport = (principal: string) =>
+    createGrpcTransport({ baseUrl: host.url, interceptors: [asPrincipal(principal)] });
+  return {
+    host,
+    keysAs: (p) => createClient(KeyManagementService, transport(p)),
+    messagesAs: (p) => createClient(MessagesService, transport(p)),
+    close: () => host.close(),
+  };
+}
