@@ -17,6 +17,14 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "run a signing job with a progress bar and print a verified summary",
     load: async () => (await import("./sign.js")).signCommand,
   },
+  keys: {
+    summary: "create, list and choose your key pairs (messaging and signing)",
+    load: async () => (await import("./keys.js")).keysCommand,
+  },
+  messages: {
+    summary: "send, list, read and watch encrypted messages",
+    load: async () => (await import("./messages.js")).messagesCommand,
+  },
   verify: {
     summary: "re-verify every stored signature against its key's public key",
     load: async () => (await import("./verify.js")).verifyCommand,

@@ -132,7 +132,7 @@ export function createUserKeys(deps: UserKeysDeps): UserKeys {
       if (username === "") throw new InvalidInputError("username is empty");
       const row = await store.messagingKeyOf(username);
       if (row === undefined) {
-        throw new NotFoundError(`${username} has no messaging key (unknown user, or they have not run \`keymesh keys create\` yet)`);
+        throw new NotFoundError(`no messaging key for user "${username}" (no such user, or they have not created a key yet)`);
       }
       return row;
     },
