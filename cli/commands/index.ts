@@ -25,6 +25,10 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "send, list, read and watch encrypted messages",
     load: async () => (await import("./messages.js")).messagesCommand,
   },
+  worker: {
+    summary: "run a background worker alone (rewrap: re-encrypt private keys after a rotation)",
+    load: async () => (await import("./worker.js")).workerCommand,
+  },
   verify: {
     summary: "re-verify every stored signature against its key's public key",
     load: async () => (await import("./verify.js")).verifyCommand,

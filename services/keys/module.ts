@@ -1,27 +1,53 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
-import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
+import { KEY_REWRAP_QUEUE } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { ServiceModule } from "../shared/service-module.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
+import { createConfiguredMasterKeys } from "./master-key-source.js";
+import { keysSealedSets, startKeyRewrapWorker } from "./rewrap.js";
+import { createRotationHandler } from "./rotation-handler.js";
 import { createUserKeyStore } from "./user-key-store.js";
 import { createUserKeys } from "./user-keys.js";
 import { createUserKeysHandler } from "./user-keys-handler.js";
 
-/** KeyManagementService as the host runs it. */
+/**
+ * KeyManagementService as the host runs it: the signing keyring, users' key pairs, master-key
+ * rotation, and one private-key rewrap worker per process (a member of the rewrap consumer
+ * group on Redis, or of the in-process queue in the embedded default).
+ */
 export const keysModule: ServiceModule = {
   name: "keys",
   desc: KeyManagementService,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const masterKeys = createConfiguredMasterKeys({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
     const store = createKeyringStore(ctx.db);
-    const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: () => ring });
-    const userKeys = createUserKeys({ store: createUserKeyStore(ctx.db), ring: () => ring });
-    router.service(KeyManagementService, {
-      ...createKeysHandler({ keyring, store, masterKeys: () => ring }),
-      ...createUserKeysHandler(userKeys),
+    const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: masterKeys.ring });
+    const userKeys = createUserKeys({ store: createUserKeyStore(ctx.db), ring: masterKeys.ring });
+    const rotation = createRotationHandler({
+      masterKeys,
+      sets: keysSealedSets(ctx.db),
+      queue: ctx.coordinator.queues.queue(KEY_REWRAP_QUEUE),
     });
-    return { close: () => keyring.close() };
+    router.service(KeyManagementService, {
+      ...createKeysHandler({ keyring, store, masterKeys: masterKeys.ring }),
+      ...createUserKeysHandler(userKeys),
+      ...rotation,
+    });
+    const worker = startKeyRewrapWorker({
+      db: ctx.db,
+      coordinator: ctx.coordinator,
+      masterKeys,
+      idleClaimMs: ctx.config.rewrapClaimIdleMs,
+      signal: ctx.shutdown,
+      logger: ctx.logger,
+    }).catch((err: unknown) => ctx.logger.error({ err: String(err) }, "the private-key rewrap worker stopped"));
+    return {
+      async close() {
+        await worker;
+        await keyring.close();
+      },
+    };
   },
 };

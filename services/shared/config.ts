@@ -55,6 +55,11 @@ export interface Config {
   readonly masterKeys: string | undefined;
   /** KEYMESH_JAEGER_UI: base URL of the Jaeger UI, used to print trace links. */
   readonly jaegerUi: string | undefined;
+  /**
+   * KEYMESH_REWRAP_CLAIM_IDLE_MS: how long a private-key rewrap chunk may stay unacknowledged
+   * with a worker before another worker takes it over (default 30000).
+   */
+  readonly rewrapClaimIdleMs: number;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
   readonly unknownVariables: readonly string[];
 }
@@ -97,6 +102,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_SERVICE_TOKEN",
   "KEYMESH_MASTER_KEYS",
   "KEYMESH_JAEGER_UI",
+  "KEYMESH_REWRAP_CLAIM_IDLE_MS",
   // Read by the CLI's client commands and by the fault-injection failpoints.
   "KEYMESH_URL",
   "KEYMESH_FAILPOINTS",
@@ -251,6 +257,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     tls: tls(merged),
     maxRequestBytes: integer(merged, "KEYMESH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 0xffffffff, "a size in bytes"),
     shutdownTimeoutMs: integer(merged, "KEYMESH_SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT_MS, 100, 3_600_000, "a duration in milliseconds"),
+    rewrapClaimIdleMs: integer(merged, "KEYMESH_REWRAP_CLAIM_IDLE_MS", 30_000, 500, 3_600_000, "a duration in milliseconds"),
     logLevel: logLevel(merged),
     serviceToken: serviceToken(merged),
     serviceUrls: Object.freeze(serviceUrls),
