@@ -13,10 +13,22 @@ export const signingModule: ServiceModule = {
   desc: SigningService,
   needs: {},
   async register(router, ctx) {
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const load = () => loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    let ring = load();
+    let loadedAt = Date.now();
+    // Development keys live in a file that `RotateMasterKey` extends: re-read it now and then,
+    // so keyring keys rewrapped under a new version still open here. Configured keys
+    // (KEYMESH_MASTER_KEYS) change only with a restart.
+    const masterKeys = () => {
+      if (ctx.config.masterKeys === undefined && Date.now() - loadedAt > 2_000) {
+        ring = load();
+        loadedAt = Date.now();
+      }
+      return ring;
+    };
     const keys = ctx.clients.keys;
     const signer = createSigner({
-      masterKeys: () => ring,
+      masterKeys,
       source: async (keyId, fence) => {
         const res = await keys.getWrappedSigningKey({ keyId, fence: BigInt(fence) });
         return { keyId: res.keyId, fence: Number(res.fence), wrapped: res.wrappedPrivateKey };
