@@ -11,10 +11,11 @@ import { createRedisCoordinator } from "../services/shared/coordination/index.js
 import { open, sealedVersion } from "../services/shared/crypto/envelope.js";
 import { parseMasterKeys } from "../services/shared/crypto/master-keys.js";
 import { enqueueRewrapChunks, KEY_REWRAP_QUEUE } from "../services/shared/crypto/rotation/rewrap-chunks.js";
-import { keyringSealContext } from "../services/shared/crypto/seal-contexts.js";
+import { keyringSealContext } from "../services/keys/seal-context.js";
 import { userKeySealContext } from "../services/keys/user-keys.js";
 import { createDatabase, type Database } from "../services/shared/storage/database.js";
 import { migrate } from "../services/shared/storage/migrate.js";
+import { registeredMigrations } from "../services/migrations.js";
 import { createTestDatabase, type TestDatabase } from "./support/mysql.js";
 import { startRedisNode, type RedisNode } from "./support/redis-nodes.js";
 import { startMessagesHost, type MessagesBackend } from "./support/messages-mesh.js";
@@ -82,7 +83,7 @@ describe("private-key rewrap with three worker processes, one SIGKILLed", () => 
     redis = await startRedisNode();
     dataDir = mkdtempSync(join(tmpdir(), "keymesh-rewrap-"));
     db = createDatabase({ url: mysql.url, dataDir });
-    await migrate(db);
+    await migrate(db, await registeredMigrations());
 
     // Under master key 1: keyring keys, users' key pairs and messages between the users.
     const h = await startMessagesHost(backend(`1:${k1}`));

@@ -14,6 +14,8 @@ import {
   type ServerTracingInterceptorOptions,
 } from "../services/shared/telemetry/interceptors.js";
 import { resolveTraceExport } from "../services/shared/telemetry/sdk.js";
+import { meshServiceName } from "../services/shared/telemetry/service-name.js";
+import { describeSqlSpan } from "../services/shared/telemetry/sql-spans.js";
 import { traceStream } from "../services/shared/telemetry/traced-stream.js";
 
 const SERVING = HealthCheckResponse_ServingStatus.SERVING;
@@ -284,10 +286,54 @@ describe("resolveTraceExport", () => {
   it("stays off without an endpoint and honours the standard variables", () => {
     expect(resolveTraceExport({}).enabled).toBe(false);
     const endpoint = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" };
-    expect(resolveTraceExport(endpoint)).toEqual({ enabled: true, exporter: "http/protobuf" });
-    expect(resolveTraceExport({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" }).exporter).toBe("grpc");
-    expect(resolveTraceExport({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://x/v1/traces", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" }).exporter).toBe("http/json");
+    expect(resolveTraceExport(endpoint)).toEqual({ enabled: true, exporter: "http/protobuf", endpoint: "http://127.0.0.1:4318/v1/traces" });
+    expect(resolveTraceExport({ ...endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: "grpc" })).toMatchObject({ exporter: "grpc", endpoint: "http://127.0.0.1:4318" });
+    expect(resolveTraceExport({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://x/v1/traces", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json" })).toMatchObject({
+      exporter: "http/json",
+      endpoint: "http://x/v1/traces",
+    });
+    // The operator's service.name, from either standard variable, names every span.
+    expect(resolveTraceExport({ ...endpoint, OTEL_SERVICE_NAME: "edge" }).serviceName).toBe("edge");
+    expect(resolveTraceExport({ ...endpoint, OTEL_RESOURCE_ATTRIBUTES: "team=x,service.name=edge%20a" }).serviceName).toBe("edge a");
+    expect(resolveTraceExport(endpoint).serviceName).toBeUndefined();
     expect(resolveTraceExport({ ...endpoint, OTEL_SDK_DISABLED: "true" }).enabled).toBe(false);
     expect(resolveTraceExport({ ...endpoint, OTEL_TRACES_EXPORTER: "none" }).enabled).toBe(false);
+  });
+});
+
+describe("SQL span names", () => {
+  const knex = (attributes: Record<string, unknown>) => describeSqlSpan(attributes);
+
+  it("names spans `{operation} {table}` without the SQLite file's path", () => {
+    const facts = knex({
+      "db.system.name": "better-sqlite3",
+      "db.namespace": "/home/someone/keymesh/data/keymesh.sqlite",
+      "db.operation.name": "select",
+      "db.collection.name": "records as r",
+      "db.query.text": "select `r`.`id` from `records` as `r` where `r`.`id` > ? limit ?",
+    });
+    expect(facts).toEqual({ name: "SELECT records", operation: "SELECT", table: "records", system: "sqlite", namespace: "keymesh.sqlite" });
+  });
+
+  it("reads the verb and table from the statement when knex does not know them", () => {
+    expect(knex({ "db.system.name": "mysql2", "db.namespace": "keymesh", "db.operation.name": "raw", "db.query.text": "insert into `signatures` (`record_id`) values (?)" })).toMatchObject({
+      name: "INSERT signatures",
+      system: "mysql",
+      namespace: "keymesh",
+    });
+    expect(knex({ "db.system.name": "mysql2", "db.operation.name": "del", "db.query.text": "delete from `key_leases` where `key_id` = ?" }).name).toBe("DELETE key_leases");
+    expect(knex({ "db.system.name": "mysql2", "db.operation.name": "update", "db.collection.name": "keymesh.records" }).name).toBe("UPDATE records");
+    expect(knex({ "db.system.name": "sqlite", "db.query.text": "create table if not exists \"jobs\" (\"id\" integer)" }).name).toBe("CREATE jobs");
+    expect(knex({ "db.system.name": "mysql2", "db.operation.name": "first" }).name).toBe("SELECT");
+    expect(knex({ "db.system.name": "mysql2", "db.query.text": "select ? as service" }).name).toBe("SELECT");
+    expect(knex({ "db.system.name": "mysql2" }).name).toBe("mysql");
+  });
+});
+
+describe("service names", () => {
+  it("derives a service's name from its proto package", () => {
+    expect(meshServiceName("keymesh.keys.v1.KeyManagementService")).toBe("keymesh-keys");
+    expect(meshServiceName("keymesh.executor.v1.ExecutorService")).toBe("keymesh-executor");
+    expect(meshServiceName("grpc.health.v1.Health")).toBeUndefined();
   });
 });

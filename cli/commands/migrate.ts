@@ -1,5 +1,6 @@
 import { loadConfig } from "../../services/shared/config.js";
 import { createDatabase } from "../../services/shared/storage/database.js";
+import { registeredMigrations } from "../../services/migrations.js";
 import { migrate, migrationStatus } from "../../services/shared/storage/migrate.js";
 import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, type Command } from "../command.js";
@@ -27,11 +28,12 @@ export const migrateCommand: Command = {
       dataDir: config.dataDir,
     });
     try {
+      const migrations = await registeredMigrations();
       if (values.status) {
-        const status = await migrationStatus(db);
+        const status = await migrationStatus(db, migrations);
         io.stdout.write(`${JSON.stringify({ dialect: db.dialect, ...status })}\n`);
       } else {
-        const { applied } = await migrate(db);
+        const { applied } = await migrate(db, migrations);
         io.stdout.write(`${JSON.stringify({ dialect: db.dialect, applied })}\n`);
       }
       return EXIT.ok;

@@ -2,7 +2,7 @@ import { loadServiceModules, UnknownServiceError } from "../../services/registry
 import { ConfigError, loadConfig, SERVICE_NAMES, type Config } from "../../services/shared/config.js";
 import { startHost } from "../../services/shared/host.js";
 import { createLogger } from "../../services/shared/logger.js";
-import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
+import { reportTelemetry, shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { parseFlags } from "../flags.js";
 
@@ -46,6 +46,7 @@ export const serveCommand: Command = {
       throw err;
     }
     const logger = createLogger({ level: config.logLevel });
+    reportTelemetry(logger);
     // Listen before starting so that a signal during start-up still shuts down cleanly.
     const stopSignal = new Promise<NodeJS.Signals>((resolve) => {
       const onSignal = (s: NodeJS.Signals) => {

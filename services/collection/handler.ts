@@ -8,11 +8,14 @@ import {
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/domain-errors.js";
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import type { LeaseCheck } from "./lease-check.js";
 import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";
 
 /** Dependencies of the CollectionService handler. */
 export interface CollectionHandlerDeps {
   readonly store: CollectionStore;
+  /** Asks the key service whether a commit's lease is still current (see lease-check.ts). */
+  readonly leases: LeaseCheck;
   readonly now?: () => number;
 }
 
@@ -84,18 +87,22 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
         seen.add(recordId);
         return { recordId, signature: Buffer.from(s.signature) };
       });
+      const fence = safeId(req.fence, "fence");
+      // Asked before the transaction: the store then requires the lease to stay live through it.
+      const lease = await deps.leases(req.keyId, fence, ctx.signal);
       const result = await store.commit(
         {
           claimId: req.claimId,
           batchId: req.batchId,
           keyId: req.keyId,
-          fence: safeId(req.fence, "fence"),
+          fence,
           jobId: req.jobId,
           executor: ctx.requestHeader.get("x-keymesh-executor") ?? "",
           startedAt: safeId(req.startedAtMs, "started_at_ms"),
           signatures,
         },
-        now(),
+        now,
+        lease,
         spotCheck,
       );
       return {

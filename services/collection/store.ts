@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
+import type { LeaseView } from "./lease-check.js";
 
 /** A record to sign. */
 export interface RecordRow {
@@ -49,7 +50,12 @@ export type SignatureCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, 
 export interface CollectionStore {
   seed(count: number, payloadSize: number): Promise<number>;
   claim(input: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<RecordRow[]>;
-  commit(input: CommitInput, now: number, check: SignatureCheck): Promise<CommitResult>;
+  /**
+   * Stores a batch's signatures exactly once, if `lease` (the key service's answer for the
+   * batch's key and fence; undefined: not current) is still live when the transaction starts
+   * and no newer fence of the key has committed.
+   */
+  commit(input: CommitInput, now: () => number, lease: LeaseView | undefined, check: SignatureCheck): Promise<CommitResult>;
   releaseClaim(claimId: string): Promise<number>;
   get(id: number): Promise<{ record: RecordRow; signature?: SignatureRow } | undefined>;
   progress(now: number): Promise<{ total: number; signed: number; claimed: number }>;
@@ -69,6 +75,7 @@ export interface BatchStats {
 }
 
 const SEED_CHUNK = 2000;
+
 /** SQLite compiles a multi-row insert into a compound SELECT, limited to 500 terms. */
 const SQLITE_INSERT_CHUNK = 400;
 
@@ -98,6 +105,74 @@ export function createCollectionStore(db: Database): CollectionStore {
           batchId: String(r.batch_id),
           signedAt: Number(r.signed_at),
         };
+
+  /** One history row per lease (key, fence): a repeated or stale attempt adds nothing. */
+  async function history(
+    k: Knex | Knex.Transaction,
+    input: CommitInput,
+    size: number,
+    outcome: string,
+    stored: number,
+    rejected: number,
+    at: number,
+  ): Promise<void> {
+    await k("batches")
+      .insert({
+        id: input.batchId,
+        job_id: input.jobId,
+        key_id: input.keyId,
+        fence: input.fence,
+        size,
+        claimed: size,
+        start_at: input.startedAt,
+        committed_at: at,
+        ended_at: at,
+        outcome,
+        stored,
+        rejected,
+        executor: input.executor,
+      })
+      .onConflict()
+      .ignore();
+  }
+
+  /** Stores the signatures of records still unsigned and in the claim; says why the others were refused. */
+  async function storeSignatures(trx: Knex.Transaction, input: CommitInput, ids: number[], at: number): Promise<CommitResult> {
+    // One conditional write flips every record that is still unsigned and in this claim;
+    // when it flips them all (the normal case) no per-record read is needed.
+    const flipped = await trx("records").whereIn("id", ids).where({ claim_id: input.claimId, signed: 0 }).update({ signed: 1 });
+    let accepted: CommitInput["signatures"][number][] = [...input.signatures];
+    const rejections: CommitResult["rejections"] = [];
+    if (flipped !== ids.length) {
+      const rows = (await trx("records as r")
+        .leftJoin("signatures as s", "s.record_id", "r.id")
+        .select("r.id", "r.claim_id", "s.record_id as signed_by")
+        .whereIn("r.id", ids)) as { id: number | string; claim_id: string | null; signed_by: number | string | null }[];
+      const byId = new Map(rows.map((r) => [Number(r.id), r]));
+      accepted = [];
+      for (const sig of input.signatures) {
+        const row = byId.get(sig.recordId);
+        if (row && row.signed_by != null) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
+        else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
+        else accepted.push(sig);
+      }
+    }
+    if (accepted.length > 0) {
+      await insertRows(
+        trx,
+        "signatures",
+        accepted.map((s) => ({
+          record_id: s.recordId,
+          key_id: input.keyId,
+          fence: input.fence,
+          batch_id: input.batchId,
+          signature: s.signature,
+          signed_at: at,
+        })),
+      );
+    }
+    return { stored: accepted.length, rejections };
+  }
 
   return {
     async seed(count, payloadSize) {
@@ -129,86 +204,44 @@ export function createCollectionStore(db: Database): CollectionStore {
       });
     },
 
-    async commit(input, now, check) {
+    async commit(input, now, lease, check) {
       const ids = input.signatures.map((s) => s.recordId);
       // Spot-check one signature against the key's public key before anything is written;
-      // payloads and public keys never change, so this needs no transaction.
+      // payloads never change, so this read needs no transaction.
       const probe = input.signatures[Math.floor(Math.random() * input.signatures.length)]!;
-      const [keyRow] = (await primary("keyring_keys").select("public_key").where({ id: input.keyId })) as { public_key: Buffer }[];
       const [probeRow] = (await primary("records").select("payload").where("id", probe.recordId)) as { payload: Buffer }[];
+      // The key's row in our fence table exists before the transaction locks it, so concurrent
+      // first commits of a key never race to create it inside their transactions.
+      await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
+
+      const refuseAll = async (k: Knex | Knex.Transaction, reason: RejectReason, at: number) => {
+        await history(k, input, ids.length, "rejected", 0, ids.length, at);
+        return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) };
+      };
 
       return readCommitted(async (trx) => {
-        const history = (outcome: string, stored: number, rejected: number) =>
-          trx("batches")
-            .insert({
-              id: input.batchId,
-              job_id: input.jobId,
-              key_id: input.keyId,
-              fence: input.fence,
-              size: ids.length,
-              claimed: ids.length,
-              start_at: input.startedAt,
-              committed_at: now,
-              ended_at: now,
-              outcome,
-              stored,
-              rejected,
-              executor: input.executor,
-            })
-            // One history row per lease (key, fence): a repeated or stale attempt adds nothing.
-            .onConflict()
-            .ignore();
-        const refuseAll = async (reason: RejectReason) => {
-          await history("rejected", 0, ids.length);
-          return { stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) };
-        };
+        const at = now();
+        // The key service said, just now, that this fence is the key's current lease. A lease
+        // runs without a gap from its grant until it lapses (renewals only extend a live one),
+        // so if it is still live at this moment, after the batch was signed, the signing
+        // happened under it, and nobody can hold the key before it lapses: `at`, recorded as
+        // committed_at, precedes any later lease of the key.
+        if (lease === undefined || at >= lease.validUntil) return refuseAll(trx, "stale_fence", at);
+        if (probeRow && !check(lease.publicKey, new Map([[probe.recordId, Buffer.from(probeRow.payload)]]), [probe])) {
+          return refuseAll(trx, "invalid_signature", at);
+        }
+        // Raise the highest fence accepted for this key, unless a newer lease already
+        // committed. The row stays locked until we commit, so commits of one key are
+        // serialised in fence order and a stale holder can never land after a newer one.
+        const raised = await trx("collection_key_fences")
+          .where({ key_id: input.keyId })
+          .andWhere("fence", "<=", input.fence)
+          .update({ fence: input.fence, updated_at: at });
+        if (raised !== 1) return refuseAll(trx, "stale_fence", at);
 
-        // The fence must still be the key's current one and its lease must not have lapsed:
-        // a holder that was paused past its lease is refused even if nobody took the key yet.
-        // The shared lock keeps a new acquisition (which updates this row) out until we commit.
-        let keyQuery = trx("keyring_keys").select("fence", "leased_until").where({ id: input.keyId });
-        if (mysql) keyQuery = keyQuery.forShare();
-        const key = (await keyQuery.first()) as { fence: number | string; leased_until: number | string } | undefined;
-        if (!key || !keyRow || Number(key.fence) !== input.fence || Number(key.leased_until) < now) return refuseAll("stale_fence");
-        if (probeRow && !check(Buffer.from(keyRow.public_key), new Map([[probe.recordId, Buffer.from(probeRow.payload)]]), [probe])) {
-          return refuseAll("invalid_signature");
-        }
-
-        // One conditional write flips every record that is still unsigned and in this claim;
-        // when it flips them all (the normal case) no per-record read is needed.
-        const flipped = await trx("records").whereIn("id", ids).where({ claim_id: input.claimId, signed: 0 }).update({ signed: 1 });
-        let accepted: CommitInput["signatures"][number][] = [...input.signatures];
-        const rejections: CommitResult["rejections"] = [];
-        if (flipped !== ids.length) {
-          const rows = (await trx("records as r")
-            .leftJoin("signatures as s", "s.record_id", "r.id")
-            .select("r.id", "r.claim_id", "s.record_id as signed_by")
-            .whereIn("r.id", ids)) as { id: number | string; claim_id: string | null; signed_by: number | string | null }[];
-          const byId = new Map(rows.map((r) => [Number(r.id), r]));
-          accepted = [];
-          for (const sig of input.signatures) {
-            const row = byId.get(sig.recordId);
-            if (row && row.signed_by != null) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
-            else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
-            else accepted.push(sig);
-          }
-        }
-        if (accepted.length > 0) {
-          await insertRows(
-            trx,
-            "signatures",
-            accepted.map((s) => ({
-              record_id: s.recordId,
-              key_id: input.keyId,
-              fence: input.fence,
-              batch_id: input.batchId,
-              signature: s.signature,
-              signed_at: now,
-            })),
-          );
-        }
-        await history(accepted.length > 0 ? "committed" : "rejected", accepted.length, rejections.length);
-        return { stored: accepted.length, rejections };
+        const result = await storeSignatures(trx, input, ids, at);
+        await history(trx, input, ids.length, result.stored > 0 ? "committed" : "rejected", result.stored, result.rejections.length, at);
+        return result;
       });
     },
 
@@ -279,6 +312,7 @@ export function createCollectionStore(db: Database): CollectionStore {
     async deleteAll() {
       return primary.transaction(async (trx) => {
         await trx("signatures").del();
+        // collection_key_fences stays: fences only grow, whatever records come next.
         await trx("batches").del();
         return Number(await trx("records").del());
       });

@@ -1,15 +1,18 @@
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
-import { context, SpanStatusCode, trace } from "@opentelemetry/api";
+import { setTimeout as delay } from "node:timers/promises";
+import { ConnectError, type Client } from "@connectrpc/connect";
+import { context, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
-import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { InvalidInputError, NotFoundError } from "../shared/domain-errors.js";
-import { failpoint } from "../shared/failpoints.js";
+import { runBatch, type BatchContext, type BatchOutcome } from "./batch.js";
 import type { JobRow, JobStore } from "./job-store.js";
+import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
 import { createSignStream } from "./sign-stream.js";
+
+export type { Progress } from "./progress.js";
 
 /** Dependencies of the executor. */
 export interface ExecutorDeps {
@@ -32,43 +35,13 @@ export interface RunSpec {
   readonly progressIntervalMs: number;
 }
 
-/** One progress report of this executor on a job. */
-export interface Progress {
-  jobId: string;
-  state: JobRow["state"];
-  totalRecords: number;
-  signedRecords: number;
-  signedByThisExecutor: number;
-  batchesCommitted: number;
-  batchesAbandoned: number;
-  batchesInFlight: number;
-  keysBusy: number;
-  rejectedSignatures: number;
-  recordsPerSecond: number;
-  elapsedMs: number;
-  traceId: string;
-  batchSize: number;
-  error: string;
-}
-
-type BatchOutcome = "committed" | "rejected" | "abandoned" | "empty" | "busy";
-
 const tracer = trace.getTracer("keymesh.executor");
 const MAX_CONSECUTIVE_FAILURES = 300;
-/** How often the job-wide totals (two COUNTs in Collection) are refreshed for progress. */
+/** How often the job-wide totals (two COUNTs in Collection) are read for progress. */
 const TOTALS_REFRESH_MS = 2000;
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
+/** Waits `ms`, or less when `signal` aborts; never throws. */
+const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
 
 /** Validates a job spec; batch size is fixed for the job's lifetime. */
 export function checkSpec(spec: RunSpec): void {
@@ -80,10 +53,9 @@ export function checkSpec(spec: RunSpec): void {
 }
 
 /**
- * The streaming executor. Each of `concurrency` workers loops: lease the LRU key, claim a
- * batch, sign it on the shared signing stream, commit under the lease's fence, release. The
- * lease is renewed while the batch runs; a batch whose renewal fails is abandoned (its claim
- * released, nothing committed). Records are never all in memory: one batch per worker.
+ * The streaming executor: the job loop. Each of `concurrency` workers runs one batch after
+ * another (batch.ts) until no unsigned record is left; progress (progress.ts) streams back
+ * every `progressIntervalMs`. Records are never all in memory: one batch per worker.
  */
 export function createExecutor(deps: ExecutorDeps) {
   const now = deps.now ?? Date.now;
@@ -99,11 +71,63 @@ export function createExecutor(deps: ExecutorDeps) {
     return (await deps.jobs.get(id))!;
   }
 
+  /** Reads the job-wide totals into `progress`; undefined when Collection did not answer. */
+  async function readTotals(progress: ProgressTracker, signal: AbortSignal) {
+    const g = await deps.collection.getProgress({}, { signal }).catch(() => undefined);
+    if (g) progress.totals(Number(g.total), Number(g.signed));
+    return g;
+  }
+
+  /** One worker: batches until the records run out or the job stops. */
+  async function worker(index: number, batch: BatchContext): Promise<void> {
+    const { signal } = batch;
+    let failures = 0;
+    await sleep(index * 5, signal);
+    while (!signal.aborted) {
+      let outcome: BatchOutcome;
+      try {
+        outcome = await runBatch(batch);
+      } catch (err) {
+        outcome = "abandoned";
+        deps.logger.warn({ job: batch.job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
+      }
+      if (outcome === "committed" || outcome === "rejected") failures = 0;
+      if (outcome === "abandoned" && ++failures >= MAX_CONSECUTIVE_FAILURES) throw new Error("too many consecutive batch failures");
+      if (outcome === "busy") await sleep(10 + Math.random() * 40, signal);
+      if (outcome === "abandoned") await sleep(Math.min(1000, 50 * failures), signal);
+      if (outcome === "empty") {
+        const g = await readTotals(batch.progress, signal);
+        if (g && g.signed >= g.total) return;
+        await sleep(Math.min(200, batch.job.leaseTtlMs / 4), signal);
+      }
+    }
+  }
+
+  /** Runs the workers to the end of the job and records how it ended. */
+  async function runWorkers(spec: RunSpec, batch: BatchContext, jobSpan: Span): Promise<void> {
+    const { progress, signal, job } = batch;
+    try {
+      await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch)));
+      if (signal.aborted) return;
+      // A job whose end cannot be confirmed fails rather than staying "running" for ever.
+      const g = await deps.collection.getProgress({}, { signal });
+      progress.totals(Number(g.total), Number(g.signed));
+      if (g.signed >= g.total) {
+        progress.finish("succeeded");
+        await deps.jobs.finish(job.id, "succeeded", now());
+      }
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      progress.finish("failed", message);
+      jobSpan.setStatus({ code: SpanStatusCode.ERROR, message });
+      await deps.jobs.finish(job.id, "failed", now(), message).catch(() => undefined);
+    }
+  }
+
   /** Runs (or joins) a job, yielding progress until it is done or `signal` aborts. */
   async function* run(spec: RunSpec, signal: AbortSignal): AsyncGenerator<Progress> {
     checkSpec(spec);
     const jobSpan = tracer.startSpan("signing.job", { attributes: { "keymesh.executor": deps.executorId } });
-    const jobCtx = trace.setSpan(context.active(), jobSpan);
     // Empty when tracing is off (the no-op tracer hands out an all-zero, invalid context).
     const traceId = trace.isSpanContextValid(jobSpan.spanContext()) ? jobSpan.spanContext().traceId : "";
     let job: JobRow;
@@ -114,193 +138,46 @@ export function createExecutor(deps: ExecutorDeps) {
       throw err;
     }
     jobSpan.setAttributes({ "keymesh.job_id": job.id, "keymesh.batch_size": job.batchSize });
-    const started = now();
-    const p: Progress = {
-      jobId: job.id, state: job.state, totalRecords: 0, signedRecords: 0, signedByThisExecutor: 0, batchesCommitted: 0,
-      batchesAbandoned: 0, batchesInFlight: 0, keysBusy: 0, rejectedSignatures: 0, recordsPerSecond: 0, elapsedMs: 0,
-      traceId, batchSize: job.batchSize, error: "",
-    };
+    const progress = createProgress({ jobId: job.id, state: job.state, traceId, batchSize: job.batchSize, now });
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort, { once: true });
     const stream = createSignStream(deps.signing);
-    const headers = { "x-keymesh-executor": deps.executorId };
-    const claimTtlMs = job.leaseTtlMs;
+    const batch: BatchContext = {
+      keys: deps.keys,
+      collection: deps.collection,
+      stream,
+      job,
+      executorId: deps.executorId,
+      progress,
+      jobContext: trace.setSpan(context.active(), jobSpan),
+      signal: stop.signal,
+      now,
+    };
+    const workers = runWorkers(spec, batch, jobSpan).finally(() => stop.abort());
 
-    async function refreshTotals() {
-      const g = await deps.collection.getProgress({}, { signal: stop.signal });
-      p.totalRecords = Number(g.total);
-      p.signedRecords = Number(g.signed);
-      return g;
-    }
-
-    async function runBatch(): Promise<BatchOutcome> {
-      const batchId = `b-${randomUUID()}`;
-      return tracer.startActiveSpan("signing.batch", { attributes: { "keymesh.job_id": job.id, "keymesh.batch_id": batchId } }, jobCtx, async (span) => {
-        const end = (outcome: BatchOutcome, error?: string) => {
-          span.setAttribute("keymesh.outcome", outcome);
-          if (error) span.setStatus({ code: SpanStatusCode.ERROR, message: error });
-          span.end();
-          return outcome;
-        };
-        let lease;
-        try {
-          lease = (await deps.keys.acquireKeyLease({ holder: deps.executorId, ttlMs: job.leaseTtlMs, jobId: job.id }, { signal: stop.signal })).lease!;
-        } catch (err) {
-          const ce = ConnectError.from(err);
-          if (ce.code === Code.ResourceExhausted) return end("busy");
-          end("abandoned", `lease not acquired: ${ce.rawMessage}`);
-          throw ce;
-        }
-        span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": Number(lease.fence) });
-        p.keysBusy++;
-        p.batchesInFlight++;
-        const startedAt = now();
-        const lost = new AbortController();
-        const renew = setInterval(() => {
-          deps.keys
-            .renewKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, ttlMs: job.leaseTtlMs })
-            .catch((err: unknown) => lost.abort(new Error(`lease lost: ${ConnectError.from(err).rawMessage}`)));
-        }, Math.max(250, Math.floor(job.leaseTtlMs / 3)));
-        let used = false;
-        let claimId = "";
-        try {
-          const claim = await deps.collection.claimBatch({ claimant: deps.executorId, size: job.batchSize, claimTtlMs, jobId: job.id }, { signal: stop.signal });
-          claimId = claim.claimId;
-          if (claim.records.length === 0) return end("empty");
-          span.setAttribute("keymesh.record_count", claim.records.length);
-          const signed = await raceAbort(
-            stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, items: claim.records.map((r) => ({ recordId: r.id, payload: r.payload })) }),
-            lost.signal,
-          );
-          used = true;
-          await failpoint("executor.before-commit");
-          if (lost.signal.aborted) throw lost.signal.reason;
-          const res = await deps.collection.commitBatch(
-            { claimId, batchId, keyId: lease.keyId, fence: lease.fence, jobId: job.id, signatures: signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature })), startedAtMs: BigInt(startedAt) },
-            { headers },
-          );
-          claimId = "";
-          p.signedByThisExecutor += res.stored;
-          p.rejectedSignatures += res.rejected;
-          span.setAttributes({ "keymesh.stored": res.stored, "keymesh.rejected": res.rejected });
-          if (res.stored === 0) {
-            const reason = res.rejections[0]?.reason ?? RejectionReason.UNSPECIFIED;
-            p.batchesAbandoned++;
-            return end("rejected", `commit rejected: ${RejectionReason[reason]}`);
-          }
-          p.batchesCommitted++;
-          return end("committed");
-        } catch (err) {
-          p.batchesAbandoned++;
-          const message = err instanceof Error ? err.message : String(err);
-          span.recordException(err instanceof Error ? err : new Error(message));
-          return end("abandoned", lost.signal.aborted ? String((lost.signal.reason as Error).message) : message);
-        } finally {
-          clearInterval(renew);
-          p.keysBusy--;
-          p.batchesInFlight--;
-          if (claimId) await deps.collection.releaseClaim({ claimId }).catch(() => undefined);
-          await deps.keys.releaseKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, used }).catch(() => undefined);
-        }
-      });
-    }
-
-    async function worker(index: number) {
-      let failures = 0;
-      await sleep(index * 5, stop.signal);
-      while (!stop.signal.aborted) {
-        let outcome: BatchOutcome;
-        try {
-          outcome = await runBatch();
-        } catch (err) {
-          outcome = "abandoned";
-          deps.logger.warn({ job: job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
-        }
-        if (outcome === "committed" || outcome === "rejected") failures = 0;
-        if (outcome === "abandoned" && ++failures >= MAX_CONSECUTIVE_FAILURES) throw new Error("too many consecutive batch failures");
-        if (outcome === "busy") await sleep(10 + Math.random() * 40, stop.signal);
-        if (outcome === "abandoned") await sleep(Math.min(1000, 50 * failures), stop.signal);
-        if (outcome === "empty") {
-          const g = await refreshTotals().catch(() => undefined);
-          if (g && g.signed >= g.total) return;
-          await sleep(Math.min(200, job.leaseTtlMs / 4), stop.signal);
-        }
-      }
-    }
-
-    const workers = Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i)))
-      .then(async () => {
-        if (stop.signal.aborted) return;
-        await refreshTotals();
-        if (p.signedRecords >= p.totalRecords) {
-          p.state = "succeeded";
-          await deps.jobs.finish(job.id, "succeeded", now());
-        }
-      })
-      .catch(async (err: unknown) => {
-        p.state = "failed";
-        p.error = err instanceof Error ? err.message : String(err);
-        jobSpan.setStatus({ code: SpanStatusCode.ERROR, message: p.error });
-        await deps.jobs.finish(job.id, "failed", now(), p.error).catch(() => undefined);
-      })
-      .finally(() => stop.abort());
-
-    let lastSigned = 0;
-    let lastAt = now();
-    let lastTotals = 0;
     try {
-      await refreshTotals().catch(() => undefined);
+      await readTotals(progress, stop.signal);
+      let lastRead = now();
       while (!stop.signal.aborted) {
-        yield snapshot();
+        yield progress.snapshot();
         await sleep(spec.progressIntervalMs, stop.signal);
-        if (now() - lastTotals >= TOTALS_REFRESH_MS) {
-          lastTotals = now();
-          await refreshTotals().catch(() => undefined);
+        if (now() - lastRead >= TOTALS_REFRESH_MS) {
+          lastRead = now();
+          await readTotals(progress, stop.signal);
         }
       }
       await workers;
-      yield snapshot();
+      yield progress.snapshot();
     } finally {
       stop.abort();
       signal.removeEventListener("abort", onAbort);
       await workers;
       stream.close();
-      jobSpan.setAttributes({ "keymesh.signed": p.signedByThisExecutor, "keymesh.batches": p.batchesCommitted });
+      jobSpan.setAttributes({ "keymesh.signed": progress.signedByThisExecutor, "keymesh.batches": progress.batchesCommitted });
       jobSpan.end();
-    }
-
-    function snapshot(): Progress {
-      const t = now();
-      if (t - lastAt >= 1000) {
-        p.recordsPerSecond = ((p.signedByThisExecutor - lastSigned) * 1000) / (t - lastAt);
-        lastSigned = p.signedByThisExecutor;
-        lastAt = t;
-      } else if (p.recordsPerSecond === 0 && t > started) {
-        p.recordsPerSecond = (p.signedByThisExecutor * 1000) / (t - started);
-      }
-      p.elapsedMs = t - started;
-      return { ...p };
     }
   }
 
   return { run };
-}
-
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }

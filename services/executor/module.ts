@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { executorMigrations } from "./migrations/index.js";
 import { createExecutor } from "./executor.js";
 import { createExecutorHandler } from "./handler.js";
 import { createJobStore } from "./job-store.js";
@@ -10,6 +11,7 @@ import { createJobStore } from "./job-store.js";
 export const executorModule: ServiceModule = {
   name: "executor",
   desc: ExecutorService,
+  migrations: executorMigrations,
   needs: { database: true },
   async register(router, ctx) {
     const jobs = createJobStore(ctx.db);

@@ -7,9 +7,10 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createMemoryCoordinator } from "../shared/coordination/index.js";
 import type { Coordinator } from "../shared/coordination/types.js";
 import { createMasterKeyring, open } from "../shared/crypto/envelope.js";
-import { keyringSealContext } from "../shared/crypto/seal-contexts.js";
+import { keyringSealContext } from "./seal-context.js";
 import { toConnectError } from "../shared/domain-errors.js";
 import { createDatabase, type Database } from "../shared/storage/database.js";
+import { registeredMigrations } from "../migrations.js";
 import { migrate } from "../shared/storage/migrate.js";
 import { createKeyring, type Keyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
@@ -27,7 +28,7 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), "keymesh-keyring-"));
     db = createDatabase({ dataDir: dir });
-    await migrate(db);
+    await migrate(db, await registeredMigrations());
     clock = 1_000_000;
     coordinator = createMemoryCoordinator({ now: () => clock });
     keyring = createKeyring({ store: createKeyringStore(db), coordinator, masterKeys: () => ring, now: () => clock });

@@ -3,7 +3,7 @@ import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { ExhaustedError, InvalidInputError, LeaseLostError, NotFoundError } from "../shared/domain-errors.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
-import { keyringSealContext } from "../shared/crypto/seal-contexts.js";
+import { keyringSealContext } from "./seal-context.js";
 
 /** A granted lease as the keyring hands it out. */
 export interface KeyLeaseGrant {

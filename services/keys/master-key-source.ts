@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
-import { addDevMasterKey, loadMasterKeyring } from "../shared/crypto/master-keys.js";
+import { addDevMasterKey, loadMasterKeyring, type MasterKeyLogger } from "../shared/crypto/master-keys.js";
 import { DomainError } from "../shared/domain-errors.js";
 
 /**
@@ -22,8 +22,13 @@ export interface MasterKeySource {
 const precondition = (message: string) => new DomainError(Code.FailedPrecondition, message);
 
 /** Master keys from KEYMESH_MASTER_KEYS, or the development key file in `dataDir`. */
-export function createConfiguredMasterKeys(opts: { spec: string | undefined; dataDir: string }): MasterKeySource {
-  const load = () => loadMasterKeyring({ ...(opts.spec === undefined ? {} : { spec: opts.spec }), dataDir: opts.dataDir });
+export function createConfiguredMasterKeys(opts: { spec: string | undefined; dataDir: string; logger?: MasterKeyLogger }): MasterKeySource {
+  const load = () =>
+    loadMasterKeyring({
+      ...(opts.spec === undefined ? {} : { spec: opts.spec }),
+      dataDir: opts.dataDir,
+      ...(opts.logger === undefined ? {} : { logger: opts.logger }),
+    });
   let ring = load();
   return {
     ring: () => ring,

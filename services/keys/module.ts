@@ -1,6 +1,7 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KEY_REWRAP_QUEUE } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { ServiceModule } from "../shared/service-module.js";
+import { keysMigrations } from "./migrations/index.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
@@ -19,9 +20,10 @@ import { createUserKeysHandler } from "./user-keys-handler.js";
 export const keysModule: ServiceModule = {
   name: "keys",
   desc: KeyManagementService,
+  migrations: keysMigrations,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
-    const masterKeys = createConfiguredMasterKeys({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const masterKeys = createConfiguredMasterKeys({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: masterKeys.ring });
     const userKeys = createUserKeys({ store: createUserKeyStore(ctx.db), ring: masterKeys.ring });

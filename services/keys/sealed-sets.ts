@@ -1,6 +1,6 @@
 import type { SealedRowSet } from "../shared/crypto/rotation/sealed-row-set.js";
 import type { SealContext } from "../shared/crypto/envelope.js";
-import { keyringSealContext } from "../shared/crypto/seal-contexts.js";
+import { keyringSealContext } from "./seal-context.js";
 import type { Database } from "../shared/storage/database.js";
 import { userKeySealContext } from "./user-keys.js";
 

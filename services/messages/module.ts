@@ -4,6 +4,7 @@ import { createMessageFeed } from "./feed.js";
 import { createMessagesHandler } from "./handler.js";
 import { createKeysPort } from "./keys-port.js";
 import { createMessages } from "./messages.js";
+import { messagesMigrations } from "./migrations/index.js";
 import { createMessageStore } from "./store.js";
 
 /**
@@ -14,6 +15,7 @@ import { createMessageStore } from "./store.js";
 export const messagesModule: ServiceModule = {
   name: "messages",
   desc: MessagesService,
+  migrations: messagesMigrations,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
     const feed = createMessageFeed(ctx.coordinator.topics);

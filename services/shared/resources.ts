@@ -68,8 +68,9 @@ export async function openResources(opts: OpenResourcesOptions): Promise<OpenRes
       });
       logger.info({ dialect: db.dialect, replica: config.databaseReplicaUrl !== undefined }, "database opened");
       if (opts.migrate) {
-        const { migrate } = await import("./storage/migrate.js");
-        const { applied } = await migrate(db);
+        // Each service owns its tables: a host migrates those of the services it runs.
+        const [{ migrate }, { collectMigrations }] = await Promise.all([import("./storage/migrate.js"), import("./storage/migrations/index.js")]);
+        const { applied } = await migrate(db, collectMigrations(modules));
         if (applied.length > 0) logger.info({ applied }, "database migrated");
       }
     }

@@ -3,6 +3,7 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import type { Config } from "./config.js";
 import type { Database } from "./storage/database.js";
+import type { MigrationModule } from "./storage/migrations/index.js";
 import type { Coordinator } from "./coordination/types.js";
 import type { PeerClients } from "./clients.js";
 
@@ -40,6 +41,11 @@ export interface ServiceModule {
   readonly desc: DescService;
   /** Shared resources to create before `register` runs. */
   readonly needs: { readonly database?: boolean; readonly coordinator?: boolean };
+  /**
+   * The migrations of the tables this service owns, oldest first (names like "0001_jobs";
+   * the runner qualifies them with the service's name). No service touches another's tables.
+   */
+  readonly migrations?: readonly MigrationModule[];
   /** Registers the handlers; may start background work tied to `ctx.shutdown`. */
   register(router: ConnectRouter, ctx: ServiceContext): Promise<ServiceInstance | void>;
 }

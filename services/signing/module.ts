@@ -13,7 +13,7 @@ export const signingModule: ServiceModule = {
   desc: SigningService,
   needs: {},
   async register(router, ctx) {
-    const load = () => loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir });
+    const load = () => loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     let ring = load();
     let loadedAt = Date.now();
     // Development keys live in a file that `RotateMasterKey` extends: re-read it now and then,

@@ -2,7 +2,7 @@ import { generateKeyPairSync, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { createMasterKeyring, seal } from "../shared/crypto/envelope.js";
 import { rawEd25519PublicKey, ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
-import { keyringSealContext } from "../shared/crypto/seal-contexts.js";
+import { keyringSealContext } from "../keys/seal-context.js";
 import { toConnectError } from "../shared/domain-errors.js";
 import { Code } from "@connectrpc/connect";
 import { createSigner } from "./signer.js";

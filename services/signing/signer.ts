@@ -1,7 +1,7 @@
 import { createPrivateKey, sign, type KeyObject } from "node:crypto";
 import { open, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { InvalidInputError } from "../shared/domain-errors.js";
-import { keyringSealContext } from "../shared/crypto/seal-contexts.js";
+import { keyringSealContext } from "../keys/seal-context.js";
 
 /** A sealed signing key as the key service hands it to the lease holder. */
 export interface WrappedSigningKey {

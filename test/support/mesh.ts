@@ -9,6 +9,7 @@ import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { createCollectionHandler } from "../../services/collection/handler.js";
+import { createLeaseCheck } from "../../services/collection/lease-check.js";
 import { createCollectionStore } from "../../services/collection/store.js";
 import { createExecutor } from "../../services/executor/executor.js";
 import { createExecutorHandler } from "../../services/executor/handler.js";
@@ -22,6 +23,7 @@ import { createCoordinator } from "../../services/shared/coordination/index.js";
 import type { Coordinator } from "../../services/shared/coordination/types.js";
 import { createMasterKeyring } from "../../services/shared/crypto/envelope.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
+import { registeredMigrations } from "../../services/migrations.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
 import { createTracingInterceptor } from "../../services/shared/telemetry/interceptors.js";
 import { createTestDatabase } from "./mysql.js";
@@ -50,7 +52,7 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
   const dir = mkdtempSync(join(tmpdir(), "keymesh-mesh-"));
   const mysql = backend === "mysql+redis" ? await createTestDatabase() : undefined;
   const db = createDatabase({ url: mysql?.url, dataDir: dir });
-  await migrate(db);
+  await migrate(db, await registeredMigrations());
   const prefix = uniquePrefix("mesh");
   const coordinator = createCoordinator(backend === "mysql+redis" ? { redisUrl: testRedisUrl(), keyPrefix: prefix } : {});
   const ring = createMasterKeyring(new Map([[1, randomBytes(32)]]), 1);
@@ -68,7 +70,10 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
   const transport = createRouterTransport(
     (router) => {
       router.service(KeyManagementService, createKeysHandler({ keyring, store: keyringStore, masterKeys: () => ring }));
-      router.service(CollectionService, createCollectionHandler({ store: createCollectionStore(db) }));
+      router.service(CollectionService, createCollectionHandler({
+          store: createCollectionStore(db),
+          leases: (keyId, fence, signal) => createLeaseCheck(clients.keys)(keyId, fence, signal),
+        }),);
       const signer = createSigner({
         masterKeys: () => ring,
         source: async (keyId, fence) => {

@@ -14,6 +14,7 @@ import type { Coordinator } from "../../services/shared/coordination/types.js";
 import { startHost, type Host } from "../../services/shared/host.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
+import { registeredMigrations } from "../../services/migrations.js";
 import { createTestDatabase, type TestDatabase } from "./mysql.js";
 import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
 import { asPrincipal, createTestPrincipalInterceptor } from "./test-principal.js";
@@ -37,7 +38,7 @@ export async function openMessagesBackend(backend: Backend): Promise<MessagesBac
   let mysql: TestDatabase | undefined;
   if (backend === "mysql+redis") mysql = await createTestDatabase();
   const db = createDatabase({ ...(mysql === undefined ? {} : { url: mysql.url }), dataDir });
-  await migrate(db);
+  await migrate(db, await registeredMigrations());
   const prefix = uniquePrefix("msg");
   const coordinators: Coordinator[] = [];
   return {

@@ -13,6 +13,7 @@ import { CollectionService } from "../../gen/keymesh/collection/v1/collection_se
 import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
+import { registeredMigrations } from "../../services/migrations.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
 import { checkInvariants } from "./invariants.js";
 import { createTestDatabase, testMysqlUrl, type TestDatabase } from "./mysql.js";
@@ -432,7 +433,7 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
   };
 
   try {
-    await migrate(db);
+    await migrate(db, await registeredMigrations());
     const common: Record<string, string> = {
       KEYMESH_DATA_DIR: dataDir,
       KEYMESH_MASTER_KEYS: `1:${randomBytes(32).toString("base64")}`,

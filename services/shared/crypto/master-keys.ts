@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
+import type { Logger } from "pino";
 import { createMasterKeyring, type MasterKeyring } from "./envelope.js";
 
 /** File in the data directory holding development master keys (mode 0600, git-ignored). */
@@ -40,22 +41,39 @@ export function parseMasterKeys(spec: string): MasterKeyring {
   return createMasterKeyring(keys, Math.max(...keys.keys()));
 }
 
+/** Where `loadMasterKeyring` says that development keys are in use. */
+export type MasterKeyLogger = Pick<Logger, "info" | "warn">;
+
+/** Files this process has already said it uses: two services load the same ring. */
+const announced = new Set<string>();
+
 /**
  * Loads the master keyring: from `KEYMESH_MASTER_KEYS` when set, otherwise from the
  * development key file in the data directory, generated at first start. Several processes
- * starting at once agree on one file (exclusive create, then read).
+ * starting at once agree on one file (exclusive create, then read). With a logger, using
+ * development keys is logged once per process: a warning with the file when they are
+ * generated, an info line when they are read.
  */
-export function loadMasterKeyring(opts: { spec?: string; dataDir: string }): MasterKeyring {
+export function loadMasterKeyring(opts: { spec?: string; dataDir: string; logger?: MasterKeyLogger }): MasterKeyring {
   if (opts.spec !== undefined && opts.spec !== "") return parseMasterKeys(opts.spec);
   mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
-  const file = join(opts.dataDir, DEV_MASTER_KEYS_FILE);
+  const file = resolve(opts.dataDir, DEV_MASTER_KEYS_FILE);
   const fresh = JSON.stringify({ keys: { "1": randomBytes(32).toString("base64") } }, null, 2);
+  let generated = false;
   try {
     writeFileSync(file, fresh, { flag: "wx", mode: 0o600 });
+    generated = true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
   }
-  return readDevKeys(file);
+  const ring = readDevKeys(file);
+  if (opts.logger !== undefined && !announced.has(file)) {
+    announced.add(file);
+    const fields = { file, hint: "for production set KEYMESH_MASTER_KEYS (version:base64key, 32-byte keys)" };
+    if (generated) opts.logger.warn(fields, "generated development master keys: for development only, never for production data");
+    else opts.logger.info(fields, "using development master keys: for development only");
+  }
+  return ring;
 }
 
 function readDevKeys(file: string): MasterKeyring {

@@ -7,9 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../test/support/mysql.js";
 import { createDatabase, type Database } from "./database.js";
 import { migrate, migrationStatus } from "./migrate.js";
-import { createMigrationSource, migrations, type MigrationModule } from "./migrations/index.js";
+import { registeredMigrations } from "../../migrations.js";
+import { collectMigrations, createMigrationSource, type MigrationModule } from "./migrations/index.js";
 
-const TABLES = ["records", "signatures", "keyring_keys", "batches", "jobs", "master_keys"];
+const TABLES = ["records", "signatures", "batches", "collection_key_fences", "keyring_keys", "key_leases", "jobs"];
+const migrations = await registeredMigrations();
 const ALL = migrations.map((m) => m.name);
 const execFileAsync = promisify(execFile);
 
@@ -50,12 +52,13 @@ describe.each(backends)("migrations on %s", (_name, makeBackend) => {
   });
 
   it("applies every migration once and reports status", async () => {
-    expect(ALL[0]).toBe("0001_signing");
-    expect(await migrationStatus(db)).toEqual({ applied: [], pending: ALL, unknown: [] });
-    expect(await migrate(db)).toEqual({ applied: ALL });
-    expect(await migrate(db)).toEqual({ applied: [] });
-    expect(await migrationStatus(db)).toEqual({ applied: ALL, pending: [], unknown: [] });
+    expect(ALL).toEqual(expect.arrayContaining(["keys/0001_keyring", "collection/0001_records", "executor/0001_jobs"]));
+    expect(await migrationStatus(db, migrations)).toEqual({ applied: [], pending: ALL, unknown: [] });
+    expect(await migrate(db, migrations)).toEqual({ applied: ALL });
+    expect(await migrate(db, migrations)).toEqual({ applied: [] });
+    expect(await migrationStatus(db, migrations)).toEqual({ applied: ALL, pending: [], unknown: [] });
     for (const table of TABLES) expect(await db.primary.schema.hasTable(table)).toBe(true);
+    expect(await db.primary.schema.hasTable("master_keys")).toBe(false);
   });
 
   it("makes a second signature for a record impossible", async () => {
@@ -142,7 +145,7 @@ describe("migrations on mysql: concurrency and plans", () => {
 
   it("lets several processes migrate at once: one applies, the others wait and find nothing to do", async () => {
     const dbs = [connect(), connect(), connect()];
-    const results = await Promise.all(dbs.map((db) => migrate(db)));
+    const results = await Promise.all(dbs.map((db) => migrate(db, migrations)));
     const applied = results.flatMap((r) => r.applied);
     expect(applied).toEqual(ALL);
     const rows = await dbs[0]!.primary("keymesh_migrations").select("name").orderBy("id");
@@ -159,11 +162,11 @@ describe("migrations on mysql: concurrency and plans", () => {
       up: async (k) => k.schema.createTable("t_extra", (t) => t.integer("x")),
       down: async (k) => k.schema.dropTable("t_extra"),
     };
-    const result = await migrate(db, { migrations: [...migrations, extra] });
+    const result = await migrate(db, [...migrations, extra]);
     expect(result.applied).toEqual(["9999_test_extra"]);
     // Code that does not know the extra migration still starts (rolling upgrade) and sees it as unknown.
-    expect(await migrate(db)).toEqual({ applied: [] });
-    expect((await migrationStatus(db)).unknown).toEqual(["9999_test_extra"]);
+    expect(await migrate(db, migrations)).toEqual({ applied: [] });
+    expect((await migrationStatus(db, migrations)).unknown).toEqual(["9999_test_extra"]);
   });
 
   it("claims with an index range scan, no filesort", async () => {
@@ -178,12 +181,16 @@ describe("migrations on mysql: concurrency and plans", () => {
 });
 
 describe("migration source", () => {
-  it("serves migrations in order and rejects a misordered list", async () => {
-    const source = createMigrationSource();
+  it("serves each service's migrations in order, qualified by the service, and rejects a misordered list", async () => {
+    const source = createMigrationSource(migrations);
     const list = await source.getMigrations([]);
-    expect(list.map((m) => source.getMigrationName(m))).toEqual(migrations.map((m) => m.name));
-    const m: MigrationModule = { name: "0000_x", up: async () => {}, down: async () => {} };
-    expect(() => createMigrationSource([migrations[0]!, m])).toThrow(/out of order/);
+    expect(list.map((m) => source.getMigrationName(m))).toEqual(ALL);
+    const noop = async () => {};
+    const m = (name: string): MigrationModule => ({ name, up: noop, down: noop });
+    expect(collectMigrations([{ name: "a", migrations: [m("0001_x"), m("0002_y")] }, { name: "b", migrations: [m("0001_x")] }]).map((x) => x.name))
+      .toEqual(["a/0001_x", "a/0002_y", "b/0001_x"]);
+    expect(() => collectMigrations([{ name: "a", migrations: [m("0002_y"), m("0001_x")] }])).toThrow(/out of order/);
+    expect(() => createMigrationSource([m("a/0001_x"), m("a/0001_x")])).toThrow(/duplicate/);
   });
 
   it("lets several processes migrate one sqlite file at once", async () => {
@@ -192,14 +199,16 @@ describe("migration source", () => {
     const dir = mkdtempSync(join(tmpdir(), "keymesh-concurrent-"));
     const script = join(dir, "run-migrate.mts");
     const migrateUrl = new URL("./migrate.ts", import.meta.url).href;
+    const registeredUrl = new URL("../../migrations.ts", import.meta.url).href;
     const databaseUrl = new URL("./database.ts", import.meta.url).href;
     writeFileSync(
       script,
       [
         `import { createDatabase } from ${JSON.stringify(databaseUrl)};`,
         `import { migrate } from ${JSON.stringify(migrateUrl)};`,
+        `import { registeredMigrations } from ${JSON.stringify(registeredUrl)};`,
         `const db = createDatabase({ dataDir: ${JSON.stringify(dir)}, logger: { warn() {} } });`,
-        `const result = await migrate(db);`,
+        `const result = await migrate(db, await registeredMigrations());`,
         `await db.close();`,
         `console.log(JSON.stringify(result));`,
       ].join("\n"),
@@ -215,7 +224,7 @@ describe("migration source", () => {
       const db = createDatabase({ dataDir: dir });
       try {
         expect(await db.primary("keymesh_migrations_lock").select("*")).toEqual([{ index: 1, is_locked: 0 }]);
-        expect((await migrationStatus(db)).applied).toEqual(ALL);
+        expect((await migrationStatus(db, migrations)).applied).toEqual(ALL);
       } finally {
         await db.close();
       }
@@ -228,10 +237,10 @@ describe("migration source", () => {
     const dir = mkdtempSync(join(tmpdir(), "keymesh-rollback-"));
     const db = createDatabase({ dataDir: dir });
     try {
-      await migrate(db);
-      await db.primary.migrate.rollback({ tableName: "keymesh_migrations", migrationSource: createMigrationSource() }, true);
+      await migrate(db, migrations);
+      await db.primary.migrate.rollback({ tableName: "keymesh_migrations", migrationSource: createMigrationSource(migrations) }, true);
       for (const table of TABLES) expect(await db.primary.schema.hasTable(table)).toBe(false);
-      expect((await migrationStatus(db)).pending).toEqual(ALL);
+      expect((await migrationStatus(db, migrations)).pending).toEqual(ALL);
     } finally {
       await db.close();
       rmSync(dir, { recursive: true, force: true });

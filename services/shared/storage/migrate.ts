@@ -1,10 +1,13 @@
 import type { Knex } from "knex";
 import type { Database } from "./database.js";
 import { isTransientDbError, toDbError } from "./errors.js";
-import { createMigrationSource, migrations as allMigrations, type MigrationModule } from "./migrations/index.js";
+import { createMigrationSource, RETIRED_MIGRATIONS, type MigrationModule } from "./migrations/index.js";
 
 /**
- * Runs the versioned migrations, safely from many processes at once.
+ * Runs the versioned migrations, safely from many processes at once. Each service owns its
+ * tables and contributes their migrations (`ServiceModule.migrations`); callers pass the
+ * combined list (`collectMigrations`), and knex's `migrationSource` applies it as one history
+ * in `keymesh_migrations`.
  *
  * knex's own lock (a row in `keymesh_migrations_lock`) is not enough on its own: creating
  * the lock row races (two processes can insert two rows, after which no migration can ever
@@ -28,8 +31,6 @@ const LOCK_TABLE = `${TABLE}_lock`;
 export interface MigrateOptions {
   /** How long to wait for another process's migration to finish (default 120 s). */
   readonly lockTimeoutMs?: number;
-  /** Migrations to apply; default: all of keymesh's. */
-  readonly migrations?: readonly MigrationModule[];
 }
 
 /** Where a database's schema stands. */
@@ -38,7 +39,10 @@ export interface MigrationStatus {
   readonly applied: string[];
   /** Known to this code, not yet applied. */
   readonly pending: string[];
-  /** Applied by a newer release this code does not know (harmless during a rolling upgrade). */
+  /**
+   * Applied by a newer release this code does not know (harmless during a rolling upgrade);
+   * the retired shared migrations are known history and not listed.
+   */
   readonly unknown: string[];
 }
 
@@ -113,9 +117,8 @@ async function runLatest(knex: Knex, list: readonly MigrationModule[]): Promise<
   return log;
 }
 
-async function migrateOnce(db: Database, opts: MigrateOptions): Promise<string[]> {
+async function migrateOnce(db: Database, list: readonly MigrationModule[], opts: MigrateOptions): Promise<string[]> {
   const knex = db.primary;
-  const list = opts.migrations ?? allMigrations;
   const timeoutMs = opts.lockTimeoutMs ?? 120_000;
   if (db.dialect === "mysql") {
     return withAdvisoryLock(knex, timeoutMs, async () => {
@@ -139,13 +142,17 @@ async function migrateOnce(db: Database, opts: MigrateOptions): Promise<string[]
 }
 
 /**
- * Brings the schema up to date and returns the names of the migrations this call applied
+ * Applies the pending ones of `migrations` (see `collectMigrations`) and returns the names this call applied
  * (empty when another process got there first). Safe to call concurrently from many
  * processes at start-up; transient failures surface as `UnavailableError`.
  */
-export async function migrate(db: Database, opts: MigrateOptions = {}): Promise<{ applied: string[] }> {
+export async function migrate(
+  db: Database,
+  migrations: readonly MigrationModule[],
+  opts: MigrateOptions = {},
+): Promise<{ applied: string[] }> {
   const previous = inProcess.get(db.primary) ?? Promise.resolve();
-  const run = previous.catch(() => undefined).then(() => migrateOnce(db, opts));
+  const run = previous.catch(() => undefined).then(() => migrateOnce(db, migrations, opts));
   inProcess.set(db.primary, run);
   try {
     return { applied: await run };
@@ -155,17 +162,14 @@ export async function migrate(db: Database, opts: MigrateOptions = {}): Promise<
 }
 
 /** Reports applied and pending migrations without changing anything. */
-export async function migrationStatus(
-  db: Database,
-  list: readonly MigrationModule[] = allMigrations,
-): Promise<MigrationStatus> {
+export async function migrationStatus(db: Database, list: readonly MigrationModule[]): Promise<MigrationStatus> {
   try {
     const knex = db.primary;
     const applied = (await knex.schema.hasTable(TABLE))
       ? (await knex(TABLE).select("name").orderBy("id")).map((r: { name: string }) => r.name)
       : [];
     const done = new Set(applied);
-    const known = new Set(list.map((m) => m.name));
+    const known = new Set([...list.map((m) => m.name), ...RETIRED_MIGRATIONS]);
     return {
       applied,
       pending: list.map((m) => m.name).filter((n) => !done.has(n)),

@@ -9,23 +9,20 @@ import type { Instrumentation } from "@opentelemetry/instrumentation";
  * patches at the package entry point. import-in-the-middle wraps exactly
  * these; anything else loads untouched.
  */
-export const instrumentedModules: readonly string[] = ["ioredis", "knex", "mysql2", "mysql2/promise"];
+export const instrumentedModules: readonly string[] = ["ioredis", "knex"];
 
 /**
- * Creates (and thereby enables) the knex, mysql2 and ioredis instrumentations.
- * knex and ioredis only record queries made inside a trace (an RPC or a
- * `withSpan` block), so pool warm-up and background polling stay quiet.
+ * Creates (and thereby enables) the knex and ioredis instrumentations. They
+ * only record queries made inside a trace (an RPC or a `withSpan` block), so
+ * pool warm-up and background polling stay quiet. knex's span covers every SQL
+ * statement on both dialects (MariaDB through mysql2, SQLite); mysql2's own
+ * instrumentation is left out so that a statement is one span, not two.
  * Loaded lazily so that a process without telemetry never reads these packages.
  */
 export async function createInstrumentations(): Promise<Instrumentation[]> {
-  const [{ KnexInstrumentation }, { MySQL2Instrumentation }, { IORedisInstrumentation }] = await Promise.all([
+  const [{ KnexInstrumentation }, { IORedisInstrumentation }] = await Promise.all([
     import("@opentelemetry/instrumentation-knex"),
-    import("@opentelemetry/instrumentation-mysql2"),
     import("@opentelemetry/instrumentation-ioredis"),
   ]);
-  return [
-    new KnexInstrumentation({ requireParentSpan: true }),
-    new MySQL2Instrumentation(),
-    new IORedisInstrumentation({ requireParentSpan: true }),
-  ];
+  return [new KnexInstrumentation({ requireParentSpan: true }), new IORedisInstrumentation({ requireParentSpan: true })];
 }

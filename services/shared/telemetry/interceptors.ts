@@ -25,6 +25,7 @@ import {
   type TracerProvider,
 } from "@opentelemetry/api";
 import { RpcSpan, detectRpcSystem, headerGetter, headerSetter, rpcAttributes, type RpcSide } from "./rpc-span.js";
+import { contextWithServiceName, meshServiceName } from "./service-name.js";
 import { traceStream } from "./traced-stream.js";
 import { tracerName } from "./with-span.js";
 
@@ -56,7 +57,10 @@ export interface ServerTracingInterceptorOptions extends TracingInterceptorOptio
 /**
  * Creates the server-side interceptor. The server span is the active context
  * while the handler runs, including inside a response stream, so spans the
- * handler starts (knex, ioredis, `withSpan`) become its children.
+ * handler starts (knex, ioredis, `withSpan`) become its children. A keymesh
+ * service's calls are recorded as that service's (`keymesh-keys` for
+ * `keymesh.keys.v1.*`; see service-name.ts), the caller's client span as the
+ * caller's.
  */
 export function createTracingInterceptor(opts: ServerTracingInterceptorOptions = {}): Interceptor {
   return createRpcTracing("server", opts, opts.trustRemote ?? true);
@@ -86,6 +90,9 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
     let parent = context.active();
     if (side === "server") {
       parent = propagator.extract(parent, req.header, headerGetter);
+      // The called service names this span and everything the handler starts.
+      const service = meshServiceName(req.service.typeName);
+      if (service !== undefined) parent = contextWithServiceName(parent, service);
       if (!trustRemote) parent = asNewRoot(parent, spanOptions);
     }
     const span = tracer.startSpan(`${req.service.typeName}/${req.method.name}`, spanOptions, parent);

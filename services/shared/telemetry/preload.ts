@@ -17,13 +17,13 @@
  * the signal so that the default behaviour (terminate) still happens.
  * It never calls `process.exit`.
  */
-import { shutdownTelemetry, startTelemetry, telemetryState } from "./sdk.js";
+import { FLUSH_LIMIT_MS, shutdownTelemetry, startTelemetry, telemetryState } from "./sdk.js";
 
 /** The host's drain hooks; also importable from `sdk.ts` without side effects. */
 export { flushTelemetry, shutdownTelemetry, telemetryState } from "./sdk.js";
 
-/** Upper bound on how long a lone signal waits for the final export. */
-const SIGNAL_FLUSH_LIMIT_MS = 5_000;
+/** Upper bound on how long a lone signal waits for the final export (shutdown bounds itself too). */
+const SIGNAL_FLUSH_LIMIT_MS = FLUSH_LIMIT_MS + 500;
 
 await startTelemetry();
 

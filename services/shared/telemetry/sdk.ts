@@ -2,8 +2,9 @@
  * Process-wide OpenTelemetry setup, driven by the standard OTEL_* variables.
  *
  * Importing this module does nothing; `preload.ts` calls `startTelemetry()`
- * before the application is imported, and the service host calls
- * `flushTelemetry()` / `shutdownTelemetry()` while draining.
+ * before the application is imported, `keymesh serve` calls `reportTelemetry()`
+ * with its logger, and the service host calls `flushTelemetry()` /
+ * `shutdownTelemetry()` while draining.
  *
  * Nothing is started unless a traces endpoint is configured
  * (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT) or
@@ -11,13 +12,18 @@
  * no-op API: no span processor, no loader hook, no patched modules.
  */
 import { register } from "node:module";
+import { trace } from "@opentelemetry/api";
 import type { NodeSDK } from "@opentelemetry/sdk-node";
-import type { SpanExporter } from "@opentelemetry/sdk-trace-base";
+import pino from "pino";
+import { createLogger, type Logger } from "../logger.js";
 import { createInstrumentations, instrumentedModules } from "./instrumentations.js";
+import { createServiceTracerProvider } from "./service-tracer-provider.js";
+import { createSqlSpanProcessor } from "./sql-spans.js";
+import { createTraceExporter, traceEndpoint, warnOnExportFailure } from "./trace-exporter.js";
 
 /** Options for `startTelemetry`; every field has an OTEL_* equivalent that wins. */
 export interface StartTelemetryOptions {
-  /** Used as service.name when OTEL_SERVICE_NAME is not set. */
+  /** service.name of spans outside any service (default "keymesh"), unless OTEL_SERVICE_NAME is set. */
   serviceName?: string;
 }
 
@@ -27,18 +33,38 @@ export interface TelemetryState {
   readonly enabled: boolean;
   /** The exporter in use: "http/protobuf", "http/json", "grpc", "console" or "none". */
   readonly exporter: string;
+  /** Where OTLP spans are sent (absent for the console and when off). */
+  readonly endpoint?: string;
+  /**
+   * The service.name the operator set for every span (OTEL_SERVICE_NAME or
+   * OTEL_RESOURCE_ATTRIBUTES); absent when each service reports its own.
+   */
+  readonly serviceName?: string;
   /** Why telemetry is off, or why the exporter differs from the one asked for. */
   readonly reason?: string;
 }
 
+/** What telemetry logs through. */
+export type TelemetryLogger = Pick<Logger, "info" | "warn">;
+
 /** Default BatchSpanProcessor delay; OTEL_BSP_SCHEDULE_DELAY overrides it. */
 const DEFAULT_SCHEDULE_DELAY_MS = 250;
+/**
+ * Longest a flush or the shutdown waits for the collector. The exporters' own timeout
+ * (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s) would hold every exit that long when it is down.
+ */
+export const FLUSH_LIMIT_MS = 2_000;
+/** service.name of spans outside any service when the operator set none. */
+const DEFAULT_SERVICE_NAME = "keymesh";
 
 let state: TelemetryState = { enabled: false, exporter: "none", reason: "not started" };
 let starting: Promise<TelemetryState> | undefined;
 let sdk: NodeSDK | undefined;
-let processor: { forceFlush(): Promise<void> } | undefined;
+let processor: { forceFlush(): Promise<void>; shutdown(): Promise<void> } | undefined;
 let shutdownPromise: Promise<void> | undefined;
+let ownLogger: TelemetryLogger | undefined;
+/** Set once a failed export has been reported, so the shutdown does not report it again. */
+let endpointWarned = false;
 
 /** The current telemetry state. */
 export function telemetryState(): TelemetryState {
@@ -58,8 +84,15 @@ export function resolveTraceExport(env: NodeJS.ProcessEnv = process.env): Teleme
   if (exporters.includes("none")) {
     return { enabled: false, exporter: "none", reason: "OTEL_TRACES_EXPORTER=none" };
   }
+  const serviceName = fixedServiceName(env);
+  const where = (exporter: string): TelemetryState => ({
+    enabled: true,
+    exporter,
+    ...(exporter === "console" ? {} : { endpoint: traceEndpoint(exporter, env) }),
+    ...(serviceName === undefined ? {} : { serviceName }),
+  });
   if (exporters.includes("console")) {
-    return { enabled: true, exporter: "console" };
+    return where("console");
   }
   if (!read("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") && !read("OTEL_EXPORTER_OTLP_ENDPOINT")) {
     return { enabled: false, exporter: "none", reason: "no OTLP endpoint configured" };
@@ -67,16 +100,28 @@ export function resolveTraceExport(env: NodeJS.ProcessEnv = process.env): Teleme
   const protocol = read("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") ?? read("OTEL_EXPORTER_OTLP_PROTOCOL") ?? "http/protobuf";
   if (protocol !== "http/protobuf" && protocol !== "http/json" && protocol !== "grpc") {
     // As the NodeSDK does: fall back rather than lose the traces.
-    return { enabled: true, exporter: "http/protobuf", reason: `unsupported OTLP protocol "${protocol}"` };
+    return { ...where("http/protobuf"), reason: `unsupported OTLP protocol "${protocol}"` };
   }
-  return { enabled: true, exporter: protocol };
+  return where(protocol);
+}
+
+/** The operator's service.name for the whole process, if any (the env detector's sources). */
+function fixedServiceName(env: NodeJS.ProcessEnv): string | undefined {
+  const name = readEnv(env, "OTEL_SERVICE_NAME");
+  if (name !== undefined) return name;
+  for (const pair of readEnv(env, "OTEL_RESOURCE_ATTRIBUTES")?.split(",") ?? []) {
+    const [key, value] = pair.split("=").map((s) => s.trim());
+    if (key === "service.name" && value) return decodeURIComponent(value);
+  }
+  return undefined;
 }
 
 /**
- * Starts the NodeSDK when the environment asks for it: W3C trace context and
- * baggage propagation, the knex / mysql2 / ioredis instrumentations, and a
- * BatchSpanProcessor feeding the exporter chosen by OTEL_EXPORTER_OTLP_PROTOCOL.
- * Call it once, before the application's modules are imported. Idempotent.
+ * Starts tracing when the environment asks for it: W3C trace context and baggage
+ * propagation, the knex and ioredis instrumentations, SQL spans named by the database
+ * conventions, a per-service `service.name`, and a BatchSpanProcessor feeding the exporter
+ * chosen by OTEL_EXPORTER_OTLP_PROTOCOL. Call it once, before the application's modules are
+ * imported. Idempotent.
  */
 export function startTelemetry(opts: StartTelemetryOptions = {}): Promise<TelemetryState> {
   starting ??= start(opts);
@@ -90,31 +135,55 @@ async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
     return state;
   }
 
-  // ESM applications import knex, mysql2 and ioredis with `import`, which
-  // Node routes past Module.prototype.require, so require-in-the-middle never
-  // sees the packages' entry points (ioredis is patched only there). The
-  // import-in-the-middle loader hook wraps those entry points instead; the
-  // instrumentations register their ESM hooks with it when they are enabled.
-  // Files the packages load internally (knex/lib/execution/runner.js,
-  // mysql2/lib/connection.js) still go through `require` and are patched by
-  // require-in-the-middle. The `include` list keeps every other module,
-  // including tsx-compiled sources, out of the wrapper.
+  // ESM applications import knex and ioredis with `import`, which Node routes past
+  // Module.prototype.require, so require-in-the-middle never sees the packages' entry points
+  // (ioredis is patched only there). The import-in-the-middle loader hook wraps those entry
+  // points instead; the instrumentations register their ESM hooks with it when they are
+  // enabled. Files the packages load internally (knex/lib/execution/runner.js) still go
+  // through `require` and are patched by require-in-the-middle. The `include` list keeps every
+  // other module, including tsx-compiled sources, out of the wrapper.
   register("@opentelemetry/instrumentation/hook.mjs", import.meta.url, {
     data: { include: [...instrumentedModules] },
   });
 
-  const [{ NodeSDK }, { BatchSpanProcessor }, { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator }] =
-    await Promise.all([import("@opentelemetry/sdk-node"), import("@opentelemetry/sdk-trace-base"), import("@opentelemetry/core")]);
+  const [{ NodeSDK }, { BatchSpanProcessor }, core, resources] = await Promise.all([
+    import("@opentelemetry/sdk-node"),
+    import("@opentelemetry/sdk-trace-base"),
+    import("@opentelemetry/core"),
+    import("@opentelemetry/resources"),
+  ]);
 
-  const exporter = await createExporter(decided.exporter);
+  let exporter = await createTraceExporter(decided.exporter);
+  if (decided.endpoint !== undefined) {
+    exporter = warnOnExportFailure(exporter, { endpoint: decided.endpoint, protocol: decided.exporter }, (fields, message) => {
+      endpointWarned = true;
+      telemetryLogger().warn(fields, message);
+    });
+  }
   const batch = new BatchSpanProcessor(exporter, {
     // The other OTEL_BSP_* variables are read by the processor itself.
     scheduledDelayMillis: readNumber("OTEL_BSP_SCHEDULE_DELAY") ?? DEFAULT_SCHEDULE_DELAY_MS,
   });
-  const serviceName = readEnv(process.env, "OTEL_SERVICE_NAME") ? undefined : opts.serviceName;
+
+  // service.name: the operator's choice (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) names
+  // every span of the process; otherwise each service's spans carry its own name and the rest
+  // (start-up, the CLI) carry `opts.serviceName` or "keymesh".
+  const detected = resources.detectResources({ detectors: [resources.envDetector, resources.processDetector, resources.hostDetector] });
+  const operatorNamed = decided.serviceName !== undefined;
+  const resource = resources
+    .defaultResource()
+    .merge(operatorNamed ? null : resources.resourceFromAttributes({ "service.name": opts.serviceName ?? DEFAULT_SERVICE_NAME }))
+    .merge(detected);
+  trace.setGlobalTracerProvider(
+    createServiceTracerProvider({ resource, spanProcessors: [createSqlSpanProcessor(), batch], fixedServiceName: operatorNamed }),
+  );
+
+  // The NodeSDK installs the context manager, the propagators and the instrumentations. It
+  // gets no span processor, so it registers no tracer provider of its own.
   sdk = new NodeSDK({
-    ...(serviceName === undefined ? {} : { serviceName }),
-    spanProcessors: [batch],
+    resource,
+    autoDetectResources: false,
+    spanProcessors: [],
     // Traces only: no metric readers and no log processors.
     metricReaders: [],
     logRecordProcessors: [],
@@ -122,8 +191,8 @@ async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
     ...(readEnv(process.env, "OTEL_PROPAGATORS")
       ? {}
       : {
-          textMapPropagator: new CompositePropagator({
-            propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()],
+          textMapPropagator: new core.CompositePropagator({
+            propagators: [new core.W3CTraceContextPropagator(), new core.W3CBaggagePropagator()],
           }),
         }),
     instrumentations: await createInstrumentations(),
@@ -134,41 +203,77 @@ async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
   return state;
 }
 
-/** Exports every finished span now. Resolves when done; never rejects. */
-export async function flushTelemetry(): Promise<void> {
-  if (processor === undefined) return;
-  await processor.forceFlush().catch(() => undefined);
+/**
+ * Sends telemetry's own messages (a collector that cannot be reached) to `logger` from now
+ * on, and logs where traces go: the OTLP endpoint and protocol, or why tracing is off.
+ * `keymesh serve` calls it once its logger exists.
+ */
+export function reportTelemetry(logger: TelemetryLogger): void {
+  ownLogger = logger;
+  const current = telemetryState();
+  if (current.enabled) {
+    logger.info(
+      {
+        exporter: current.exporter,
+        ...(current.endpoint === undefined ? {} : { endpoint: current.endpoint }),
+        serviceName: current.serviceName ?? "keymesh-<service> per service",
+        ...(current.reason === undefined ? {} : { note: current.reason }),
+      },
+      current.endpoint === undefined ? `tracing to the ${current.exporter}` : `tracing to ${current.endpoint} (OTLP ${current.exporter})`,
+    );
+  } else {
+    logger.info(
+      { reason: current.reason },
+      "tracing off: set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://localhost:4318) to export traces",
+    );
+  }
 }
 
 /**
- * Flushes and stops the SDK; later spans are dropped. Safe to call more than
- * once and when telemetry never started. Never rejects.
+ * Exports every finished span now, waiting at most `FLUSH_LIMIT_MS`. Resolves when done;
+ * never rejects.
+ */
+export async function flushTelemetry(): Promise<void> {
+  if (processor === undefined) return;
+  await bounded(processor.forceFlush(), "flush");
+}
+
+/**
+ * Flushes and stops the SDK, waiting at most `FLUSH_LIMIT_MS` for the collector; later spans
+ * are dropped. Safe to call more than once and when telemetry never started. Never rejects.
  */
 export function shutdownTelemetry(): Promise<void> {
-  if (sdk === undefined) return Promise.resolve();
-  shutdownPromise ??= sdk.shutdown().catch(() => undefined);
+  if (sdk === undefined || processor === undefined) return Promise.resolve();
+  const [nodeSdk, batch] = [sdk, processor];
+  shutdownPromise ??= bounded(Promise.all([batch.shutdown(), nodeSdk.shutdown()]), "shutdown");
   return shutdownPromise;
 }
 
-async function createExporter(kind: string): Promise<SpanExporter> {
-  switch (kind) {
-    case "console": {
-      const { ConsoleSpanExporter } = await import("@opentelemetry/sdk-trace-base");
-      return new ConsoleSpanExporter();
-    }
-    case "grpc": {
-      const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-grpc");
-      return new OTLPTraceExporter();
-    }
-    case "http/json": {
-      const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-http");
-      return new OTLPTraceExporter();
-    }
-    default: {
-      const { OTLPTraceExporter } = await import("@opentelemetry/exporter-trace-otlp-proto");
-      return new OTLPTraceExporter();
-    }
+/**
+ * Waits for `work` up to FLUSH_LIMIT_MS. A collector too slow to answer is reported, unless a
+ * failed export already was: one line per process about an endpoint that is down.
+ */
+async function bounded(work: Promise<unknown>, what: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), FLUSH_LIMIT_MS);
+    timer.unref();
+  });
+  const outcome = await Promise.race([work.then(() => "done" as const, () => "done" as const), limit]);
+  clearTimeout(timer);
+  if (outcome === "timeout" && !endpointWarned) {
+    endpointWarned = true;
+    telemetryLogger().warn(
+      { endpoint: state.endpoint, limitMs: FLUSH_LIMIT_MS },
+      `traces not exported: the ${what} did not finish within ${FLUSH_LIMIT_MS} ms; remaining spans are dropped`,
+    );
   }
+}
+
+/** The logger given to `reportTelemetry`, or one on standard error (stdout may carry JSON). */
+function telemetryLogger(): TelemetryLogger {
+  ownLogger ??= createLogger({ destination: pino.destination({ dest: 2, sync: true }), base: { component: "telemetry" } });
+  return ownLogger;
 }
 
 function readEnv(env: NodeJS.ProcessEnv, name: string): string | undefined {

@@ -1,35 +1,46 @@
 import type { Knex } from "knex";
-import { signingMigration } from "./0001_signing.js";
-import { leasesMigration } from "./0002_leases.js";
 import type { MigrationModule } from "./migration.js";
-import { userKeysMigration } from "../../../keys/migrations/0003_user_keys.js";
-import { messagesMigration } from "../../../messages/migrations/0001_messages.js";
 
-export type { MigrationModule } from "./migration.js";
+export { createTableIfMissing, dialectOf, tableDefaults, type MigrationModule } from "./migration.js";
+
+/** A service and the migrations of the tables it owns, oldest first. */
+export interface MigrationOwner {
+  /** The service's short name; qualifies its migration names ("keys/0001_keyring"). */
+  readonly name: string;
+  readonly migrations?: readonly MigrationModule[];
+}
 
 /**
- * Every migration, in the order it applies. Imported statically rather than found on disk:
- * the sources are TypeScript run through tsx, so knex's directory globbing would not work.
- * To add one, create `NNNN_name.ts` exporting a `MigrationModule` and append it here.
+ * Names of the shared migrations that created every table before each service owned its own.
+ * Databases made back then still list them; the services' first migrations adopt those tables
+ * (see `createTableIfMissing`), so these names are known history, not a newer release's work.
  */
-export const migrations: readonly MigrationModule[] = [
-  signingMigration,
-  leasesMigration,
-  userKeysMigration,
-  { ...messagesMigration, name: "0004_messages" },
-];
+export const RETIRED_MIGRATIONS: readonly string[] = ["0001_signing", "0002_leases"];
 
-/** A knex MigrationSource serving `list` (default: all keymesh migrations) in order. */
-export function createMigrationSource(
-  list: readonly MigrationModule[] = migrations,
-): Knex.MigrationSource<MigrationModule> {
+/**
+ * Every owner's migrations as one list, names qualified by the owner ("collection/0001_records").
+ * Owners apply in the order given and each owner's migrations in name order; no migration
+ * depends on another service's tables, so the order between owners does not matter.
+ */
+export function collectMigrations(owners: readonly MigrationOwner[]): MigrationModule[] {
+  const all: MigrationModule[] = [];
+  for (const owner of owners) {
+    let previous = "";
+    for (const m of owner.migrations ?? []) {
+      if (m.name <= previous) throw new Error(`migration ${owner.name}/${m.name} is out of order (after ${previous})`);
+      previous = m.name;
+      all.push({ name: `${owner.name}/${m.name}`, up: m.up, down: m.down });
+    }
+  }
+  return all;
+}
+
+/** A knex MigrationSource serving `list` in its order; names must be unique. */
+export function createMigrationSource(list: readonly MigrationModule[]): Knex.MigrationSource<MigrationModule> {
   const names = new Set<string>();
-  let previous = "";
   for (const m of list) {
     if (names.has(m.name)) throw new Error(`duplicate migration name ${m.name}`);
-    if (m.name <= previous) throw new Error(`migration ${m.name} is out of order (after ${previous})`);
     names.add(m.name);
-    previous = m.name;
   }
   return {
     getMigrations: async () => [...list],

@@ -31,3 +31,16 @@ export function tableDefaults(knex: Knex, table: Knex.CreateTableBuilder): void 
   table.charset("utf8mb4");
   table.collate("utf8mb4_bin");
 }
+
+/**
+ * CREATE TABLE unless the table exists. A service's first migration creates its tables this
+ * way because databases made before the tables moved into their services already hold them
+ * (created by the retired shared migrations), and adopting them must not fail.
+ */
+export async function createTableIfMissing(knex: Knex, name: string, build: (t: Knex.CreateTableBuilder) => void): Promise<void> {
+  if (await knex.schema.hasTable(name)) return;
+  await knex.schema.createTable(name, (t) => {
+    tableDefaults(knex, t);
+    build(t);
+  });
+}

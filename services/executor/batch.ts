@@ -1,0 +1,178 @@
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { SpanStatusCode, trace, type Context, type Span } from "@opentelemetry/api";
+import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
+import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
+import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
+import { failpoint } from "../shared/failpoints.js";
+import type { JobRow } from "./job-store.js";
+import type { ProgressTracker } from "./progress.js";
+import type { SignStream } from "./sign-stream.js";
+
+/** How one batch ended; the job loop decides what to do next from it. */
+export type BatchOutcome = "committed" | "rejected" | "abandoned" | "empty" | "busy";
+
+/** What one batch needs from its job. */
+export interface BatchContext {
+  readonly keys: Client<typeof KeyManagementService>;
+  readonly collection: Client<typeof CollectionService>;
+  readonly stream: SignStream;
+  readonly job: JobRow;
+  readonly executorId: string;
+  readonly progress: ProgressTracker;
+  /** The job's span context: each batch span is its child. */
+  readonly jobContext: Context;
+  /** Aborted when the job stops. */
+  readonly signal: AbortSignal;
+  readonly now: () => number;
+}
+
+const tracer = trace.getTracer("keymesh.executor");
+
+/**
+ * One batch: lease the least-recently-used key, claim records, sign them on the shared
+ * stream, commit under the lease's fence, release. The lease is renewed while the batch runs;
+ * a failed renewal abandons the batch (its claim released, nothing committed). Throws only
+ * when no lease could be taken for a reason other than contention.
+ */
+export async function runBatch(ctx: BatchContext): Promise<BatchOutcome> {
+  const batchId = `b-${randomUUID()}`;
+  const attributes = { "keymesh.job_id": ctx.job.id, "keymesh.batch_id": batchId };
+  return tracer.startActiveSpan("signing.batch", { attributes }, ctx.jobContext, async (span) => {
+    const end = (outcome: BatchOutcome, error?: string) => endSpan(span, outcome, error);
+    let lease: KeyLease;
+    try {
+      lease = await acquireLease(ctx);
+    } catch (err) {
+      const ce = ConnectError.from(err);
+      if (ce.code === Code.ResourceExhausted) return end("busy");
+      end("abandoned", `lease not acquired: ${ce.rawMessage}`);
+      throw ce;
+    }
+    span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": Number(lease.fence) });
+    ctx.progress.batchStarted();
+    const startedAt = ctx.now();
+    const renewal = startRenewal(ctx, lease);
+    let used = false;
+    let claimId = "";
+    try {
+      const claim = await claimRecords(ctx);
+      claimId = claim.claimId;
+      if (claim.records.length === 0) return end("empty");
+      span.setAttribute("keymesh.record_count", claim.records.length);
+      const signatures = await signRecords(ctx, batchId, lease, claim.records, renewal.lost);
+      used = true;
+      await failpoint("executor.before-commit");
+      if (renewal.lost.aborted) throw renewal.lost.reason;
+      const res = await commit(ctx, { claimId, batchId, lease, signatures, startedAt });
+      claimId = "";
+      ctx.progress.committed(res.stored, res.rejected);
+      span.setAttributes({ "keymesh.stored": res.stored, "keymesh.rejected": res.rejected });
+      if (res.stored === 0) {
+        const reason = res.rejections[0]?.reason ?? RejectionReason.UNSPECIFIED;
+        return end("rejected", `commit rejected: ${RejectionReason[reason]}`);
+      }
+      return end("committed");
+    } catch (err) {
+      ctx.progress.abandoned();
+      const error = err instanceof Error ? err : new Error(String(err));
+      span.recordException(error);
+      return end("abandoned", renewal.lost.aborted ? String((renewal.lost.reason as Error).message) : error.message);
+    } finally {
+      renewal.stop();
+      ctx.progress.batchEnded();
+      await release(ctx, lease, claimId, used);
+    }
+  });
+}
+
+function endSpan(span: Span, outcome: BatchOutcome, error?: string): BatchOutcome {
+  span.setAttribute("keymesh.outcome", outcome);
+  if (error) span.setStatus({ code: SpanStatusCode.ERROR, message: error });
+  span.end();
+  return outcome;
+}
+
+async function acquireLease(ctx: BatchContext): Promise<KeyLease> {
+  const { lease } = await ctx.keys.acquireKeyLease(
+    { holder: ctx.executorId, ttlMs: ctx.job.leaseTtlMs, jobId: ctx.job.id },
+    { signal: ctx.signal },
+  );
+  if (!lease) throw new ConnectError("the key service granted no lease", Code.Internal);
+  return lease;
+}
+
+/** Renews the lease every third of its TTL; `lost` aborts when a renewal fails. */
+function startRenewal(ctx: BatchContext, lease: KeyLease): { lost: AbortSignal; stop(): void } {
+  const lost = new AbortController();
+  const timer = setInterval(() => {
+    ctx.keys
+      .renewKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, ttlMs: ctx.job.leaseTtlMs })
+      .catch((err: unknown) => lost.abort(new Error(`lease lost: ${ConnectError.from(err).rawMessage}`)));
+  }, Math.max(250, Math.floor(ctx.job.leaseTtlMs / 3)));
+  return { lost: lost.signal, stop: () => clearInterval(timer) };
+}
+
+async function claimRecords(ctx: BatchContext) {
+  // The claim lives as long as a lease: a crashed executor's records come back as fast as its key.
+  return ctx.collection.claimBatch(
+    { claimant: ctx.executorId, size: ctx.job.batchSize, claimTtlMs: ctx.job.leaseTtlMs, jobId: ctx.job.id },
+    { signal: ctx.signal },
+  );
+}
+
+async function signRecords(
+  ctx: BatchContext,
+  batchId: string,
+  lease: KeyLease,
+  records: readonly { id: bigint; payload: Uint8Array }[],
+  lost: AbortSignal,
+) {
+  const items = records.map((r) => ({ recordId: r.id, payload: r.payload }));
+  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, items }), lost);
+  return signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature }));
+}
+
+async function commit(
+  ctx: BatchContext,
+  b: { claimId: string; batchId: string; lease: KeyLease; signatures: { recordId: bigint; signature: Uint8Array }[]; startedAt: number },
+) {
+  return ctx.collection.commitBatch(
+    {
+      claimId: b.claimId,
+      batchId: b.batchId,
+      keyId: b.lease.keyId,
+      fence: b.lease.fence,
+      jobId: ctx.job.id,
+      signatures: b.signatures,
+      startedAtMs: BigInt(b.startedAt),
+    },
+    { headers: { "x-keymesh-executor": ctx.executorId } },
+  );
+}
+
+/** Gives back what the batch still holds: its claim (if not committed) and its key. Never throws. */
+async function release(ctx: BatchContext, lease: KeyLease, claimId: string, used: boolean): Promise<void> {
+  if (claimId) await ctx.collection.releaseClaim({ claimId }).catch(() => undefined);
+  await ctx.keys.releaseKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, used }).catch(() => undefined);
+}
+
+/** `promise`, or a rejection with the signal's reason as soon as `signal` aborts. */
+function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,10 @@
+import type { MigrationModule } from "../../shared/storage/migrations/index.js";
+import { keyringMigration } from "./0001_keyring.js";
+import { dropMasterKeysMigration } from "./0002_drop_master_keys.js";
+import { userKeysMigration } from "./0003_user_keys.js";
+
+/**
+ * The key service's migrations, oldest first. Imported statically rather than found on disk:
+ * the sources are TypeScript run through tsx, so knex's directory globbing would not work.
+ */
+export const keysMigrations: readonly MigrationModule[] = [keyringMigration, dropMasterKeysMigration, userKeysMigration];
