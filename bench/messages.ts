@@ -21,7 +21,7 @@ import { MessagesService } from "../gen/keymesh/messages/v1/messages_service_pb.
 import { keysModule } from "../services/keys/module.js";
 import { messagesModule } from "../services/messages/module.js";
 import { loadConfig } from "../services/shared/config.js";
-import { startHost } from "../services/shared/host.js";
+import { startHost } from "../services/shared/server/host.js";
 import { asPrincipal, createTestPrincipalInterceptor } from "../test/support/test-principal.js";
 
 const { values } = parseArgs({

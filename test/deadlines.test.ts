@@ -9,7 +9,7 @@ import {
   VerifyRequestSchema,
   VerifyResponseSchema,
 } from "../gen/keymesh/signing/v1/signing_service_pb.js";
-import type { ServiceModule } from "../services/shared/service-module.js";
+import type { ServiceModule } from "../services/shared/server/service-module.js";
 import { grpc, grpcClient, serverStream, unary } from "./support/grpc.js";
 import { startTestHost, type TestHost } from "./support/host.js";
 
@@ -48,14 +48,20 @@ afterAll(async () => {
 
 const deadline = (ms: number) => ({ deadline: new Date(Date.now() + ms) });
 
+/** A Verify request that keeps signing_service.proto's rules, so it reaches the slow handler. */
+const VERIFY = { key: { case: "publicKey" as const, value: new Uint8Array(32) }, signature: new Uint8Array(64) };
+
 describe("client deadlines", () => {
   it("end a slow unary call with DEADLINE_EXCEEDED even when the handler ignores its signal", async () => {
     const started = Date.now();
     await expect(
-      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {}, deadline(200)),
+      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY, deadline(200)),
     ).rejects.toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED });
     expect(Date.now() - started).toBeLessThan(1_500);
-    await sleep(50);
+    // The server lets go of the call at its own deadline, long before the 3-s handler returns
+    // (its timer starts when it reads the call, so it may fire a little after the client's).
+    const released = Date.now();
+    while (server.host.inFlight() !== 0 && Date.now() - released < 1_000) await sleep(10);
     expect(server.host.inFlight()).toBe(0);
   });
 
@@ -91,7 +97,7 @@ describe("client deadlines", () => {
 
 describe("shutdown with a call that ignores its signal", () => {
   it("aborts the call after the grace period and finishes within the budget", async () => {
-    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, {});
+    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY);
     const outcome = call.then(
       () => "ok",
       (e: { code: number }) => e.code,

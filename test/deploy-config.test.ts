@@ -12,9 +12,8 @@ import {
   HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus as Status,
 } from "../gen/grpc/health/v1/health_pb.js";
-import { SERVICE_MODULES } from "../services/registry.js";
-import { SERVICE_DESCRIPTORS } from "../services/shared/clients.js";
-import { KNOWN_VARIABLES, loadConfig, SERVICE_NAMES, type ServiceName } from "../services/shared/config.js";
+import { loadServiceModule, SERVICE_NAMES, SERVICES, type ServiceName } from "../services/registry.js";
+import { KNOWN_VARIABLES, loadConfig } from "../services/shared/config.js";
 import { grpc, grpcClient, unary, unaryRaw } from "./support/grpc.js";
 import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 import { freePort } from "./support/redis-nodes.js";
@@ -174,7 +173,7 @@ describe("docker-compose.yml", () => {
         expect(config.databaseUrl).toMatch(/^mysql:\/\/keymesh:[0-9a-f]+@mysql:3306\/keymesh$/);
         continue;
       }
-      const module = await SERVICE_MODULES[name as ServiceName]();
+      const module = await loadServiceModule(name as ServiceName);
       expect(config.port, name).toBe(PORT);
       expect(config.host, name).toBe("0.0.0.0");
       expect(env.OTEL_SERVICE_NAME, name).toBe(`keymesh-${name}`);
@@ -225,7 +224,7 @@ describe("docker-compose.yml", () => {
 
   it("has the database services wait for the migration and start without migrating again", async () => {
     for (const name of SERVICE_NAMES) {
-      const { needs } = await SERVICE_MODULES[name]();
+      const { needs } = await loadServiceModule(name);
       const s = services[name]!;
       if (needs.database) {
         expect(s.depends_on?.migrate, name).toEqual({ condition: "service_completed_successfully" });
@@ -419,7 +418,7 @@ describe("deploy/k8s", () => {
       const c = pod.containers[0];
       expect(c.startupProbe.grpc, name).toEqual({ port: PORT });
       expect(c.livenessProbe.grpc, name).toEqual({ port: PORT });
-      expect(c.readinessProbe.grpc, name).toEqual({ port: PORT, service: SERVICE_DESCRIPTORS[name].typeName });
+      expect(c.readinessProbe.grpc, name).toEqual({ port: PORT, service: SERVICES[name].desc.typeName });
       for (const kind of ["requests", "limits"]) {
         expect(c.resources[kind]?.cpu, `${name} ${kind}.cpu`).toBeDefined();
         expect(c.resources[kind]?.memory, `${name} ${kind}.memory`).toBeDefined();
@@ -468,7 +467,7 @@ describe("deploy/k8s", () => {
         continue;
       }
       const service = name as ServiceName;
-      const { needs } = await SERVICE_MODULES[service]();
+      const { needs } = await loadServiceModule(service);
       expect(loaded.databaseUrl !== undefined, `${name} database`).toBe(needs.database === true);
       expect(loaded.masterKeys !== undefined, `${name} master keys`).toBe(MASTER_KEY_USERS.includes(service));
       expect(loaded.serviceToken, `${name} service token`).toBeDefined();

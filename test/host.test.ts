@@ -7,7 +7,7 @@ import { SigningService } from "../gen/keymesh/signing/v1/signing_service_pb.js"
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import { principalKey, requestIdKey, type Principal } from "../services/shared/context.js";
 import { createLogger } from "../services/shared/logger.js";
-import type { ServiceModule } from "../services/shared/service-module.js";
+import type { ServiceModule } from "../services/shared/server/service-module.js";
 import { startTestHost } from "./support/host.js";
 import { placeholderModules } from "./support/placeholders.js";
 
@@ -73,10 +73,12 @@ describe("startHost", () => {
     const server = await startTestHost({ services: [whoModule(seen, ids)], env: { KEYMESH_SERVICE_TOKEN: TOKEN } });
     try {
       const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url }));
-      await signing.verify({});
-      await signing.verify({}, { headers: { authorization: `Bearer ${TOKEN}`, "x-request-id": "abc-1" } });
+      // Any request that keeps signing_service.proto's rules (a key, a 64-byte signature).
+      const probe = { key: { case: "publicKey" as const, value: new Uint8Array(32) }, signature: new Uint8Array(64) };
+      await signing.verify(probe);
+      await signing.verify(probe, { headers: { authorization: `Bearer ${TOKEN}`, "x-request-id": "abc-1" } });
       // Peer clients carry the token themselves.
-      await server.host.clients.signing.verify({});
+      await server.host.clients.signing.verify(probe);
       expect(seen).toEqual([
         { kind: "development", userId: "dev", username: "developer" },
         { kind: "service", name: "keymesh" },

@@ -94,7 +94,16 @@ describe("server reflection", () => {
   it("answers file_by_filename", async () => {
     const [res] = await reflect([{ messageRequest: { case: "fileByFilename", value: "keymesh/keys/v1/key_management_service.proto" } }]);
     const { names, registry } = registryOf(res!);
-    expect(names).toEqual(["keymesh/keys/v1/key_management_service.proto", "keymesh/keys/v1/keys.proto"]);
+    // The file, then its imports: the validation rules (with their well-known types) and keys.proto.
+    expect(names).toEqual([
+      "keymesh/keys/v1/key_management_service.proto",
+      "buf/validate/validate.proto",
+      "google/protobuf/descriptor.proto",
+      "google/protobuf/duration.proto",
+      "google/protobuf/field_mask.proto",
+      "google/protobuf/timestamp.proto",
+      "keymesh/keys/v1/keys.proto",
+    ]);
     expect(registry.getService("keymesh.keys.v1.KeyManagementService")).toBeDefined();
   });
 

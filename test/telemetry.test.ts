@@ -16,7 +16,6 @@ import {
 import { resolveTraceExport } from "../services/shared/telemetry/sdk.js";
 import { meshServiceName } from "../services/shared/telemetry/service-name.js";
 import { describeSqlSpan } from "../services/shared/telemetry/sql-spans.js";
-import { traceStream } from "../services/shared/telemetry/traced-stream.js";
 
 const SERVING = HealthCheckResponse_ServingStatus.SERVING;
 const exporter = new InMemorySpanExporter();
@@ -225,35 +224,6 @@ describe("tracing interceptors", () => {
     );
     await client.check({ service: "vault" });
     expect(exporter.getFinishedSpans()).toEqual([]);
-  });
-});
-
-describe("traceStream", () => {
-  it("passes return() through to the source and reports an early close", async () => {
-    let finallyRan = false;
-    const outcomes: string[] = [];
-    async function* source() {
-      try {
-        yield 1;
-        yield 2;
-      } finally {
-        finallyRan = true;
-      }
-    }
-    const it = traceStream(source(), { ctx: context.active(), onMessage: () => {}, onEnd: (o) => outcomes.push(o.kind) })[
-      Symbol.asyncIterator
-    ]();
-    expect(await it.next()).toEqual({ done: false, value: 1 });
-    expect(await it.return?.("stop")).toEqual({ done: true, value: "stop" });
-    expect(finallyRan).toBe(true);
-    expect(outcomes).toEqual(["closed"]);
-  });
-
-  it("does not invent return() or throw() the source lacks", () => {
-    const bare: AsyncIterable<number> = { [Symbol.asyncIterator]: () => ({ next: async () => ({ done: true, value: undefined }) }) };
-    const it = traceStream(bare, { ctx: context.active(), onMessage: () => {} })[Symbol.asyncIterator]();
-    expect(it.return).toBeUndefined();
-    expect(it.throw).toBeUndefined();
   });
 });
 

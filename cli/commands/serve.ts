@@ -1,6 +1,6 @@
-import { loadServiceModules, UnknownServiceError } from "../../services/registry.js";
-import { ConfigError, loadConfig, SERVICE_NAMES, type Config } from "../../services/shared/config.js";
-import { startHost } from "../../services/shared/host.js";
+import { loadServiceModules, SERVICE_NAMES, UnknownServiceError } from "../../services/registry.js";
+import { ConfigError, loadConfig, type Config } from "../../services/shared/config.js";
+import { startHost } from "../../services/shared/server/host.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { reportTelemetry, shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, UsageError, type Command } from "../command.js";

@@ -7,6 +7,8 @@
 #
 # Layout of the output:
 #   gen/keymesh/<svc>/v1/*_pb2.py, *_pb2_grpc.py   from proto/keymesh/**   (import keymesh.<svc>.v1...)
+#   gen/buf/validate/validate_pb2.py               from proto/buf/validate/validate.proto (the
+#                                                  validation rules the keymesh protos import)
 #   gen/grpc_health/v1/health_pb2.py, ..._grpc.py  from proto/grpc/health/v1/health.proto
 #
 # The vendored health contract lives at grpc/health/v1/ in proto/, but a Python package
@@ -34,8 +36,9 @@ mkdir -p "$out"
 staging="$(mktemp -d)"
 trap 'rm -rf "$staging"' EXIT
 
-# keymesh contracts, with their import paths (keymesh/<svc>/v1/...) as Python packages.
-mapfile -t keymesh_protos < <(cd "$proto" && find keymesh -name '*.proto' | sort)
+# keymesh contracts, with their import paths (keymesh/<svc>/v1/...) as Python packages, and
+# the vendored protovalidate contract they import (buf/validate/validate.proto).
+mapfile -t keymesh_protos < <(cd "$proto" && find keymesh buf -name '*.proto' | sort)
 [[ ${#keymesh_protos[@]} -gt 0 ]] || fail "no .proto files under $proto/keymesh"
 protoc -I "$proto" \
   --python_out="$out" \

@@ -1,5 +1,5 @@
 import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 
 /**
  * The auth service as the host runs it. Until its handlers are written, every RPC of

@@ -1,5 +1,5 @@
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { collectionMigrations } from "./migrations/index.js";
 import { createCollectionHandler } from "./handler.js";
 import { createLeaseCheck } from "./lease-check.js";

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
-import { InvalidInputError, NotFoundError } from "../shared/domain-errors.js";
+import { NotFoundError } from "../shared/errors.js";
 import { runBatch, type BatchContext, type BatchOutcome } from "./batch.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
@@ -26,7 +26,11 @@ export interface ExecutorDeps {
   readonly now?: () => number;
 }
 
-/** What a caller asks for. */
+/**
+ * What a caller asks for, with defaults applied. The ranges are executor_service.proto's rules
+ * (batch size 1-10000 for a new job, concurrency 1-256, lease TTL 1000-600000 ms), checked
+ * before a request reaches the handler.
+ */
 export interface RunSpec {
   readonly jobId?: string;
   readonly batchSize: number;
@@ -42,15 +46,6 @@ const TOTALS_REFRESH_MS = 2000;
 
 /** Waits `ms`, or less when `signal` aborts; never throws. */
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
-
-/** Validates a job spec; batch size is fixed for the job's lifetime. */
-export function checkSpec(spec: RunSpec): void {
-  if (!spec.jobId && (spec.batchSize < 1 || spec.batchSize > 10_000)) {
-    throw new InvalidInputError(`batch_size must be 1-10000, got ${spec.batchSize}`);
-  }
-  if (spec.concurrency < 1 || spec.concurrency > 256) throw new InvalidInputError(`concurrency must be 1-256, got ${spec.concurrency}`);
-  if (spec.leaseTtlMs < 1000 || spec.leaseTtlMs > 600_000) throw new InvalidInputError(`lease_ttl_ms must be 1000-600000, got ${spec.leaseTtlMs}`);
-}
 
 /**
  * The streaming executor: the job loop. Each of `concurrency` workers runs one batch after
@@ -126,7 +121,6 @@ export function createExecutor(deps: ExecutorDeps) {
 
   /** Runs (or joins) a job, yielding progress until it is done or `signal` aborts. */
   async function* run(spec: RunSpec, signal: AbortSignal): AsyncGenerator<Progress> {
-    checkSpec(spec);
     const jobSpan = tracer.startSpan("signing.job", { attributes: { "keymesh.executor": deps.executorId } });
     // Empty when tracing is off (the no-op tracer hands out an all-zero, invalid context).
     const traceId = trace.isSpanContextValid(jobSpan.spanContext()) ? jobSpan.spanContext().traceId : "";

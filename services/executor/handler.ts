@@ -1,8 +1,9 @@
+import { setTimeout } from "node:timers/promises";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { JobProgressSchema } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
-import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/domain-errors.js";
+import { NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
 import type { Progress } from "./executor.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import type { createExecutor } from "./executor.js";
@@ -45,7 +46,6 @@ const toProto = (p: Progress): MessageInitShape<typeof JobProgressSchema> => ({
 /** ExecutorService: runs signing jobs and streams their progress. */
 export function createExecutorHandler(deps: ExecutorHandlerDeps): ServiceImpl<typeof ExecutorService> {
   async function jobProgress(id: string): Promise<{ job: JobRow; progress: MessageInitShape<typeof JobProgressSchema> }> {
-    if (!id) throw new InvalidInputError("job_id is required");
     const job = await deps.jobs.get(id);
     if (!job) throw new NotFoundError(`job ${id} does not exist`);
     const g = await deps.collection.getProgress({});
@@ -99,7 +99,7 @@ export function createExecutorHandler(deps: ExecutorHandlerDeps): ServiceImpl<ty
           const { job, progress } = await jobProgress(req.jobId);
           yield { progress: progress as JobProgress };
           if (job.state !== "running") return;
-          await new Promise((resolve) => setTimeout(resolve, interval));
+          await setTimeout(interval, undefined, { signal }).catch(() => undefined);
         }
       } catch (err) {
         throw toConnectError(err);

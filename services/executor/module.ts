@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { executorMigrations } from "./migrations/index.js";
 import { createExecutor } from "./executor.js";
 import { createExecutorHandler } from "./handler.js";

@@ -1,5 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { context, propagation } from "@opentelemetry/api";
 import type {
   SignBatchRequestSchema,
@@ -24,24 +25,15 @@ export function createSignStream(client: Client<typeof SigningService>, headers:
   const waiting = new Map<string, { resolve(res: SignBatchResponse): void; reject(err: unknown): void }>();
 
   function open() {
-    const queue: Request[] = [];
-    let wake: (() => void) | undefined;
-    let closed = false;
-    async function* requests(): AsyncGenerator<Request> {
-      for (;;) {
-        while (queue.length > 0) yield queue.shift()!;
-        if (closed) return;
-        await new Promise<void>((resolve) => (wake = resolve));
-      }
-    }
+    const requests = createWritableIterable<Request>();
     const stream = {
       send(req: Request) {
-        queue.push(req);
-        wake?.();
+        // The write settles when the stream takes the request; a broken stream answers the
+        // batch through failAll, so the write's own rejection carries nothing new.
+        requests.write(req).catch(() => undefined);
       },
       close() {
-        closed = true;
-        wake?.();
+        requests.close();
       },
     };
     const failAll = (err: unknown) => {
@@ -53,7 +45,7 @@ export function createSignStream(client: Client<typeof SigningService>, headers:
     };
     void (async () => {
       try {
-        for await (const res of client.signStream(requests(), { headers })) {
+        for await (const res of client.signStream(requests, { headers })) {
           const w = waiting.get(res.batchId);
           if (!w) continue;
           waiting.delete(res.batchId);

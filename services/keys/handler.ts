@@ -3,7 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KeyringKeySchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
-import { InvalidInputError, mapErrors } from "../shared/domain-errors.js";
+import { mapErrors } from "../shared/errors.js";
 import { withSpan } from "../shared/telemetry/interceptors.js";
 import type { Keyring } from "./keyring.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
@@ -25,14 +25,11 @@ const toProto = (row: KeyringRow): KeyringKey =>
     masterKeyVersion: row.masterKeyVersion,
   });
 
-const fenceOf = (fence: bigint): number => {
-  if (fence <= 0n || fence > BigInt(Number.MAX_SAFE_INTEGER)) throw new InvalidInputError("fence must be a positive lease token");
-  return Number(fence);
-};
-
 /**
  * KeyManagementService: the signing keyring and its leases. Users' key pairs are in
  * user-keys-handler.ts, master-key rotation in rotation-handler.ts.
+ * Requests arrive checked against key_management_service.proto's rules (counts, TTLs, key id
+ * shape, fences positive and within 2^53-1, so `Number(req.fence)` is exact).
  */
 export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<typeof KeyManagementService>> {
   const { keyring, store } = deps;
@@ -67,18 +64,18 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
 
     renewKeyLease: mapErrors((req) =>
       withSpan("lease.renew", { "keymesh.key_id": req.keyId, "keymesh.fence": Number(req.fence) }, async () => ({
-        expiresAtMs: BigInt(await keyring.renew(req.keyId, req.leaseId, fenceOf(req.fence), req.ttlMs)),
+        expiresAtMs: BigInt(await keyring.renew(req.keyId, req.leaseId, Number(req.fence), req.ttlMs)),
       })),
     ),
 
     releaseKeyLease: mapErrors((req) =>
       withSpan("lease.release", { "keymesh.key_id": req.keyId, "keymesh.fence": Number(req.fence) }, async () => ({
-        released: await keyring.release(req.keyId, req.leaseId, fenceOf(req.fence), req.used),
+        released: await keyring.release(req.keyId, req.leaseId, Number(req.fence), req.used),
       })),
     ),
 
     getWrappedSigningKey: mapErrors(async (req) => {
-      const row = await keyring.wrappedKey(req.keyId, fenceOf(req.fence));
+      const row = await keyring.wrappedKey(req.keyId, Number(req.fence));
       return { keyId: row.id, wrappedPrivateKey: row.wrappedPrivateKey, publicKey: row.publicKey, fence: BigInt(row.fence) };
     }),
   };

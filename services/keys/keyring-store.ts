@@ -36,8 +36,6 @@ export interface KeyringStore {
   extend(id: string, fence: number, now: number, until: number): Promise<boolean>;
   /** Frees a lease if `fence` is still current; records the last use when `used`. */
   release(id: string, fence: number, now: number, used: boolean): Promise<boolean>;
-  /** Replaces a sealed private key if it still is `expected` (compare-and-set for rewrap). */
-  replaceWrapped(id: string, expected: Buffer, next: Buffer, version: number): Promise<boolean>;
   /** Stored private keys per master-key version. */
   countByMasterKeyVersion(): Promise<Map<number, number>>;
 }
@@ -150,13 +148,6 @@ export function createKeyringStore(db: Database): KeyringStore {
         if (n === 1) await trx("key_leases").where({ key_id: id, fence }).update({ released_at: now });
         return n === 1;
       });
-    },
-
-    async replaceWrapped(id, expected, next, version) {
-      const n = await keys()
-        .where({ id, private_key_ciphertext: expected })
-        .update({ private_key_ciphertext: next, master_key_version: version });
-      return n === 1;
     },
 
     async countByMasterKeyVersion() {

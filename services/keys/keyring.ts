@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomUUID } from "node:crypto";
 import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
-import { ExhaustedError, InvalidInputError, LeaseLostError, NotFoundError } from "../shared/domain-errors.js";
+import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
 import { keyringSealContext } from "./seal-context.js";
 
@@ -26,24 +26,13 @@ export interface KeyringDeps {
 }
 
 
-const MIN_TTL = 1000;
-const MAX_TTL = 600_000;
-
-function checkTtl(ttlMs: number): void {
-  if (!Number.isInteger(ttlMs) || ttlMs < MIN_TTL || ttlMs > MAX_TTL) {
-    throw new InvalidInputError(`ttl_ms must be between ${MIN_TTL} and ${MAX_TTL}, got ${ttlMs}`);
-  }
-}
-
-function checkKeyId(keyId: string): void {
-  if (!/^[A-Za-z0-9_-]{1,64}$/.test(keyId)) throw new InvalidInputError("key_id must be 1-64 characters of [A-Za-z0-9_-]");
-}
-
 /**
  * The signing keyring: Ed25519 keys whose private halves are stored sealed, and leases on
  * them. A lease is a Redlock lock (fast mutual exclusion) plus a fencing token from the
  * database (the final word): acquisition bumps the key's fence in the same statement that
  * records its use, and commits elsewhere are accepted only under the current fence.
+ * Arguments come from requests already checked against key_management_service.proto's rules
+ * (counts 1-10000, TTLs 1000-600000 ms, key ids of [A-Za-z0-9_-]{1,64}, holders 1-128 chars).
  */
 export function createKeyring(deps: KeyringDeps) {
   const now = deps.now ?? Date.now;
@@ -53,9 +42,6 @@ export function createKeyring(deps: KeyringDeps) {
   return {
     /** Creates `count` Ed25519 keys, sealing each private key under the primary master key. */
     async createKeys(count: number): Promise<KeyringRow[]> {
-      if (!Number.isInteger(count) || count < 1 || count > 10_000) {
-        throw new InvalidInputError(`count must be between 1 and 10000, got ${count}`);
-      }
       const ring = deps.masterKeys();
       const rows = Array.from({ length: count }, () => {
         const id = `k-${randomUUID()}`;
@@ -75,8 +61,6 @@ export function createKeyring(deps: KeyringDeps) {
      * error; when every key is busy the caller gets ExhaustedError and retries.
      */
     async acquire(holder: string, ttlMs: number): Promise<KeyLeaseGrant> {
-      checkTtl(ttlMs);
-      if (holder.length === 0 || holder.length > 128) throw new InvalidInputError("holder must be 1-128 characters");
       // Forget locks whose holders never came back (they expired on their own).
       for (const [id, lease] of held) if (lease.expiresAt < now()) held.delete(id);
       const candidates = await deps.store.freeCandidates(now(), deps.candidates ?? 32);
@@ -101,28 +85,27 @@ export function createKeyring(deps: KeyringDeps) {
 
     /** Extends a lease; LeaseLostError when the lock or the fence was lost. */
     async renew(keyId: string, leaseId: string, fence: number, ttlMs: number): Promise<number> {
-      checkTtl(ttlMs);
-      checkKeyId(keyId);
       const lease = held.get(leaseId);
       if (lease && lease.resource === resource(keyId)) {
         try {
           await lease.renew(ttlMs);
         } catch (err) {
           held.delete(leaseId);
-          if ((err as Error).name === "LeaseLostError") throw new LeaseLostError(`lease on ${keyId} was lost; abandon the batch`);
+          if (err instanceof LeaseLostError) {
+            throw new LeaseLostError(keyId, err.reason, { message: `lease on ${keyId} was lost; abandon the batch`, cause: err });
+          }
           throw err;
         }
       }
       const until = now() + ttlMs;
       if (!(await deps.store.extend(keyId, fence, now(), until))) {
-        throw new LeaseLostError(`lease on ${keyId} with fence ${fence} is no longer current; abandon the batch`);
+        throw new LeaseLostError(keyId, "stale", { message: `lease on ${keyId} with fence ${fence} is no longer current; abandon the batch` });
       }
       return until;
     },
 
     /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
     async release(keyId: string, leaseId: string, fence: number, used: boolean): Promise<boolean> {
-      checkKeyId(keyId);
       const lease = held.get(leaseId);
       held.delete(leaseId);
       try {
@@ -138,18 +121,16 @@ export function createKeyring(deps: KeyringDeps) {
 
     /** The sealed private key for the holder of the current lease on `keyId`. */
     async wrappedKey(keyId: string, fence: number): Promise<KeyringRow> {
-      checkKeyId(keyId);
       const row = await deps.store.get(keyId);
       if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
       if (row.fence !== fence || row.leasedUntil <= now()) {
-        throw new LeaseLostError(`fence ${fence} is not the current lease on ${keyId}`);
+        throw new LeaseLostError(keyId, "stale", { message: `fence ${fence} is not the current lease on ${keyId}` });
       }
       return row;
     },
 
     /** One key's public data. */
     async get(keyId: string): Promise<KeyringRow> {
-      checkKeyId(keyId);
       const row = await deps.store.get(keyId);
       if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
       return row;

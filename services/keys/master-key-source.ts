@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
 import { addDevMasterKey, loadMasterKeyring, type MasterKeyLogger } from "../shared/crypto/master-keys.js";
-import { DomainError } from "../shared/domain-errors.js";
+import { DomainError } from "../shared/errors.js";
 
 /**
  * Where the keys service gets its master keys and which version is primary. Its shape is

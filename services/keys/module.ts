@@ -1,6 +1,6 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KEY_REWRAP_QUEUE } from "../shared/crypto/rotation/rewrap-chunks.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { keysMigrations } from "./migrations/index.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";

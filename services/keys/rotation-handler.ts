@@ -5,7 +5,7 @@ import { MasterKeyVersionStatusSchema, type MasterKeyVersionStatus } from "../..
 import type { JobQueue } from "../shared/coordination/types.js";
 import { enqueueRewrapChunks } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { SealedRowSet } from "../shared/crypto/rotation/sealed-row-set.js";
-import { InvalidInputError, mapErrors } from "../shared/domain-errors.js";
+import { InvalidInputError, mapErrors } from "../shared/errors.js";
 import type { MasterKeySource } from "./master-key-source.js";
 
 /** Dependencies of the master-key RPCs of KeyManagementService. */

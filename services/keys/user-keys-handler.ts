@@ -3,7 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KeyAlgorithm, KeyPairSchema, KeyPurpose, type KeyPair } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import { requireAuthenticated, requireServiceCaller, requireUser } from "../shared/caller.js";
-import { InvalidInputError, mapErrors } from "../shared/domain-errors.js";
+import { InvalidInputError, mapErrors } from "../shared/errors.js";
 import type { UserKeyPurpose, UserKeyRow } from "./user-key-store.js";
 import type { UserKeys } from "./user-keys.js";
 

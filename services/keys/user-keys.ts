@@ -3,7 +3,7 @@ import { generateKeyPairSync } from "node:crypto";
 import { open, seal, type MasterKeyring, type SealContext } from "../shared/crypto/envelope.js";
 import { HpkeOpenError, openBase, rawX25519 } from "../shared/crypto/hpke.js";
 import { rawEd25519PublicKey } from "../shared/crypto/ed25519.js";
-import { DomainError, InvalidInputError, NotFoundError } from "../shared/domain-errors.js";
+import { DomainError, InvalidInputError, NotFoundError } from "../shared/errors.js";
 import { isUuid, uuidv7 } from "../shared/ids.js";
 import type { UserKeyPurpose, UserKeyRow, UserKeyStore } from "./user-key-store.js";
 

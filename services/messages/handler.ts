@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { MessageInfoSchema, type MessageInfo, type MessagesService } from "../../gen/keymesh/messages/v1/messages_service_pb.js";
 import { requireUser } from "../shared/caller.js";
-import { mapErrors } from "../shared/domain-errors.js";
+import { mapErrors } from "../shared/errors.js";
 import type { MessageFeed, MessageNotice } from "./feed.js";
 import type { Messages } from "./messages.js";
 

@@ -1,5 +1,5 @@
 import { sealBase } from "../shared/crypto/hpke.js";
-import { InvalidInputError, NotFoundError } from "../shared/domain-errors.js";
+import { InvalidInputError, NotFoundError } from "../shared/errors.js";
 import { isUuid, uuidv7 } from "../shared/ids.js";
 import type { CallerUser } from "../shared/caller.js";
 import type { MessageFeed } from "./feed.js";

@@ -1,5 +1,5 @@
 import { MessagesService } from "../../gen/keymesh/messages/v1/messages_service_pb.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { createMessageFeed } from "./feed.js";
 import { createMessagesHandler } from "./handler.js";
 import { createKeysPort } from "./keys-port.js";

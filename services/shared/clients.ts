@@ -3,35 +3,16 @@ import { rootCertificates } from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
-import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
-import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
-import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
-import { MessagesService } from "../../gen/keymesh/messages/v1/messages_service_pb.js";
-import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
-import { VaultService } from "../../gen/keymesh/vault/v1/vault_service_pb.js";
-import type { Config, ServiceName } from "./config.js";
+import { SERVICES, SERVICE_NAMES, type ServiceDescriptors, type ServiceName } from "../registry.js";
+import type { Config } from "./config.js";
 import { createClientTracingInterceptor } from "./telemetry/interceptors.js";
 
-/** The generated service descriptor of each service, by short name. */
-export const SERVICE_DESCRIPTORS = {
-  auth: AuthService,
-  keys: KeyManagementService,
-  signing: SigningService,
-  collection: CollectionService,
-  executor: ExecutorService,
-  messages: MessagesService,
-  vault: VaultService,
-} as const satisfies Record<ServiceName, DescService>;
-
-type Descriptors = typeof SERVICE_DESCRIPTORS;
-
 /**
- * Generated clients for the seven services, created on first use, over gRPC (HTTP/2) at
+ * Generated clients for every registered service, created on first use, over gRPC (HTTP/2) at
  * `KEYMESH_<NAME>_URL` or this process's own address. Services call each other only
  * through these, never by importing each other's code.
  */
-export type PeerClients = { readonly [N in ServiceName]: Client<Descriptors[N]> } & {
+export type PeerClients = { readonly [N in ServiceName]: Client<ServiceDescriptors[N]> } & {
   /** The URL a service's client talks to. */
   urlOf(name: ServiceName): string;
   /** Closes every connection the clients opened. */
@@ -49,6 +30,8 @@ export interface PeerClientsOptions {
   readonly interceptors?: readonly Interceptor[];
   /** Sent as `x-keymesh-caller` on service-to-service calls. */
   readonly caller?: string;
+  /** One transport for every peer instead of gRPC at their URLs (an in-process router in tests). */
+  readonly transport?: Transport;
 }
 
 /** The URL at which this process is reachable from itself for a configuration and port. */
@@ -111,11 +94,11 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
     if (client === undefined) {
       // The URL is resolved per call, not when the client is made: a service may take its
       // clients at registration, before a port-0 listener knows its own address.
-      const lazy: Transport = {
+      const lazy: Transport = opts.transport ?? {
         unary: (...args) => transportFor(urlOf(name)).unary(...args),
         stream: (...args) => transportFor(urlOf(name)).stream(...args),
       };
-      client = createClient(SERVICE_DESCRIPTORS[name] as DescService, lazy);
+      client = createClient(SERVICES[name].desc as DescService, lazy);
       clients.set(name, client);
     }
     return client;
@@ -130,7 +113,7 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
       clients.clear();
     },
   };
-  for (const name of Object.keys(SERVICE_DESCRIPTORS) as ServiceName[]) {
+  for (const name of SERVICE_NAMES) {
     Object.defineProperty(peers, name, { enumerable: true, get: () => clientFor(name) });
   }
   return peers as PeerClients;

@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { SERVICE_NAMES, type ServiceName } from "../registry.js";
 import { MasterKeyConfigError, parseMasterKeys } from "./crypto/master-keys.js";
 
 /**
@@ -6,12 +7,6 @@ import { MasterKeyConfigError, parseMasterKeys } from "./crypto/master-keys.js";
  * frozen, typed object. A bad value is a `ConfigError` naming the variable and what it expects;
  * the CLI prints it and exits with status 2.
  */
-
-/** The seven services, by the short name used on the command line and in variable names. */
-export const SERVICE_NAMES = ["auth", "keys", "signing", "collection", "executor", "messages", "vault"] as const;
-
-/** A service's short name. */
-export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 /** Levels accepted by `KEYMESH_LOG_LEVEL` (pino's). */
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "fatal", "silent"] as const;
@@ -53,8 +48,6 @@ export interface Config {
   readonly serviceUrls: Readonly<Record<ServiceName, string | undefined>>;
   /** KEYMESH_MASTER_KEYS: `version:base64key,…`; unset means development keys in dataDir. */
   readonly masterKeys: string | undefined;
-  /** KEYMESH_JAEGER_UI: base URL of the Jaeger UI, used to print trace links. */
-  readonly jaegerUi: string | undefined;
   /**
    * KEYMESH_REWRAP_CLAIM_IDLE_MS: how long a private-key rewrap chunk may stay unacknowledged
    * with a worker before another worker takes it over (default 30000).
@@ -101,9 +94,10 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_LOG_LEVEL",
   "KEYMESH_SERVICE_TOKEN",
   "KEYMESH_MASTER_KEYS",
+  // Read by the CLI's client commands (KEYMESH_JAEGER_UI: `keymesh sign` prints a trace
+  // link) and by the fault-injection failpoints.
   "KEYMESH_JAEGER_UI",
   "KEYMESH_REWRAP_CLAIM_IDLE_MS",
-  // Read by the CLI's client commands and by the fault-injection failpoints.
   "KEYMESH_URL",
   "KEYMESH_FAILPOINTS",
   ...SERVICE_NAMES.map(serviceUrlVariable),
@@ -262,7 +256,6 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     serviceToken: serviceToken(merged),
     serviceUrls: Object.freeze(serviceUrls),
     masterKeys: masterKeys(merged),
-    jaegerUi: url(merged, "KEYMESH_JAEGER_UI", ["http:", "https:"]),
     unknownVariables: Object.freeze(unknownVariables(env)),
   };
   if (config.databaseReplicaUrl !== undefined && !config.databaseUrl?.startsWith("mysql:")) {

@@ -1,4 +1,4 @@
-import { createContextKey, type HandlerContext } from "@connectrpc/connect";
+import { createContextKey } from "@connectrpc/connect";
 
 /**
  * Per-request values that interceptors set and handlers read through `ctx.values`.
@@ -24,13 +24,3 @@ export const requestIdKey = createContextKey<string>("", { description: "keymesh
 
 /** The header carrying request ids in and out. */
 export const REQUEST_ID_HEADER = "x-request-id";
-
-/** The principal of a handler's call. */
-export function principalOf(ctx: Pick<HandlerContext, "values">): Principal {
-  return ctx.values.get(principalKey);
-}
-
-/** The request id of a handler's call ("" outside the host's interceptors). */
-export function requestIdOf(ctx: Pick<HandlerContext, "values">): string {
-  return ctx.values.get(requestIdKey);
-}

@@ -10,6 +10,8 @@
  * once.
  */
 
+import { setTimeout } from "node:timers/promises";
+
 type Action = { kind: "kill" | "stop" } | { kind: "delay"; ms: number };
 
 interface Point {
@@ -44,7 +46,7 @@ export async function failpoint(name: string): Promise<void> {
       process.kill(process.pid, "SIGSTOP");
       break;
     case "delay":
-      await new Promise((resolve) => setTimeout(resolve, (point.action as { ms: number }).ms));
+      await setTimeout(point.action.ms);
       break;
   }
 }

@@ -1,6 +1,8 @@
 import type { ServiceImpl } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
 import {
+  SignBatchRequestSchema,
   SigningService,
   type SignBatchRequest,
   type SignStreamRequest,
@@ -10,8 +12,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 
 type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
-import { InvalidInputError, mapErrors, toConnectError } from "../shared/domain-errors.js";
-import { codeName } from "../shared/errors.js";
+import { codeName, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
+import { violationOf } from "../shared/interceptors/validation.js";
 import type { Signer } from "./signer.js";
 import type { KeyObject } from "node:crypto";
 
@@ -23,9 +25,13 @@ export interface SigningHandlerDeps {
 }
 
 const tracer = trace.getTracer("keymesh.signing");
-const MAX_VERIFY_ITEMS = 10_000;
 
-/** SigningService: the only place a keyring private key is decrypted and used. */
+/**
+ * SigningService: the only place a keyring private key is decrypted and used. Requests arrive
+ * checked against signing_service.proto's rules (batch and payload sizes, key ids, 32-byte
+ * public keys, 64-byte signatures, fences positive and within 2^53-1, so `Number(fence)` is
+ * exact); only batches on the stream are checked here, one by one.
+ */
 export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<typeof SigningService> {
   const publicKeys = new Map<string, Promise<KeyObject>>();
   const publicKey = (keyId: string) => {
@@ -39,9 +45,7 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
   };
 
   const signBatch = async (req: SignBatchRequest) => {
-    if (!req.keyId) throw new InvalidInputError("key_id is required");
-    const fence = Number(req.fence);
-    const signatures = await deps.signer.signBatch(req.keyId, fence, req.items);
+    const signatures = await deps.signer.signBatch(req.keyId, Number(req.fence), req.items);
     return { batchId: req.batchId, keyId: req.keyId, signatures };
   };
 
@@ -57,6 +61,8 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
       async (span) => {
         try {
           if (!batch) throw new InvalidInputError("each stream message carries a batch");
+          const invalid = violationOf(SignBatchRequestSchema, batch);
+          if (invalid) throw invalid;
           return { batchId, result: { case: "signed" as const, value: await signBatch(batch) } };
         } catch (err) {
           const ce = toConnectError(err);
@@ -76,14 +82,14 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
     async *signStream(requests) {
       // Batches are signed as they arrive and answered as they finish, so a slow key fetch
       // for one batch does not hold up the others.
-      const done: StreamReply[] = [];
-      let wake: (() => void) | undefined;
+      const replies = createWritableIterable<StreamReply>();
       let pending = 0;
       let inputDone = false;
       let failure: unknown;
-      const notify = () => {
-        wake?.();
-        wake = undefined;
+      // Replies written before close() are still delivered; writes after it (the consumer
+      // left) have nobody to go to.
+      const finish = () => {
+        if (failure !== undefined || (inputDone && pending === 0)) replies.close();
       };
       void (async () => {
         try {
@@ -91,40 +97,28 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
             pending++;
             void signOnStream(msg).then((res) => {
               pending--;
-              done.push(res);
-              notify();
+              replies.write(res).catch(() => undefined);
+              finish();
             });
           }
         } catch (err) {
           failure = err;
         } finally {
           inputDone = true;
-          notify();
+          finish();
         }
       })();
-      for (;;) {
-        while (done.length > 0) yield done.shift()!;
-        if (failure) throw toConnectError(failure);
-        if (inputDone && pending === 0) return;
-        await new Promise<void>((resolve) => (wake = resolve));
-      }
+      yield* replies;
+      if (failure !== undefined) throw toConnectError(failure);
     },
 
     verify: mapErrors(async (req) => {
-      const key =
-        req.key.case === "keyId"
-          ? await publicKey(req.key.value)
-          : req.key.case === "publicKey"
-            ? ed25519PublicKey(req.key.value)
-            : undefined;
-      if (!key) throw new InvalidInputError("set key_id or public_key");
+      // The `key` oneof is required by the proto: one of the two cases is set.
+      const key = req.key.case === "keyId" ? await publicKey(req.key.value) : ed25519PublicKey(req.key.value!);
       return { valid: verifyEd25519(key, req.payload, req.signature) };
     }),
 
     verifyBatch: mapErrors(async (req) => {
-      if (req.items.length === 0 || req.items.length > MAX_VERIFY_ITEMS) {
-        throw new InvalidInputError(`verify 1-${MAX_VERIFY_ITEMS} items at a time, got ${req.items.length}`);
-      }
       const invalid: bigint[] = [];
       for (const item of req.items) {
         if (!verifyEd25519(await publicKey(item.keyId), item.payload, item.signature)) invalid.push(item.recordId);

@@ -1,6 +1,6 @@
 import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { loadMasterKeyring } from "../shared/crypto/master-keys.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 import { createSigningHandler } from "./handler.js";
 import { createSigner } from "./signer.js";
 

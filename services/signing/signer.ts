@@ -1,6 +1,5 @@
 import { createPrivateKey, sign, type KeyObject } from "node:crypto";
 import { open, type MasterKeyring } from "../shared/crypto/envelope.js";
-import { InvalidInputError } from "../shared/domain-errors.js";
 import { keyringSealContext } from "../keys/seal-context.js";
 
 /** A sealed signing key as the key service hands it to the lease holder. */
@@ -12,10 +11,6 @@ export interface WrappedSigningKey {
 
 /** Fetches the sealed private key for a key under a lease's fence (the key service checks the fence). */
 export type WrappedKeySource = (keyId: string, fence: number) => Promise<WrappedSigningKey>;
-
-/** Limits of one batch. */
-export const MAX_BATCH_ITEMS = 10_000;
-export const MAX_PAYLOAD_BYTES = 1024;
 
 /**
  * The signer: decrypts a key's private key once per lease (key id + fence) and keeps the
@@ -47,17 +42,12 @@ export function createSigner(deps: { source: WrappedKeySource; masterKeys: () =>
   }
 
   return {
-    /** Signs every payload with the key leased under `fence`. */
+    /**
+     * Signs every payload with the key leased under `fence`. The batch's limits (1-10000
+     * items of at most 1024 bytes, a positive fence) are signing_service.proto's rules,
+     * checked before a batch gets here.
+     */
     async signBatch(keyId: string, fence: number, items: readonly { recordId: bigint; payload: Uint8Array }[]) {
-      if (items.length === 0 || items.length > MAX_BATCH_ITEMS) {
-        throw new InvalidInputError(`a batch holds 1-${MAX_BATCH_ITEMS} items, got ${items.length}`);
-      }
-      for (const item of items) {
-        if (item.payload.length > MAX_PAYLOAD_BYTES) {
-          throw new InvalidInputError(`payload of record ${item.recordId} is ${item.payload.length} bytes; the limit is ${MAX_PAYLOAD_BYTES}`);
-        }
-      }
-      if (fence <= 0) throw new InvalidInputError("fence must be the positive token of a current lease");
       const key = await keyFor(keyId, fence);
       return items.map((item) => ({ recordId: item.recordId, signature: sign(null, item.payload, key) }));
     },

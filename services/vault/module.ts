@@ -1,5 +1,5 @@
 import { VaultService } from "../../gen/keymesh/vault/v1/vault_service_pb.js";
-import type { ServiceModule } from "../shared/service-module.js";
+import type { ServiceModule } from "../shared/server/service-module.js";
 
 /**
  * The vault service as the host runs it. Until its handlers are written, every RPC of

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LeaseLostError } from "../../services/shared/coordination/errors.js";
+import { LeaseLostError } from "../../services/shared/errors.js";
 import type { Coordinator, QueueEntry } from "../../services/shared/coordination/types.js";
 
 /**

@@ -4,8 +4,8 @@ import { join } from "node:path";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { loadConfig } from "../../services/shared/config.js";
-import { startHost, type Host } from "../../services/shared/host.js";
-import type { ServiceModule } from "../../services/shared/service-module.js";
+import { startHost, type Host } from "../../services/shared/server/host.js";
+import type { ServiceModule } from "../../services/shared/server/service-module.js";
 import { placeholderModules } from "./placeholders.js";
 
 /** A host started in-process on a free port, with its own data directory. */

@@ -11,7 +11,7 @@ import { messagesModule } from "../../services/messages/module.js";
 import { loadConfig } from "../../services/shared/config.js";
 import { createCoordinator } from "../../services/shared/coordination/index.js";
 import type { Coordinator } from "../../services/shared/coordination/types.js";
-import { startHost, type Host } from "../../services/shared/host.js";
+import { startHost, type Host } from "../../services/shared/server/host.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
 import { registeredMigrations } from "../../services/migrations.js";

@@ -1,6 +1,5 @@
-import { SERVICE_DESCRIPTORS } from "../../services/shared/clients.js";
-import { SERVICE_NAMES, type ServiceName } from "../../services/shared/config.js";
-import type { ServiceModule } from "../../services/shared/service-module.js";
+import { SERVICE_NAMES, SERVICES, type ServiceName } from "../../services/registry.js";
+import type { ServiceModule } from "../../services/shared/server/service-module.js";
 
 /**
  * Modules that register each service with no handlers (every RPC answers Unimplemented) and
@@ -9,10 +8,10 @@ import type { ServiceModule } from "../../services/shared/service-module.js";
 export function placeholderModules(names: readonly ServiceName[] = SERVICE_NAMES): ServiceModule[] {
   return names.map((name) => ({
     name,
-    desc: SERVICE_DESCRIPTORS[name],
+    desc: SERVICES[name].desc,
     needs: {},
     async register(router) {
-      router.service(SERVICE_DESCRIPTORS[name], {});
+      router.service(SERVICES[name].desc, {});
     },
   }));
 }

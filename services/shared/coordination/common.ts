@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { UnavailableError } from "../errors.js";
+import { redisUnavailableCode } from "./errors.js";
 
 /** Checks a TTL argument: a positive integer number of milliseconds. */
 export function assertTtl(ttlMs: number): void {
@@ -21,19 +23,13 @@ export function assertPayload(payload: Record<string, string>): void {
   }
 }
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
 /** Consume defaults shared by both adapters. */
 export const CONSUME_DEFAULTS = { blockMs: 1_000, idleClaimMs: 30_000, count: 10 } as const;
+
+/** Rethrows Redis connectivity failures as UnavailableError("coordination"), anything else unchanged. */
+export function toCoordinationError(err: unknown, what: string): unknown {
+  if (err instanceof UnavailableError) return err;
+  const reason = redisUnavailableCode(err);
+  if (reason === undefined) return err;
+  return new UnavailableError("coordination", `${what}: Redis unavailable (${reason})`, { cause: err });
+}

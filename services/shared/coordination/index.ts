@@ -13,7 +13,7 @@ export type {
   QueueEntry,
   QueueHandler,
 } from "./types.js";
-export { CoordinationUnavailableError, LeaseLostError, type LeaseLossReason } from "./errors.js";
+export { LeaseLostError, UnavailableError, type LeaseLossReason } from "../errors.js";
 export { createMemoryCoordinator, type MemoryCoordinatorOptions } from "./memory.js";
 export { createRedisCoordinator, type RedisCoordinatorOptions } from "./redis.js";
 

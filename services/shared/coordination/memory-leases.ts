@@ -1,5 +1,5 @@
 import { assertTtl, leaseValue } from "./common.js";
-import { LeaseLostError } from "./errors.js";
+import { LeaseLostError } from "../errors.js";
 import type { Lease, LeaseManager } from "./types.js";
 
 interface Held {

@@ -1,4 +1,5 @@
-import { assertPayload, CONSUME_DEFAULTS, pause } from "./common.js";
+import { setTimeout } from "node:timers/promises";
+import { assertPayload, CONSUME_DEFAULTS } from "./common.js";
 import type { ConsumeOptions, JobQueue, JobQueues, QueueDepth, QueueEntry, QueueHandler } from "./types.js";
 
 interface Stored {
@@ -63,7 +64,8 @@ function createMemoryQueue(name: string, now: () => number, closed: AbortSignal 
     const stop = () => inner.abort();
     waiters.add(stop);
     signal.addEventListener("abort", stop, { once: true });
-    return pause(ms, inner.signal).finally(() => {
+    // Resolves after `ms`, or at once when an entry arrives or `signal` aborts.
+    return setTimeout(ms, undefined, { signal: inner.signal }).catch(() => undefined).finally(() => {
       waiters.delete(stop);
       signal.removeEventListener("abort", stop);
     });

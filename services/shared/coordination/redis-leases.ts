@@ -1,6 +1,6 @@
 import { ExecutionError, type Lock, type Redlock } from "@sesamecare-oss/redlock";
 import { assertTtl } from "./common.js";
-import { CoordinationUnavailableError, LeaseLostError } from "./errors.js";
+import { LeaseLostError, UnavailableError } from "../errors.js";
 import type { Lease, LeaseManager } from "./types.js";
 
 /**
@@ -9,7 +9,7 @@ import type { Lease, LeaseManager } from "./types.js";
  * Redlock reports both "held by someone else" and "nodes unreachable" as one
  * `ExecutionError`; the votes tell them apart. A node that answered "already locked" voted
  * with a `ResourceLockedError`; any other vote against is a node we could not use. If the
- * nodes we could use are fewer than a quorum, nobody can decide: CoordinationUnavailableError.
+ * nodes we could use are fewer than a quorum, nobody can decide: UnavailableError.
  * Otherwise the resource is held elsewhere: null.
  */
 
@@ -82,14 +82,14 @@ export function createRedisLeases(redlock: Redlock, keyPrefix: string): LeaseMan
         if (!(err instanceof ExecutionError)) throw err;
         const v = await verdict(err);
         if (!v.unreachable) return null;
-        throw new CoordinationUnavailableError(`cannot reach a quorum of Redis nodes to lease ${resource}`, {
+        throw new UnavailableError("coordination", `cannot reach a quorum of Redis nodes to lease ${resource}`, {
           cause: v.cause,
         });
       }
       if (lock.expiration <= Date.now()) {
         // The quorum answered so slowly that the lease ran out on the way back.
         await redlock.release(lock).catch(() => undefined);
-        throw new CoordinationUnavailableError(`Redis answered too slowly to lease ${resource} for ${ttlMs} ms`);
+        throw new UnavailableError("coordination", `Redis answered too slowly to lease ${resource} for ${ttlMs} ms`);
       }
       return lease(resource, lock);
     },

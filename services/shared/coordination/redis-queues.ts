@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
-import { assertPayload, CONSUME_DEFAULTS, pause } from "./common.js";
-import { toCoordinationError } from "./errors.js";
+import { setTimeout } from "node:timers/promises";
+import { assertPayload, CONSUME_DEFAULTS, toCoordinationError } from "./common.js";
 import type { ConsumeOptions, JobQueue, JobQueues, QueueDepth, QueueEntry, QueueHandler } from "./types.js";
 
 /**
@@ -137,7 +137,7 @@ function createRedisQueue(name: string, ctx: RedisQueueContext): JobQueue {
             if (signal.aborted) break;
             if (err instanceof Error && err.message.startsWith("NOGROUP")) groupReady = false;
             opts.onError?.(toCoordinationError(err, `consume on ${name}`));
-            await pause(Math.min(blockMs, 1_000), signal);
+            await setTimeout(Math.min(blockMs, 1_000), undefined, { signal }).catch(() => undefined);
           }
         }
       } finally {

@@ -32,7 +32,7 @@ export interface LeaseManager {
   /**
    * Tries once to take `resource` for `ttlMs` milliseconds (an integer ≥ 1). Returns null
    * when someone else holds it (contention is normal, not an error; no retry, no backoff).
-   * Throws `CoordinationUnavailableError` when the backend cannot decide (no quorum reachable).
+   * Throws `UnavailableError` (dependency "coordination") when the backend cannot decide (no quorum reachable).
    */
   tryAcquire(resource: string, ttlMs: number): Promise<Lease | null>;
 }

@@ -3,7 +3,8 @@ import { mkdtempSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { createMasterKeyring, open, rewrap, seal, SealedDataError, sealedVersion, UnknownMasterKeyError } from "./envelope.js";
+import { SealedDataError, UnknownMasterKeyError } from "../errors.js";
+import { createMasterKeyring, open, rewrap, seal, sealedVersion } from "./envelope.js";
 import { loadMasterKeyring, MasterKeyConfigError, parseMasterKeys } from "./master-keys.js";
 
 const ring = (primary: number, ...versions: number[]) =>

@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { SealedDataError, UnknownMasterKeyError } from "../errors.js";
 
 /**
  * Envelope encryption at rest: AES-256-GCM under a versioned master key.
@@ -27,19 +28,6 @@ export interface SealContext {
   readonly id: string;
   /** The row's own version (e.g. a secret's version number); 0 when rows are unversioned. */
   readonly rowVersion?: number;
-}
-
-/** A sealed value could not be opened: tampered, truncated, moved to another row, or malformed. */
-export class SealedDataError extends Error {
-  override readonly name = "SealedDataError";
-}
-
-/** A sealed value names a master-key version this process does not hold (or that is retired). */
-export class UnknownMasterKeyError extends Error {
-  override readonly name = "UnknownMasterKeyError";
-  constructor(readonly version: number) {
-    super(`master key version ${version} is not loaded`);
-  }
 }
 
 /** The master keys a process holds: 32-byte AES keys by version, one of them primary. */

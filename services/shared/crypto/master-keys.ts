@@ -95,7 +95,11 @@ function readDevKeys(file: string): MasterKeyring {
   }
 }
 
-/** Adds a new development master-key version to the data directory's key file and returns it. */
+/**
+ * Adds a new development master-key version to the data directory's key file and returns it
+ * (`RotateMasterKey` without KEYMESH_MASTER_KEYS). Development only: production keys come
+ * from configuration.
+ */
 export function addDevMasterKey(dataDir: string): number {
   const file = join(dataDir, DEV_MASTER_KEYS_FILE);
   const parsed = JSON.parse(readFileSync(file, "utf8")) as { keys: Record<string, string> };

@@ -5,7 +5,10 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createTestDatabase, type TestDatabase } from "../../../test/support/mysql.js";
 import { createDatabase, dialectOfUrl, type Database } from "./database.js";
-import { UnavailableError, isTransientDbError, toDbError, withDbErrors } from "./errors.js";
+import { Code } from "@connectrpc/connect";
+import { toConnectError, UnavailableError } from "../errors.js";
+import { dbUnavailableCode, isTransientDbError } from "./errors.js";
+import { toDbError } from "./database.js";
 
 /** A TCP port with nothing listening on it. */
 async function closedPort(): Promise<number> {
@@ -85,7 +88,7 @@ describe("createDatabase on mysql", () => {
     }
   });
 
-  it("reports a deadlock as UnavailableError through withDbErrors", async () => {
+  it("classifies a deadlock as unavailable: the caller gets Unavailable and retries", async () => {
     await db.primary.schema.createTable("dl", (t) => {
       t.integer("id").primary();
       t.integer("v");
@@ -98,12 +101,13 @@ describe("createDatabase on mysql", () => {
       await t2("dl").where({ id: 2 }).update({ v: 2 });
       const first = t1("dl").where({ id: 2 }).update({ v: 1 });
       await new Promise((r) => setTimeout(r, 200));
-      const second = withDbErrors(async () => t2("dl").where({ id: 1 }).update({ v: 2 }));
-      const results = await Promise.allSettled([withDbErrors(async () => first), second]);
+      const second = t2("dl").where({ id: 1 }).update({ v: 2 });
+      const results = await Promise.allSettled([first, second]);
       const failed = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason);
       expect(failed).toHaveLength(1);
-      expect(failed[0]).toBeInstanceOf(UnavailableError);
-      expect(failed[0].code).toBe("ER_LOCK_DEADLOCK");
+      expect(dbUnavailableCode(failed[0])).toBe("ER_LOCK_DEADLOCK");
+      expect(toConnectError(failed[0]).code).toBe(Code.Unavailable);
+      expect(toDbError(failed[0])).toBeInstanceOf(UnavailableError);
     } finally {
       await t1.rollback().catch(() => {});
       await t2.rollback().catch(() => {});
@@ -120,7 +124,7 @@ describe("a database that is down", () => {
       const started = Date.now();
       const err = await db.primary.raw("SELECT 1").then(() => undefined, (e: unknown) => e);
       expect(err).toBeInstanceOf(UnavailableError);
-      expect((err as UnavailableError).code).toBe("ECONNREFUSED");
+      expect((err as UnavailableError).driverCode).toBe("ECONNREFUSED");
       expect((err as UnavailableError).dependency).toBe("database");
       expect(Date.now() - started).toBeLessThan(5_000);
       const inTx = await db.primary.transaction(async () => undefined).then(() => undefined, (e: unknown) => e);

@@ -1,9 +1,16 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import knex, { type Knex } from "knex";
-import { toDbError } from "./errors.js";
+import { UnavailableError } from "../errors.js";
+import { dbUnavailableCode } from "./errors.js";
 
-export { UnavailableError, isTransientDbError, toDbError, withDbErrors } from "./errors.js";
+/** Converts a transient database failure into `UnavailableError`; returns any other error unchanged. */
+export function toDbError(err: unknown): unknown {
+  if (err instanceof UnavailableError) return err;
+  const code = dbUnavailableCode(err);
+  if (code === undefined) return err;
+  return new UnavailableError("database", `database unavailable (${code})`, { cause: err, driverCode: code });
+}
 
 /** The two SQL dialects keymesh runs on. */
 export type Dialect = "mysql" | "sqlite";
@@ -142,8 +149,8 @@ function sqliteFilename(config: DatabaseConfig): string {
 /**
  * Makes connection failures surface as `UnavailableError`. Every query and transaction of a
  * knex instance takes its connection through `client.acquireConnection`, so a database that
- * is down or refuses connections is reported in one place; errors while a query runs are
- * converted by `withDbErrors` / `toDbError` in the stores.
+ * is down or refuses connections is reported in one place. Errors while a query runs reach
+ * `toConnectError`, which classifies them with the same rules (storage/errors.ts).
  */
 function reportUnavailable(instance: Knex): Knex {
   const client = instance.client as { acquireConnection(): Promise<unknown> };

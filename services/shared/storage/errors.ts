@@ -1,26 +1,10 @@
 /**
- * Storage errors shared by every store.
- *
- * A dependency that is down or temporarily refusing work surfaces as `UnavailableError`, so
- * a service's `toConnectError()` can map it to Connect's `Unavailable` (retry later) without
- * knowing which driver produced it. Everything else (constraint violations, bad SQL, bugs)
- * passes through unchanged.
+ * Classifies database driver failures (mysql2, better-sqlite3, knex's pool): which of them
+ * mean "the database is down or temporarily refusing work". Only recognition lives here; the
+ * error class they become, `UnavailableError`, is in services/shared/errors.ts, and
+ * `toDbError` (storage/database.ts) does the conversion. Everything else (constraint
+ * violations, bad SQL, bugs) is not a transient failure.
  */
-
-/** A backing dependency (the database, Redis) is unreachable or temporarily refusing work. */
-export class UnavailableError extends Error {
-  override readonly name: string = "UnavailableError";
-  /** Which dependency failed: "database", "coordination", ... */
-  readonly dependency: string;
-  /** The driver's error code when there was one (ECONNREFUSED, ER_LOCK_DEADLOCK, SQLITE_BUSY, ...). */
-  readonly code: string | undefined;
-
-  constructor(dependency: string, message: string, options?: { cause?: unknown; code?: string }) {
-    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.dependency = dependency;
-    this.code = options?.code;
-  }
-}
 
 /** Socket-level failures: the server is down, unreachable or dropped us. */
 const NETWORK_CODES = new Set([
@@ -87,10 +71,14 @@ function transientHere(err: ErrorLike): string | undefined {
   return undefined;
 }
 
-function transientCode(err: unknown): string | undefined {
+/**
+ * The driver code when `err` (or its cause chain) means the database is down, unreachable or
+ * temporarily refusing work: connection refused/lost, deadlock, lock wait timeout, too many
+ * connections, server shutdown, SQLITE_BUSY/SQLITE_LOCKED, pool acquire timeout.
+ */
+export function dbUnavailableCode(err: unknown): string | undefined {
   let current: unknown = err;
   for (let depth = 0; depth < 5 && current !== null && typeof current === "object"; depth++) {
-    if (current instanceof UnavailableError) return current.code ?? "unavailable";
     const found = transientHere(current as ErrorLike);
     if (found !== undefined) return found;
     current = (current as ErrorLike).cause;
@@ -98,31 +86,7 @@ function transientCode(err: unknown): string | undefined {
   return undefined;
 }
 
-/**
- * True when `err` (or its cause chain) means the database is down, unreachable or
- * temporarily refusing work: connection refused/lost, deadlock, lock wait timeout, too many
- * connections, server shutdown, SQLITE_BUSY/SQLITE_LOCKED, pool acquire timeout.
- */
+/** True when `err` (or its cause chain) means the database is down or temporarily refusing work. */
 export function isTransientDbError(err: unknown): boolean {
-  return transientCode(err) !== undefined;
-}
-
-/** Converts a transient database error into `UnavailableError`; returns any other error unchanged. */
-export function toDbError(err: unknown): unknown {
-  if (err instanceof UnavailableError) return err;
-  const code = transientCode(err);
-  if (code === undefined) return err;
-  return new UnavailableError("database", `database unavailable (${code})`, { cause: err, code });
-}
-
-/**
- * Runs `fn` and rethrows transient database failures as `UnavailableError`.
- * Stores wrap their public methods with it: `return withDbErrors(() => db.primary("t")...)`.
- */
-export async function withDbErrors<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    throw toDbError(err);
-  }
+  return dbUnavailableCode(err) !== undefined;
 }

@@ -1,6 +1,7 @@
+import { setTimeout } from "node:timers/promises";
 import type { Knex } from "knex";
-import type { Database } from "./database.js";
-import { isTransientDbError, toDbError } from "./errors.js";
+import { toDbError, type Database } from "./database.js";
+import { isTransientDbError } from "./errors.js";
 import { createMigrationSource, RETIRED_MIGRATIONS, type MigrationModule } from "./migrations/index.js";
 
 /**
@@ -82,10 +83,6 @@ async function ensureBookkeeping(knex: Knex): Promise<void> {
   await knex(LOCK_TABLE).insert({ index: 1, is_locked: 0 }).onConflict("index").ignore();
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 function isLockedByOther(err: unknown): boolean {
   return err instanceof Error && err.name === "MigrationLocked";
 }
@@ -136,7 +133,7 @@ async function migrateOnce(db: Database, list: readonly MigrationModule[], opts:
     } catch (err) {
       const retry = isLockedByOther(err) || isTransientDbError(err);
       if (!retry || Date.now() > deadline) throw err;
-      await sleep(Math.min(1_000, 50 * attempt) + Math.floor(Math.random() * 50));
+      await setTimeout(Math.min(1_000, 50 * attempt) + Math.floor(Math.random() * 50));
     }
   }
 }

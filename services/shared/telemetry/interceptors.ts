@@ -26,7 +26,7 @@ import {
 } from "@opentelemetry/api";
 import { RpcSpan, detectRpcSystem, headerGetter, headerSetter, rpcAttributes, type RpcSide } from "./rpc-span.js";
 import { contextWithServiceName, meshServiceName } from "./service-name.js";
-import { traceStream } from "./traced-stream.js";
+import { wrapStream } from "../interceptors/wrap-stream.js";
 import { tracerName } from "./with-span.js";
 
 /** Domain spans live next to the RPC interceptors for handlers' convenience. */
@@ -121,7 +121,7 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
     let res;
     try {
       res = await context.with(ctx, () =>
-        next({ ...req, message: traceStream(req.message, { ctx, onMessage: () => rpc.message(requestType) }) }),
+        next({ ...req, message: wrapStream(req.message, { within: inContext(ctx), message: (m) => (rpc.message(requestType), m) }) }),
       );
     } catch (e) {
       rpc.end({ kind: "error", error: e });
@@ -134,13 +134,18 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
     }
     return {
       ...res,
-      message: traceStream(res.message, {
-        ctx,
-        onMessage: () => rpc.message(responseType),
-        onEnd: (outcome) => rpc.end(outcome),
+      message: wrapStream(res.message, {
+        within: inContext(ctx),
+        message: (m) => (rpc.message(responseType), m),
+        end: (outcome) => rpc.end(outcome),
       }),
     };
   };
+}
+
+/** Runs calls inside `ctx`: an async generator's body runs inside them, so a handler's stream sees its RPC span. */
+function inContext(ctx: Context) {
+  return <R>(call: () => R): R => context.with(ctx, call);
 }
 
 /** Starts the span as a new trace that links to the remote caller's span. */

@@ -4,13 +4,14 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file keymesh/auth/v1/auth_service.proto.
  */
 export const file_keymesh_auth_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJrZXltZXNoL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEg9rZXltZXNoLmF1dGgudjEiNQoPUmVnaXN0ZXJSZXF1ZXN0EhAKCHVzZXJuYW1lGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIjUKEFJlZ2lzdGVyUmVzcG9uc2USDwoHdXNlcl9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCSJHCgxMb2dpblJlcXVlc3QSEAoIdXNlcm5hbWUYASABKAkSEAoIcGFzc3dvcmQYAiABKAkSEwoLdHRsX3NlY29uZHMYAyABKA0iRgoNTG9naW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgDEg8KB3VzZXJfaWQYAyABKAkiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSIPCg1XaG9BbUlSZXF1ZXN0In0KDldob0FtSVJlc3BvbnNlEhQKDHByaW5jaXBhbF9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIsCgRraW5kGAMgASgOMh4ua2V5bWVzaC5hdXRoLnYxLlByaW5jaXBhbEtpbmQSFQoNZXhwaXJlc19hdF9tcxgEIAEoAyqEAQoNUHJpbmNpcGFsS2luZBIeChpQUklOQ0lQQUxfS0lORF9VTlNQRUNJRklFRBAAEhcKE1BSSU5DSVBBTF9LSU5EX1VTRVIQARIaChZQUklOQ0lQQUxfS0lORF9TRVJWSUNFEAISHgoaUFJJTkNJUEFMX0tJTkRfREVWRUxPUE1FTlQQAzLBAgoLQXV0aFNlcnZpY2USTwoIUmVnaXN0ZXISIC5rZXltZXNoLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiEua2V5bWVzaC5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2USRgoFTG9naW4SHS5rZXltZXNoLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh4ua2V5bWVzaC5hdXRoLnYxLkxvZ2luUmVzcG9uc2USSQoGTG9nb3V0Eh4ua2V5bWVzaC5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USTgoGV2hvQW1JEh4ua2V5bWVzaC5hdXRoLnYxLldob0FtSVJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuV2hvQW1JUmVzcG9uc2UiA5ACAUK/AQoTY29tLmtleW1lc2guYXV0aC52MUIQQXV0aFNlcnZpY2VQcm90b1ABWjhnaXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC9hdXRoL3YxO2F1dGh2MaICA0tBWKoCD0tleW1lc2guQXV0aC5WMcoCD0tleW1lc2hcQXV0aFxWMeICG0tleW1lc2hcQXV0aFxWMVxHUEJNZXRhZGF0YeoCEUtleW1lc2g6OkF1dGg6OlYxYgZwcm90bzM");
+  fileDesc("CiJrZXltZXNoL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEg9rZXltZXNoLmF1dGgudjEiXQoPUmVnaXN0ZXJSZXF1ZXN0EiwKCHVzZXJuYW1lGAEgASgJQhq6SBdyFTITXlthLXowLTkuXy1dezMsNjR9JBIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUgDCiACCI1ChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkiXgoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGEASHAoIcGFzc3dvcmQYAiABKAlCCrpIB3IFIAEogAgSEwoLdHRsX3NlY29uZHMYAyABKA0iRgoNTG9naW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgDEg8KB3VzZXJfaWQYAyABKAkiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSIPCg1XaG9BbUlSZXF1ZXN0In0KDldob0FtSVJlc3BvbnNlEhQKDHByaW5jaXBhbF9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIsCgRraW5kGAMgASgOMh4ua2V5bWVzaC5hdXRoLnYxLlByaW5jaXBhbEtpbmQSFQoNZXhwaXJlc19hdF9tcxgEIAEoAyqEAQoNUHJpbmNpcGFsS2luZBIeChpQUklOQ0lQQUxfS0lORF9VTlNQRUNJRklFRBAAEhcKE1BSSU5DSVBBTF9LSU5EX1VTRVIQARIaChZQUklOQ0lQQUxfS0lORF9TRVJWSUNFEAISHgoaUFJJTkNJUEFMX0tJTkRfREVWRUxPUE1FTlQQAzLBAgoLQXV0aFNlcnZpY2USTwoIUmVnaXN0ZXISIC5rZXltZXNoLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiEua2V5bWVzaC5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2USRgoFTG9naW4SHS5rZXltZXNoLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh4ua2V5bWVzaC5hdXRoLnYxLkxvZ2luUmVzcG9uc2USSQoGTG9nb3V0Eh4ua2V5bWVzaC5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USTgoGV2hvQW1JEh4ua2V5bWVzaC5hdXRoLnYxLldob0FtSVJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuV2hvQW1JUmVzcG9uc2UiA5ACAUK/AQoTY29tLmtleW1lc2guYXV0aC52MUIQQXV0aFNlcnZpY2VQcm90b1ABWjhnaXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC9hdXRoL3YxO2F1dGh2MaICA0tBWKoCD0tleW1lc2guQXV0aC5WMcoCD0tleW1lc2hcQXV0aFxWMeICG0tleW1lc2hcQXV0aFxWMVxHUEJNZXRhZGF0YeoCEUtleW1lc2g6OkF1dGg6OlYxYgZwcm90bzM", [file_buf_validate_validate]);
 
 /**
  * RegisterRequest carries the new user's credentials.
@@ -26,7 +27,7 @@ export type RegisterRequest = Message<"keymesh.auth.v1.RegisterRequest"> & {
   username: string;
 
   /**
-   * The password: at least 12 bytes, at most 1024.
+   * The password: at least 12 bytes, at most 1024 (bytes, not characters: the KDF's input).
    *
    * @generated from field: string password = 2;
    */
@@ -75,14 +76,15 @@ export const RegisterResponseSchema: GenMessage<RegisterResponse> = /*@__PURE__*
  */
 export type LoginRequest = Message<"keymesh.auth.v1.LoginRequest"> & {
   /**
-   * The username.
+   * The username. Only its length is checked here: a name that breaks Register's pattern
+   * fails like a wrong password does, telling nothing about which users exist.
    *
    * @generated from field: string username = 1;
    */
   username: string;
 
   /**
-   * The password.
+   * The password (at most 1024 bytes, like Register's).
    *
    * @generated from field: string password = 2;
    */

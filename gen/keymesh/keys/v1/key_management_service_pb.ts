@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import type { KeyLease, KeyPair, KeyPurpose, KeyringKey, MasterKeyVersionStatus } from "./keys_pb.js";
 import { file_keymesh_keys_v1_keys } from "./keys_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/keys/v1/key_management_service.proto.
  */
 export const file_keymesh_keys_v1_key_management_service: GenFile = /*@__PURE__*/
-  fileDesc("CixrZXltZXNoL2tleXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIPa2V5bWVzaC5rZXlzLnYxImQKFENyZWF0ZUtleVBhaXJSZXF1ZXN0EiwKB3B1cnBvc2UYASABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZRIeChZtYWtlX21lc3NhZ2luZ19kZWZhdWx0GAIgASgIIkMKFUNyZWF0ZUtleVBhaXJSZXNwb25zZRIqCghrZXlfcGFpchgBIAEoCzIYLmtleW1lc2gua2V5cy52MS5LZXlQYWlyIjwKE0xpc3RLZXlQYWlyc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkiXAoUTGlzdEtleVBhaXJzUmVzcG9uc2USKwoJa2V5X3BhaXJzGAEgAygLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIigKFlNldE1lc3NhZ2luZ0tleVJlcXVlc3QSDgoGa2V5X2lkGAEgASgJIkUKF1NldE1lc3NhZ2luZ0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIiRwoTR2V0UHVibGljS2V5UmVxdWVzdBISCgh1c2VybmFtZRgBIAEoCUgAEhAKBmtleV9pZBgCIAEoCUgAQgoKCHNlbGVjdG9yIkIKFEdldFB1YmxpY0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIijQEKFE9wZW5TZWFsZWRCb3hSZXF1ZXN0EhAKCG93bmVyX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRIYChBlbmNhcHN1bGF0ZWRfa2V5GAMgASgMEhIKCmNpcGhlcnRleHQYBCABKAwSDAoEaW5mbxgFIAEoDBIXCg9hc3NvY2lhdGVkX2RhdGEYBiABKAwiKgoVT3BlblNlYWxlZEJveFJlc3BvbnNlEhEKCXBsYWludGV4dBgBIAEoDCIpChhDcmVhdGVLZXlyaW5nS2V5c1JlcXVlc3QSDQoFY291bnQYASABKA0iRgoZQ3JlYXRlS2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiPwoWTGlzdEtleXJpbmdLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SEgoKcGFnZV90b2tlbhgCIAEoCSJdChdMaXN0S2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiYKFEdldEtleXJpbmdLZXlSZXF1ZXN0Eg4KBmtleV9pZBgBIAEoCSJBChVHZXRLZXlyaW5nS2V5UmVzcG9uc2USKAoDa2V5GAEgASgLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiSAoWQWNxdWlyZUtleUxlYXNlUmVxdWVzdBIOCgZob2xkZXIYASABKAkSDgoGdHRsX21zGAIgASgNEg4KBmpvYl9pZBgDIAEoCSJDChdBY3F1aXJlS2V5TGVhc2VSZXNwb25zZRIoCgVsZWFzZRgBIAEoCzIZLmtleW1lc2gua2V5cy52MS5LZXlMZWFzZSJXChRSZW5ld0tleUxlYXNlUmVxdWVzdBIOCgZrZXlfaWQYASABKAkSEAoIbGVhc2VfaWQYAiABKAkSDQoFZmVuY2UYAyABKAMSDgoGdHRsX21zGAQgASgNIi4KFVJlbmV3S2V5TGVhc2VSZXNwb25zZRIVCg1leHBpcmVzX2F0X21zGAEgASgDIlcKFlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QSDgoGa2V5X2lkGAEgASgJEhAKCGxlYXNlX2lkGAIgASgJEg0KBWZlbmNlGAMgASgDEgwKBHVzZWQYBCABKAgiKwoXUmVsZWFzZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgiPAobR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXF1ZXN0Eg4KBmtleV9pZBgBIAEoCRINCgVmZW5jZRgCIAEoAyJuChxHZXRXcmFwcGVkU2lnbmluZ0tleVJlc3BvbnNlEg4KBmtleV9pZBgBIAEoCRIbChN3cmFwcGVkX3ByaXZhdGVfa2V5GAIgASgMEhIKCnB1YmxpY19rZXkYAyABKAwSDQoFZmVuY2UYBCABKAMiGAoWUm90YXRlTWFzdGVyS2V5UmVxdWVzdCJEChdSb3RhdGVNYXN0ZXJLZXlSZXNwb25zZRIXCg9wcmltYXJ5X3ZlcnNpb24YASABKA0SEAoIZW5xdWV1ZWQYAiABKAMiGwoZR2V0TWFzdGVyS2V5U3RhdHVzUmVxdWVzdCJXChpHZXRNYXN0ZXJLZXlTdGF0dXNSZXNwb25zZRI5Cgh2ZXJzaW9ucxgBIAMoCzInLmtleW1lc2gua2V5cy52MS5NYXN0ZXJLZXlWZXJzaW9uU3RhdHVzIhoKGFJld3JhcFByaXZhdGVLZXlzUmVxdWVzdCItChlSZXdyYXBQcml2YXRlS2V5c1Jlc3BvbnNlEhAKCGVucXVldWVkGAEgASgDIikKFlJldGlyZU1hc3RlcktleVJlcXVlc3QSDwoHdmVyc2lvbhgBIAEoDSJUChdSZXRpcmVNYXN0ZXJLZXlSZXNwb25zZRI5Cgh2ZXJzaW9ucxgBIAMoCzInLmtleW1lc2gua2V5cy52MS5NYXN0ZXJLZXlWZXJzaW9uU3RhdHVzMokNChRLZXlNYW5hZ2VtZW50U2VydmljZRJeCg1DcmVhdGVLZXlQYWlyEiUua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleVBhaXJSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleVBhaXJSZXNwb25zZRJgCgxMaXN0S2V5UGFpcnMSJC5rZXltZXNoLmtleXMudjEuTGlzdEtleVBhaXJzUmVxdWVzdBolLmtleW1lc2gua2V5cy52MS5MaXN0S2V5UGFpcnNSZXNwb25zZSIDkAIBEmQKD1NldE1lc3NhZ2luZ0tleRInLmtleW1lc2gua2V5cy52MS5TZXRNZXNzYWdpbmdLZXlSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLlNldE1lc3NhZ2luZ0tleVJlc3BvbnNlEmAKDEdldFB1YmxpY0tleRIkLmtleW1lc2gua2V5cy52MS5HZXRQdWJsaWNLZXlSZXF1ZXN0GiUua2V5bWVzaC5rZXlzLnYxLkdldFB1YmxpY0tleVJlc3BvbnNlIgOQAgESXgoNT3BlblNlYWxlZEJveBIlLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVzcG9uc2USagoRQ3JlYXRlS2V5cmluZ0tleXMSKS5rZXltZXNoLmtleXMudjEuQ3JlYXRlS2V5cmluZ0tleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleXJpbmdLZXlzUmVzcG9uc2USaQoPTGlzdEtleXJpbmdLZXlzEicua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlyaW5nS2V5c1JlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuTGlzdEtleXJpbmdLZXlzUmVzcG9uc2UiA5ACARJjCg1HZXRLZXlyaW5nS2V5EiUua2V5bWVzaC5rZXlzLnYxLkdldEtleXJpbmdLZXlSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLkdldEtleXJpbmdLZXlSZXNwb25zZSIDkAIBEmQKD0FjcXVpcmVLZXlMZWFzZRInLmtleW1lc2gua2V5cy52MS5BY3F1aXJlS2V5TGVhc2VSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLkFjcXVpcmVLZXlMZWFzZVJlc3BvbnNlEl4KDVJlbmV3S2V5TGVhc2USJS5rZXltZXNoLmtleXMudjEuUmVuZXdLZXlMZWFzZVJlcXVlc3QaJi5rZXltZXNoLmtleXMudjEuUmVuZXdLZXlMZWFzZVJlc3BvbnNlEmQKD1JlbGVhc2VLZXlMZWFzZRInLmtleW1lc2gua2V5cy52MS5SZWxlYXNlS2V5TGVhc2VSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLlJlbGVhc2VLZXlMZWFzZVJlc3BvbnNlEnMKFEdldFdyYXBwZWRTaWduaW5nS2V5Eiwua2V5bWVzaC5rZXlzLnYxLkdldFdyYXBwZWRTaWduaW5nS2V5UmVxdWVzdBotLmtleW1lc2gua2V5cy52MS5HZXRXcmFwcGVkU2lnbmluZ0tleVJlc3BvbnNlEmQKD1JvdGF0ZU1hc3RlcktleRInLmtleW1lc2gua2V5cy52MS5Sb3RhdGVNYXN0ZXJLZXlSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZU1hc3RlcktleVJlc3BvbnNlEnIKEkdldE1hc3RlcktleVN0YXR1cxIqLmtleW1lc2gua2V5cy52MS5HZXRNYXN0ZXJLZXlTdGF0dXNSZXF1ZXN0Gisua2V5bWVzaC5rZXlzLnYxLkdldE1hc3RlcktleVN0YXR1c1Jlc3BvbnNlIgOQAgESagoRUmV3cmFwUHJpdmF0ZUtleXMSKS5rZXltZXNoLmtleXMudjEuUmV3cmFwUHJpdmF0ZUtleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLlJld3JhcFByaXZhdGVLZXlzUmVzcG9uc2USZAoPUmV0aXJlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJldGlyZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2VCyAEKE2NvbS5rZXltZXNoLmtleXMudjFCGUtleU1hbmFnZW1lbnRTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gva2V5cy92MTtrZXlzdjGiAgNLS1iqAg9LZXltZXNoLktleXMuVjHKAg9LZXltZXNoXEtleXNcVjHiAhtLZXltZXNoXEtleXNcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpLZXlzOjpWMWIGcHJvdG8z", [file_keymesh_keys_v1_keys]);
+  fileDesc("CixrZXltZXNoL2tleXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIPa2V5bWVzaC5rZXlzLnYxInEKFENyZWF0ZUtleVBhaXJSZXF1ZXN0EjkKB3B1cnBvc2UYASABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZUILukgIyAEBggECEAESHgoWbWFrZV9tZXNzYWdpbmdfZGVmYXVsdBgCIAEoCCJDChVDcmVhdGVLZXlQYWlyUmVzcG9uc2USKgoIa2V5X3BhaXIYASABKAsyGC5rZXltZXNoLmtleXMudjEuS2V5UGFpciJQChNMaXN0S2V5UGFpcnNSZXF1ZXN0EhsKCXBhZ2Vfc2l6ZRgBIAEoDUIIukgFKgMY6AcSHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAIiXAoUTGlzdEtleVBhaXJzUmVzcG9uc2USKwoJa2V5X3BhaXJzGAEgAygLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkYKFlNldE1lc3NhZ2luZ0tleVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kIkUKF1NldE1lc3NhZ2luZ0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIiiAEKE0dldFB1YmxpY0tleVJlcXVlc3QSLgoIdXNlcm5hbWUYASABKAlCGrpIF3IVMhNeW2EtejAtOS5fLV17Myw2NH0kSAASLgoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSABCEQoIc2VsZWN0b3ISBbpIAggBIkIKFEdldFB1YmxpY0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIi8wEKFE9wZW5TZWFsZWRCb3hSZXF1ZXN0Ei4KCG93bmVyX2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEiwKBmtleV9pZBgCIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIhChBlbmNhcHN1bGF0ZWRfa2V5GAMgASgMQge6SAR6AmggEh8KCmNpcGhlcnRleHQYBCABKAxCC7pICHoGEBAYkIAEEhYKBGluZm8YBSABKAxCCLpIBXoDGIAIEiEKD2Fzc29jaWF0ZWRfZGF0YRgGIAEoDEIIukgFegMYgAgiKgoVT3BlblNlYWxlZEJveFJlc3BvbnNlEhEKCXBsYWludGV4dBgBIAEoDCI1ChhDcmVhdGVLZXlyaW5nS2V5c1JlcXVlc3QSGQoFY291bnQYASABKA1CCrpIByoFGJBOKAEiRgoZQ3JlYXRlS2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiSAoWTGlzdEtleXJpbmdLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SGwoKcGFnZV90b2tlbhgCIAEoCUIHukgEcgIYQCJdChdMaXN0S2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkQKFEdldEtleXJpbmdLZXlSZXF1ZXN0EiwKBmtleV9pZBgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JCJBChVHZXRLZXlyaW5nS2V5UmVzcG9uc2USKAoDa2V5GAEgASgLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiawoWQWNxdWlyZUtleUxlYXNlUmVxdWVzdBIaCgZob2xkZXIYASABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAIgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAMgASgJQge6SARyAhhAIkMKF0FjcXVpcmVLZXlMZWFzZVJlc3BvbnNlEigKBWxlYXNlGAEgASgLMhkua2V5bWVzaC5rZXlzLnYxLktleUxlYXNlIqEBChRSZW5ld0tleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESHwoFZmVuY2UYAyABKANCELpIDSILGP////////8PIAASHAoGdHRsX21zGAQgASgNQgy6SAkqBxjAzyQo6AciLgoVUmVuZXdLZXlMZWFzZVJlc3BvbnNlEhUKDWV4cGlyZXNfYXRfbXMYASABKAMikwEKFlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhwKCGxlYXNlX2lkGAIgASgJQgq6SAdyBRABGIABEh8KBWZlbmNlGAMgASgDQhC6SA0iCxj/////////DyAAEgwKBHVzZWQYBCABKAgiKwoXUmVsZWFzZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgibAobR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXF1ZXN0EiwKBmtleV9pZBgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIfCgVmZW5jZRgCIAEoA0IQukgNIgsY/////////w8gACJuChxHZXRXcmFwcGVkU2lnbmluZ0tleVJlc3BvbnNlEg4KBmtleV9pZBgBIAEoCRIbChN3cmFwcGVkX3ByaXZhdGVfa2V5GAIgASgMEhIKCnB1YmxpY19rZXkYAyABKAwSDQoFZmVuY2UYBCABKAMiGAoWUm90YXRlTWFzdGVyS2V5UmVxdWVzdCJEChdSb3RhdGVNYXN0ZXJLZXlSZXNwb25zZRIXCg9wcmltYXJ5X3ZlcnNpb24YASABKA0SEAoIZW5xdWV1ZWQYAiABKAMiGwoZR2V0TWFzdGVyS2V5U3RhdHVzUmVxdWVzdCJXChpHZXRNYXN0ZXJLZXlTdGF0dXNSZXNwb25zZRI5Cgh2ZXJzaW9ucxgBIAMoCzInLmtleW1lc2gua2V5cy52MS5NYXN0ZXJLZXlWZXJzaW9uU3RhdHVzIhoKGFJld3JhcFByaXZhdGVLZXlzUmVxdWVzdCItChlSZXdyYXBQcml2YXRlS2V5c1Jlc3BvbnNlEhAKCGVucXVldWVkGAEgASgDIjIKFlJldGlyZU1hc3RlcktleVJlcXVlc3QSGAoHdmVyc2lvbhgBIAEoDUIHukgEKgIgACJUChdSZXRpcmVNYXN0ZXJLZXlSZXNwb25zZRI5Cgh2ZXJzaW9ucxgBIAMoCzInLmtleW1lc2gua2V5cy52MS5NYXN0ZXJLZXlWZXJzaW9uU3RhdHVzMokNChRLZXlNYW5hZ2VtZW50U2VydmljZRJeCg1DcmVhdGVLZXlQYWlyEiUua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleVBhaXJSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleVBhaXJSZXNwb25zZRJgCgxMaXN0S2V5UGFpcnMSJC5rZXltZXNoLmtleXMudjEuTGlzdEtleVBhaXJzUmVxdWVzdBolLmtleW1lc2gua2V5cy52MS5MaXN0S2V5UGFpcnNSZXNwb25zZSIDkAIBEmQKD1NldE1lc3NhZ2luZ0tleRInLmtleW1lc2gua2V5cy52MS5TZXRNZXNzYWdpbmdLZXlSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLlNldE1lc3NhZ2luZ0tleVJlc3BvbnNlEmAKDEdldFB1YmxpY0tleRIkLmtleW1lc2gua2V5cy52MS5HZXRQdWJsaWNLZXlSZXF1ZXN0GiUua2V5bWVzaC5rZXlzLnYxLkdldFB1YmxpY0tleVJlc3BvbnNlIgOQAgESXgoNT3BlblNlYWxlZEJveBIlLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVzcG9uc2USagoRQ3JlYXRlS2V5cmluZ0tleXMSKS5rZXltZXNoLmtleXMudjEuQ3JlYXRlS2V5cmluZ0tleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleXJpbmdLZXlzUmVzcG9uc2USaQoPTGlzdEtleXJpbmdLZXlzEicua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlyaW5nS2V5c1JlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuTGlzdEtleXJpbmdLZXlzUmVzcG9uc2UiA5ACARJjCg1HZXRLZXlyaW5nS2V5EiUua2V5bWVzaC5rZXlzLnYxLkdldEtleXJpbmdLZXlSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLkdldEtleXJpbmdLZXlSZXNwb25zZSIDkAIBEmQKD0FjcXVpcmVLZXlMZWFzZRInLmtleW1lc2gua2V5cy52MS5BY3F1aXJlS2V5TGVhc2VSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLkFjcXVpcmVLZXlMZWFzZVJlc3BvbnNlEl4KDVJlbmV3S2V5TGVhc2USJS5rZXltZXNoLmtleXMudjEuUmVuZXdLZXlMZWFzZVJlcXVlc3QaJi5rZXltZXNoLmtleXMudjEuUmVuZXdLZXlMZWFzZVJlc3BvbnNlEmQKD1JlbGVhc2VLZXlMZWFzZRInLmtleW1lc2gua2V5cy52MS5SZWxlYXNlS2V5TGVhc2VSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLlJlbGVhc2VLZXlMZWFzZVJlc3BvbnNlEnMKFEdldFdyYXBwZWRTaWduaW5nS2V5Eiwua2V5bWVzaC5rZXlzLnYxLkdldFdyYXBwZWRTaWduaW5nS2V5UmVxdWVzdBotLmtleW1lc2gua2V5cy52MS5HZXRXcmFwcGVkU2lnbmluZ0tleVJlc3BvbnNlEmQKD1JvdGF0ZU1hc3RlcktleRInLmtleW1lc2gua2V5cy52MS5Sb3RhdGVNYXN0ZXJLZXlSZXF1ZXN0Gigua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZU1hc3RlcktleVJlc3BvbnNlEnIKEkdldE1hc3RlcktleVN0YXR1cxIqLmtleW1lc2gua2V5cy52MS5HZXRNYXN0ZXJLZXlTdGF0dXNSZXF1ZXN0Gisua2V5bWVzaC5rZXlzLnYxLkdldE1hc3RlcktleVN0YXR1c1Jlc3BvbnNlIgOQAgESagoRUmV3cmFwUHJpdmF0ZUtleXMSKS5rZXltZXNoLmtleXMudjEuUmV3cmFwUHJpdmF0ZUtleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLlJld3JhcFByaXZhdGVLZXlzUmVzcG9uc2USZAoPUmV0aXJlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJldGlyZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2VCyAEKE2NvbS5rZXltZXNoLmtleXMudjFCGUtleU1hbmFnZW1lbnRTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gva2V5cy92MTtrZXlzdjGiAgNLS1iqAg9LZXltZXNoLktleXMuVjHKAg9LZXltZXNoXEtleXNcVjHiAhtLZXltZXNoXEtleXNcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpLZXlzOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_keys_v1_keys]);
 
 /**
  * CreateKeyPairRequest says what kind of key pair to create.
@@ -70,7 +71,7 @@ export const CreateKeyPairResponseSchema: GenMessage<CreateKeyPairResponse> = /*
  */
 export type ListKeyPairsRequest = Message<"keymesh.keys.v1.ListKeyPairsRequest"> & {
   /**
-   * Maximum number of results; 0 means the server default (50).
+   * Maximum number of results, at most 1000; 0 means the server default (50).
    *
    * @generated from field: uint32 page_size = 1;
    */
@@ -174,7 +175,7 @@ export type GetPublicKeyRequest = Message<"keymesh.keys.v1.GetPublicKeyRequest">
    */
   selector: {
     /**
-     * A user's current messaging key.
+     * A user's current messaging key (a username as AuthService.Register accepts it).
      *
      * @generated from field: string username = 1;
      */
@@ -226,7 +227,8 @@ export const GetPublicKeyResponseSchema: GenMessage<GetPublicKeyResponse> = /*@_
  */
 export type OpenSealedBoxRequest = Message<"keymesh.keys.v1.OpenSealedBoxRequest"> & {
   /**
-   * The recipient user's id; the key must belong to them.
+   * The recipient user's id; the key must belong to them. A user id is a UUID, or the
+   * development root principal's "root".
    *
    * @generated from field: string owner_id = 1;
    */
@@ -240,14 +242,15 @@ export type OpenSealedBoxRequest = Message<"keymesh.keys.v1.OpenSealedBoxRequest
   keyId: string;
 
   /**
-   * The sender's encapsulated ephemeral X25519 public key.
+   * The sender's encapsulated ephemeral X25519 public key (32 bytes).
    *
    * @generated from field: bytes encapsulated_key = 3;
    */
   encapsulatedKey: Uint8Array;
 
   /**
-   * The AES-256-GCM ciphertext with its tag.
+   * The AES-256-GCM ciphertext with its 16-byte tag: a message body of at most 64 KiB
+   * (MessagesService's limit) plus the tag.
    *
    * @generated from field: bytes ciphertext = 4;
    */
@@ -345,14 +348,14 @@ export const CreateKeyringKeysResponseSchema: GenMessage<CreateKeyringKeysRespon
  */
 export type ListKeyringKeysRequest = Message<"keymesh.keys.v1.ListKeyringKeysRequest"> & {
   /**
-   * Maximum number of results; 0 means the server default (1000).
+   * Maximum number of results; 0 means the server default (1000), more than 10000 means 10000.
    *
    * @generated from field: uint32 page_size = 1;
    */
   pageSize: number;
 
   /**
-   * A token from a previous response to continue from.
+   * A token from a previous response to continue from (a key id).
    *
    * @generated from field: string page_token = 2;
    */
@@ -401,7 +404,7 @@ export const ListKeyringKeysResponseSchema: GenMessage<ListKeyringKeysResponse> 
  */
 export type GetKeyringKeyRequest = Message<"keymesh.keys.v1.GetKeyringKeyRequest"> & {
   /**
-   * The key's id.
+   * The key's id: 1-64 characters of [A-Za-z0-9_-].
    *
    * @generated from field: string key_id = 1;
    */
@@ -443,7 +446,7 @@ export const GetKeyringKeyResponseSchema: GenMessage<GetKeyringKeyResponse> = /*
  */
 export type AcquireKeyLeaseRequest = Message<"keymesh.keys.v1.AcquireKeyLeaseRequest"> & {
   /**
-   * Who holds the lease (executor instance id), for diagnostics.
+   * Who holds the lease (executor instance id), for diagnostics: 1-128 characters.
    *
    * @generated from field: string holder = 1;
    */
@@ -457,7 +460,7 @@ export type AcquireKeyLeaseRequest = Message<"keymesh.keys.v1.AcquireKeyLeaseReq
   ttlMs: number;
 
   /**
-   * The job the lease is for, for diagnostics.
+   * The job the lease is for, for diagnostics (at most 64 characters).
    *
    * @generated from field: string job_id = 3;
    */
@@ -513,7 +516,7 @@ export type RenewKeyLeaseRequest = Message<"keymesh.keys.v1.RenewKeyLeaseRequest
   leaseId: string;
 
   /**
-   * The lease's fencing token.
+   * The lease's fencing token (positive; at most 2^53-1 while fences are JavaScript numbers).
    *
    * @generated from field: int64 fence = 3;
    */
@@ -576,7 +579,7 @@ export type ReleaseKeyLeaseRequest = Message<"keymesh.keys.v1.ReleaseKeyLeaseReq
   leaseId: string;
 
   /**
-   * The lease's fencing token.
+   * The lease's fencing token (positive; at most 2^53-1 while fences are JavaScript numbers).
    *
    * @generated from field: int64 fence = 3;
    */
@@ -632,7 +635,8 @@ export type GetWrappedSigningKeyRequest = Message<"keymesh.keys.v1.GetWrappedSig
   keyId: string;
 
   /**
-   * The current fencing token of the caller's lease.
+   * The current fencing token of the caller's lease (positive; at most 2^53-1 while fences
+   * are JavaScript numbers).
    *
    * @generated from field: int64 fence = 2;
    */

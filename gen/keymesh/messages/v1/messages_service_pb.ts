@@ -4,13 +4,14 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file keymesh/messages/v1/messages_service.proto.
  */
 export const file_keymesh_messages_v1_messages_service: GenFile = /*@__PURE__*/
-  fileDesc("CiprZXltZXNoL21lc3NhZ2VzL3YxL21lc3NhZ2VzX3NlcnZpY2UucHJvdG8SE2tleW1lc2gubWVzc2FnZXMudjEidAoLTWVzc2FnZUluZm8SEgoKbWVzc2FnZV9pZBgBIAEoCRIOCgZzZW5kZXIYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEhIKCnNlbnRfYXRfbXMYBCABKAMSDAoEcmVhZBgFIAEoCBIMCgRzaXplGAYgASgNIjUKElNlbmRNZXNzYWdlUmVxdWVzdBIRCglyZWNpcGllbnQYASABKAkSDAoEYm9keRgCIAEoDCJIChNTZW5kTWVzc2FnZVJlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvIlEKE0xpc3RNZXNzYWdlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkSEwoLdW5yZWFkX29ubHkYAyABKAgiYwoUTGlzdE1lc3NhZ2VzUmVzcG9uc2USMgoIbWVzc2FnZXMYASADKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIoChJSZWFkTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSJWChNSZWFkTWVzc2FnZVJlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvEgwKBGJvZHkYAiABKAwiKgoURGVsZXRlTWVzc2FnZVJlcXVlc3QSEgoKbWVzc2FnZV9pZBgBIAEoCSIXChVEZWxldGVNZXNzYWdlUmVzcG9uc2UiFgoUV2F0Y2hNZXNzYWdlc1JlcXVlc3QiSgoVV2F0Y2hNZXNzYWdlc1Jlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvMpEECg9NZXNzYWdlc1NlcnZpY2USYAoLU2VuZE1lc3NhZ2USJy5rZXltZXNoLm1lc3NhZ2VzLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBooLmtleW1lc2gubWVzc2FnZXMudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJoCgxMaXN0TWVzc2FnZXMSKC5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKS5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESYAoLUmVhZE1lc3NhZ2USJy5rZXltZXNoLm1lc3NhZ2VzLnYxLlJlYWRNZXNzYWdlUmVxdWVzdBooLmtleW1lc2gubWVzc2FnZXMudjEuUmVhZE1lc3NhZ2VSZXNwb25zZRJmCg1EZWxldGVNZXNzYWdlEikua2V5bWVzaC5tZXNzYWdlcy52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBoqLmtleW1lc2gubWVzc2FnZXMudjEuRGVsZXRlTWVzc2FnZVJlc3BvbnNlEmgKDVdhdGNoTWVzc2FnZXMSKS5rZXltZXNoLm1lc3NhZ2VzLnYxLldhdGNoTWVzc2FnZXNSZXF1ZXN0Gioua2V5bWVzaC5tZXNzYWdlcy52MS5XYXRjaE1lc3NhZ2VzUmVzcG9uc2UwAULfAQoXY29tLmtleW1lc2gubWVzc2FnZXMudjFCFE1lc3NhZ2VzU2VydmljZVByb3RvUAFaQGdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL21lc3NhZ2VzL3YxO21lc3NhZ2VzdjGiAgNLTViqAhNLZXltZXNoLk1lc3NhZ2VzLlYxygITS2V5bWVzaFxNZXNzYWdlc1xWMeICH0tleW1lc2hcTWVzc2FnZXNcVjFcR1BCTWV0YWRhdGHqAhVLZXltZXNoOjpNZXNzYWdlczo6VjFiBnByb3RvMw");
+  fileDesc("CiprZXltZXNoL21lc3NhZ2VzL3YxL21lc3NhZ2VzX3NlcnZpY2UucHJvdG8SE2tleW1lc2gubWVzc2FnZXMudjEidAoLTWVzc2FnZUluZm8SEgoKbWVzc2FnZV9pZBgBIAEoCRIOCgZzZW5kZXIYAiABKAkSEQoJcmVjaXBpZW50GAMgASgJEhIKCnNlbnRfYXRfbXMYBCABKAMSDAoEcmVhZBgFIAEoCBIMCgRzaXplGAYgASgNIl4KElNlbmRNZXNzYWdlUmVxdWVzdBItCglyZWNpcGllbnQYASABKAlCGrpIF3IVMhNeW2EtejAtOS5fLV17Myw2NH0kEhkKBGJvZHkYAiABKAxCC7pICHoGEAEYgIAEIkgKE1NlbmRNZXNzYWdlUmVzcG9uc2USMQoHbWVzc2FnZRgBIAEoCzIgLmtleW1lc2gubWVzc2FnZXMudjEuTWVzc2FnZUluZm8iZQoTTGlzdE1lc3NhZ2VzUmVxdWVzdBIbCglwYWdlX3NpemUYASABKA1CCLpIBSoDGOgHEhwKCnBhZ2VfdG9rZW4YAiABKAlCCLpIBXIDGIACEhMKC3VucmVhZF9vbmx5GAMgASgIImMKFExpc3RNZXNzYWdlc1Jlc3BvbnNlEjIKCG1lc3NhZ2VzGAEgAygLMiAua2V5bWVzaC5tZXNzYWdlcy52MS5NZXNzYWdlSW5mbxIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiMgoSUmVhZE1lc3NhZ2VSZXF1ZXN0EhwKCm1lc3NhZ2VfaWQYASABKAlCCLpIBXIDsAEBIlYKE1JlYWRNZXNzYWdlUmVzcG9uc2USMQoHbWVzc2FnZRgBIAEoCzIgLmtleW1lc2gubWVzc2FnZXMudjEuTWVzc2FnZUluZm8SDAoEYm9keRgCIAEoDCI0ChREZWxldGVNZXNzYWdlUmVxdWVzdBIcCgptZXNzYWdlX2lkGAEgASgJQgi6SAVyA7ABASIXChVEZWxldGVNZXNzYWdlUmVzcG9uc2UiFgoUV2F0Y2hNZXNzYWdlc1JlcXVlc3QiSgoVV2F0Y2hNZXNzYWdlc1Jlc3BvbnNlEjEKB21lc3NhZ2UYASABKAsyIC5rZXltZXNoLm1lc3NhZ2VzLnYxLk1lc3NhZ2VJbmZvMpEECg9NZXNzYWdlc1NlcnZpY2USYAoLU2VuZE1lc3NhZ2USJy5rZXltZXNoLm1lc3NhZ2VzLnYxLlNlbmRNZXNzYWdlUmVxdWVzdBooLmtleW1lc2gubWVzc2FnZXMudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJoCgxMaXN0TWVzc2FnZXMSKC5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1JlcXVlc3QaKS5rZXltZXNoLm1lc3NhZ2VzLnYxLkxpc3RNZXNzYWdlc1Jlc3BvbnNlIgOQAgESYAoLUmVhZE1lc3NhZ2USJy5rZXltZXNoLm1lc3NhZ2VzLnYxLlJlYWRNZXNzYWdlUmVxdWVzdBooLmtleW1lc2gubWVzc2FnZXMudjEuUmVhZE1lc3NhZ2VSZXNwb25zZRJmCg1EZWxldGVNZXNzYWdlEikua2V5bWVzaC5tZXNzYWdlcy52MS5EZWxldGVNZXNzYWdlUmVxdWVzdBoqLmtleW1lc2gubWVzc2FnZXMudjEuRGVsZXRlTWVzc2FnZVJlc3BvbnNlEmgKDVdhdGNoTWVzc2FnZXMSKS5rZXltZXNoLm1lc3NhZ2VzLnYxLldhdGNoTWVzc2FnZXNSZXF1ZXN0Gioua2V5bWVzaC5tZXNzYWdlcy52MS5XYXRjaE1lc3NhZ2VzUmVzcG9uc2UwAULfAQoXY29tLmtleW1lc2gubWVzc2FnZXMudjFCFE1lc3NhZ2VzU2VydmljZVByb3RvUAFaQGdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL21lc3NhZ2VzL3YxO21lc3NhZ2VzdjGiAgNLTViqAhNLZXltZXNoLk1lc3NhZ2VzLlYxygITS2V5bWVzaFxNZXNzYWdlc1xWMeICH0tleW1lc2hcTWVzc2FnZXNcVjFcR1BCTWV0YWRhdGHqAhVLZXltZXNoOjpNZXNzYWdlczo6VjFiBnByb3RvMw", [file_buf_validate_validate]);
 
 /**
  * A message's metadata.
@@ -75,14 +76,14 @@ export const MessageInfoSchema: GenMessage<MessageInfo> = /*@__PURE__*/
  */
 export type SendMessageRequest = Message<"keymesh.messages.v1.SendMessageRequest"> & {
   /**
-   * The recipient's username.
+   * The recipient's username (AuthService.Register's pattern).
    *
    * @generated from field: string recipient = 1;
    */
   recipient: string;
 
   /**
-   * The body, at most 64 KiB.
+   * The body, 1 byte to 64 KiB.
    *
    * @generated from field: bytes body = 2;
    */
@@ -124,7 +125,7 @@ export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__P
  */
 export type ListMessagesRequest = Message<"keymesh.messages.v1.ListMessagesRequest"> & {
   /**
-   * Maximum number of results; 0 means the server default (50).
+   * Maximum number of results, at most 1000; 0 means the server default (50).
    *
    * @generated from field: uint32 page_size = 1;
    */
@@ -187,7 +188,7 @@ export const ListMessagesResponseSchema: GenMessage<ListMessagesResponse> = /*@_
  */
 export type ReadMessageRequest = Message<"keymesh.messages.v1.ReadMessageRequest"> & {
   /**
-   * The message's id.
+   * The message's id (a UUID).
    *
    * @generated from field: string message_id = 1;
    */
@@ -236,7 +237,7 @@ export const ReadMessageResponseSchema: GenMessage<ReadMessageResponse> = /*@__P
  */
 export type DeleteMessageRequest = Message<"keymesh.messages.v1.DeleteMessageRequest"> & {
   /**
-   * The message's id.
+   * The message's id (a UUID).
    *
    * @generated from field: string message_id = 1;
    */

@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import type { AuditEvent, MasterKeyVersionStatus, SecretMetadata, VersionMetadata } from "./vault_pb.js";
 import { file_keymesh_vault_v1_vault } from "./vault_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/vault/v1/vault_service.proto.
  */
 export const file_keymesh_vault_v1_vault_service: GenFile = /*@__PURE__*/
-  fileDesc("CiRrZXltZXNoL3ZhdWx0L3YxL3ZhdWx0X3NlcnZpY2UucHJvdG8SEGtleW1lc2gudmF1bHQudjEipAEKE0NyZWF0ZVNlY3JldFJlcXVlc3QSDAoEbmFtZRgBIAEoCRINCgV2YWx1ZRgCIAEoDBJBCgZsYWJlbHMYAyADKAsyMS5rZXltZXNoLnZhdWx0LnYxLkNyZWF0ZVNlY3JldFJlcXVlc3QuTGFiZWxzRW50cnkaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJZChRDcmVhdGVTZWNyZXRSZXNwb25zZRIwCgZzZWNyZXQYASABKAsyIC5rZXltZXNoLnZhdWx0LnYxLlNlY3JldE1ldGFkYXRhEg8KB3ZlcnNpb24YAiABKA0iVAoQR2V0U2VjcmV0UmVxdWVzdBITCglzZWNyZXRfaWQYASABKAlIABIOCgRuYW1lGAIgASgJSAASDwoHdmVyc2lvbhgDIAEoDUIKCghzZWxlY3RvciJlChFHZXRTZWNyZXRSZXNwb25zZRIwCgZzZWNyZXQYASABKAsyIC5rZXltZXNoLnZhdWx0LnYxLlNlY3JldE1ldGFkYXRhEg8KB3ZlcnNpb24YAiABKA0SDQoFdmFsdWUYAyABKAwijQEKF0FkZFNlY3JldFZlcnNpb25SZXF1ZXN0EhMKCXNlY3JldF9pZBgBIAEoCUgAEg4KBG5hbWUYAiABKAlIABINCgV2YWx1ZRgDIAEoDBIdChBleHBlY3RlZF92ZXJzaW9uGAQgASgNSAGIAQFCCgoIc2VsZWN0b3JCEwoRX2V4cGVjdGVkX3ZlcnNpb24iXQoYQWRkU2VjcmV0VmVyc2lvblJlc3BvbnNlEjAKBnNlY3JldBgBIAEoCzIgLmtleW1lc2gudmF1bHQudjEuU2VjcmV0TWV0YWRhdGESDwoHdmVyc2lvbhgCIAEoDSJLChhHZXRTZWNyZXRNZXRhZGF0YVJlcXVlc3QSEwoJc2VjcmV0X2lkGAEgASgJSAASDgoEbmFtZRgCIAEoCUgAQgoKCHNlbGVjdG9yIoIBChlHZXRTZWNyZXRNZXRhZGF0YVJlc3BvbnNlEjAKBnNlY3JldBgBIAEoCzIgLmtleW1lc2gudmF1bHQudjEuU2VjcmV0TWV0YWRhdGESMwoIdmVyc2lvbnMYAiADKAsyIS5rZXltZXNoLnZhdWx0LnYxLlZlcnNpb25NZXRhZGF0YSJQChJMaXN0U2VjcmV0c1JlcXVlc3QSEwoLbmFtZV9wcmVmaXgYASABKAkSEQoJcGFnZV9zaXplGAIgASgNEhIKCnBhZ2VfdG9rZW4YAyABKAkiYQoTTGlzdFNlY3JldHNSZXNwb25zZRIxCgdzZWNyZXRzGAEgAygLMiAua2V5bWVzaC52YXVsdC52MS5TZWNyZXRNZXRhZGF0YRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQAoaRGVsZXRlU2VjcmV0VmVyc2lvblJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKA0iUQobRGVsZXRlU2VjcmV0VmVyc2lvblJlc3BvbnNlEjIKB3ZlcnNpb24YASABKAsyIS5rZXltZXNoLnZhdWx0LnYxLlZlcnNpb25NZXRhZGF0YSJCChxVbmRlbGV0ZVNlY3JldFZlcnNpb25SZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgNIlMKHVVuZGVsZXRlU2VjcmV0VmVyc2lvblJlc3BvbnNlEjIKB3ZlcnNpb24YASABKAsyIS5rZXltZXNoLnZhdWx0LnYxLlZlcnNpb25NZXRhZGF0YSJBChtEZXN0cm95U2VjcmV0VmVyc2lvblJlcXVlc3QSEQoJc2VjcmV0X2lkGAEgASgJEg8KB3ZlcnNpb24YAiABKA0iUgocRGVzdHJveVNlY3JldFZlcnNpb25SZXNwb25zZRIyCgd2ZXJzaW9uGAEgASgLMiEua2V5bWVzaC52YXVsdC52MS5WZXJzaW9uTWV0YWRhdGEiQwoYR3JhbnRTZWNyZXRBY2Nlc3NSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIUCgxwcmluY2lwYWxfaWQYAiABKAkiGwoZR3JhbnRTZWNyZXRBY2Nlc3NSZXNwb25zZSJEChlSZXZva2VTZWNyZXRBY2Nlc3NSZXF1ZXN0EhEKCXNlY3JldF9pZBgBIAEoCRIUCgxwcmluY2lwYWxfaWQYAiABKAkiHAoaUmV2b2tlU2VjcmV0QWNjZXNzUmVzcG9uc2UiGAoWUm90YXRlTWFzdGVyS2V5UmVxdWVzdCIyChdSb3RhdGVNYXN0ZXJLZXlSZXNwb25zZRIXCg9wcmltYXJ5X3ZlcnNpb24YASABKA0iHgoNUmV3cmFwUmVxdWVzdBINCgVsaW1pdBgBIAEoDSI2Cg5SZXdyYXBSZXNwb25zZRIRCglyZXdyYXBwZWQYASABKAMSEQoJcmVtYWluaW5nGAIgASgDIhsKGUdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QiWAoaR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2USOgoIdmVyc2lvbnMYASADKAsyKC5rZXltZXNoLnZhdWx0LnYxLk1hc3RlcktleVZlcnNpb25TdGF0dXMiKQoWUmV0aXJlTWFzdGVyS2V5UmVxdWVzdBIPCgd2ZXJzaW9uGAEgASgNIlUKF1JldGlyZU1hc3RlcktleVJlc3BvbnNlEjoKCHZlcnNpb25zGAEgAygLMigua2V5bWVzaC52YXVsdC52MS5NYXN0ZXJLZXlWZXJzaW9uU3RhdHVzIlEKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgNEhIKCnBhZ2VfdG9rZW4YAiABKAkSEAoIc2luY2VfbXMYAyABKAMiYAoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USLAoGZXZlbnRzGAEgAygLMhwua2V5bWVzaC52YXVsdC52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLGDAoMVmF1bHRTZXJ2aWNlEl0KDENyZWF0ZVNlY3JldBIlLmtleW1lc2gudmF1bHQudjEuQ3JlYXRlU2VjcmV0UmVxdWVzdBomLmtleW1lc2gudmF1bHQudjEuQ3JlYXRlU2VjcmV0UmVzcG9uc2USVAoJR2V0U2VjcmV0EiIua2V5bWVzaC52YXVsdC52MS5HZXRTZWNyZXRSZXF1ZXN0GiMua2V5bWVzaC52YXVsdC52MS5HZXRTZWNyZXRSZXNwb25zZRJpChBBZGRTZWNyZXRWZXJzaW9uEikua2V5bWVzaC52YXVsdC52MS5BZGRTZWNyZXRWZXJzaW9uUmVxdWVzdBoqLmtleW1lc2gudmF1bHQudjEuQWRkU2VjcmV0VmVyc2lvblJlc3BvbnNlEnEKEUdldFNlY3JldE1ldGFkYXRhEioua2V5bWVzaC52YXVsdC52MS5HZXRTZWNyZXRNZXRhZGF0YVJlcXVlc3QaKy5rZXltZXNoLnZhdWx0LnYxLkdldFNlY3JldE1ldGFkYXRhUmVzcG9uc2UiA5ACARJfCgtMaXN0U2VjcmV0cxIkLmtleW1lc2gudmF1bHQudjEuTGlzdFNlY3JldHNSZXF1ZXN0GiUua2V5bWVzaC52YXVsdC52MS5MaXN0U2VjcmV0c1Jlc3BvbnNlIgOQAgEScgoTRGVsZXRlU2VjcmV0VmVyc2lvbhIsLmtleW1lc2gudmF1bHQudjEuRGVsZXRlU2VjcmV0VmVyc2lvblJlcXVlc3QaLS5rZXltZXNoLnZhdWx0LnYxLkRlbGV0ZVNlY3JldFZlcnNpb25SZXNwb25zZRJ4ChVVbmRlbGV0ZVNlY3JldFZlcnNpb24SLi5rZXltZXNoLnZhdWx0LnYxLlVuZGVsZXRlU2VjcmV0VmVyc2lvblJlcXVlc3QaLy5rZXltZXNoLnZhdWx0LnYxLlVuZGVsZXRlU2VjcmV0VmVyc2lvblJlc3BvbnNlEnUKFERlc3Ryb3lTZWNyZXRWZXJzaW9uEi0ua2V5bWVzaC52YXVsdC52MS5EZXN0cm95U2VjcmV0VmVyc2lvblJlcXVlc3QaLi5rZXltZXNoLnZhdWx0LnYxLkRlc3Ryb3lTZWNyZXRWZXJzaW9uUmVzcG9uc2USbAoRR3JhbnRTZWNyZXRBY2Nlc3MSKi5rZXltZXNoLnZhdWx0LnYxLkdyYW50U2VjcmV0QWNjZXNzUmVxdWVzdBorLmtleW1lc2gudmF1bHQudjEuR3JhbnRTZWNyZXRBY2Nlc3NSZXNwb25zZRJvChJSZXZva2VTZWNyZXRBY2Nlc3MSKy5rZXltZXNoLnZhdWx0LnYxLlJldm9rZVNlY3JldEFjY2Vzc1JlcXVlc3QaLC5rZXltZXNoLnZhdWx0LnYxLlJldm9rZVNlY3JldEFjY2Vzc1Jlc3BvbnNlEmYKD1JvdGF0ZU1hc3RlcktleRIoLmtleW1lc2gudmF1bHQudjEuUm90YXRlTWFzdGVyS2V5UmVxdWVzdBopLmtleW1lc2gudmF1bHQudjEuUm90YXRlTWFzdGVyS2V5UmVzcG9uc2USSwoGUmV3cmFwEh8ua2V5bWVzaC52YXVsdC52MS5SZXdyYXBSZXF1ZXN0GiAua2V5bWVzaC52YXVsdC52MS5SZXdyYXBSZXNwb25zZRJ0ChJHZXRNYXN0ZXJLZXlTdGF0dXMSKy5rZXltZXNoLnZhdWx0LnYxLkdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QaLC5rZXltZXNoLnZhdWx0LnYxLkdldE1hc3RlcktleVN0YXR1c1Jlc3BvbnNlIgOQAgESZgoPUmV0aXJlTWFzdGVyS2V5Eigua2V5bWVzaC52YXVsdC52MS5SZXRpcmVNYXN0ZXJLZXlSZXF1ZXN0Gikua2V5bWVzaC52YXVsdC52MS5SZXRpcmVNYXN0ZXJLZXlSZXNwb25zZRJrCg9MaXN0QXVkaXRFdmVudHMSKC5rZXltZXNoLnZhdWx0LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaKS5rZXltZXNoLnZhdWx0LnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlIgOQAgFCxwEKFGNvbS5rZXltZXNoLnZhdWx0LnYxQhFWYXVsdFNlcnZpY2VQcm90b1ABWjpnaXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC92YXVsdC92MTt2YXVsdHYxogIDS1ZYqgIQS2V5bWVzaC5WYXVsdC5WMcoCEEtleW1lc2hcVmF1bHRcVjHiAhxLZXltZXNoXFZhdWx0XFYxXEdQQk1ldGFkYXRh6gISS2V5bWVzaDo6VmF1bHQ6OlYxYgZwcm90bzM", [file_keymesh_vault_v1_vault]);
+  fileDesc("CiRrZXltZXNoL3ZhdWx0L3YxL3ZhdWx0X3NlcnZpY2UucHJvdG8SEGtleW1lc2gudmF1bHQudjEi7gEKE0NyZWF0ZVNlY3JldFJlcXVlc3QSMAoEbmFtZRgBIAEoCUIiukgf2AEBchoyGF5bQS1aYS16MC05L18uLV17MSwyNTV9JBIaCgV2YWx1ZRgCIAEoDEILukgIegYQARiAgAQSWgoGbGFiZWxzGAMgAygLMjEua2V5bWVzaC52YXVsdC52MS5DcmVhdGVTZWNyZXRSZXF1ZXN0LkxhYmVsc0VudHJ5Qhe6SBSaAREQQCIGcgQQARg/KgVyAxj/ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlkKFENyZWF0ZVNlY3JldFJlc3BvbnNlEjAKBnNlY3JldBgBIAEoCzIgLmtleW1lc2gudmF1bHQudjEuU2VjcmV0TWV0YWRhdGESDwoHdmVyc2lvbhgCIAEoDSKGAQoQR2V0U2VjcmV0UmVxdWVzdBIdCglzZWNyZXRfaWQYASABKAlCCLpIBXIDsAEBSAASLwoEbmFtZRgCIAEoCUIfukgcchoyGF5bQS1aYS16MC05L18uLV17MSwyNTV9JEgAEg8KB3ZlcnNpb24YAyABKA1CEQoIc2VsZWN0b3ISBbpIAggBImUKEUdldFNlY3JldFJlc3BvbnNlEjAKBnNlY3JldBgBIAEoCzIgLmtleW1lc2gudmF1bHQudjEuU2VjcmV0TWV0YWRhdGESDwoHdmVyc2lvbhgCIAEoDRINCgV2YWx1ZRgDIAEoDCLMAQoXQWRkU2VjcmV0VmVyc2lvblJlcXVlc3QSHQoJc2VjcmV0X2lkGAEgASgJQgi6SAVyA7ABAUgAEi8KBG5hbWUYAiABKAlCH7pIHHIaMhheW0EtWmEtejAtOS9fLi1dezEsMjU1fSRIABIaCgV2YWx1ZRgDIAEoDEILukgIegYQARiAgAQSHQoQZXhwZWN0ZWRfdmVyc2lvbhgEIAEoDUgBiAEBQhEKCHNlbGVjdG9yEgW6SAIIAUITChFfZXhwZWN0ZWRfdmVyc2lvbiJdChhBZGRTZWNyZXRWZXJzaW9uUmVzcG9uc2USMAoGc2VjcmV0GAEgASgLMiAua2V5bWVzaC52YXVsdC52MS5TZWNyZXRNZXRhZGF0YRIPCgd2ZXJzaW9uGAIgASgNIn0KGEdldFNlY3JldE1ldGFkYXRhUmVxdWVzdBIdCglzZWNyZXRfaWQYASABKAlCCLpIBXIDsAEBSAASLwoEbmFtZRgCIAEoCUIfukgcchoyGF5bQS1aYS16MC05L18uLV17MSwyNTV9JEgAQhEKCHNlbGVjdG9yEgW6SAIIASKCAQoZR2V0U2VjcmV0TWV0YWRhdGFSZXNwb25zZRIwCgZzZWNyZXQYASABKAsyIC5rZXltZXNoLnZhdWx0LnYxLlNlY3JldE1ldGFkYXRhEjMKCHZlcnNpb25zGAIgAygLMiEua2V5bWVzaC52YXVsdC52MS5WZXJzaW9uTWV0YWRhdGEibgoSTGlzdFNlY3JldHNSZXF1ZXN0Eh0KC25hbWVfcHJlZml4GAEgASgJQgi6SAVyAxj/ARIbCglwYWdlX3NpemUYAiABKA1CCLpIBSoDGOgHEhwKCnBhZ2VfdG9rZW4YAyABKAlCCLpIBXIDGIACImEKE0xpc3RTZWNyZXRzUmVzcG9uc2USMQoHc2VjcmV0cxgBIAMoCzIgLmtleW1lc2gudmF1bHQudjEuU2VjcmV0TWV0YWRhdGESFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIlMKGkRlbGV0ZVNlY3JldFZlcnNpb25SZXF1ZXN0EhsKCXNlY3JldF9pZBgBIAEoCUIIukgFcgOwAQESGAoHdmVyc2lvbhgCIAEoDUIHukgEKgIgACJRChtEZWxldGVTZWNyZXRWZXJzaW9uUmVzcG9uc2USMgoHdmVyc2lvbhgBIAEoCzIhLmtleW1lc2gudmF1bHQudjEuVmVyc2lvbk1ldGFkYXRhIlUKHFVuZGVsZXRlU2VjcmV0VmVyc2lvblJlcXVlc3QSGwoJc2VjcmV0X2lkGAEgASgJQgi6SAVyA7ABARIYCgd2ZXJzaW9uGAIgASgNQge6SAQqAiAAIlMKHVVuZGVsZXRlU2VjcmV0VmVyc2lvblJlc3BvbnNlEjIKB3ZlcnNpb24YASABKAsyIS5rZXltZXNoLnZhdWx0LnYxLlZlcnNpb25NZXRhZGF0YSJUChtEZXN0cm95U2VjcmV0VmVyc2lvblJlcXVlc3QSGwoJc2VjcmV0X2lkGAEgASgJQgi6SAVyA7ABARIYCgd2ZXJzaW9uGAIgASgNQge6SAQqAiAAIlIKHERlc3Ryb3lTZWNyZXRWZXJzaW9uUmVzcG9uc2USMgoHdmVyc2lvbhgBIAEoCzIhLmtleW1lc2gudmF1bHQudjEuVmVyc2lvbk1ldGFkYXRhIlkKGEdyYW50U2VjcmV0QWNjZXNzUmVxdWVzdBIbCglzZWNyZXRfaWQYASABKAlCCLpIBXIDsAEBEiAKDHByaW5jaXBhbF9pZBgCIAEoCUIKukgHcgUQARiAASIbChlHcmFudFNlY3JldEFjY2Vzc1Jlc3BvbnNlIloKGVJldm9rZVNlY3JldEFjY2Vzc1JlcXVlc3QSGwoJc2VjcmV0X2lkGAEgASgJQgi6SAVyA7ABARIgCgxwcmluY2lwYWxfaWQYAiABKAlCCrpIB3IFEAEYgAEiHAoaUmV2b2tlU2VjcmV0QWNjZXNzUmVzcG9uc2UiGAoWUm90YXRlTWFzdGVyS2V5UmVxdWVzdCIyChdSb3RhdGVNYXN0ZXJLZXlSZXNwb25zZRIXCg9wcmltYXJ5X3ZlcnNpb24YASABKA0iHgoNUmV3cmFwUmVxdWVzdBINCgVsaW1pdBgBIAEoDSI2Cg5SZXdyYXBSZXNwb25zZRIRCglyZXdyYXBwZWQYASABKAMSEQoJcmVtYWluaW5nGAIgASgDIhsKGUdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QiWAoaR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2USOgoIdmVyc2lvbnMYASADKAsyKC5rZXltZXNoLnZhdWx0LnYxLk1hc3RlcktleVZlcnNpb25TdGF0dXMiMgoWUmV0aXJlTWFzdGVyS2V5UmVxdWVzdBIYCgd2ZXJzaW9uGAEgASgNQge6SAQqAiAAIlUKF1JldGlyZU1hc3RlcktleVJlc3BvbnNlEjoKCHZlcnNpb25zGAEgAygLMigua2V5bWVzaC52YXVsdC52MS5NYXN0ZXJLZXlWZXJzaW9uU3RhdHVzIm4KFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSGwoJcGFnZV9zaXplGAEgASgNQgi6SAUqAxjoBxIcCgpwYWdlX3Rva2VuGAIgASgJQgi6SAVyAxiAAhIZCghzaW5jZV9tcxgDIAEoA0IHukgEIgIoACJgChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRIsCgZldmVudHMYASADKAsyHC5rZXltZXNoLnZhdWx0LnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMsYMCgxWYXVsdFNlcnZpY2USXQoMQ3JlYXRlU2VjcmV0EiUua2V5bWVzaC52YXVsdC52MS5DcmVhdGVTZWNyZXRSZXF1ZXN0GiYua2V5bWVzaC52YXVsdC52MS5DcmVhdGVTZWNyZXRSZXNwb25zZRJUCglHZXRTZWNyZXQSIi5rZXltZXNoLnZhdWx0LnYxLkdldFNlY3JldFJlcXVlc3QaIy5rZXltZXNoLnZhdWx0LnYxLkdldFNlY3JldFJlc3BvbnNlEmkKEEFkZFNlY3JldFZlcnNpb24SKS5rZXltZXNoLnZhdWx0LnYxLkFkZFNlY3JldFZlcnNpb25SZXF1ZXN0Gioua2V5bWVzaC52YXVsdC52MS5BZGRTZWNyZXRWZXJzaW9uUmVzcG9uc2UScQoRR2V0U2VjcmV0TWV0YWRhdGESKi5rZXltZXNoLnZhdWx0LnYxLkdldFNlY3JldE1ldGFkYXRhUmVxdWVzdBorLmtleW1lc2gudmF1bHQudjEuR2V0U2VjcmV0TWV0YWRhdGFSZXNwb25zZSIDkAIBEl8KC0xpc3RTZWNyZXRzEiQua2V5bWVzaC52YXVsdC52MS5MaXN0U2VjcmV0c1JlcXVlc3QaJS5rZXltZXNoLnZhdWx0LnYxLkxpc3RTZWNyZXRzUmVzcG9uc2UiA5ACARJyChNEZWxldGVTZWNyZXRWZXJzaW9uEiwua2V5bWVzaC52YXVsdC52MS5EZWxldGVTZWNyZXRWZXJzaW9uUmVxdWVzdBotLmtleW1lc2gudmF1bHQudjEuRGVsZXRlU2VjcmV0VmVyc2lvblJlc3BvbnNlEngKFVVuZGVsZXRlU2VjcmV0VmVyc2lvbhIuLmtleW1lc2gudmF1bHQudjEuVW5kZWxldGVTZWNyZXRWZXJzaW9uUmVxdWVzdBovLmtleW1lc2gudmF1bHQudjEuVW5kZWxldGVTZWNyZXRWZXJzaW9uUmVzcG9uc2USdQoURGVzdHJveVNlY3JldFZlcnNpb24SLS5rZXltZXNoLnZhdWx0LnYxLkRlc3Ryb3lTZWNyZXRWZXJzaW9uUmVxdWVzdBouLmtleW1lc2gudmF1bHQudjEuRGVzdHJveVNlY3JldFZlcnNpb25SZXNwb25zZRJsChFHcmFudFNlY3JldEFjY2VzcxIqLmtleW1lc2gudmF1bHQudjEuR3JhbnRTZWNyZXRBY2Nlc3NSZXF1ZXN0Gisua2V5bWVzaC52YXVsdC52MS5HcmFudFNlY3JldEFjY2Vzc1Jlc3BvbnNlEm8KElJldm9rZVNlY3JldEFjY2VzcxIrLmtleW1lc2gudmF1bHQudjEuUmV2b2tlU2VjcmV0QWNjZXNzUmVxdWVzdBosLmtleW1lc2gudmF1bHQudjEuUmV2b2tlU2VjcmV0QWNjZXNzUmVzcG9uc2USZgoPUm90YXRlTWFzdGVyS2V5Eigua2V5bWVzaC52YXVsdC52MS5Sb3RhdGVNYXN0ZXJLZXlSZXF1ZXN0Gikua2V5bWVzaC52YXVsdC52MS5Sb3RhdGVNYXN0ZXJLZXlSZXNwb25zZRJLCgZSZXdyYXASHy5rZXltZXNoLnZhdWx0LnYxLlJld3JhcFJlcXVlc3QaIC5rZXltZXNoLnZhdWx0LnYxLlJld3JhcFJlc3BvbnNlEnQKEkdldE1hc3RlcktleVN0YXR1cxIrLmtleW1lc2gudmF1bHQudjEuR2V0TWFzdGVyS2V5U3RhdHVzUmVxdWVzdBosLmtleW1lc2gudmF1bHQudjEuR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2UiA5ACARJmCg9SZXRpcmVNYXN0ZXJLZXkSKC5rZXltZXNoLnZhdWx0LnYxLlJldGlyZU1hc3RlcktleVJlcXVlc3QaKS5rZXltZXNoLnZhdWx0LnYxLlJldGlyZU1hc3RlcktleVJlc3BvbnNlEmsKD0xpc3RBdWRpdEV2ZW50cxIoLmtleW1lc2gudmF1bHQudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBopLmtleW1lc2gudmF1bHQudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2UiA5ACAULHAQoUY29tLmtleW1lc2gudmF1bHQudjFCEVZhdWx0U2VydmljZVByb3RvUAFaOmdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL3ZhdWx0L3YxO3ZhdWx0djGiAgNLVliqAhBLZXltZXNoLlZhdWx0LlYxygIQS2V5bWVzaFxWYXVsdFxWMeICHEtleW1lc2hcVmF1bHRcVjFcR1BCTWV0YWRhdGHqAhJLZXltZXNoOjpWYXVsdDo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_keymesh_vault_v1_vault]);
 
 /**
  * CreateSecretRequest carries the first version.
@@ -21,7 +22,7 @@ export const file_keymesh_vault_v1_vault_service: GenFile = /*@__PURE__*/
  */
 export type CreateSecretRequest = Message<"keymesh.vault.v1.CreateSecretRequest"> & {
   /**
-   * An optional unique name: 1-255 characters of [A-Za-z0-9/_.-].
+   * An optional unique name: 1-255 characters of [A-Za-z0-9/_.-]; empty means none.
    *
    * @generated from field: string name = 1;
    */
@@ -35,7 +36,7 @@ export type CreateSecretRequest = Message<"keymesh.vault.v1.CreateSecretRequest"
   value: Uint8Array;
 
   /**
-   * Labels: at most 64, keys and values at most 63 and 255 characters.
+   * Labels: at most 64; keys 1-63 characters, values at most 255 characters.
    *
    * @generated from field: map<string, string> labels = 3;
    */
@@ -90,7 +91,7 @@ export type GetSecretRequest = Message<"keymesh.vault.v1.GetSecretRequest"> & {
    */
   selector: {
     /**
-     * By id.
+     * By id (a UUID).
      *
      * @generated from field: string secret_id = 1;
      */
@@ -169,7 +170,7 @@ export type AddSecretVersionRequest = Message<"keymesh.vault.v1.AddSecretVersion
    */
   selector: {
     /**
-     * By id.
+     * By id (a UUID).
      *
      * @generated from field: string secret_id = 1;
      */
@@ -249,7 +250,7 @@ export type GetSecretMetadataRequest = Message<"keymesh.vault.v1.GetSecretMetada
    */
   selector: {
     /**
-     * By id.
+     * By id (a UUID).
      *
      * @generated from field: string secret_id = 1;
      */
@@ -308,14 +309,14 @@ export const GetSecretMetadataResponseSchema: GenMessage<GetSecretMetadataRespon
  */
 export type ListSecretsRequest = Message<"keymesh.vault.v1.ListSecretsRequest"> & {
   /**
-   * Only names starting with this prefix.
+   * Only names starting with this prefix (at most 255 characters).
    *
    * @generated from field: string name_prefix = 1;
    */
   namePrefix: string;
 
   /**
-   * Maximum number of results; 0 means the server default (50).
+   * Maximum number of results, at most 1000; 0 means the server default (50).
    *
    * @generated from field: uint32 page_size = 2;
    */
@@ -371,14 +372,14 @@ export const ListSecretsResponseSchema: GenMessage<ListSecretsResponse> = /*@__P
  */
 export type DeleteSecretVersionRequest = Message<"keymesh.vault.v1.DeleteSecretVersionRequest"> & {
   /**
-   * The secret's id.
+   * The secret's id (a UUID).
    *
    * @generated from field: string secret_id = 1;
    */
   secretId: string;
 
   /**
-   * The version.
+   * The version, from 1.
    *
    * @generated from field: uint32 version = 2;
    */
@@ -420,14 +421,14 @@ export const DeleteSecretVersionResponseSchema: GenMessage<DeleteSecretVersionRe
  */
 export type UndeleteSecretVersionRequest = Message<"keymesh.vault.v1.UndeleteSecretVersionRequest"> & {
   /**
-   * The secret's id.
+   * The secret's id (a UUID).
    *
    * @generated from field: string secret_id = 1;
    */
   secretId: string;
 
   /**
-   * The version.
+   * The version, from 1.
    *
    * @generated from field: uint32 version = 2;
    */
@@ -469,14 +470,14 @@ export const UndeleteSecretVersionResponseSchema: GenMessage<UndeleteSecretVersi
  */
 export type DestroySecretVersionRequest = Message<"keymesh.vault.v1.DestroySecretVersionRequest"> & {
   /**
-   * The secret's id.
+   * The secret's id (a UUID).
    *
    * @generated from field: string secret_id = 1;
    */
   secretId: string;
 
   /**
-   * The version.
+   * The version, from 1.
    *
    * @generated from field: uint32 version = 2;
    */
@@ -518,14 +519,14 @@ export const DestroySecretVersionResponseSchema: GenMessage<DestroySecretVersion
  */
 export type GrantSecretAccessRequest = Message<"keymesh.vault.v1.GrantSecretAccessRequest"> & {
   /**
-   * The secret's id.
+   * The secret's id (a UUID).
    *
    * @generated from field: string secret_id = 1;
    */
   secretId: string;
 
   /**
-   * The principal to grant read access to.
+   * The principal to grant read access to (a user id or service name).
    *
    * @generated from field: string principal_id = 2;
    */
@@ -561,14 +562,14 @@ export const GrantSecretAccessResponseSchema: GenMessage<GrantSecretAccessRespon
  */
 export type RevokeSecretAccessRequest = Message<"keymesh.vault.v1.RevokeSecretAccessRequest"> & {
   /**
-   * The secret's id.
+   * The secret's id (a UUID).
    *
    * @generated from field: string secret_id = 1;
    */
   secretId: string;
 
   /**
-   * The principal whose access to withdraw.
+   * The principal whose access to withdraw (a user id or service name).
    *
    * @generated from field: string principal_id = 2;
    */
@@ -767,7 +768,7 @@ export const RetireMasterKeyResponseSchema: GenMessage<RetireMasterKeyResponse> 
  */
 export type ListAuditEventsRequest = Message<"keymesh.vault.v1.ListAuditEventsRequest"> & {
   /**
-   * Maximum number of results; 0 means the server default (100).
+   * Maximum number of results, at most 1000; 0 means the server default (100).
    *
    * @generated from field: uint32 page_size = 1;
    */

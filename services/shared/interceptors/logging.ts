@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { REQUEST_ID_HEADER, requestIdKey } from "./context.js";
-import { codeName } from "./errors.js";
+import { REQUEST_ID_HEADER, requestIdKey } from "../context.js";
+import { codeName } from "../errors.js";
+import { wrapStream } from "./wrap-stream.js";
 
 /** Options for `createLoggingInterceptor`. */
 export interface LoggingInterceptorOptions {
@@ -77,12 +78,7 @@ export function createLoggingInterceptor(opts: LoggingInterceptorOptions): Inter
     const input = req.message;
     const counted: StreamRequest = {
       ...req,
-      message: (async function* () {
-        for await (const m of input) {
-          received++;
-          yield m;
-        }
-      })(),
+      message: wrapStream(input, { message: (m) => (received++, m) }),
     };
     let res;
     try {
@@ -97,7 +93,10 @@ export function createLoggingInterceptor(opts: LoggingInterceptorOptions): Inter
       log(undefined);
       return res;
     }
-    return { ...res, message: observeStream(res.message, () => sent++, log) };
+    return {
+      ...res,
+      message: wrapStream(res.message, { message: (m) => (sent++, m), end: (o) => log(o.kind === "error" ? o.error : undefined) }),
+    };
   };
 }
 
@@ -114,38 +113,4 @@ export function describeCause(cause: unknown): string {
     .replace(/[A-Za-z0-9+/=_-]{32,}/g, "[redacted]")
     .slice(0, 300);
   return `${name}${code}: ${message}`;
-}
-
-/**
- * Wraps a response stream: counts messages and reports how it ended (undefined for success
- * or an early close by the consumer), without changing `return`/`throw` behaviour.
- */
-export function observeStream<T>(source: AsyncIterable<T>, onMessage: () => void, onEnd: (err: unknown) => void): AsyncIterable<T> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = source[Symbol.asyncIterator]();
-      return {
-        async next() {
-          try {
-            const r = await it.next();
-            if (r.done === true) onEnd(undefined);
-            else onMessage();
-            return r;
-          } catch (err) {
-            onEnd(err);
-            throw err;
-          }
-        },
-        async return(value?: unknown) {
-          onEnd(undefined);
-          return (await it.return?.(value)) ?? { done: true, value: undefined };
-        },
-        async throw(err?: unknown) {
-          onEnd(err);
-          if (it.throw) return it.throw(err);
-          throw err;
-        },
-      };
-    },
-  };
 }

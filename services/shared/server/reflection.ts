@@ -12,14 +12,14 @@ import {
   ServerReflectionResponseSchema as ResponseV1Schema,
   type ServerReflectionRequest,
   type ServerReflectionResponse,
-} from "../../gen/grpc/reflection/v1/reflection_pb.js";
+} from "../../../gen/grpc/reflection/v1/reflection_pb.js";
 import {
   ServerReflection as ServerReflectionV1alpha,
   ServerReflectionRequestSchema as RequestV1alphaSchema,
   ServerReflectionResponseSchema as ResponseV1alphaSchema,
   type ServerReflectionRequest as RequestV1alpha,
   type ServerReflectionResponse as ResponseV1alpha,
-} from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+} from "../../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
 /**
  * gRPC server reflection (`grpc.reflection.v1` and `v1alpha`), served from the descriptors

@@ -1,14 +1,15 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
+import { createWritableIterable } from "@connectrpc/connect/protocol";
 import {
   Health,
   HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus as ServingStatus,
   type HealthCheckResponse,
-} from "../../gen/grpc/health/v1/health_pb.js";
-import { shuttingDownError } from "./errors.js";
+} from "../../../gen/grpc/health/v1/health_pb.js";
+import { shuttingDownError } from "../errors.js";
 
-export { HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
+export { HealthCheckResponse_ServingStatus as ServingStatus } from "../../../gen/grpc/health/v1/health_pb.js";
 
 /**
  * The standard gRPC health service (`grpc.health.v1.Health`): Check, Watch and List for each
@@ -77,35 +78,24 @@ export function createHealthService(opts: HealthServiceOptions): HealthService {
           return { statuses: all };
         },
         async *watch(req, ctx) {
-          // Wake-ups are coalesced: the watcher always reports the latest status.
-          let wake: (() => void) | undefined;
-          let pending = true;
-          const listener: Listener = () => {
-            pending = true;
-            wake?.();
-          };
-          const onAbort = () => wake?.();
+          // Each change is a wake-up; the watcher then reports the latest status, if it differs.
+          const changes = createWritableIterable<void>();
+          const listener: Listener = () => void changes.write().catch(() => undefined);
+          const onAbort = () => changes.close();
           listeners.add(listener);
           ctx.signal.addEventListener("abort", onAbort);
           try {
             let last: ServingStatus | undefined;
-            for (;;) {
+            const wakeUps = changes[Symbol.asyncIterator]();
+            do {
               if (ctx.signal.aborted) return;
-              if (pending) {
-                pending = false;
-                const current = statuses.get(req.service) ?? ServingStatus.SERVICE_UNKNOWN;
-                if (current !== last) {
-                  last = current;
-                  yield response(current);
-                }
-                if (shutDown) throw shuttingDownError();
-                continue;
+              const current = statuses.get(req.service) ?? ServingStatus.SERVICE_UNKNOWN;
+              if (current !== last) {
+                last = current;
+                yield response(current);
               }
-              await new Promise<void>((resolve) => {
-                wake = resolve;
-              });
-              wake = undefined;
-            }
+              if (shutDown) throw shuttingDownError();
+            } while ((await wakeUps.next()).done !== true);
           } finally {
             listeners.delete(listener);
             ctx.signal.removeEventListener("abort", onAbort);

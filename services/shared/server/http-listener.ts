@@ -2,7 +2,7 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import type { AddressInfo } from "node:net";
-import type { NodeRequest, NodeResponse } from "./request-handler.js";
+import type { NodeRequest, NodeResponse } from "./adapter.js";
 
 /**
  * One port for every protocol.

@@ -1,23 +1,22 @@
 import type * as http from "node:http";
 import * as http2 from "node:http2";
-import { Code, ConnectError, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
-import { compressionBrotli, compressionGzip, universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
-import type { UniversalHandler } from "@connectrpc/connect/protocol";
+import { Code, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { codeName } from "./errors.js";
 import { GRPC_CONTENT_TYPE, reportMalformedAsInvalid } from "./malformed-requests.js";
 
 /**
- * The Node.js request handler behind the host's port: connect-es's router served the way
- * `connectNodeAdapter` does, plus what a long-running server needs around it:
+ * The Node.js request handler behind the host's port: connect-node's `connectNodeAdapter`
+ * serves the routes (with its defaults: gzip and brotli accepted) and answers unknown paths
+ * through its `fallback` option. Around it, only what the adapter does not do:
  *
  * - it counts calls in flight so shutdown can wait for them to drain;
  * - while draining, HTTP/1.1 responses carry `Connection: close`;
  * - an HTTP/2 stream answered before its request body was read (oversize message, early
  *   error) is reset with NO_ERROR after the response, so the call does not stay open;
- * - unknown methods answer gRPC clients with a proper Unimplemented status (not a bare 404);
  * - unary requests whose message is not valid protobuf end with InvalidArgument instead of
- *   connect-es's Internal (see malformed-requests.ts).
+ *   connect-es's Internal (malformed-requests.ts: the one gap neither the adapter nor an
+ *   interceptor can close, see docs/architecture.md).
  */
 
 /** A request from either HTTP server. */
@@ -38,26 +37,59 @@ export interface RequestHandler {
   readonly paths: readonly string[];
 }
 
-/** Options for `createRequestHandler`. */
-export interface RequestHandlerOptions {
-  /** The router with every service registered (see `createHostRouter`). */
-  readonly router: ConnectRouter;
-  /** Where unexpected handler failures are reported. */
+/** Options for `createRequestHandler`: the adapter's router options plus the routes. */
+export interface RequestHandlerOptions extends ConnectRouterOptions {
+  /** Registers every service (see `createRouteRecorder`). */
+  readonly routes: (router: ConnectRouter) => void;
+  /** Where requests that cannot even be read are reported. */
   readonly logger: Logger;
 }
 
 /**
- * Creates a router the way `connectNodeAdapter` does (gzip and brotli accepted), with the
- * given options (interceptors, limits, shutdown signal).
+ * A router for modules that register asynchronously: `connectNodeAdapter` calls its `routes`
+ * synchronously, while a module's `register` may await its setup first. Registrations are
+ * made on a real router (so mistakes surface at once and `handlers` can be inspected) and
+ * replayed into the adapter's router by `routes`.
  */
-export function createHostRouter(options: ConnectRouterOptions): ConnectRouter {
-  return createConnectRouter({ acceptCompression: [compressionGzip, compressionBrotli], ...options });
+export function createRouteRecorder(): { readonly router: ConnectRouter; routes(target: ConnectRouter): void } {
+  const probe = createConnectRouter();
+  const replay: Array<(target: ConnectRouter) => void> = [];
+  const router: ConnectRouter = {
+    handlers: probe.handlers,
+    service(service, implementation, options) {
+      probe.service(service, implementation, options);
+      replay.push((target) => target.service(service, implementation, options));
+      return this;
+    },
+    rpc(method, impl, options) {
+      probe.rpc(method, impl, options);
+      replay.push((target) => target.rpc(method, impl, options));
+      return this;
+    },
+  };
+  return {
+    router,
+    routes: (target) => {
+      for (const register of replay) register(target);
+    },
+  };
 }
 
-/** Creates the request handler serving a router's services. */
+/** Creates the request handler serving the routes through `connectNodeAdapter`. */
 export function createRequestHandler(opts: RequestHandlerOptions): RequestHandler {
-  const { router, logger } = opts;
-  const handlers = new Map<string, UniversalHandler>(router.handlers.map((h) => [h.requestPath, h]));
+  const { routes, logger, ...routerOptions } = opts;
+  const paths: string[] = [];
+  const adapter = connectNodeAdapter({
+    ...routerOptions,
+    routes(router) {
+      routes(router);
+      router.handlers.forEach((handler, i) => {
+        paths.push(handler.requestPath);
+        if (handler.method.methodKind === "unary") router.handlers[i] = reportMalformedAsInvalid(handler);
+      });
+    },
+    fallback: unknownMethod,
+  });
 
   let active = 0;
   let draining = false;
@@ -92,35 +124,14 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
       });
     }
     if (draining && req.httpVersionMajor === 1) (res as http.ServerResponse).setHeader("connection", "close");
-    const path = (req.url ?? "").split("?", 1)[0] ?? "";
-    const uHandler = handlers.get(path);
-    if (uHandler === undefined) {
-      notFound(req, res, path);
-      return;
-    }
-    const contentType = req.headers["content-type"] ?? "";
-    let uReq;
     try {
-      uReq = universalRequestFromNodeRequest(req, res, undefined, undefined);
-    } catch {
-      // e.g. an HTTP/1.0 request without a Host header
+      adapter(req, res);
+    } catch (err) {
+      // The adapter cannot make a request of it, e.g. an HTTP/1.0 request without a Host header.
+      logger.debug({ err: String(err), url: req.url }, "unreadable request");
       res.statusCode = 400;
       res.end();
-      return;
     }
-    uHandler(uReq)
-      .then((uRes) => (uHandler.method.methodKind === "unary" ? reportMalformedAsInvalid(uRes, contentType) : uRes))
-      .then((uRes) => universalResponseToNodeResponse(uRes, res))
-      .catch((reason: unknown) => {
-        const code = ConnectError.from(reason).code;
-        // Aborted/Canceled: the client went away; the interceptors have logged the call.
-        if (code === Code.Aborted || code === Code.Canceled) return;
-        logger.error({ service: uHandler.service.typeName, method: uHandler.method.name, code: codeName(code), err: String(reason) }, "response failed");
-        if (!res.headersSent) {
-          res.statusCode = 500;
-          res.end();
-        }
-      });
   };
 
   return Object.assign(handle, {
@@ -129,13 +140,14 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
     drain: () => {
       draining = true;
     },
-    paths: [...handlers.keys()].sort(),
+    paths: paths.sort(),
   });
 }
 
-/** Answers a request for an unknown path: Unimplemented for gRPC, 404 otherwise. */
-function notFound(req: NodeRequest, res: NodeResponse, path: string): void {
+/** The adapter's fallback for unknown paths: Unimplemented for gRPC, 404 otherwise. */
+const unknownMethod: NonNullable<Parameters<typeof connectNodeAdapter>[0]["fallback"]> = (req, res) => {
   const contentType = req.headers["content-type"] ?? "";
+  const path = (req.url ?? "").split("?", 1)[0] ?? "";
   if (GRPC_CONTENT_TYPE.test(contentType) && "stream" in req) {
     // A trailers-only gRPC response, as gRPC servers send for unknown methods.
     req.stream.respond(
@@ -153,4 +165,4 @@ function notFound(req: NodeRequest, res: NodeResponse, path: string): void {
   res.statusCode = 404;
   res.end();
   req.resume();
-}
+};

@@ -1,11 +1,11 @@
 import type { ConnectRouter } from "@connectrpc/connect";
 import type { DescService } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import type { Config } from "./config.js";
-import type { Database } from "./storage/database.js";
-import type { MigrationModule } from "./storage/migrations/index.js";
-import type { Coordinator } from "./coordination/types.js";
-import type { PeerClients } from "./clients.js";
+import type { Config } from "../config.js";
+import type { Database } from "../storage/database.js";
+import type { MigrationModule } from "../storage/migrations/index.js";
+import type { Coordinator } from "../coordination/types.js";
+import type { PeerClients } from "../clients.js";
 
 /**
  * What the host hands a service when it starts: configuration, shared resources (created

@@ -1,21 +1,24 @@
 import { readFile } from "node:fs/promises";
+import { setTimeout } from "node:timers/promises";
+import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { createAuthInterceptor, OPEN_SERVICES, type AuthInterceptorOptions } from "./auth.js";
-import { createPeerClients, selfUrlOf, type PeerClients } from "./clients.js";
-import { ConfigError, type Config } from "./config.js";
-import { shuttingDownError } from "./errors.js";
+import { Health } from "../../../gen/grpc/health/v1/health_pb.js";
+import { createAuthInterceptor, OPEN_SERVICES, type AuthInterceptorOptions } from "../interceptors/auth.js";
+import { createPeerClients, selfUrlOf, type PeerClients } from "../clients.js";
+import { ConfigError, type Config } from "../config.js";
+import { shuttingDownError } from "../errors.js";
 import { createHealthService, type HealthService } from "./health.js";
 import { listen, type HttpListener } from "./http-listener.js";
-import { createCallLimitInterceptor, routerLimits } from "./limits.js";
-import { createLogger } from "./logger.js";
-import { createLoggingInterceptor } from "./logging.js";
+import { createCallLimitInterceptor } from "../interceptors/call-limits.js";
+import { createLogger } from "../logger.js";
+import { createLoggingInterceptor } from "../interceptors/logging.js";
 import { createReflection } from "./reflection.js";
-import { createHostRouter, createRequestHandler } from "./request-handler.js";
+import { createRequestHandler, createRouteRecorder } from "./adapter.js";
 import { openResources, type Resources } from "./resources.js";
 import type { ServiceContext, ServiceInstance, ServiceModule } from "./service-module.js";
-import { createTracingInterceptor } from "./telemetry/interceptors.js";
+import { createTracingInterceptor } from "../telemetry/interceptors.js";
+import { createValidationInterceptor, recordImplemented } from "../interceptors/validation.js";
 
 /**
  * The one place where services start: configuration → shared resources → router with the
@@ -66,9 +69,8 @@ const GRACE_SHARE = 0.5;
 /** Share of the budget after which remaining connections are destroyed. */
 const FORCE_SHARE = 0.8;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms)).unref());
-}
+/** Waits up to `ms` (never negative) without keeping the process alive. */
+const sleep = (ms: number) => setTimeout(Math.max(0, ms), undefined, { ref: false });
 
 async function readTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | undefined> {
   if (config.tls === undefined) return undefined;
@@ -118,14 +120,18 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   let served: string[];
   let handler: ReturnType<typeof createRequestHandler>;
   try {
+    const implemented = new Set<DescMethod>(); // request rules apply to RPCs that are built
     const interceptors: Interceptor[] = [
       createLoggingInterceptor({ logger, quiet: (req) => OPEN_SERVICES.includes(req.service.typeName) }),
       createTracingInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
       createAuthInterceptor({ ...opts.auth, serviceToken: config.serviceToken }),
       ...(opts.interceptors ?? []),
       createCallLimitInterceptor(),
+      createValidationInterceptor({ validates: (method) => implemented.has(method) }),
     ];
-    const router = createHostRouter({ ...routerLimits(config), interceptors, shutdownSignal: shutdown.signal });
+    const recorder = createRouteRecorder();
+    const router = recordImplemented(recorder.router, implemented);
+    const routes = recorder.routes;
     for (const module of opts.services) {
       const ctx: ServiceContext = {
         config,
@@ -146,7 +152,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     const reflection = createReflection([...opts.services.map((m) => m.desc), Health]);
     reflection.register(router);
     served = [...reflection.serviceNames];
-    handler = createRequestHandler({ router, logger });
+    // Oversize messages fail with ResourceExhausted; what the server sends is not limited.
+    handler = createRequestHandler({ readMaxBytes: config.maxRequestBytes, writeMaxBytes: 0xffffffff, interceptors, shutdownSignal: shutdown.signal, routes, logger });
     listener = await listen({ host: config.host, port: config.port, tls, handler });
   } catch (err) {
     await closeResources().catch(() => undefined);

@@ -1,8 +1,8 @@
 import type { Logger } from "pino";
-import type { Config } from "./config.js";
-import type { Coordinator } from "./coordination/types.js";
+import type { Config } from "../config.js";
+import type { Coordinator } from "../coordination/types.js";
 import type { ServiceModule } from "./service-module.js";
-import type { Database } from "./storage/database.js";
+import type { Database } from "../storage/database.js";
 
 /**
  * The shared resources of a host process: one database (primary + optional replica) and one
@@ -59,7 +59,7 @@ export async function openResources(opts: OpenResourcesOptions): Promise<OpenRes
 
   try {
     if (ownsDb) {
-      const { createDatabase } = await import("./storage/database.js");
+      const { createDatabase } = await import("../storage/database.js");
       db = createDatabase({
         ...(config.databaseUrl === undefined ? {} : { url: config.databaseUrl }),
         ...(config.databaseReplicaUrl === undefined ? {} : { replicaUrl: config.databaseReplicaUrl }),
@@ -69,13 +69,13 @@ export async function openResources(opts: OpenResourcesOptions): Promise<OpenRes
       logger.info({ dialect: db.dialect, replica: config.databaseReplicaUrl !== undefined }, "database opened");
       if (opts.migrate) {
         // Each service owns its tables: a host migrates those of the services it runs.
-        const [{ migrate }, { collectMigrations }] = await Promise.all([import("./storage/migrate.js"), import("./storage/migrations/index.js")]);
+        const [{ migrate }, { collectMigrations }] = await Promise.all([import("../storage/migrate.js"), import("../storage/migrations/index.js")]);
         const { applied } = await migrate(db, collectMigrations(modules));
         if (applied.length > 0) logger.info({ applied }, "database migrated");
       }
     }
     if (ownsCoordinator) {
-      const { createCoordinator } = await import("./coordination/index.js");
+      const { createCoordinator } = await import("../coordination/index.js");
       coordinator = createCoordinator({
         redisUrl: config.redisUrls,
         onError: (err, url) => logger.warn({ err: err.message, url: url.replace(/\/\/[^@/]*@/, "//***@") }, "redis connection error"),

@@ -1,14 +1,18 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { UniversalServerResponse } from "@connectrpc/connect/protocol";
-import { codeName } from "./errors.js";
-import { malformedMessageError } from "./limits.js";
+import type { UniversalHandler, UniversalServerRequest, UniversalServerResponse } from "@connectrpc/connect/protocol";
+import { codeName } from "../errors.js";
+import { malformedMessageError } from "../interceptors/call-limits.js";
+import { wrapStream } from "../interceptors/wrap-stream.js";
 
 /**
- * connect-es reports a unary request message that is not valid protobuf as Internal
- * ("parse binary: …"), before any interceptor runs. It is the caller's fault, so the host
- * rewrites that one error to InvalidArgument in the response, for each protocol's way of
+ * connect-es (2.x) reports a unary request message that is not valid protobuf as Internal
+ * ("parse binary: …"). It parses a unary request before any interceptor runs and offers no
+ * option to change that code, so neither `connectNodeAdapter` nor an interceptor can report
+ * it as the caller's fault. This wrapper around unary handlers is the one hand-written gap:
+ * it rewrites that one error to InvalidArgument in the response, for each protocol's way of
  * carrying a status: gRPC trailers, the gRPC-Web trailer frame, the Connect error body.
- * Streaming calls are handled by the call-limit interceptor instead.
+ * Streaming calls parse inside the interceptor chain, so the call-limit interceptor remaps
+ * them instead.
  */
 
 /** Content types of the gRPC protocol (not gRPC-Web). */
@@ -29,8 +33,16 @@ function fixed(message: string): ConnectError {
   return malformedMessageError(new ConnectError(message, Code.Internal));
 }
 
-/** Returns the response with a parse failure reported as InvalidArgument. */
-export async function reportMalformedAsInvalid(uRes: UniversalServerResponse, requestContentType: string): Promise<UniversalServerResponse> {
+/**
+ * Wraps a unary method's handler so that a parse failure in its response is reported as
+ * InvalidArgument; every other response passes through untouched.
+ */
+export function reportMalformedAsInvalid(handler: UniversalHandler): UniversalHandler {
+  const wrapped = async (req: UniversalServerRequest) => rewrite(await handler(req), req.header.get("content-type") ?? "");
+  return Object.assign(wrapped, handler);
+}
+
+async function rewrite(uRes: UniversalServerResponse, requestContentType: string): Promise<UniversalServerResponse> {
   const body = uRes.body;
   const iterable = body !== undefined && Symbol.asyncIterator in body ? body : undefined;
   if (GRPC_CONTENT_TYPE.test(requestContentType)) {
@@ -38,10 +50,10 @@ export async function reportMalformedAsInvalid(uRes: UniversalServerResponse, re
     if (trailer === undefined) return uRes;
     const rewrite = () => rewriteGrpcTrailer(trailer);
     rewrite();
-    return iterable === undefined ? uRes : { ...uRes, body: mapChunks(iterable, (c) => c, rewrite) };
+    return iterable === undefined ? uRes : { ...uRes, body: wrapStream(iterable, { end: (o) => o.kind === "ok" && rewrite() }) };
   }
   if (GRPC_WEB_CONTENT_TYPE.test(requestContentType)) {
-    return iterable === undefined ? uRes : { ...uRes, body: mapChunks(iterable, rewriteGrpcWebTrailerFrame) };
+    return iterable === undefined ? uRes : { ...uRes, body: wrapStream(iterable, { message: rewriteGrpcWebTrailerFrame }) };
   }
   const isJsonError = uRes.status === 500 && (uRes.header?.get("content-type") ?? "").startsWith("application/json");
   if (!isJsonError || iterable === undefined || uRes.header?.has("content-encoding") === true) return uRes;
@@ -101,31 +113,4 @@ async function rewriteConnectError(uRes: UniversalServerResponse, body: AsyncIte
 
 async function* single(bytes: Uint8Array): AsyncIterable<Uint8Array> {
   yield bytes;
-}
-
-/**
- * Maps each chunk and runs `atEnd` after the last one, before the consumer sees the end,
- * keeping `return`/`throw` as they were.
- */
-function mapChunks(source: AsyncIterable<Uint8Array>, map: (chunk: Uint8Array) => Uint8Array, atEnd?: () => void): AsyncIterable<Uint8Array> {
-  return {
-    [Symbol.asyncIterator]() {
-      const it = source[Symbol.asyncIterator]();
-      return {
-        async next() {
-          const r = await it.next();
-          if (r.done === true) atEnd?.();
-          else return { done: false, value: map(r.value) };
-          return r;
-        },
-        async return(value?: unknown) {
-          return (await it.return?.(value)) ?? { done: true as const, value: undefined };
-        },
-        async throw(err?: unknown) {
-          if (it.throw) return it.throw(err);
-          throw err;
-        },
-      };
-    },
-  };
 }

@@ -1,6 +1,6 @@
 import { timingSafeEqual, createHash } from "node:crypto";
 import { Code, ConnectError, type Interceptor, type StreamRequest, type UnaryRequest } from "@connectrpc/connect";
-import { principalKey, type Principal } from "./context.js";
+import { principalKey, type Principal } from "../context.js";
 
 /** Services that answer without credentials: probes and tooling must always work. */
 export const OPEN_SERVICES: readonly string[] = [
@@ -78,11 +78,4 @@ export function createAuthInterceptor(opts: AuthInterceptorOptions = {}): Interc
     req.contextValues.set(principalKey, principal);
     return next(req);
   };
-}
-
-/** Throws PermissionDenied unless the caller is another keymesh service. */
-export function requireService(principal: Principal): void {
-  if (principal.kind !== "service" && principal.kind !== "development") {
-    throw new ConnectError("this call is reserved for keymesh services", Code.PermissionDenied);
-  }
 }

@@ -1,0 +1,69 @@
+import type { DescMessage, DescMethod, MessageShape } from "@bufbuild/protobuf";
+import { createValidator } from "@bufbuild/protovalidate";
+import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
+import { createValidateInterceptor } from "@connectrpc/validate";
+
+/**
+ * Request validation declared in the protos. The rules live on the request messages' fields
+ * as `(buf.validate.field)` options (protovalidate); the interceptor checks each request
+ * message (each message of a stream) before the handler runs and answers InvalidArgument
+ * naming the field and the rule, e.g.
+ * `count: must be greater than or equal to 1 and less than or equal to 10000000 [uint32.gte_lte]`.
+ * Handlers keep only the checks a rule cannot express.
+ */
+
+/** One validator for the process: it compiles each message type's rules once and caches them. */
+const validator = createValidator();
+
+/** Options of `createValidationInterceptor`. */
+export interface ValidationOptions {
+  /**
+   * Which methods to check; default all. The host checks implemented methods only, so that
+   * an RPC not built yet answers Unimplemented whatever its request.
+   */
+  readonly validates?: (method: DescMethod) => boolean;
+}
+
+/** The server interceptor that enforces the protos' validation rules. */
+export function createValidationInterceptor(opts: ValidationOptions = {}): Interceptor {
+  const validate = createValidateInterceptor({ validator });
+  return (next) => {
+    const validated = validate(next);
+    return (req) => (opts.validates?.(req.method) ?? true ? validated(req) : next(req));
+  };
+}
+
+/**
+ * A router that notes in `implemented` each method its services implement (connect-es
+ * answers the others Unimplemented), for `ValidationOptions.validates`.
+ */
+export function recordImplemented(router: ConnectRouter, implemented: Set<DescMethod>): ConnectRouter {
+  const recording: ConnectRouter = {
+    handlers: router.handlers,
+    service(desc, impl, options) {
+      for (const method of desc.methods) {
+        if (typeof (impl as Record<string, unknown>)[method.localName] === "function") implemented.add(method);
+      }
+      router.service(desc, impl, options);
+      return recording;
+    },
+    rpc(method, impl, options) {
+      implemented.add(method);
+      router.rpc(method, impl, options);
+      return recording;
+    },
+  };
+  return recording;
+}
+
+/**
+ * The InvalidArgument error for a message that breaks its rules, undefined for one that keeps
+ * them. For messages the interceptor does not check one by one: a batch inside a stream
+ * message whose field is marked `ignore = IGNORE_ALWAYS`, checked by the handler so that it
+ * fails alone.
+ */
+export function violationOf<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): ConnectError | undefined {
+  const result = validator.validate(schema, message);
+  if (result.kind === "valid") return undefined;
+  return new ConnectError(result.error.message, Code.InvalidArgument, undefined, undefined, result.error);
+}

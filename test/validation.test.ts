@@ -1,0 +1,234 @@
+/**
+ * Request validation declared in the protos (protovalidate rules, enforced by the host's
+ * validation interceptor), through a real host running the real services, over gRPC (HTTP/2)
+ * and Connect JSON (HTTP/1.1), and through buf curl as a person would call it.
+ */
+import { execFile } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { create, type DescMessage, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import { createValidator } from "@bufbuild/protovalidate";
+import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ViolationsSchema } from "../gen/buf/validate/validate_pb.js";
+import { AuthService } from "../gen/keymesh/auth/v1/auth_service_pb.js";
+import { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
+import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.js";
+import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { SigningService } from "../gen/keymesh/signing/v1/signing_service_pb.js";
+import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
+import { SERVICES } from "../services/registry.js";
+import { loadServiceModules } from "../services/registry.js";
+import { startTestHost, type TestHost } from "./support/host.js";
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+let server: TestHost;
+
+beforeAll(async () => {
+  server = await startTestHost({ services: await loadServiceModules() });
+});
+
+afterAll(async () => {
+  await server?.close();
+});
+
+/** The ConnectError a call fails with (fails the test when the call succeeds). */
+async function failure(call: Promise<unknown> | (() => Promise<unknown>)): Promise<ConnectError> {
+  try {
+    await (typeof call === "function" ? call() : call);
+  } catch (err) {
+    return ConnectError.from(err);
+  }
+  throw new Error("the call succeeded");
+}
+
+/** Drains a server stream (RunJob) so that its error surfaces. */
+const drain = (stream: AsyncIterable<unknown>) => async () => {
+  for await (const _ of stream) void _;
+};
+
+const transports: Record<string, () => Transport> = {
+  "gRPC over HTTP/2": () => createGrpcTransport({ baseUrl: server.url }),
+  "Connect JSON over HTTP/1.1": () => createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false }),
+};
+
+describe.each(Object.keys(transports))("%s", (name) => {
+  let keys: Client<typeof KeyManagementService>;
+  let collection: Client<typeof CollectionService>;
+  let signing: Client<typeof SigningService>;
+  let executor: Client<typeof ExecutorService>;
+  beforeAll(() => {
+    const transport = transports[name]!();
+    keys = createClient(KeyManagementService, transport);
+    collection = createClient(CollectionService, transport);
+    signing = createClient(SigningService, transport);
+    executor = createClient(ExecutorService, transport);
+  });
+
+  /** Expects InvalidArgument whose message starts with the field path, and the same path in the details. */
+  async function expectViolation(call: Promise<unknown> | (() => Promise<unknown>), field: string, says: RegExp) {
+    const err = await failure(call);
+    expect(err.code, err.message).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toMatch(new RegExp(`^${field.replace(/[[\].]/g, "\\$&")}: `));
+    expect(err.rawMessage).toMatch(says);
+    // Programs get the same facts as data: a buf.validate.Violations detail.
+    const [violations] = err.findDetails(ViolationsSchema);
+    const path = violations?.violations[0]?.field?.elements.map((e) => e.fieldName + (e.subscript.case === "index" ? `[${e.subscript.value}]` : "")).join(".");
+    expect(path).toBe(field);
+  }
+
+  it("collection: counts, sizes, ids and signature lengths", async () => {
+    const before = await collection.getProgress({});
+    await expectViolation(collection.seedRecords({ count: 0 }), "count", /between|greater than or equal to 1/);
+    await expectViolation(collection.seedRecords({ count: 10_000_001 }), "count", /less than or equal to 10000000/);
+    await expectViolation(collection.seedRecords({ count: 5, payloadSize: 1025 }), "payload_size", /less than or equal to 1024/);
+    expect((await collection.getProgress({})).total).toBe(before.total);
+    await expectViolation(collection.claimBatch({ claimant: "", size: 5, claimTtlMs: 5000 }), "claimant", /at least 1 characters/);
+    await expectViolation(collection.claimBatch({ claimant: "t", size: 10_001, claimTtlMs: 5000 }), "size", /10000/);
+    await expectViolation(collection.claimBatch({ claimant: "t", size: 5, claimTtlMs: 10 }), "claim_ttl_ms", /1000/);
+    const commit = { claimId: "c", batchId: "b", keyId: "k-1", fence: 1n, jobId: "j", startedAtMs: 1n, signatures: [{ recordId: 1n, signature: new Uint8Array(64) }] };
+    await expectViolation(collection.commitBatch({ ...commit, signatures: [{ recordId: 1n, signature: new Uint8Array(63) }] }), "signatures[0].signature", /must be 64 bytes/);
+    await expectViolation(collection.commitBatch({ ...commit, signatures: [] }), "signatures", /at least 1 item/);
+    await expectViolation(collection.commitBatch({ ...commit, fence: 0n }), "fence", /greater than 0/);
+    await expectViolation(collection.commitBatch({ ...commit, batchId: "b".repeat(65) }), "batch_id", /at most 64 characters/);
+    await expectViolation(collection.commitBatch({ ...commit, signatures: [{ recordId: -1n, signature: new Uint8Array(64) }] }), "signatures[0].record_id", /greater than or equal to 0/);
+    await expectViolation(collection.getRecord({ id: MAX_SAFE + 1n }), "id", /9007199254740991/);
+    await expectViolation(collection.releaseClaim({ claimId: "" }), "claim_id", /at least 1 characters/);
+    // The one check left to the handler: a record twice in one commit.
+    const twice = await failure(collection.commitBatch({ ...commit, signatures: [commit.signatures[0]!, commit.signatures[0]!] }));
+    expect(twice.code).toBe(Code.InvalidArgument);
+    expect(twice.rawMessage).toBe("record 1 appears twice in the commit");
+  });
+
+  it("keys: counts, TTLs, key ids and fences", async () => {
+    await expectViolation(keys.createKeyringKeys({ count: 0 }), "count", /greater than or equal to 1/);
+    await expectViolation(keys.acquireKeyLease({ holder: "t", ttlMs: 10 }), "ttl_ms", /1000/);
+    await expectViolation(keys.acquireKeyLease({ holder: "", ttlMs: 5000 }), "holder", /at least 1 characters/);
+    await expectViolation(keys.getKeyringKey({ keyId: "not a key id!" }), "key_id", /does not match regex pattern/);
+    await expectViolation(keys.renewKeyLease({ keyId: "k-1", leaseId: "l", fence: -3n, ttlMs: 5000 }), "fence", /greater than 0/);
+    // A fence beyond 2^53-1 would lose precision as a JavaScript number: refused up front.
+    await expectViolation(keys.getWrappedSigningKey({ keyId: "k-1", fence: 2n ** 63n - 1n }), "fence", /9007199254740991/);
+  });
+
+  it("signing: batch sizes, payload sizes, fences, key ids and signature lengths", async () => {
+    const batch = { batchId: "b", keyId: "k-1", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(8) }] };
+    await expectViolation(signing.signBatch({ ...batch, items: [] }), "items", /at least 1 item/);
+    await expectViolation(signing.signBatch({ ...batch, items: [{ recordId: 1n, payload: new Uint8Array(1025) }] }), "items[0].payload", /at most 1024 bytes/);
+    await expectViolation(signing.signBatch({ ...batch, keyId: "" }), "key_id", /does not match regex pattern/);
+    await expectViolation(signing.signBatch({ ...batch, fence: 2n ** 63n - 1n }), "fence", /9007199254740991/);
+    await expectViolation(signing.verify({ payload: new Uint8Array(1), signature: new Uint8Array(64) }), "key", /exactly one field is required/);
+    await expectViolation(signing.verify({ key: { case: "publicKey", value: new Uint8Array(31) }, payload: new Uint8Array(1), signature: new Uint8Array(64) }), "public_key", /must be 32 bytes/);
+    await expectViolation(signing.verify({ key: { case: "publicKey", value: new Uint8Array(32) }, payload: new Uint8Array(1), signature: new Uint8Array(63) }), "signature", /must be 64 bytes/);
+    await expectViolation(signing.verifyBatch({ items: [] }), "items", /at least 1 item/);
+  });
+
+  it("executor: batch size, concurrency, lease TTL and job ids", async () => {
+    const run = (spec: object, jobId = "") => drain(executor.runJob({ jobId, spec }));
+    // Batch size is required only to start a job: a message-level rule, reported without a field.
+    const missing = await failure(run({ batchSize: 0 }));
+    expect(missing.code).toBe(Code.InvalidArgument);
+    expect(missing.rawMessage).toMatch(/^spec\.batch_size must be 1-10000 to start a job/);
+    await expectViolation(run({ batchSize: 1_000_000 }), "spec.batch_size", /less than or equal to 10000/);
+    await expectViolation(run({ batchSize: 10, concurrency: 257 }), "spec.concurrency", /less than or equal to 256/);
+    await expectViolation(run({ batchSize: 10, leaseTtlMs: 999 }), "spec.lease_ttl_ms", /1000/);
+    await expectViolation(executor.getJob({ jobId: "" }), "job_id", /at least 1 characters/);
+    await expectViolation(drain(executor.watchJob({ jobId: "j".repeat(65) })), "job_id", /at most 64 characters/);
+    // Joining needs no batch size: the job's own is used (and this one does not exist).
+    expect((await failure(run({}, "job-missing"))).code).toBe(Code.NotFound);
+  });
+
+  it("an RPC not built answers Unimplemented whatever its request", async () => {
+    const transport = transports[name]!();
+    const vault = createClient(VaultService, transport);
+    const auth = createClient(AuthService, transport);
+    expect((await failure(vault.createSecret({}))).code).toBe(Code.Unimplemented);
+    expect((await failure(auth.register({ username: "A", password: "short" }))).code).toBe(Code.Unimplemented);
+    expect((await failure(keys.createKeyPair({}))).code).toBe(Code.Unimplemented);
+  });
+});
+
+describe("signing stream (bidirectional: gRPC over HTTP/2 only)", () => {
+  it("answers a bad batch with its own error and signs the next one on the same stream", async () => {
+    const transport = createGrpcTransport({ baseUrl: server.url });
+    const keys = createClient(KeyManagementService, transport);
+    const signing = createClient(SigningService, transport);
+    await keys.createKeyringKeys({ count: 1 });
+    const lease = (await keys.acquireKeyLease({ holder: "validation-test", ttlMs: 10_000, jobId: "validation" })).lease!;
+    try {
+      async function* requests() {
+        yield { batch: { batchId: "bad", keyId: lease.keyId, fence: lease.fence, items: [] } };
+        yield { batch: { batchId: "good", keyId: lease.keyId, fence: lease.fence, items: [{ recordId: 1n, payload: new Uint8Array(8) }] } };
+      }
+      const replies = new Map<string, unknown>();
+      for await (const reply of signing.signStream(requests())) replies.set(reply.batchId, reply.result);
+      expect(replies.get("bad")).toEqual({ case: "error", value: expect.objectContaining({ code: "invalid_argument", message: expect.stringMatching(/^items: must contain at least 1 item/) }) });
+      expect(replies.get("good")).toMatchObject({ case: "signed", value: { signatures: [{ recordId: 1n }] } });
+    } finally {
+      await keys.releaseKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, used: false });
+    }
+  });
+
+  it("ends the stream with InvalidArgument for a stream message that breaks its own rules", async () => {
+    const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url }));
+    async function* requests() {
+      yield { traceparent: "x".repeat(257), batch: { batchId: "b", keyId: "k-1", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(1) }] } };
+    }
+    const err = await failure(drain(signing.signStream(requests())));
+    expect(err.code).toBe(Code.InvalidArgument);
+    expect(err.rawMessage).toMatch(/^traceparent: must be at most 256 characters/);
+  });
+});
+
+describe("the rules themselves", () => {
+  const validator = createValidator();
+  const services: DescService[] = Object.values(SERVICES).map((s) => s.desc);
+
+  it("compile for every request message of every service, built or not", () => {
+    for (const service of services) {
+      for (const method of service.methods) {
+        const result = validator.validate(method.input, create(method.input));
+        expect(result.kind === "error" ? `${method.input.typeName}: ${result.error.message}` : "ok").toBe("ok");
+      }
+    }
+  });
+
+  it("hold the unbuilt services' contracts: auth, vault and messages", async () => {
+    const { RegisterRequestSchema } = await import("../gen/keymesh/auth/v1/auth_service_pb.js");
+    const { CreateSecretRequestSchema, GetSecretRequestSchema } = await import("../gen/keymesh/vault/v1/vault_service_pb.js");
+    const { SendMessageRequestSchema } = await import("../gen/keymesh/messages/v1/messages_service_pb.js");
+    const fields = <T extends DescMessage>(schema: T, init: MessageInitShape<T>) => {
+      const result = validator.validate(schema, create(schema, init));
+      return result.kind === "valid" ? [] : (result.violations ?? []).map(String);
+    };
+    expect(fields(RegisterRequestSchema, { username: "alice", password: "correct horse battery" })).toEqual([]);
+    expect(fields(RegisterRequestSchema, { username: "Al", password: "short" })).toEqual([
+      expect.stringMatching(/^username: does not match regex pattern/),
+      "password: must be at least 12 bytes [string.min_bytes]",
+    ]);
+    expect(fields(CreateSecretRequestSchema, { value: new Uint8Array(1) })).toEqual([]);
+    expect(fields(CreateSecretRequestSchema, { name: "bad name", value: new Uint8Array(65_537), labels: Object.fromEntries(Array.from({ length: 65 }, (_, i) => [`k${i}`, "v"])) })).toEqual([
+      expect.stringMatching(/^name: does not match regex pattern/),
+      expect.stringMatching(/^value: must be at most 65536 bytes/),
+      expect.stringMatching(/^labels: map must be at most 64 entries/),
+    ]);
+    expect(fields(GetSecretRequestSchema, {})).toEqual([expect.stringMatching(/^selector: exactly one field is required/)]);
+    expect(fields(SendMessageRequestSchema, { recipient: "bob", body: new Uint8Array(65_537) })).toEqual([expect.stringMatching(/^body: must be at most 65536 bytes/)]);
+  });
+});
+
+describe("buf curl", () => {
+  const BUF = fileURLToPath(new URL("../node_modules/.bin/buf", import.meta.url));
+  const run = promisify(execFile);
+
+  it("shows the field and the rule a request breaks", async () => {
+    const res = await run(BUF, ["curl", "--http2-prior-knowledge", "-d", '{"count":0}', `${server.url}/keymesh.collection.v1.CollectionService/SeedRecords`], { timeout: 30_000 }).then(
+      () => ({ code: 0, stderr: "" }),
+      (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? "" }),
+    );
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain("invalid_argument");
+    expect(res.stderr).toContain("count: must be greater than or equal to 1 and less than or equal to 10000000");
+  });
+});
