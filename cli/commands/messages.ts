@@ -115,8 +115,12 @@ async function runMessages(argv: string[], io: CommandIO): Promise<number> {
       case "watch": {
         const interrupt = listenForInterrupt();
         try {
-          if (!values.json) io.stderr.write("watching for new messages (Ctrl-C to stop)\n");
-          for await (const res of messages.watchMessages({}, { signal: interrupt.signal })) {
+          const stream = messages.watchMessages({}, { signal: interrupt.signal })[Symbol.asyncIterator]();
+          // The first read starts the call.
+          const first = stream.next();
+          io.stderr.write("watching for new messages (Ctrl-C to stop)\n");
+          for (let r = await first; r.done !== true; r = await stream.next()) {
+            const res = r.value;
             io.stdout.write(values.json ? `${JSON.stringify(info(res.message!))}\n` : `${line(res.message!)}\n`);
           }
         } catch (err) {
