@@ -14,6 +14,8 @@ import { enqueueRewrapChunks, KEY_REWRAP_QUEUE } from "../services/shared/crypto
 import { keyringSealContext } from "../services/keys/seal-context.js";
 import { userKeySealContext } from "../services/keys/user-keys.js";
 import { createDatabase, type Database } from "../services/shared/storage/database.js";
+import { createSigner } from "../services/signing/signer.js";
+import { ed25519PublicKey, verifyEd25519 } from "../services/shared/crypto/ed25519.js";
 import { migrate } from "../services/shared/storage/migrate.js";
 import { registeredMigrations } from "../services/migrations.js";
 import { createTestDatabase, type TestDatabase } from "./support/mysql.js";
@@ -128,6 +130,35 @@ describe("private-key rewrap with three worker processes, one SIGKILLed", () => 
     workers.push(startWorker(env), startWorker(env), startWorker({ ...env, KEYMESH_FAILPOINTS: "rewrap.chunk.before-write=kill@2" }));
     await until("three workers running", () => workers.every((w) => w.out.includes("rewrap worker started")), 60_000);
 
+    // Meanwhile, sign with every keyring key in turn the way the signing service does (a fresh
+    // lease each time: the sealed key is fetched and opened anew), and verify each signature.
+    const signing = { signatures: 0, failures: [] as string[], versions: new Set<number>(), stop: false };
+    const signer = createSigner({
+      masterKeys: () => parseMasterKeys(both),
+      source: async (keyId, fence) => {
+        const row = (await db.primary("keyring_keys").where({ id: keyId }).first("private_key_ciphertext")) as { private_key_ciphertext: Uint8Array };
+        signing.versions.add(sealedVersion(row.private_key_ciphertext));
+        return { keyId, fence, wrapped: row.private_key_ciphertext };
+      },
+    });
+    const ids = ((await db.primary("keyring_keys").select("id", "public_key").orderBy("id")) as { id: string; public_key: Uint8Array }[]).map((r) => ({
+      id: r.id,
+      pub: ed25519PublicKey(r.public_key),
+    }));
+    const signingLoop = (async () => {
+      for (let fence = 1; !signing.stop; fence++) {
+        const k = ids[fence % ids.length]!;
+        const payload = randomBytes(32);
+        try {
+          const [sig] = await signer.signBatch(k.id, fence, [{ recordId: BigInt(fence), payload }]);
+          if (verifyEd25519(k.pub, payload, sig!.signature)) signing.signatures++;
+          else signing.failures.push(`bad signature with ${k.id}`);
+        } catch (err) {
+          signing.failures.push(`${k.id}: ${String(err)}`);
+        }
+      }
+    })();
+
     const sets = keysSealedSets(db);
     const coordinator = createRedisCoordinator({ urls: [redis.url] });
     let enqueued: { rows: number; chunks: number };
@@ -149,6 +180,12 @@ describe("private-key rewrap with three worker processes, one SIGKILLed", () => 
     };
     await until("every private key on version 2", async () => (await onVersion(2)) === total, 60_000);
     expect(await onVersion(1)).toBe(0);
+    signing.stop = true;
+    await signingLoop;
+    expect(signing.failures).toEqual([]);
+    expect(signing.signatures).toBeGreaterThan(50);
+    // It signed with keys still sealed under version 1 and with keys already moved to 2.
+    expect([...signing.versions].sort()).toEqual([1, 2]);
     // A survivor redid the dead worker's chunk after the idle timeout.
     await until("a claimed chunk", () => workers.slice(0, 2).some((w) => /"redelivered":true/.test(w.out)), 10_000);
     for (const w of workers.slice(0, 2)) expect(w.child.exitCode).toBeNull();
