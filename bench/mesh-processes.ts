@@ -41,7 +41,8 @@ export async function startServe(services: string[], port: number, env: NodeJS.P
   child.stdout!.on("data", collect);
   child.stderr!.on("data", collect);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
+  // Generous: on a shared, busy machine a start with the telemetry SDKs can take a while.
+  const deadline = Date.now() + 120_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`serve ${services.join(" ")} exited ${child.exitCode}: ${output}`);
     if (await listening(port)) break;

@@ -4,6 +4,7 @@
  * deployment; the reference loop runs in this process on the same records.
  *
  *   npm run bench:signing                      # 100k records, 100 keys, batch 1000
+ *   npm run bench:signing -- --tracing         # also off / tracing / tracing + metrics, three rounds
  *   npm run bench:signing -- --scale           # also 10k/1M records, 1/2/4 executors, tracing on/off
  *   npm run bench:signing -- --records 20000   # a quicker run
  */
@@ -36,7 +37,8 @@ const RECORDS = Number(values.records);
 const KEYS = Number(values.keys);
 const BATCH = Number(values["batch-size"]);
 const CONCURRENCY = Number(values.concurrency);
-const DB_NAME = "keymesh_bench";
+// KEYMESH_BENCH_DATABASE picks another name, so that two benches on one server do not collide.
+const DB_NAME = process.env.KEYMESH_BENCH_DATABASE ?? "keymesh_bench";
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
@@ -46,6 +48,8 @@ interface Mesh {
   collection: Client<typeof CollectionService>;
   keys: Client<typeof KeyManagementService>;
   executorClients: Client<typeof ExecutorService>[];
+  /** The processes' /metrics URLs (empty unless started with metrics). */
+  metricsUrls: string[];
   stop(): Promise<void>;
 }
 
@@ -56,8 +60,12 @@ async function recreateDatabase(): Promise<void> {
   await admin.destroy();
 }
 
-/** Starts keys, collection, signing and `executors` executor processes, each on its own port. */
-async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}): Promise<Mesh> {
+/**
+ * Starts keys, collection, signing and `executors` executor processes, each on its own port.
+ * With `metrics`, each also serves /metrics on a port of its own (KEYMESH_METRICS_PORT), and the
+ * bench scrapes them every second while a job runs.
+ */
+async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}, metrics = false): Promise<Mesh> {
   const ports = { keys: await freePort(), collection: await freePort(), signing: await freePort() };
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
@@ -75,12 +83,19 @@ async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}): P
   // KEYMESH_BENCH_PROFILE_DIR=<dir> writes a V8 CPU profile of every service process there.
   const profile = process.env.KEYMESH_BENCH_PROFILE_DIR;
   const nodeArgs = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [];
+  const metricsUrls: string[] = [];
+  const envOf = async () => {
+    if (!metrics) return env;
+    const port = await freePort();
+    metricsUrls.push(`http://127.0.0.1:${port}/metrics`);
+    return { ...env, KEYMESH_METRICS_PORT: String(port) };
+  };
   const procs = await Promise.all([
-    startServe(["keys"], ports.keys, env, nodeArgs),
-    startServe(["collection"], ports.collection, env, nodeArgs),
-    startServe(["signing"], ports.signing, env, nodeArgs),
+    startServe(["keys"], ports.keys, await envOf(), nodeArgs),
+    startServe(["collection"], ports.collection, await envOf(), nodeArgs),
+    startServe(["signing"], ports.signing, await envOf(), nodeArgs),
   ]);
-  const executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), env, nodeArgs)));
+  const executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), await envOf(), nodeArgs)));
   const client = <S extends Parameters<typeof createClient>[0]>(desc: S, url: string) =>
     createClient(desc, createGrpcTransport({ baseUrl: url, acceptCompression: [] })) as Client<S>;
   return {
@@ -89,6 +104,7 @@ async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}): P
     collection: client(CollectionService, procs[1]!.url),
     keys: client(KeyManagementService, procs[0]!.url),
     executorClients: executorProcs.map((p) => client(ExecutorService, p.url)),
+    metricsUrls,
     async stop() {
       await Promise.all([...procs, ...executorProcs].map((p) => p.stop()));
     },
@@ -109,6 +125,11 @@ async function runJob(mesh: Mesh, batchSize: number) {
   const dbPid = mariadbPid();
   const cpuBefore = [...mesh.procs.map((p) => p.cpuMs()), dbPid ? cpuMsOf(dbPid) : 0];
   const started = performance.now();
+  // Scraped like a Prometheus with a 1 s interval (15 s is the usual one): the worst case.
+  let scrapes = 0;
+  const scraper = setInterval(() => {
+    for (const u of mesh.metricsUrls) void fetch(u).then((r) => r.text()).then(() => scrapes++, () => undefined);
+  }, 1000);
   let jobId = "";
   const first = (async () => {
     let last;
@@ -122,7 +143,7 @@ async function runJob(mesh: Mesh, batchSize: number) {
   const joiners = mesh.executorClients.slice(1).map(async (c) => {
     for await (const _ of c.runJob({ jobId, spec: { concurrency: CONCURRENCY, leaseTtlMs: 30_000 } })) void _;
   });
-  const [last] = await Promise.all([first, ...joiners]);
+  const [last] = await Promise.all([first, ...joiners]).finally(() => clearInterval(scraper));
   const wallMs = performance.now() - started;
   if (!last || Number(last.signedRecords) !== Number(last.totalRecords)) throw new Error(`job did not finish: ${JSON.stringify(last, (_, v) => (typeof v === "bigint" ? Number(v) : v))}`);
   const cpuAfter = [...mesh.procs.map((p) => p.cpuMs()), dbPid ? cpuMsOf(dbPid) : 0];
@@ -133,6 +154,7 @@ async function runJob(mesh: Mesh, batchSize: number) {
     wallMs: Math.round(wallMs),
     recordsPerSecond: Math.round((Number(last.totalRecords) * 1000) / wallMs),
     batchLatencyMs: { p50: Number(stats.batchLatencyP50Ms), p99: Number(stats.batchLatencyP99Ms) },
+    ...(mesh.metricsUrls.length > 0 ? { metricsScrapes: scrapes } : {}),
     keysUsed: stats.keysUsed,
     duplicates: Number(stats.duplicateSignatures),
     executorRssMiB: mesh.executors.map((e) => e.memory()),
@@ -219,34 +241,53 @@ async function main() {
 
     // Every point starts on a fresh database, so no point pays for the previous one's
     // deleted rows (InnoDB purges them in the background, on the same two cores).
-    const fresh = async (executors: number, records: number, env: NodeJS.ProcessEnv = {}) => {
+    const fresh = async (executors: number, records: number, env: NodeJS.ProcessEnv = {}, metrics = false) => {
       await mesh.stop();
       await recreateDatabase();
-      mesh = await startMesh(executors, env);
+      mesh = await startMesh(executors, env, metrics);
       await seed(mesh, records, KEYS);
       return runJob(mesh, BATCH);
     };
     if (values.scale || values.tracing) {
-      // Tracing on and off, alternated three times each; medians, because identical runs on
-      // this shared machine differ by more than the cost being measured.
+      // Off, tracing, and tracing + metrics (OTLP export every 5 s and /metrics scraped every
+      // second), alternated three times each; medians, because identical runs on this shared
+      // machine differ by more than the cost being measured.
       const sink = await startSink();
+      const tracingEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on", OTEL_METRICS_EXPORTER: "none" };
       const on: number[] = [];
       const off: number[] = [];
+      const both: number[] = [];
+      // CPU time of the keymesh processes (not MariaDB): less sensitive than wall time to
+      // other work on the machine, since waiting for a core does not count.
+      const cpu = { off: [] as number[], on: [] as number[], both: [] as number[] };
+      const meshCpu = (r: Awaited<ReturnType<typeof runJob>>) =>
+        r.cpuMs.keys! + r.cpuMs.collection! + r.cpuMs.signing! + r.cpuMs.executors.reduce((a, b) => a! + b!, 0)!;
+      const measure = async (wall: number[], cpuMs: number[], env: NodeJS.ProcessEnv = {}, metrics = false) => {
+        const r = await fresh(1, RECORDS, env, metrics);
+        wall.push(r.wallMs);
+        cpuMs.push(meshCpu(r));
+      };
       for (let round = 0; round < 3; round++) {
         log(`tracing off, round ${round + 1}`);
-        off.push((await fresh(1, RECORDS)).wallMs);
+        await measure(off, cpu.off);
         log(`tracing on (always_on), round ${round + 1}`);
-        on.push((await fresh(1, RECORDS, { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on" })).wallMs);
+        await measure(on, cpu.on, tracingEnv);
+        log(`tracing and metrics on, round ${round + 1}`);
+        await measure(both, cpu.both, { ...tracingEnv, OTEL_METRICS_EXPORTER: "otlp", OTEL_METRIC_EXPORT_INTERVAL: "5000" }, true);
       }
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+      const overhead = (xs: number[]) => Number((((median(xs) - median(off)) / median(off)) * 100).toFixed(1));
       result.tracing = {
         onWallMs: on,
         offWallMs: off,
         medianOnMs: median(on),
         medianOffMs: median(off),
-        overheadPercent: Number((((median(on) - median(off)) / median(off)) * 100).toFixed(1)),
+        overheadPercent: overhead(on),
         exportRequests: sink.requests(),
       };
+      result.tracingAndMetrics = { wallMs: both, medianMs: median(both), overheadPercent: overhead(both) };
+      const cpuOverhead = (xs: number[]) => Number((((median(xs) - median(cpu.off)) / median(cpu.off)) * 100).toFixed(1));
+      result.meshCpuMs = { ...cpu, overheadPercentTracing: cpuOverhead(cpu.on), overheadPercentTracingAndMetrics: cpuOverhead(cpu.both) };
       await sink.close();
     }
     if (values.scale) {

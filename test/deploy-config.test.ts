@@ -34,6 +34,8 @@ type Obj = Record<string, any>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
 
 const PORT = 8080;
+/** KEYMESH_METRICS_PORT in the deployments: Prometheus scrapes /metrics there. */
+const METRICS_PORT = 9464;
 const KNOWN = new Set(KNOWN_VARIABLES);
 /** Services that decrypt under the master keys (and so must receive them). */
 const MASTER_KEY_USERS: readonly ServiceName[] = ["keys", "signing", "messages", "vault"];
@@ -44,10 +46,18 @@ const OTEL_VARIABLES = new Set([
   "OTEL_TRACES_SAMPLER",
   "OTEL_TRACES_SAMPLER_ARG",
   "OTEL_RESOURCE_ATTRIBUTES",
+  "OTEL_METRICS_EXPORTER",
 ]);
 const SECRET_VARIABLES = ["KEYMESH_MASTER_KEYS", "KEYMESH_SERVICE_TOKEN", "KEYMESH_DATABASE_URL", "KEYMESH_DATABASE_REPLICA_URL"];
 /** Public images the stack may pull; anything else must be the project image. */
-const PUBLIC_IMAGES = [/^mysql:8(\.\d+)*$/, /^redis:7(\.\d+)*(-alpine)?$/, /^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/, /^nginx:\d+\.\d+(-alpine)?$/];
+const PUBLIC_IMAGES = [
+  /^mysql:8(\.\d+)*$/,
+  /^redis:7(\.\d+)*(-alpine)?$/,
+  /^jaegertracing\/all-in-one:\d+\.\d+\.\d+$/,
+  /^nginx:\d+\.\d+(-alpine)?$/,
+  /^prom\/prometheus:v\d+\.\d+\.\d+$/,
+  /^grafana\/grafana:\d+\.\d+\.\d+$/,
+];
 const isProjectImage = (image: string) => /^(\$\{IMAGE:-keymesh:latest\}|keymesh|(.+\/)?keymesh(:[\w.-]+)?)$/.test(image);
 
 function hasCommand(name: string): boolean {
@@ -233,12 +243,14 @@ describe("docker-compose.yml", () => {
     }
   });
 
-  it("serves every keymesh service on 8080 only, inside the network; the gateway publishes :8080", () => {
+  it("serves every keymesh service on 8080 (and metrics on 9464) inside the network; the gateway publishes :8080", () => {
+    const vars = generatedComposeEnv();
     for (const name of SERVICE_NAMES) {
       const s = services[name]!;
       expect(s.ports, `${name} publishes no host port`).toBeUndefined();
       expect(s.container_name, `${name} has no fixed container name`).toBeUndefined();
-      expect((s.expose ?? []).map(String), name).toEqual([String(PORT)]);
+      expect((s.expose ?? []).map(String), name).toEqual([String(PORT), String(METRICS_PORT)]);
+      expect(loadConfig(containerEnv(s, vars)).metricsPort, name).toBe(METRICS_PORT);
     }
     expect(services.gateway!.ports).toEqual([`${PORT}:${PORT}`]);
     expect(services.jaeger!.ports).toEqual(["16686:16686"]);
@@ -284,6 +296,43 @@ describe("docker-compose.yml", () => {
     expect(loadConfig(generated).masterKeys).toBeDefined(); // a valid 32-byte key
     // Without them compose must refuse to start rather than run with development keys.
     expect(() => containerEnv(services.keys!, {})).toThrow(/KEYMESH_SERVICE_TOKEN|MYSQL_PASSWORD|KEYMESH_MASTER_KEYS/);
+  });
+});
+
+describe("Prometheus and Grafana in docker-compose.yml", () => {
+  it("scrapes every keymesh service on the metrics port, with a config promtool accepts", () => {
+    const config: Obj = parse(read("deploy/prometheus/prometheus.yml"));
+    const sd = config.scrape_configs[0].dns_sd_configs[0];
+    expect([...sd.names].sort()).toEqual([...SERVICE_NAMES].sort());
+    expect(sd.port).toBe(METRICS_PORT);
+    expect(compose.configs.prometheus.file).toBe("./deploy/prometheus/prometheus.yml");
+    expect(services.prometheus!.configs).toEqual([{ source: "prometheus", target: "/etc/prometheus/prometheus.yml" }]);
+    const check = spawnSync("promtool", ["check", "config", at("deploy/prometheus/prometheus.yml")], {
+      encoding: "utf8",
+      env: { ...process.env, PATH: `${process.env.PATH}:/usr/bin` },
+    });
+    if (check.error) throw new Error(`promtool (Debian package prometheus) is needed to check the config: ${check.error.message}`);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it("provisions Grafana with the dashboard and the Prometheus data source it refers to", () => {
+    const grafana = services.grafana!;
+    const mounted = new Map((grafana.configs as Obj[]).map((c) => [c.source as string, c.target as string]));
+    for (const [source, target] of mounted) {
+      expect(existsSync(at(compose.configs[source].file)), `${source}: ${compose.configs[source].file}`).toBe(true);
+      expect(target, source).toMatch(/^\/(etc\/grafana\/provisioning|var\/lib\/grafana\/dashboards)\//);
+    }
+    expect(compose.configs["grafana-dashboard"].file).toBe("./deploy/grafana/keymesh.json");
+    const datasources: Obj = parse(read("deploy/grafana/provisioning/datasources.yml"));
+    const prometheus = datasources.datasources.find((d: Obj) => d.type === "prometheus");
+    expect(prometheus.url).toBe("http://prometheus:9090");
+    const providers: Obj = parse(read("deploy/grafana/provisioning/dashboards.yml"));
+    expect(mounted.get("grafana-dashboard")).toBe(`${providers.providers[0].options.path}/keymesh.json`);
+    const dashboard = JSON.parse(read("deploy/grafana/keymesh.json")) as { panels: { datasource: { uid: string }; targets: { datasource: { uid: string } }[] }[] };
+    for (const panel of dashboard.panels) {
+      expect(panel.datasource.uid).toBe(prometheus.uid);
+      for (const t of panel.targets) expect(t.datasource.uid).toBe(prometheus.uid);
+    }
   });
 });
 
@@ -403,7 +452,15 @@ describe("deploy/k8s", () => {
       expect(others, name).toEqual([]);
       expect(isProjectImage(c!.image), `${name}: ${c!.image}`).toBe(true);
       expect(c!.args.slice(0, 2), name).toEqual(["serve", name]);
-      expect(c!.ports, name).toEqual([{ name: "grpc", containerPort: PORT, protocol: "TCP" }]);
+      expect(c!.ports, name).toEqual([
+        { name: "grpc", containerPort: PORT, protocol: "TCP" },
+        { name: "metrics", containerPort: METRICS_PORT, protocol: "TCP" },
+      ]);
+      expect(d.spec.template.metadata.annotations, name).toEqual({
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": String(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+      });
       for (const label of Object.entries(d.spec.selector.matchLabels)) expect(Object.entries(d.spec.template.metadata.labels)).toContainEqual(label);
       const svc = svcs.find((x) => x.metadata.name === name)!;
       expect(svc.spec.ports, name).toEqual([{ name: "grpc", port: PORT, targetPort: "grpc", protocol: "TCP", appProtocol: "kubernetes.io/h2c" }]);

@@ -34,12 +34,14 @@ const UNBUILT = ["keymesh.auth.v1.", "keymesh.vault.v1."];
 describe("README examples", () => {
   let server: KeymeshProcess;
   let base: string;
+  let metrics: string;
   let dataDir: string;
 
   beforeAll(async () => {
     dataDir = mkdtempSync(join(tmpdir(), "keymesh-readme-"));
-    server = spawnKeymesh(["serve", "--port", "0"], { KEYMESH_DATA_DIR: dataDir });
+    server = spawnKeymesh(["serve", "--port", "0"], { KEYMESH_DATA_DIR: dataDir, KEYMESH_METRICS_PORT: "0" });
     base = String((await server.waitForLog((l) => l.msg === "keymesh serving")).url);
+    metrics = String((await server.waitForLog((l) => l.msg === "serving metrics")).url);
   });
   afterAll(async () => {
     server?.child.kill("SIGTERM");
@@ -53,7 +55,7 @@ describe("README examples", () => {
 
   it("runs every buf curl and curl line against a live server", { timeout: 180_000 }, async () => {
     for (const line of lines) {
-      const [cmd, ...args] = words(line.replaceAll("http://localhost:8080", base));
+      const [cmd, ...args] = words(line.replaceAll("http://localhost:8080", base).replaceAll("http://localhost:9464/metrics", metrics));
       const file = cmd === "npx" ? join("node_modules", ".bin", args.shift()!) : cmd!;
       const unbuilt = UNBUILT.some((p) => line.includes(p));
       const result = await run(file, args, { timeout: 15_000 }).then(
@@ -67,6 +69,7 @@ describe("README examples", () => {
       expect(result.ok, `${line}\n${result.out}`).toBe(true);
       if (line.includes("--list-services")) expect(result.out).toContain("keymesh.executor.v1.ExecutorService");
       if (line.includes("Health/Check")) expect(result.out).toContain("SERVING");
+      if (line.includes("/metrics")) expect(result.out).toContain("keymesh_records_signed_total");
       if (line.includes("RunJob")) expect(result.out).toContain("JOB_STATE_SUCCEEDED");
       if (line.includes("GetRecord")) expect(result.out).toMatch(/"signature"/);
       if (line.includes("SigningService/Verify")) expect(JSON.parse(result.out)).toEqual({});

@@ -29,6 +29,7 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "run a background worker alone (rewrap: re-encrypt private keys after a rotation)",
     load: async () => (await import("./worker.js")).workerCommand,
   },
+  top: { summary: "live view of a running mesh: jobs, records/s, keys busy, errors", load: async () => (await import("./top.js")).topCommand },
   verify: {
     summary: "re-verify every stored signature against its key's public key",
     load: async () => (await import("./verify.js")).verifyCommand,

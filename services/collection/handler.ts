@@ -8,6 +8,7 @@ import {
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
 import type { LeaseCheck } from "./lease-check.js";
 import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";
 
@@ -75,6 +76,9 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
       const fence = Number(req.fence);
       // Asked before the transaction: the store then requires the lease to stay live through it.
       const lease = await deps.leases(req.keyId, fence, ctx.signal);
+      // The store's last reading of the clock is the batch's committed_at (what GetBatchStats reports).
+      let committedAt = 0;
+      const clock = () => (committedAt = now());
       const result = await store.commit(
         {
           claimId: req.claimId,
@@ -86,10 +90,11 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
           startedAt: Number(req.startedAtMs),
           signatures,
         },
-        now,
+        clock,
         lease,
         spotCheck,
       );
+      recordCommitMetrics(result, committedAt - Number(req.startedAtMs));
       return {
         stored: result.stored,
         rejected: result.rejections.length,
@@ -146,4 +151,17 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
 
     deleteRecords: mapErrors(async () => ({ deleted: BigInt(await store.deleteAll()) })),
   };
+}
+
+/** The domain metrics of one commit (services/shared/telemetry/metrics-signing.ts). */
+function recordCommitMetrics(result: { stored: number; rejections: readonly { reason: RejectReason }[] }, latencyMs: number): void {
+  const reason = result.rejections[0]?.reason;
+  if (result.stored > 0) {
+    recordsSigned.add(result.stored);
+    batchesCommitted.add(1);
+  } else {
+    batchesRefused.add(1, { reason: reason ?? "unspecified" });
+  }
+  if (reason === "stale_fence") fenceRejections.add(1, { operation: "commit" });
+  batchDuration.record(latencyMs, { outcome: result.stored > 0 ? "committed" : "refused" });
 }

@@ -6,6 +6,7 @@ import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_serv
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import { failpoint } from "../shared/failpoints.js";
+import { leasesHeld, leaseWait } from "../shared/telemetry/metrics-signing.js";
 import type { JobRow } from "./job-store.js";
 import type { ProgressTracker } from "./progress.js";
 import type { SignStream } from "./sign-stream.js";
@@ -34,9 +35,10 @@ const tracer = trace.getTracer("keymesh.executor");
  * One batch: lease the least-recently-used key, claim records, sign them on the shared
  * stream, commit under the lease's fence, release. The lease is renewed while the batch runs;
  * a failed renewal abandons the batch (its claim released, nothing committed). Throws only
- * when no lease could be taken for a reason other than contention.
+ * when no lease could be taken for a reason other than contention. `waitingSince`: when the
+ * worker began waiting for a lease, busy retries included (the lease-wait metric).
  */
-export async function runBatch(ctx: BatchContext): Promise<BatchOutcome> {
+export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Promise<BatchOutcome> {
   const batchId = `b-${randomUUID()}`;
   const attributes = { "keymesh.job_id": ctx.job.id, "keymesh.batch_id": batchId };
   return tracer.startActiveSpan("signing.batch", { attributes }, ctx.jobContext, async (span) => {
@@ -52,6 +54,8 @@ export async function runBatch(ctx: BatchContext): Promise<BatchOutcome> {
     }
     span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": Number(lease.fence) });
     ctx.progress.batchStarted();
+    leaseWait.record(ctx.now() - waitingSince);
+    leasesHeld.add(1);
     const startedAt = ctx.now();
     const renewal = startRenewal(ctx, lease);
     let used = false;
@@ -82,6 +86,7 @@ export async function runBatch(ctx: BatchContext): Promise<BatchOutcome> {
     } finally {
       renewal.stop();
       ctx.progress.batchEnded();
+      leasesHeld.add(-1);
       await release(ctx, lease, claimId, used);
     }
   });

@@ -7,6 +7,7 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { NotFoundError } from "../shared/errors.js";
+import { jobProgress, jobsRunning } from "../shared/telemetry/metrics-signing.js";
 import { runBatch, type BatchContext, type BatchOutcome } from "./batch.js";
 import type { JobRow, JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
@@ -77,11 +78,13 @@ export function createExecutor(deps: ExecutorDeps) {
   async function worker(index: number, batch: BatchContext): Promise<void> {
     const { signal } = batch;
     let failures = 0;
+    let outcome: BatchOutcome = "empty";
+    let waitingSince = now();
     await sleep(index * 5, signal);
     while (!signal.aborted) {
-      let outcome: BatchOutcome;
+      if (outcome !== "busy") waitingSince = now();
       try {
-        outcome = await runBatch(batch);
+        outcome = await runBatch(batch, waitingSince);
       } catch (err) {
         outcome = "abandoned";
         deps.logger.warn({ job: batch.job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
@@ -133,6 +136,12 @@ export function createExecutor(deps: ExecutorDeps) {
     }
     jobSpan.setAttributes({ "keymesh.job_id": job.id, "keymesh.batch_size": job.batchSize });
     const progress = createProgress({ jobId: job.id, state: job.state, traceId, batchSize: job.batchSize, now });
+    jobsRunning.add(1);
+    const report = () => {
+      const s = progress.snapshot();
+      if (s.totalRecords > 0) jobProgress.set(s.signedRecords / s.totalRecords, { job_id: job.id });
+      return s;
+    };
     const stop = new AbortController();
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort, { once: true });
@@ -154,7 +163,7 @@ export function createExecutor(deps: ExecutorDeps) {
       await readTotals(progress, stop.signal);
       let lastRead = now();
       while (!stop.signal.aborted) {
-        yield progress.snapshot();
+        yield report();
         await sleep(spec.progressIntervalMs, stop.signal);
         if (now() - lastRead >= TOTALS_REFRESH_MS) {
           lastRead = now();
@@ -162,13 +171,15 @@ export function createExecutor(deps: ExecutorDeps) {
         }
       }
       await workers;
-      yield progress.snapshot();
+      yield report();
     } finally {
       stop.abort();
       signal.removeEventListener("abort", onAbort);
       await workers;
       stream.close();
       jobSpan.setAttributes({ "keymesh.signed": progress.signedByThisExecutor, "keymesh.batches": progress.batchesCommitted });
+      jobsRunning.add(-1);
+      jobProgress.remove({ job_id: job.id });
       jobSpan.end();
     }
   }

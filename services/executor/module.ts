@@ -2,6 +2,7 @@ import { hostname } from "node:os";
 import { randomBytes } from "node:crypto";
 import { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
+import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
 import { executorMigrations } from "./migrations/index.js";
 import { createExecutor } from "./executor.js";
 import { createExecutorHandler } from "./handler.js";
@@ -14,6 +15,7 @@ export const executorModule: ServiceModule = {
   migrations: executorMigrations,
   needs: { database: true },
   async register(router, ctx) {
+    reportSigningSeries("executor");
     const jobs = createJobStore(ctx.db);
     const executorId = `${hostname()}/${process.pid}/${randomBytes(3).toString("hex")}`;
     const executor = createExecutor({

@@ -3,6 +3,7 @@ import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
+import { fenceRejections } from "../shared/telemetry/metrics-signing.js";
 import { keyringSealContext } from "./seal-context.js";
 
 /** A granted lease as the keyring hands it out. */
@@ -99,6 +100,7 @@ export function createKeyring(deps: KeyringDeps) {
       }
       const until = now() + ttlMs;
       if (!(await deps.store.extend(keyId, fence, now(), until))) {
+        fenceRejections.add(1, { operation: "renew" });
         throw new LeaseLostError(keyId, "stale", { message: `lease on ${keyId} with fence ${fence} is no longer current; abandon the batch` });
       }
       return until;
@@ -124,6 +126,7 @@ export function createKeyring(deps: KeyringDeps) {
       const row = await deps.store.get(keyId);
       if (!row) throw new NotFoundError(`keyring key ${keyId} does not exist`);
       if (row.fence !== fence || row.leasedUntil <= now()) {
+        fenceRejections.add(1, { operation: "key_fetch" });
         throw new LeaseLostError(keyId, "stale", { message: `fence ${fence} is not the current lease on ${keyId}` });
       }
       return row;

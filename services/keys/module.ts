@@ -1,6 +1,7 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KEY_REWRAP_QUEUE } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
+import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
 import { keysMigrations } from "./migrations/index.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";
@@ -23,6 +24,7 @@ export const keysModule: ServiceModule = {
   migrations: keysMigrations,
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
+    reportSigningSeries("keys");
     const masterKeys = createConfiguredMasterKeys({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: masterKeys.ring });

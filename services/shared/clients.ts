@@ -6,6 +6,7 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { SERVICES, SERVICE_NAMES, type ServiceDescriptors, type ServiceName } from "../registry.js";
 import type { Config } from "./config.js";
 import { createClientTracingInterceptor } from "./telemetry/interceptors.js";
+import { createClientMetricsInterceptor } from "./telemetry/metrics-interceptor.js";
 
 /**
  * Generated clients for every registered service, created on first use, over gRPC (HTTP/2) at
@@ -60,7 +61,7 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
     if (typeof opts.selfUrl === "function") return opts.selfUrl();
     return opts.selfUrl ?? selfUrlOf(config, config.port);
   };
-  const interceptors: Interceptor[] = [createClientTracingInterceptor()];
+  const interceptors: Interceptor[] = [createClientTracingInterceptor(), createClientMetricsInterceptor()];
   if (config.serviceToken !== undefined) interceptors.push(createServiceCredentialInterceptor(config.serviceToken, opts.caller));
   interceptors.push(...(opts.interceptors ?? []));
 

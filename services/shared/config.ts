@@ -53,6 +53,8 @@ export interface Config {
    * with a worker before another worker takes it over (default 30000).
    */
   readonly rewrapClaimIdleMs: number;
+  /** KEYMESH_METRICS_PORT: serve Prometheus metrics at /metrics on this port; unset: no endpoint. */
+  readonly metricsPort: number | undefined;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
   readonly unknownVariables: readonly string[];
 }
@@ -94,6 +96,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_LOG_LEVEL",
   "KEYMESH_SERVICE_TOKEN",
   "KEYMESH_MASTER_KEYS",
+  "KEYMESH_METRICS_PORT",
   // Read by the CLI's client commands (KEYMESH_JAEGER_UI: `keymesh sign` prints a trace
   // link) and by the fault-injection failpoints.
   "KEYMESH_JAEGER_UI",
@@ -256,8 +259,12 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     serviceToken: serviceToken(merged),
     serviceUrls: Object.freeze(serviceUrls),
     masterKeys: masterKeys(merged),
+    metricsPort: read(merged, "KEYMESH_METRICS_PORT") === undefined ? undefined : integer(merged, "KEYMESH_METRICS_PORT", 0, 0, 65535, "a TCP port"),
     unknownVariables: Object.freeze(unknownVariables(env)),
   };
+  if (config.metricsPort !== undefined && config.metricsPort !== 0 && config.metricsPort === config.port) {
+    throw new ConfigError("KEYMESH_METRICS_PORT", `a port other than KEYMESH_PORT (${config.port} serves gRPC and Connect only)`);
+  }
   if (config.databaseReplicaUrl !== undefined && !config.databaseUrl?.startsWith("mysql:")) {
     throw new ConfigError("KEYMESH_DATABASE_REPLICA_URL", "to be set only together with a mysql:// KEYMESH_DATABASE_URL");
   }

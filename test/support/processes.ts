@@ -372,6 +372,8 @@ export interface SigningMeshOptions {
   readonly failpoints?: Record<number, string>;
   /** Extra environment for every process. */
   readonly env?: Record<string, string>;
+  /** Extra environment for one process, by name ("keys+collection", "signing", "executor-1", ...). */
+  readonly envFor?: (name: string) => Record<string, string>;
   /** Extra node arguments for every process. */
   readonly nodeArgs?: readonly string[];
 }
@@ -445,13 +447,13 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
       services: ["keys", "collection"],
       nodeArgs: opts.nodeArgs,
       args: ["--no-migrate"],
-      env: { ...common, KEYMESH_DATABASE_URL: database.url, KEYMESH_REDIS_URL: opts.redisUrls.join(",") },
+      env: { ...common, KEYMESH_DATABASE_URL: database.url, KEYMESH_REDIS_URL: opts.redisUrls.join(","), ...opts.envFor?.("keys+collection") },
     });
     const signing = await group.create({
       name: "signing",
       services: ["signing"],
       nodeArgs: opts.nodeArgs,
-      env: { ...common, KEYMESH_KEYS_URL: keysCollection.url },
+      env: { ...common, KEYMESH_KEYS_URL: keysCollection.url, ...opts.envFor?.("signing") },
     });
     const executorEnv = {
       ...common,
@@ -466,7 +468,7 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
         services: ["executor"],
         args: ["--no-migrate"],
         nodeArgs: opts.nodeArgs,
-        env: failpoints ? { ...executorEnv, KEYMESH_FAILPOINTS: failpoints } : executorEnv,
+        env: { ...executorEnv, ...(failpoints ? { KEYMESH_FAILPOINTS: failpoints } : {}), ...opts.envFor?.(name) },
       });
     const executors: MeshProcess[] = [];
     for (let i = 0; i < (opts.executors ?? 1); i++) executors.push(await newExecutor(`executor-${i + 1}`, opts.failpoints?.[i]));

@@ -19,6 +19,9 @@ import { openResources, type Resources } from "./resources.js";
 import type { ServiceContext, ServiceInstance, ServiceModule } from "./service-module.js";
 import { createTracingInterceptor } from "../telemetry/interceptors.js";
 import { createValidationInterceptor, recordImplemented } from "../interceptors/validation.js";
+import { createServerMetricsInterceptor } from "../telemetry/metrics-interceptor.js";
+import { flushMetrics, startMetrics } from "../telemetry/metrics-sdk.js";
+import { startMetricsServer, type MetricsServer } from "../telemetry/metrics-server.js";
 
 /**
  * The one place where services start: configuration → shared resources → router with the
@@ -48,6 +51,8 @@ export interface Host {
   /** Base URL clients use, e.g. http://127.0.0.1:8080. */
   readonly url: string;
   readonly port: number;
+  /** The Prometheus scrape URL when KEYMESH_METRICS_PORT is set, e.g. http://127.0.0.1:9464/metrics. */
+  readonly metricsUrl: string | undefined;
   /** Full names of the services served (the seven's subset plus health and reflection). */
   readonly services: readonly string[];
   readonly health: HealthService;
@@ -96,6 +101,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   if (new Set(names).size !== names.length) throw new Error(`a service is listed twice: ${names.join(", ")}`);
 
   const tls = await readTls(config);
+  await startMetrics({ prometheus: config.metricsPort !== undefined, serviceName: names.length === 1 ? `keymesh-${names[0]}` : "keymesh" });
   const draining = new AbortController();
   const shutdown = new AbortController();
   let url = selfUrlOf(config, config.port);
@@ -122,8 +128,11 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   try {
     const implemented = new Set<DescMethod>(); // request rules apply to RPCs that are built
     const interceptors: Interceptor[] = [
-      createLoggingInterceptor({ logger, quiet: (req) => OPEN_SERVICES.includes(req.service.typeName) }),
+      // Tracing outermost, so the one log line per call is written inside the call's span
+      // and carries its trace_id and span_id.
       createTracingInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
+      createLoggingInterceptor({ logger, quiet: (req) => OPEN_SERVICES.includes(req.service.typeName) }),
+      createServerMetricsInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
       createAuthInterceptor({ ...opts.auth, serviceToken: config.serviceToken }),
       ...(opts.interceptors ?? []),
       createCallLimitInterceptor(),
@@ -159,6 +168,17 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     await closeResources().catch(() => undefined);
     throw err;
   }
+  let metricsServer: MetricsServer | undefined;
+  if (config.metricsPort !== undefined) {
+    try {
+      metricsServer = await startMetricsServer({ host: config.host, port: config.metricsPort });
+    } catch (err) {
+      await listener.destroy().catch(() => undefined);
+      await closeResources().catch(() => undefined);
+      throw err;
+    }
+    logger.info({ url: metricsServer.url }, "serving metrics");
+  }
   url = selfUrlOf(config, listener.port);
   logger.info(
     { services: opts.services.map((m) => m.name), address: `${listener.address}:${listener.port}`, url, tls: tls !== undefined },
@@ -184,6 +204,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       if (handler.inFlight() > 0) logger.warn({ inFlight: handler.inFlight() }, "closing connections with calls still open");
       await Promise.race([listener.destroy(), sleep(started + budget - Date.now())]);
       await closeResources();
+      await metricsServer?.close();
+      await flushMetrics();
       logger.info({ durationMs: Date.now() - started }, "stopped");
     })();
     return closing;
@@ -192,6 +214,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   return {
     url,
     port: listener.port,
+    metricsUrl: metricsServer?.url,
     services: served,
     health,
     clients,
