@@ -30,7 +30,7 @@ export async function runKeymesh(args: string[], env: NodeJS.ProcessEnv): Promis
 
 /** Starts `keymesh serve <services>` on a port and resolves once it is serving. */
 export async function startServe(services: string[], port: number, env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<MeshProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, BIN, "serve", ...services, "--port", String(port), "--no-migrate"], {
+  const child = spawn(process.execPath, [...nodeArgs, BIN, "serve", ...services, "--port", String(port), "--no-migrate", "--dev"], {
     env: { ...env, KEYMESH_LOG_LEVEL: env.KEYMESH_LOG_LEVEL ?? "warn" },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -1,8 +1,9 @@
 /**
  * `npm run bench:messages`: send and read throughput and latency percentiles of encrypted
- * messages with 16 concurrent users, printed as JSON. The keys and messages services run in
- * one host process on MariaDB and Redis (every read goes messages → keys over gRPC, as in a
- * deployment); the users are gRPC clients in this process.
+ * messages with 16 concurrent users, printed as JSON. The auth, keys and messages services run
+ * in one host process on MariaDB and Redis (every read goes messages → keys over gRPC, as in a
+ * deployment); the users register, log in and call with their session tokens as gRPC clients
+ * in this process.
  *
  *   npm run bench:messages                          # 16 users, 100 messages each, 1 KiB bodies
  *   npm run bench:messages -- --messages 20 --body-bytes 16384
@@ -12,17 +13,18 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import knex from "knex";
+import { AuthService } from "../gen/keymesh/auth/v1/auth_service_pb.js";
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KeyPurpose } from "../gen/keymesh/keys/v1/keys_pb.js";
 import { MessagesService } from "../gen/keymesh/messages/v1/messages_service_pb.js";
+import { authModule } from "../services/auth/module.js";
 import { keysModule } from "../services/keys/module.js";
 import { messagesModule } from "../services/messages/module.js";
 import { loadConfig } from "../services/shared/config.js";
 import { startHost } from "../services/shared/server/host.js";
-import { asPrincipal, createTestPrincipalInterceptor } from "../test/support/test-principal.js";
 
 const { values } = parseArgs({
   options: {
@@ -77,18 +79,25 @@ async function main(): Promise<void> {
     KEYMESH_MASTER_KEYS: `1:${randomBytes(32).toString("base64")}`,
     KEYMESH_SERVICE_TOKEN: randomBytes(24).toString("hex"),
   });
-  const host = await startHost({ services: [keysModule, messagesModule], config, interceptors: [createTestPrincipalInterceptor()] });
+  const host = await startHost({ services: [authModule, keysModule, messagesModule], config });
   try {
     const tag = randomBytes(3).toString("hex");
     const names = Array.from({ length: USERS }, (_, i) => `bench${i}-${tag}`);
-    const clientsOf = (name: string) => {
-      const transport = createGrpcTransport({ baseUrl: host.url, interceptors: [asPrincipal(`user:${name}`)] });
+    const auth = createClient(AuthService, createGrpcTransport({ baseUrl: host.url }));
+    const password = randomBytes(18).toString("base64url");
+    const clientsOf = (token: string) => {
+      const bearer: Interceptor = (next) => (req) => {
+        req.header.set("authorization", `Bearer ${token}`);
+        return next(req);
+      };
+      const transport = createGrpcTransport({ baseUrl: host.url, interceptors: [bearer] });
       return { keys: createClient(KeyManagementService, transport), messages: createClient(MessagesService, transport) };
     };
-    const users: { name: string; keys: Client<typeof KeyManagementService>; messages: Client<typeof MessagesService> }[] = names.map((name) => ({
-      name,
-      ...clientsOf(name),
-    }));
+    const users: { name: string; keys: Client<typeof KeyManagementService>; messages: Client<typeof MessagesService> }[] = [];
+    for (const name of names) {
+      await auth.register({ username: name, password });
+      users.push({ name, ...clientsOf((await auth.login({ username: name, password })).token) });
+    }
     for (const u of users) await u.keys.createKeyPair({ purpose: KeyPurpose.MESSAGING });
     log(`${USERS} users with messaging keys; sending ${PER_USER} messages each of ${BODY} bytes`);
 
@@ -143,7 +152,7 @@ async function main(): Promise<void> {
       `${JSON.stringify(
         {
           bench: "messages",
-          backend: "mariadb+redis, keys and messages in one host process, clients over gRPC (h2c)",
+          backend: "mariadb+redis; auth, keys and messages in one host process; clients over gRPC (h2c) with session tokens",
           users: USERS,
           messagesPerUser: PER_USER,
           bodyBytes: BODY,

@@ -9,9 +9,12 @@
  *   npm run bench:signing -- --records 20000   # a quicker run
  */
 import { randomBytes } from "node:crypto";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import knex, { type Knex } from "knex";
 import { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
@@ -20,6 +23,7 @@ import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_serv
 import { execFileSync } from "node:child_process";
 import { cpuMsOf, freePort, runKeymesh, startServe, type MeshProcess } from "./mesh-processes.js";
 import { referenceLoop } from "./reference.js";
+import { ensureRootToken } from "../services/shared/root-token.js";
 
 const { values } = parseArgs({
   options: {
@@ -67,6 +71,10 @@ async function recreateDatabase(): Promise<void> {
  */
 async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}, metrics = false): Promise<Mesh> {
   const ports = { keys: await freePort(), collection: await freePort(), signing: await freePort() };
+  // Every process runs with --dev on one data directory: the bench drives the mesh as root,
+  // and the services call each other with a service token, as a deployment does.
+  const dataDir = mkdtempSync(join(tmpdir(), "keymesh-bench-"));
+  const rootToken = ensureRootToken(dataDir).token;
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -77,6 +85,8 @@ async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}, me
     KEYMESH_COLLECTION_URL: `http://127.0.0.1:${ports.collection}`,
     KEYMESH_SIGNING_URL: `http://127.0.0.1:${ports.signing}`,
     KEYMESH_LOG_LEVEL: "warn",
+    KEYMESH_DATA_DIR: dataDir,
+    KEYMESH_SERVICE_TOKEN: randomBytes(24).toString("base64url"),
     ...extraEnv,
   };
   await runKeymesh(["migrate"], env);
@@ -97,7 +107,7 @@ async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}, me
   ]);
   const executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), await envOf(), nodeArgs)));
   const client = <S extends Parameters<typeof createClient>[0]>(desc: S, url: string) =>
-    createClient(desc, createGrpcTransport({ baseUrl: url, acceptCompression: [] })) as Client<S>;
+    createClient(desc, createGrpcTransport({ baseUrl: url, acceptCompression: [], interceptors: [bearer(rootToken)] })) as Client<S>;
   return {
     procs: [...procs, ...executorProcs],
     executors: executorProcs,
@@ -108,6 +118,13 @@ async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}, me
     async stop() {
       await Promise.all([...procs, ...executorProcs].map((p) => p.stop()));
     },
+  };
+}
+
+function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
   };
 }
 

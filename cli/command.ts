@@ -8,6 +8,8 @@ export interface CommandIO {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** Where passwords are read from (default process.stdin). */
+  readonly stdin?: NodeJS.ReadableStream;
 }
 
 /** A `keymesh` sub-command. */

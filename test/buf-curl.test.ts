@@ -57,9 +57,15 @@ describe("buf curl (reflection clients)", () => {
     }
   });
 
-  it("reports Unimplemented for a keymesh RPC without a handler", async () => {
-    const res = await bufCurl("--http2-prior-knowledge", "-d", "{}", `${server.url}/keymesh.vault.v1.VaultService/CreateSecret`);
+  it("reports Unimplemented for a keymesh RPC without a handler, with credentials", async () => {
+    const res = await bufCurl("--http2-prior-knowledge", "-H", `authorization: Bearer ${server.token}`, "-d", "{}", `${server.url}/keymesh.vault.v1.VaultService/CreateSecret`);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toContain("unimplemented");
+  });
+
+  it("reports Unauthenticated for a keymesh RPC called without credentials", async () => {
+    const res = await bufCurl("--http2-prior-knowledge", "-d", "{}", `${server.url}/keymesh.vault.v1.VaultService/CreateSecret`);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toContain("unauthenticated");
   });
 });

@@ -11,6 +11,7 @@ import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_serv
 import { BOUNDS } from "../cli/bounds.js";
 import { connectTo } from "../cli/connect.js";
 import { main } from "../cli/main.js";
+import { readRootToken } from "../services/shared/root-token.js";
 import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 
 /** Nothing listens on port 1: connecting is refused at once. */
@@ -25,7 +26,8 @@ async function keymesh(...args: string[]): Promise<{ code: number; stdout: strin
   let err = "";
   stdout.setEncoding("utf8").on("data", (c: string) => (out += c));
   stderr.setEncoding("utf8").on("data", (c: string) => (err += c));
-  const code = await main(args, { stdout, stderr, env: {} });
+  // The data directory of the test's `serve --dev`: the CLI finds the root token there.
+  const code = await main(args, { stdout, stderr, env: { KEYMESH_DATA_DIR: dataDir } });
   return { code, stdout: out, stderr: err };
 }
 
@@ -35,11 +37,13 @@ const lines = (text: string) => text.split("\n").filter((l) => l !== "");
 let server: KeymeshProcess;
 let base: string;
 let dataDir: string;
+let token: string;
 
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), "keymesh-cli-"));
-  server = spawnKeymesh(["serve", "--port", "0"], { KEYMESH_DATA_DIR: dataDir });
+  server = spawnKeymesh(["serve", "--port", "0", "--dev"], { KEYMESH_DATA_DIR: dataDir });
   base = String((await server.waitForLog((l) => l.msg === "keymesh serving")).url);
+  token = readRootToken(dataDir)!;
 });
 
 afterAll(async () => {
@@ -83,15 +87,15 @@ describe("keymesh failures print one line that says what to do", () => {
     [["--json=yes"], "--json takes no value"],
     [["extra"], 'unexpected argument "extra"'],
   ])("bad numbers and flags: sign %j is a usage error naming the flag, exit 2", async (args, message) => {
-    const before = await connectTo(base)(CollectionService).getProgress({});
+    const before = await connectTo(base, token)(CollectionService).getProgress({});
     const res = await keymesh("sign", ...args, "--url", base);
     expect(res.code).toBe(2);
     expect(lines(res.stderr)).toEqual([`keymesh sign: ${message} — see \`keymesh sign --help\``]);
-    expect((await connectTo(base)(CollectionService).getProgress({})).total).toBe(before.total);
+    expect((await connectTo(base, token)(CollectionService).getProgress({})).total).toBe(before.total);
   });
 
   it("the CLI's bounds are the server's: the largest value passes the CLI, one more is refused by both", async () => {
-    const client = connectTo(base);
+    const client = connectTo(base, token);
     const refused = async (call: () => Promise<unknown>) => {
       const err = await call().then(() => undefined, (e: unknown) => ConnectError.from(e));
       return err?.code;
@@ -162,7 +166,7 @@ describe("keymesh help and version", () => {
 
 describe("Ctrl-C on keymesh sign", () => {
   it("prints the job id and the command that finishes the job, exits 130; that command finishes it", { timeout: 180_000 }, async () => {
-    const sign = spawnKeymesh(["sign", "--records", "1500", "--keys", "4", "--batch-size", "50", "--lease-ttl-ms", "2000", "--url", base]);
+    const sign = spawnKeymesh(["sign", "--records", "1500", "--keys", "4", "--batch-size", "50", "--lease-ttl-ms", "2000", "--url", base], { KEYMESH_DATA_DIR: dataDir });
     // The first progress line means the job exists and is running.
     for (let i = 0; !/^\[[#.]+\]/m.test(sign.stderr()); i++) {
       if (sign.child.exitCode !== null || i > 600) throw new Error(`no progress line:\n${sign.stderr()}`);
@@ -177,10 +181,10 @@ describe("Ctrl-C on keymesh sign", () => {
     const [, jobId, , , command] = match!;
     expect(command).toBe(`keymesh sign --job ${jobId} --url ${base} --lease-ttl-ms 2000`);
     // The job really was left with records to sign.
-    const left = await connectTo(base)(CollectionService).getProgress({});
+    const left = await connectTo(base, token)(CollectionService).getProgress({});
     expect(left.signed).toBeLessThan(left.total);
 
-    const resume = spawnKeymesh([...command!.split(" ").slice(1), "--json"]);
+    const resume = spawnKeymesh([...command!.split(" ").slice(1), "--json"], { KEYMESH_DATA_DIR: dataDir });
     expect((await resume.exited).code, resume.stderr()).toBe(0);
     const summary = JSON.parse(resume.stdout()) as Record<string, unknown>;
     expect(summary).toMatchObject({ jobId, state: "succeeded", duplicates: 0, verification: { ok: true, unsigned: 0, invalid: 0 } });

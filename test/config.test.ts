@@ -38,8 +38,12 @@ describe("loadConfig", () => {
       KEYMESH_VAULT_URL: "http://vault:8080",
       KEYMESH_MASTER_KEYS: `1:${KEY}`,
       KEYMESH_JAEGER_UI: "http://localhost:16686",
+      KEYMESH_TLS_CA: "/ca.pem",
+      KEYMESH_REDIS_PREFIX: "km-test:",
     });
     expect(config).toMatchObject({
+      tlsCaFile: "/ca.pem",
+      redisPrefix: "km-test:",
       port: 9090,
       host: "0.0.0.0",
       dataDir: "/tmp/km",
@@ -69,6 +73,7 @@ describe("loadConfig", () => {
     [{ KEYMESH_LOG_LEVEL: "loud" }, "KEYMESH_LOG_LEVEL"],
     [{ KEYMESH_SERVICE_TOKEN: "short" }, "KEYMESH_SERVICE_TOKEN"],
     [{ KEYMESH_KEYS_URL: "keys:8080" }, "KEYMESH_KEYS_URL"],
+    [{ KEYMESH_REDIS_PREFIX: "has space" }, "KEYMESH_REDIS_PREFIX"],
     [{ KEYMESH_MASTER_KEYS: "1:c2hvcnQ=" }, "KEYMESH_MASTER_KEYS"],
   ])("rejects %o naming %s", (env, variable) => {
     let error: unknown;

@@ -11,7 +11,7 @@ import {
 } from "../gen/keymesh/signing/v1/signing_service_pb.js";
 import type { ServiceModule } from "../services/shared/server/service-module.js";
 import { grpc, grpcClient, serverStream, unary } from "./support/grpc.js";
-import { startTestHost, type TestHost } from "./support/host.js";
+import { bearer, startTestHost, type TestHost } from "./support/host.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -48,6 +48,12 @@ afterAll(async () => {
 
 const deadline = (ms: number) => ({ deadline: new Date(Date.now() + ms) });
 
+/** Call metadata with the test host's root token. */
+function auth(): grpc.Metadata {
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${server.token}`);
+  return metadata;
+}
 /** A Verify request that keeps signing_service.proto's rules, so it reaches the slow handler. */
 const VERIFY = { key: { case: "publicKey" as const, value: new Uint8Array(32) }, signature: new Uint8Array(64) };
 
@@ -55,7 +61,7 @@ describe("client deadlines", () => {
   it("end a slow unary call with DEADLINE_EXCEEDED even when the handler ignores its signal", async () => {
     const started = Date.now();
     await expect(
-      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY, deadline(200)),
+      unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY, deadline(200), auth()),
     ).rejects.toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED });
     expect(Date.now() - started).toBeLessThan(1_500);
     // The server lets go of the call at its own deadline, long before the 3-s handler returns
@@ -66,7 +72,7 @@ describe("client deadlines", () => {
   });
 
   it("end a slow bidi stream with DeadlineExceeded (connect-es client, grpc-timeout)", async () => {
-    const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url }));
+    const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url, interceptors: [bearer(server.serviceToken)] }));
     const started = Date.now();
     const err = await (async () => {
       async function* one() {
@@ -97,7 +103,7 @@ describe("client deadlines", () => {
 
 describe("shutdown with a call that ignores its signal", () => {
   it("aborts the call after the grace period and finishes within the budget", async () => {
-    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY);
+    const call = unary(client, "/keymesh.signing.v1.SigningService/Verify", VerifyRequestSchema, VerifyResponseSchema, VERIFY, {}, auth());
     const outcome = call.then(
       () => "ok",
       (e: { code: number }) => e.code,

@@ -12,6 +12,7 @@ import {
   HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus as Status,
 } from "../gen/grpc/health/v1/health_pb.js";
+import { GetProgressRequestSchema, GetProgressResponseSchema } from "../gen/keymesh/collection/v1/collection_service_pb.js";
 import { loadServiceModule, SERVICE_NAMES, SERVICES, type ServiceName } from "../services/registry.js";
 import { KNOWN_VARIABLES, loadConfig } from "../services/shared/config.js";
 import { grpc, grpcClient, unary, unaryRaw } from "./support/grpc.js";
@@ -575,6 +576,31 @@ describe("deploy/k8s", () => {
     }
   });
 
+  it("admits only the mesh's own pods and the gateway to every keymesh pod (NetworkPolicy)", () => {
+    const policies = ofKind("NetworkPolicy");
+    expect(policies).toHaveLength(1);
+    const [policy] = policies;
+    expect(policy!.spec.policyTypes).toEqual(["Ingress"]);
+    const selector: Record<string, string> = policy!.spec.podSelector.matchLabels;
+    // Every Deployment's pods are selected, so every one is isolated.
+    for (const d of ofKind("Deployment")) {
+      const labels: Record<string, string> = d.spec.template.metadata.labels;
+      for (const [k, v] of Object.entries(selector)) expect(labels[k], `${d.metadata.name} ${k}`).toBe(v);
+    }
+    const rules: Obj[] = policy!.spec.ingress;
+    expect(rules).toHaveLength(2);
+    for (const rule of rules) {
+      expect(rule.ports).toEqual([{ port: PORT, protocol: "TCP" }]);
+      expect(rule.from).toHaveLength(1);
+    }
+    // From the mesh's pods in this namespace (no namespaceSelector), and from the gateway's pods.
+    expect(rules[0]!.from[0]).toEqual({ podSelector: { matchLabels: selector } });
+    expect(rules[1]!.from[0].namespaceSelector.matchLabels).toEqual({ "kubernetes.io/metadata.name": "ingress-nginx" });
+    expect(rules[1]!.from[0].podSelector.matchLabels).toEqual({ "app.kubernetes.io/name": "ingress-nginx" });
+    // No rule admits everyone (an empty `from` or an empty selector would).
+    expect(JSON.stringify(rules)).not.toMatch(/"from":\[\]|"podSelector":\{\}|"namespaceSelector":\{\}|ipBlock/);
+  });
+
   it("uses only the project image", () => {
     for (const { file, doc } of k8sDocs) {
       for (const [path, value] of strings(doc)) if (path.endsWith(".image")) expect(isProjectImage(value), `${file} ${path}: ${value}`).toBe(true);
@@ -646,12 +672,13 @@ async function waitForPort(port: number, timeoutMs: number, exited: () => boolea
   }
 }
 
-async function startServer(service: ServiceName, dataDirs: string[]): Promise<{ proc: KeymeshProcess; port: number }> {
+async function startServer(service: ServiceName, dataDirs: string[]): Promise<{ proc: KeymeshProcess; port: number; rootToken: string }> {
   const dataDir = mkdtempSync(join(tmpdir(), `keymesh-deploy-${service}-`));
   dataDirs.push(dataDir);
-  const proc = spawnKeymesh(["serve", service, "--port", "0"], { KEYMESH_DATA_DIR: dataDir });
+  const proc = spawnKeymesh(["serve", service, "--port", "0", "--dev"], { KEYMESH_DATA_DIR: dataDir });
   const line = await proc.waitForLog((l) => l.msg === "keymesh serving");
-  return { proc, port: Number(String(line.address).split(":").pop()) };
+  const rootToken = readFileSync(join(dataDir, "root-token"), "utf8").trim();
+  return { proc, port: Number(String(line.address).split(":").pop()), rootToken };
 }
 
 async function stop(proc: KeymeshProcess): Promise<void> {
@@ -661,8 +688,8 @@ async function stop(proc: KeymeshProcess): Promise<void> {
 
 describe("live: deploy/healthcheck.mjs and the nginx gateway", () => {
   const dataDirs: string[] = [];
-  let collection: { proc: KeymeshProcess; port: number };
-  let signing: { proc: KeymeshProcess; port: number };
+  let collection: { proc: KeymeshProcess; port: number; rootToken: string };
+  let signing: { proc: KeymeshProcess; port: number; rootToken: string };
   let nginx: ChildProcess | undefined;
   let nginxDir: string | undefined;
   let gatewayPort = 0;
@@ -764,6 +791,17 @@ describe("live: deploy/healthcheck.mjs and the nginx gateway", () => {
       expect(await call("/keymesh.vault.v1.VaultService/GetSecret")).toBe(grpc.status.UNIMPLEMENTED);
       const unknown = await unaryRaw(gateway, "/example.v1.Nothing/Here", Buffer.alloc(0)).catch((err: grpc.ServiceError) => err);
       expect(unknown).toMatchObject({ code: grpc.status.UNIMPLEMENTED, details: "unknown service" });
+    });
+
+    it("passes the authorization header through to the services", async () => {
+      const progress = (token?: string) => {
+        const metadata = new grpc.Metadata();
+        if (token !== undefined) metadata.set("authorization", `Bearer ${token}`);
+        return unary(gateway, "/keymesh.collection.v1.CollectionService/GetProgress", GetProgressRequestSchema, GetProgressResponseSchema, {}, {}, metadata);
+      };
+      expect(Number((await progress(collection.rootToken)).total)).toBe(0);
+      await expect(progress()).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
+      await expect(progress("kmt_forged")).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED });
     });
 
     it("works with buf curl: reflection per backend and a gRPC call", () => {

@@ -67,7 +67,7 @@ describe("startHost", () => {
     await expect(startTestHost({ services: [lazy] })).rejects.toThrow(/did not register keymesh\.vault\.v1\.VaultService/);
   });
 
-  it("identifies callers: service token → service, none → development principal", async () => {
+  it("identifies callers: service token → service, root token → admin, none → refused", async () => {
     const seen: Principal[] = [];
     const ids: string[] = [];
     const server = await startTestHost({ services: [whoModule(seen, ids)], env: { KEYMESH_SERVICE_TOKEN: TOKEN } });
@@ -75,16 +75,18 @@ describe("startHost", () => {
       const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url }));
       // Any request that keeps signing_service.proto's rules (a key, a 64-byte signature).
       const probe = { key: { case: "publicKey" as const, value: new Uint8Array(32) }, signature: new Uint8Array(64) };
-      await signing.verify(probe);
+      const anonymous = await signing.verify(probe).catch((e: unknown) => ConnectError.from(e));
+      expect(anonymous).toMatchObject({ code: Code.Unauthenticated });
       await signing.verify(probe, { headers: { authorization: `Bearer ${TOKEN}`, "x-request-id": "abc-1" } });
-      // Peer clients carry the token themselves.
+      await signing.verify(probe, { headers: { authorization: `Bearer ${server.token}` } });
+      // Peer clients carry the token themselves, and name the calling process.
       await server.host.clients.signing.verify(probe);
       expect(seen).toEqual([
-        { kind: "development", userId: "dev", username: "developer" },
         { kind: "service", name: "keymesh" },
-        { kind: "service", name: "keymesh" },
+        { kind: "user", userId: "root", username: "root", admin: true },
+        { kind: "service", name: "signing" },
       ]);
-      expect(ids[1]).toBe("abc-1");
+      expect(ids[0]).toBe("abc-1");
       // Health stays open whatever the credentials.
       const health = createClient(Health, createGrpcTransport({ baseUrl: server.url }));
       expect((await health.check({}, { headers: { authorization: "Bearer nonsense" } })).status).toBe(1);
@@ -105,7 +107,7 @@ describe("startHost", () => {
     const server = await startTestHost({ services: placeholderModules(["vault"]), logger });
     try {
       const vault = createClient(VaultService, createGrpcTransport({ baseUrl: server.url }));
-      await vault.createSecret({ name: "very-secret-name" }, { headers: { "x-request-id": "req-42" } }).catch(() => undefined);
+      await vault.createSecret({ name: "very-secret-name" }, { headers: { "x-request-id": "req-42", authorization: `Bearer ${server.token}` } }).catch(() => undefined);
       const rpc = lines.find((l) => l.msg === "rpc" && l.requestId === "req-42");
       expect(rpc).toMatchObject({ level: "warn", service: "keymesh.vault.v1.VaultService", method: "CreateSecret", code: "unimplemented" });
       expect(typeof rpc?.durationMs).toBe("number");

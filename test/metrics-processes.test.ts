@@ -18,6 +18,8 @@ import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { main } from "../cli/main.js";
 import { parseExposition } from "../cli/commands/top.js";
+import { readRootToken } from "../services/shared/root-token.js";
+import { bearer } from "./support/host.js";
 import { KEYMESH_BIN, spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 import { freePort } from "./support/redis-nodes.js";
 
@@ -73,7 +75,8 @@ describe("a serve process with metrics", () => {
     const [port, metricsPort] = [await freePort(), await freePort()];
     url = `http://127.0.0.1:${port}`;
     metricsUrl = `http://127.0.0.1:${metricsPort}/metrics`;
-    serve = spawnKeymesh(["serve"], {
+    // --dev, as `npm start` runs it: the test and `keymesh top` call with its root token.
+    serve = spawnKeymesh(["serve", "--dev"], {
       KEYMESH_DATA_DIR: dataDir,
       KEYMESH_PORT: String(port),
       KEYMESH_METRICS_PORT: String(metricsPort),
@@ -82,7 +85,7 @@ describe("a serve process with metrics", () => {
       OTEL_METRIC_EXPORT_INTERVAL: "500",
     });
     await serve.waitForLog((l) => l.msg === "serving metrics", 60_000);
-    const transport = createGrpcTransport({ baseUrl: url });
+    const transport = createGrpcTransport({ baseUrl: url, interceptors: [bearer(readRootToken(dataDir)!)] });
     await createClient(CollectionService, transport).seedRecords({ count: 2000, payloadSize: 32 });
     await createClient(KeyManagementService, transport).createKeyringKeys({ count: 4 });
     for await (const _ of createClient(ExecutorService, transport).runJob({ spec: { batchSize: 200, concurrency: 2 } })) {
@@ -121,7 +124,7 @@ describe("a serve process with metrics", () => {
   });
 
   it("keymesh top shows progress, rate, jobs, keys busy and errors of the live mesh", async () => {
-    const { code, stdout, stderr } = await runCli(["top", "--once", "--interval", "300", "--url", url, "--metrics", metricsUrl]);
+    const { code, stdout, stderr } = await runCli(["top", "--once", "--interval", "300", "--url", url, "--metrics", metricsUrl], { KEYMESH_DATA_DIR: dataDir });
     expect(stderr).toBe("");
     expect(code).toBe(0);
     expect(stdout).toMatch(/records\s+2,000 \/ 2,000 signed \(100\.0%\)/);

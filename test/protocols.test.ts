@@ -9,7 +9,7 @@ import {
   HealthCheckResponse_ServingStatus as Status,
 } from "../gen/grpc/health/v1/health_pb.js";
 import { CreateSecretRequestSchema, CreateSecretResponseSchema } from "../gen/keymesh/vault/v1/vault_service_pb.js";
-import { grpc, grpcClient, unary, unaryRaw } from "./support/grpc.js";
+import { grpc, grpcClient, unary, unaryRaw, withToken } from "./support/grpc.js";
 import { startTestHost, type TestHost } from "./support/host.js";
 
 const MAX = 64 * 1024;
@@ -19,7 +19,7 @@ let client: grpc.Client;
 
 beforeAll(async () => {
   server = await startTestHost({ env: { KEYMESH_MAX_REQUEST_BYTES: String(MAX) } });
-  client = grpcClient(server.address);
+  client = grpcClient(server.address, undefined, withToken(server.token));
 });
 
 afterAll(async () => {
@@ -103,7 +103,7 @@ describe("Connect protocol over HTTP/1.1 (fetch)", () => {
   });
 
   it("answers an unimplemented keymesh RPC with the Connect error JSON", async () => {
-    const res = await postJson("/keymesh.vault.v1.VaultService/CreateSecret", "{}", { "connect-protocol-version": "1" });
+    const res = await postJson("/keymesh.vault.v1.VaultService/CreateSecret", "{}", { "connect-protocol-version": "1", authorization: `Bearer ${server.token}` });
     expect(res.status).toBe(501);
     expect(await res.json()).toMatchObject({ code: "unimplemented" });
   });

@@ -7,7 +7,7 @@
  * When any of them is missing the test fails and says what to install; it never skips.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -20,6 +20,7 @@ const exampleDir = join(root, "examples", "python");
 // Debian's interpreter: it sees python3-grpcio, which a pyenv/venv python3 on PATH may not.
 const python = "/usr/bin/python3";
 const seedCount = 25;
+const PASSWORD = "python-canary-password-7731";
 
 interface CallResult {
   code: string;
@@ -36,6 +37,9 @@ interface Summary {
   target: string;
   error?: string;
   health: Record<string, CallResult & { status?: string }>;
+  register?: CallResult;
+  login?: CallResult;
+  whoAmI: CallResult & { username?: string; admin?: boolean; kind?: string };
   seedRecords: CallResult & { inserted?: number; total?: number };
   getProgress: CallResult & { total?: number; signed?: number; claimed?: number };
   createKeyringKeys: CallResult & { keys?: KeyringKeyJson[] };
@@ -96,12 +100,21 @@ async function stop(server: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-function runClient(target: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+interface ClientRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function runClient(target: string, opts: { token?: string; args?: string[]; stdin?: string } = {}): Promise<ClientRun> {
   return new Promise((done, reject) => {
-    const child = spawn(python, [join(exampleDir, "keymesh_client.py"), target, "--count", String(seedCount)], {
+    const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== "KEYMESH_TOKEN"));
+    const child = spawn(python, [join(exampleDir, "keymesh_client.py"), target, "--count", String(seedCount), ...(opts.args ?? [])], {
       cwd: root,
-      stdio: ["ignore", "pipe", "pipe"],
+      env: opts.token === undefined ? env : { ...env, KEYMESH_TOKEN: opts.token },
+      stdio: ["pipe", "pipe", "pipe"],
     });
+    child.stdin.end(opts.stdin ?? "");
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -117,6 +130,8 @@ describe("Python client generated from proto/", () => {
   let dataDir: string | undefined;
   let summary: Summary;
   let clientStatus: number | null;
+  let userRun: ClientRun;
+  let anonymousRun: ClientRun;
   // A failed setup (missing toolchain, generator error, server that does not start) fails
   // every test with its message rather than leaving them skipped.
   let setupError: unknown;
@@ -152,7 +167,7 @@ describe("Python client generated from proto/", () => {
 
     const port = await freePort();
     dataDir = mkdtempSync(join(tmpdir(), "keymesh-python-client-"));
-    server = spawn(process.execPath, [entry, "serve", "--port", String(port)], {
+    server = spawn(process.execPath, [entry, "serve", "--port", String(port), "--dev"], {
       cwd: root,
       env: { ...serverEnv(), KEYMESH_DATA_DIR: dataDir },
       stdio: ["ignore", "pipe", "pipe"],
@@ -161,12 +176,21 @@ describe("Python client generated from proto/", () => {
     server.stderr!.on("data", (d) => (serverOutput += d));
     await waitForListening(server, port, () => serverOutput);
 
-    const client = await runClient(`127.0.0.1:${port}`);
+    // As an admin: the development root token `serve --dev` wrote into the data directory.
+    const rootToken = readFileSync(join(dataDir, "root-token"), "utf8").trim();
+    const client = await runClient(`127.0.0.1:${port}`, { token: rootToken });
     clientStatus = client.status;
+    summary = parse(client);
+    // As a freshly registered user, and with no credentials at all.
+    userRun = await runClient(`127.0.0.1:${port}`, { args: ["--username", "py-user", "--register"], stdin: `${PASSWORD}\n` });
+    anonymousRun = await runClient(`127.0.0.1:${port}`);
+  }
+
+  function parse(run: ClientRun): Summary {
     try {
-      summary = JSON.parse(client.stdout) as Summary;
+      return JSON.parse(run.stdout) as Summary;
     } catch {
-      throw new Error(`keymesh_client.py printed no JSON (exit ${client.status}):\n${client.stdout}${client.stderr}`);
+      throw new Error(`keymesh_client.py printed no JSON (exit ${run.status}):\n${run.stdout}${run.stderr}`);
     }
   }
 
@@ -216,5 +240,35 @@ describe("Python client generated from proto/", () => {
     for (const key of created) {
       expect(listed.find((k) => k.keyId === key.keyId)?.publicKeyHex).toBe(key.publicKeyHex);
     }
+  });
+
+  it("authenticates as the root token's admin", () => {
+    ready();
+    expect(summary.whoAmI).toMatchObject({ code: "OK", username: "root", admin: true, kind: "PRINCIPAL_KIND_USER" });
+  });
+
+  it("registers and logs in a user, who may read but not seed or create keys", () => {
+    ready();
+    const user = parse(userRun);
+    expect(userRun.status).toBe(3);
+    expect(user.register?.code).toBe("OK");
+    expect(user.login?.code).toBe("OK");
+    expect(user.whoAmI).toMatchObject({ code: "OK", username: "py-user", admin: false });
+    expectOk("GetProgress", user.getProgress);
+    expectOk("ListKeyringKeys", user.listKeyringKeys);
+    expect(user.seedRecords.code).toBe("PERMISSION_DENIED");
+    expect(user.createKeyringKeys.code).toBe("PERMISSION_DENIED");
+    // Neither the password nor the session token is ever printed.
+    expect(userRun.stdout + userRun.stderr).not.toContain(PASSWORD);
+    expect(userRun.stdout).not.toContain("kmt_");
+  });
+
+  it("gets UNAUTHENTICATED for every keymesh call without credentials", () => {
+    ready();
+    const anonymous = parse(anonymousRun);
+    for (const name of ["whoAmI", "seedRecords", "getProgress", "createKeyringKeys", "listKeyringKeys"] as const) {
+      expect(anonymous[name].code, name).toBe("UNAUTHENTICATED");
+    }
+    expect(anonymous.health[""]).toEqual({ code: "OK", status: "SERVING" });
   });
 });

@@ -94,7 +94,8 @@ describe("server reflection", () => {
   it("answers file_by_filename", async () => {
     const [res] = await reflect([{ messageRequest: { case: "fileByFilename", value: "keymesh/keys/v1/key_management_service.proto" } }]);
     const { names, registry } = registryOf(res!);
-    // The file, then its imports: the validation rules (with their well-known types) and keys.proto.
+    // The file, then its imports: the validation rules (with their well-known types), the
+    // access option's definition and keys.proto.
     expect(names).toEqual([
       "keymesh/keys/v1/key_management_service.proto",
       "buf/validate/validate.proto",
@@ -102,6 +103,7 @@ describe("server reflection", () => {
       "google/protobuf/duration.proto",
       "google/protobuf/field_mask.proto",
       "google/protobuf/timestamp.proto",
+      "keymesh/auth/v1/access.proto",
       "keymesh/keys/v1/keys.proto",
     ]);
     expect(registry.getService("keymesh.keys.v1.KeyManagementService")).toBeDefined();

@@ -10,6 +10,8 @@ import { ExecutorService, JobState } from "../gen/keymesh/executor/v1/executor_s
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { createTestDatabase, type TestDatabase } from "./support/mysql.js";
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from "./support/otlp-receiver.js";
+import { ensureRootToken } from "../services/shared/root-token.js";
+import { bearer } from "./support/host.js";
 import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 import { testRedisUrl } from "./support/redis.js";
 
@@ -24,7 +26,7 @@ describe("signing batch tracing across processes", () => {
   const procs: KeymeshProcess[] = [];
 
   const serve = async (services: string[], env: Record<string, string>, serviceName: string) => {
-    const proc = spawnKeymesh(["serve", ...services, "--port", "0"], {
+    const proc = spawnKeymesh(["serve", ...services, "--port", "0", "--dev"], {
       ...env,
       OTEL_SERVICE_NAME: serviceName,
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
@@ -55,7 +57,10 @@ describe("signing batch tracing across processes", () => {
       KEYMESH_REDIS_URL: testRedisUrl(),
       KEYMESH_MASTER_KEYS: `1:${randomBytes(32).toString("base64")}`,
       KEYMESH_DATA_DIR: dataDir,
+      KEYMESH_SERVICE_TOKEN: `kms_${randomBytes(24).toString("base64url")}`,
     };
+    // --dev processes sharing the data directory accept its root token: the test calls as root.
+    const root = [bearer(ensureRootToken(dataDir).token)];
     const migrate = spawnKeymesh(["migrate"], env);
     expect((await migrate.exited).code).toBe(0);
     const keysUrl = await serve(["keys", "collection"], env, "keymesh-keys");
@@ -63,9 +68,9 @@ describe("signing batch tracing across processes", () => {
     const signingUrl = await serve(["signing"], peers, "keymesh-signing");
     const executorUrl = await serve(["executor"], { ...peers, KEYMESH_SIGNING_URL: signingUrl }, "keymesh-executor");
 
-    const collection = createClient(CollectionService, createGrpcTransport({ baseUrl: keysUrl }));
-    const keys = createClient(KeyManagementService, createGrpcTransport({ baseUrl: keysUrl }));
-    const executor = createClient(ExecutorService, createGrpcTransport({ baseUrl: executorUrl }));
+    const collection = createClient(CollectionService, createGrpcTransport({ baseUrl: keysUrl, interceptors: root }));
+    const keys = createClient(KeyManagementService, createGrpcTransport({ baseUrl: keysUrl, interceptors: root }));
+    const executor = createClient(ExecutorService, createGrpcTransport({ baseUrl: executorUrl, interceptors: root }));
     await collection.seedRecords({ count: 300 });
     await keys.createKeyringKeys({ count: 3 });
     let last;

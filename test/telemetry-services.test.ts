@@ -15,6 +15,8 @@ import { CollectionService } from "../gen/keymesh/collection/v1/collection_servi
 import { ExecutorService, JobState } from "../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { startOtlpReceiver, type ReceivedSpan } from "./support/otlp-receiver.js";
+import { readRootToken } from "../services/shared/root-token.js";
+import { bearer } from "./support/host.js";
 import { spawnKeymesh, type KeymeshProcess } from "./support/process.js";
 import { freePort } from "./support/redis-nodes.js";
 
@@ -34,10 +36,12 @@ afterAll(() => {
 async function serve(env: Record<string, string>) {
   const dataDir = mkdtempSync(join(tmpdir(), "keymesh-otel-"));
   dirs.push(dataDir);
-  const proc = spawnKeymesh(["serve", "--port", "0"], { KEYMESH_DATA_DIR: dataDir, OTEL_SERVICE_NAME: "", OTEL_RESOURCE_ATTRIBUTES: "", ...env });
+  // --dev, as `npm start` runs it: the test calls with the root token it writes.
+  const proc = spawnKeymesh(["serve", "--port", "0", "--dev"], { KEYMESH_DATA_DIR: dataDir, OTEL_SERVICE_NAME: "", OTEL_RESOURCE_ATTRIBUTES: "", ...env });
   procs.push(proc);
   const serving = await proc.waitForLog((l) => l.msg === "keymesh serving", 60_000);
-  return { proc, dataDir, url: String(serving.url) };
+  const root = [bearer(readRootToken(dataDir)!)];
+  return { proc, dataDir, url: String(serving.url), root };
 }
 
 const logLines = (proc: KeymeshProcess): Array<Record<string, unknown>> =>
@@ -54,7 +58,7 @@ describe("keymesh serve with tracing", () => {
   it("reports each of the seven services under its own service.name, SQL spans by table without file paths", async () => {
     const receiver = await startOtlpReceiver();
     try {
-      const { proc, dataDir, url } = await serve({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" });
+      const { proc, dataDir, url, root } = await serve({ OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: "100" });
 
       // Start-up says where traces go and that the generated master keys are for development.
       const tracing = await proc.waitForLog((l) => typeof l.msg === "string" && l.msg.startsWith("tracing to"));
@@ -64,7 +68,7 @@ describe("keymesh serve with tracing", () => {
       expect(String(keys.msg)).toContain("development only");
       expect(logLines(proc).filter((l) => String(l.msg).includes("development master keys"))).toHaveLength(1);
 
-      const transport = createGrpcTransport({ baseUrl: url });
+      const transport = createGrpcTransport({ baseUrl: url, interceptors: root });
       await createClient(CollectionService, transport).seedRecords({ count: 200 });
       await createClient(KeyManagementService, transport).createKeyringKeys({ count: 2 });
       let last;
@@ -120,8 +124,8 @@ describe("keymesh serve with tracing", () => {
   it("warns once about a refused OTLP endpoint, naming it", async () => {
     const port = await freePort();
     const endpoint = `http://127.0.0.1:${port}`;
-    const { proc, url } = await serve({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_BSP_SCHEDULE_DELAY: "100", OTEL_EXPORTER_OTLP_TIMEOUT: "1000" });
-    const collection = createClient(CollectionService, createGrpcTransport({ baseUrl: url }));
+    const { proc, url, root } = await serve({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_BSP_SCHEDULE_DELAY: "100", OTEL_EXPORTER_OTLP_TIMEOUT: "1000" });
+    const collection = createClient(CollectionService, createGrpcTransport({ baseUrl: url, interceptors: root }));
     await collection.seedRecords({ count: 5 });
     const warning = await proc.waitForLog((l) => l.level === "warn" && l.endpoint === `${endpoint}/v1/traces`, 30_000);
     expect(String(warning.error)).toMatch(/ECONNREFUSED/);
@@ -138,8 +142,8 @@ describe("keymesh serve with tracing", () => {
     await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
     const endpoint = `http://127.0.0.1:${(silent.address() as { port: number }).port}`;
     try {
-      const { proc, url } = await serve({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_TIMEOUT: "120000" });
-      await createClient(CollectionService, createGrpcTransport({ baseUrl: url })).seedRecords({ count: 5 });
+      const { proc, url, root } = await serve({ OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_TIMEOUT: "120000" });
+      await createClient(CollectionService, createGrpcTransport({ baseUrl: url, interceptors: root })).seedRecords({ count: 5 });
       const stopped = Date.now();
       const exit = await stop(proc);
       // Unbounded, the final export would hold the process for the exporter's 120 s.

@@ -20,7 +20,7 @@ import { SigningService } from "../gen/keymesh/signing/v1/signing_service_pb.js"
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import { SERVICES } from "../services/registry.js";
 import { loadServiceModules } from "../services/registry.js";
-import { startTestHost, type TestHost } from "./support/host.js";
+import { hostCredentials, startTestHost, type TestHost } from "./support/host.js";
 
 const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
@@ -50,8 +50,10 @@ const drain = (stream: AsyncIterable<unknown>) => async () => {
 };
 
 const transports: Record<string, () => Transport> = {
-  "gRPC over HTTP/2": () => createGrpcTransport({ baseUrl: server.url }),
-  "Connect JSON over HTTP/1.1": () => createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false }),
+  // Callers the access policy lets through: requests are validated only after that check.
+  "gRPC over HTTP/2": () => createGrpcTransport({ baseUrl: server.url, interceptors: [hostCredentials(server)] }),
+  "Connect JSON over HTTP/1.1": () =>
+    createConnectTransport({ baseUrl: server.url, httpVersion: "1.1", useBinaryFormat: false, interceptors: [hostCredentials(server)] }),
 };
 
 describe.each(Object.keys(transports))("%s", (name) => {
@@ -144,14 +146,15 @@ describe.each(Object.keys(transports))("%s", (name) => {
     const vault = createClient(VaultService, transport);
     const auth = createClient(AuthService, transport);
     expect((await failure(vault.createSecret({}))).code).toBe(Code.Unimplemented);
-    expect((await failure(auth.register({ username: "A", password: "short" }))).code).toBe(Code.Unimplemented);
     expect((await failure(keys.createKeyPair({}))).code).toBe(Code.Unimplemented);
+    // AuthService is built: its rules apply.
+    await expectViolation(auth.register({ username: "A", password: "short-password" }), "username", /does not match regex pattern/);
   });
 });
 
 describe("signing stream (bidirectional: gRPC over HTTP/2 only)", () => {
   it("answers a bad batch with its own error and signs the next one on the same stream", async () => {
-    const transport = createGrpcTransport({ baseUrl: server.url });
+    const transport = createGrpcTransport({ baseUrl: server.url, interceptors: [hostCredentials(server)] });
     const keys = createClient(KeyManagementService, transport);
     const signing = createClient(SigningService, transport);
     await keys.createKeyringKeys({ count: 1 });
@@ -171,7 +174,7 @@ describe("signing stream (bidirectional: gRPC over HTTP/2 only)", () => {
   });
 
   it("ends the stream with InvalidArgument for a stream message that breaks its own rules", async () => {
-    const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url }));
+    const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url, interceptors: [hostCredentials(server)] }));
     async function* requests() {
       yield { traceparent: "x".repeat(257), batch: { batchId: "b", keyId: "k-1", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(1) }] } };
     }
@@ -194,7 +197,7 @@ describe("the rules themselves", () => {
     }
   });
 
-  it("hold the unbuilt services' contracts: auth, vault and messages", async () => {
+  it("hold the contracts of auth and of the unbuilt services, vault and messages", async () => {
     const { RegisterRequestSchema } = await import("../gen/keymesh/auth/v1/auth_service_pb.js");
     const { CreateSecretRequestSchema, GetSecretRequestSchema } = await import("../gen/keymesh/vault/v1/vault_service_pb.js");
     const { SendMessageRequestSchema } = await import("../gen/keymesh/messages/v1/messages_service_pb.js");
@@ -223,7 +226,7 @@ describe("buf curl", () => {
   const run = promisify(execFile);
 
   it("shows the field and the rule a request breaks", async () => {
-    const res = await run(BUF, ["curl", "--http2-prior-knowledge", "-d", '{"count":0}', `${server.url}/keymesh.collection.v1.CollectionService/SeedRecords`], { timeout: 30_000 }).then(
+    const res = await run(BUF, ["curl", "--http2-prior-knowledge", "-H", `authorization: Bearer ${server.token}`, "-d", '{"count":0}', `${server.url}/keymesh.collection.v1.CollectionService/SeedRecords`], { timeout: 30_000 }).then(
       () => ({ code: 0, stderr: "" }),
       (err: { code?: number; stderr?: string }) => ({ code: err.code ?? -1, stderr: err.stderr ?? "" }),
     );

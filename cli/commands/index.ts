@@ -17,6 +17,26 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "run a signing job with a progress bar and print a verified summary",
     load: async () => (await import("./sign.js")).signCommand,
   },
+  register: {
+    summary: "create a user (password from the terminal or --password-stdin)",
+    load: async () => (await import("./register.js")).registerCommand,
+  },
+  login: {
+    summary: "log in and store the session token for later commands",
+    load: async () => (await import("./login.js")).loginCommand,
+  },
+  logout: {
+    summary: "revoke the stored session token and forget it",
+    load: async () => (await import("./logout.js")).logoutCommand,
+  },
+  whoami: {
+    summary: "show who the mesh takes you for",
+    load: async () => (await import("./whoami.js")).whoamiCommand,
+  },
+  admin: {
+    summary: "grant or revoke a user's admin role (run by the operator, against the database)",
+    load: async () => (await import("./admin.js")).adminCommand,
+  },
   keys: {
     summary: "create, list and choose your key pairs (messaging and signing)",
     load: async () => (await import("./keys.js")).keysCommand,

@@ -2,6 +2,7 @@ import { loadServiceModules, SERVICE_NAMES, UnknownServiceError } from "../../se
 import { ConfigError, loadConfig, type Config } from "../../services/shared/config.js";
 import { startHost } from "../../services/shared/server/host.js";
 import { createLogger } from "../../services/shared/logger.js";
+import { ensureRootToken } from "../../services/shared/root-token.js";
 import { reportTelemetry, shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { parseFlags } from "../flags.js";
@@ -18,6 +19,8 @@ Options:
   -p, --port <port>   port to listen on (KEYMESH_PORT, default 8080)
       --host <host>   address to bind (KEYMESH_HOST, default 127.0.0.1)
       --no-migrate    do not bring the database schema up to date at start
+      --dev           development: accept the root token in the data directory as an
+                      admin, creating it (mode 0600) if needed; the CLI picks it up
   -h, --help          show this help
 
 SIGTERM or SIGINT shut down gracefully within KEYMESH_SHUTDOWN_TIMEOUT_MS.`;
@@ -34,6 +37,7 @@ export const serveCommand: Command = {
         port: { type: "string", short: "p" },
         host: { type: "string" },
         "no-migrate": { type: "boolean", default: false },
+        dev: { type: "boolean", default: false },
       },
       true,
     );
@@ -57,7 +61,14 @@ export const serveCommand: Command = {
       process.on("SIGTERM", onSignal);
       process.on("SIGINT", onSignal);
     });
-    const host = await startHost({ services: modules, config, logger, migrate: !values["no-migrate"] });
+    let rootToken: string | undefined;
+    if (values.dev) {
+      const root = ensureRootToken(config.dataDir);
+      rootToken = root.token;
+      // The path, never the token: logs travel further than the data directory.
+      logger.info({ path: root.path, created: root.created }, "development root token ready (an admin credential; the CLI on this machine uses it)");
+    }
+    const host = await startHost({ services: modules, config, logger, migrate: !values["no-migrate"], ...(rootToken === undefined ? {} : { rootToken }) });
     const signal = await stopSignal;
     logger.info({ signal }, "signal received");
     // A second signal, or a shutdown that overruns its budget, ends the process at once.

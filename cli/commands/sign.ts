@@ -3,7 +3,8 @@ import { ExecutorService, JobState, type JobProgress } from "../../gen/keymesh/e
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { BOUNDS } from "../bounds.js";
 import { EXIT, UsageError, type Command, type CommandIO } from "../command.js";
-import { connectTo, meshUrl } from "../connect.js";
+import { CLIENT_OPTIONS, CLIENT_USAGE, connectTo, meshUrl } from "../connect.js";
+import { resolveToken } from "../credentials.js";
 import { CliError, describeFailure } from "../failure.js";
 import { integerFlag, parseFlags } from "../flags.js";
 import { listenForInterrupt } from "../interrupt.js";
@@ -30,7 +31,7 @@ Options:
   --reset            delete all records and signatures first
   --no-verify        skip the final verification pass
   --json             print the summary as JSON (no progress bar)
-  --url URL          the mesh (default $KEYMESH_URL or http://127.0.0.1:8080)
+${CLIENT_USAGE}
   -h, --help         show this help`;
 
 /** `keymesh sign`: seed, run a signing job with a progress bar, verify, summarise. */
@@ -55,7 +56,7 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
     reset: { type: "boolean", default: false },
     "no-verify": { type: "boolean", default: false },
     json: { type: "boolean", default: false },
-    url: { type: "string" },
+    ...CLIENT_OPTIONS,
   });
   const records = integerFlag("records", values.records, BOUNDS.records);
   const keyCount = integerFlag("keys", values.keys, BOUNDS.keys);
@@ -64,7 +65,7 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
   const leaseTtlMs = integerFlag("lease-ttl-ms", values["lease-ttl-ms"], BOUNDS.leaseTtlMs) ?? DEFAULTS.leaseTtlMs;
   if (values.job !== undefined && values.job.trim() === "") throw new UsageError("--job needs a job id");
   const url = meshUrl(values.url, io.env);
-  const client = connectTo(url);
+  const client = connectTo(url, resolveToken(values.token, io.env, url), io.env);
   const collection = client(CollectionService);
   const keys = client(KeyManagementService);
   const executor = client(ExecutorService);

@@ -3,7 +3,8 @@ import { parseArgs } from "node:util";
 import { ConnectError } from "@connectrpc/connect";
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import { EXIT, UsageError, type Command, type CommandIO } from "../command.js";
-import { connectTo, meshUrl } from "../connect.js";
+import { CLIENT_OPTIONS, CLIENT_USAGE, connectTo, meshUrl } from "../connect.js";
+import { resolveToken } from "../credentials.js";
 
 const USAGE = `Usage: keymesh top [options]
 
@@ -13,7 +14,7 @@ CollectionService.GetProgress; jobs, keys busy and errors from the services' Pro
 endpoints (KEYMESH_METRICS_PORT). Ctrl-C quits.
 
 Options:
-  --url URL          the mesh (default $KEYMESH_URL or http://127.0.0.1:8080)
+${CLIENT_USAGE}
   --metrics URLS     comma-separated /metrics URLs of the services (default
                      http://127.0.0.1:$KEYMESH_METRICS_PORT/metrics when that is set)
   --interval MS      refresh period (default 1000)
@@ -71,7 +72,7 @@ async function runTop(argv: string[], io: CommandIO): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      url: { type: "string" },
+      ...CLIENT_OPTIONS,
       metrics: { type: "string" },
       interval: { type: "string", default: "1000" },
       once: { type: "boolean", default: false },
@@ -86,7 +87,7 @@ async function runTop(argv: string[], io: CommandIO): Promise<number> {
     .map((s) => s.trim())
     .filter((s) => s !== "");
   for (const u of metricsUrls) if (!/^https?:\/\//.test(u)) throw new UsageError(`--metrics: not an http(s) URL: ${u}`);
-  const collection = connectTo(url)(CollectionService);
+  const collection = connectTo(url, resolveToken(values.token, io.env, url), io.env)(CollectionService);
   const stop = new AbortController();
 
   async function sample(): Promise<Sample> {

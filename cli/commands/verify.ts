@@ -1,19 +1,20 @@
 import { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { EXIT, type Command, type CommandIO } from "../command.js";
-import { connectTo, meshUrl } from "../connect.js";
+import { CLIENT_OPTIONS, CLIENT_USAGE, connectTo, meshUrl } from "../connect.js";
+import { resolveToken } from "../credentials.js";
 import { CliError, describeFailure } from "../failure.js";
 import { parseFlags } from "../flags.js";
 import { verifyAll } from "../verify-all.js";
 
-const USAGE = `Usage: keymesh verify [--json] [--url URL]
+const USAGE = `Usage: keymesh verify [--json] [--url URL] [--token TOKEN]
 
 Streams every record with its signature and verifies each one against the public key of the
 key recorded with it. Exits 1 if any signature is invalid or any record is unsigned.
 
 Options:
   --json       print the report as JSON
-  --url URL    the mesh (default $KEYMESH_URL or http://127.0.0.1:8080)
+${CLIENT_USAGE}
   -h, --help   show this help`;
 
 /** `keymesh verify`: re-verify every stored signature against its key's public key. */
@@ -25,9 +26,9 @@ export const verifyCommand: Command = {
 };
 
 async function runVerify(argv: string[], io: CommandIO): Promise<number> {
-  const { values } = parseFlags(argv, { json: { type: "boolean", default: false }, url: { type: "string" } });
+  const { values } = parseFlags(argv, { json: { type: "boolean", default: false }, ...CLIENT_OPTIONS });
   const url = meshUrl(values.url, io.env);
-  const client = connectTo(url);
+  const client = connectTo(url, resolveToken(values.token, io.env, url), io.env);
   const started = Date.now();
   const report = await verifyAll({ collection: client(CollectionService), keys: client(KeyManagementService) }).catch((err: unknown) => {
     throw new CliError(describeFailure(err, { command: "verify", url }));

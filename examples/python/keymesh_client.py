@@ -4,15 +4,23 @@
 It talks plain gRPC (HTTP/2, binary protobuf, no TLS) to a running keymesh server:
 
   1. grpc.health.v1.Health/Check for the whole server ("") and for CollectionService;
-  2. CollectionService.SeedRecords(count=N), then CollectionService.GetProgress;
-  3. KeyManagementService.CreateKeyringKeys(count=2), then ListKeyringKeys;
+  2. authenticates: with --username it logs in (AuthService.Register first with
+     --register), reading the password from stdin; otherwise it uses the token in
+     KEYMESH_TOKEN; then AuthService.WhoAmI;
+  3. CollectionService.SeedRecords(count=N), then CollectionService.GetProgress;
+  4. KeyManagementService.CreateKeyringKeys(count=2), then ListKeyringKeys;
+
+Every call after the login carries `authorization: Bearer <token>` as gRPC metadata.
+Seeding records and creating keys need an admin (e.g. the development root token that
+`npm start` writes to data/root-token); a plain user gets PERMISSION_DENIED for them.
 
 and prints one JSON summary to stdout. Every call's entry carries "code", the gRPC status
 code name ("OK", "UNIMPLEMENTED", ...); failed calls also carry "details".
 
 Usage:
   examples/python/generate.sh                      # once, to create examples/python/gen/
-  /usr/bin/python3 examples/python/keymesh_client.py 127.0.0.1:8080 [--count N]
+  KEYMESH_TOKEN="$(cat data/root-token)" /usr/bin/python3 examples/python/keymesh_client.py 127.0.0.1:8080 [--count N]
+  echo "$PASSWORD" | /usr/bin/python3 examples/python/keymesh_client.py 127.0.0.1:8080 --username alice [--register]
 
 Exit status: 0 when every call returned OK, 3 when at least one returned another status
 (the summary is printed all the same), 1 when the server could not be reached, 2 on bad
@@ -48,6 +56,8 @@ if not os.path.isdir(os.path.join(GEN, "keymesh")):
 sys.path.insert(0, GEN)
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from keymesh.auth.v1 import auth_service_pb2 as auth_pb2  # noqa: E402
+from keymesh.auth.v1 import auth_service_pb2_grpc as auth_grpc  # noqa: E402
 from keymesh.collection.v1 import collection_service_pb2 as collection_pb2  # noqa: E402
 from keymesh.collection.v1 import collection_service_pb2_grpc as collection_grpc  # noqa: E402
 from keymesh.keys.v1 import key_management_service_pb2 as keys_pb2  # noqa: E402
@@ -57,10 +67,11 @@ from keymesh.keys.v1 import key_management_service_pb2_grpc as keys_grpc  # noqa
 COLLECTION_SERVICE = collection_pb2.DESCRIPTOR.services_by_name["CollectionService"].full_name
 
 
-def call(rpc, request, timeout, describe):
+def call(rpc, request, timeout, describe, token=None):
     """Runs one unary call; returns {"code": ..., **describe(response)} or the error."""
+    metadata = (("authorization", "Bearer " + token),) if token else None
     try:
-        response = rpc(request, timeout=timeout)
+        response = rpc(request, timeout=timeout, metadata=metadata)
     except grpc.RpcError as err:
         return {"code": err.code().name, "details": err.details() or ""}
     result = {"code": grpc.StatusCode.OK.name}
@@ -77,7 +88,7 @@ def describe_keyring_key(key):
     }
 
 
-def run(target, count, timeout):
+def run(target, count, timeout, username=None, password=None, register=False):
     summary = {"target": target}
     with grpc.insecure_channel(target) as channel:
         try:
@@ -89,6 +100,7 @@ def run(target, count, timeout):
         health = health_pb2_grpc.HealthStub(channel)
         collection = collection_grpc.CollectionServiceStub(channel)
         keys = keys_grpc.KeyManagementServiceStub(channel)
+        auth = auth_grpc.AuthServiceStub(channel)
 
         summary["health"] = {
             service: call(
@@ -100,17 +112,50 @@ def run(target, count, timeout):
             for service in ("", COLLECTION_SERVICE)
         }
 
+        token = os.environ.get("KEYMESH_TOKEN") or None
+        steps = []
+        if username is not None:
+            if register:
+                summary["register"] = call(
+                    auth.Register,
+                    auth_pb2.RegisterRequest(username=username, password=password),
+                    timeout,
+                    lambda r: {"userId": r.user_id},
+                )
+                steps.append("register")
+            issued = {}
+
+            def keep(response):
+                issued["token"] = response.token
+                return {"expiresAtMs": response.expires_at_ms}
+
+            # The token itself stays out of the summary: it is a credential.
+            summary["login"] = call(
+                auth.Login, auth_pb2.LoginRequest(username=username, password=password), timeout, keep)
+            steps.append("login")
+            token = issued.get("token")
+        summary["whoAmI"] = call(
+            auth.WhoAmI,
+            auth_pb2.WhoAmIRequest(),
+            timeout,
+            lambda r: {"username": r.username, "admin": r.admin,
+                       "kind": auth_pb2.PrincipalKind.Name(r.kind)},
+            token,
+        )
+
         summary["seedRecords"] = call(
             collection.SeedRecords,
             collection_pb2.SeedRecordsRequest(count=count),
             timeout,
             lambda r: {"inserted": r.inserted, "total": r.total},
+            token,
         )
         summary["getProgress"] = call(
             collection.GetProgress,
             collection_pb2.GetProgressRequest(),
             timeout,
             lambda r: {"total": r.total, "signed": r.signed, "claimed": r.claimed},
+            token,
         )
 
         summary["createKeyringKeys"] = call(
@@ -118,6 +163,7 @@ def run(target, count, timeout):
             keys_pb2.CreateKeyringKeysRequest(count=2),
             timeout,
             lambda r: {"keys": [describe_keyring_key(k) for k in r.keys]},
+            token,
         )
         summary["listKeyringKeys"] = call(
             keys.ListKeyringKeys,
@@ -127,11 +173,12 @@ def run(target, count, timeout):
                 "keys": [describe_keyring_key(k) for k in r.keys],
                 "nextPageToken": r.next_page_token,
             },
+            token,
         )
 
     codes = [summary["health"][s]["code"] for s in summary["health"]]
-    codes += [summary[name]["code"] for name in
-              ("seedRecords", "getProgress", "createKeyringKeys", "listKeyringKeys")]
+    codes += [summary[name]["code"] for name in steps + [
+              "whoAmI", "seedRecords", "getProgress", "createKeyringKeys", "listKeyringKeys"]]
     return summary, 0 if all(code == "OK" for code in codes) else 3
 
 
@@ -141,9 +188,20 @@ def main():
     parser.add_argument("--count", type=int, default=10, help="records to seed (default 10)")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="seconds to wait for the connection and for each call (default 10)")
+    parser.add_argument("--username", help="log in as this user (password: first line of stdin)")
+    parser.add_argument("--register", action="store_true", help="register the user before logging in")
     args = parser.parse_args()
 
-    summary, status = run(args.target, args.count, args.timeout)
+    password = None
+    if args.username is not None:
+        # Never from argv: other users of the machine can read a process's arguments.
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            die("--username needs the password on the first line of stdin")
+    elif args.register:
+        die("--register needs --username")
+
+    summary, status = run(args.target, args.count, args.timeout, args.username, password, args.register)
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return status

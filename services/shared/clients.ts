@@ -31,6 +31,8 @@ export interface PeerClientsOptions {
   readonly interceptors?: readonly Interceptor[];
   /** Sent as `x-keymesh-caller` on service-to-service calls. */
   readonly caller?: string;
+  /** The service token to send (default `KEYMESH_SERVICE_TOKEN`). */
+  readonly serviceToken?: string;
   /** One transport for every peer instead of gRPC at their URLs (an in-process router in tests). */
   readonly transport?: Transport;
 }
@@ -62,15 +64,21 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
     return opts.selfUrl ?? selfUrlOf(config, config.port);
   };
   const interceptors: Interceptor[] = [createClientTracingInterceptor(), createClientMetricsInterceptor()];
-  if (config.serviceToken !== undefined) interceptors.push(createServiceCredentialInterceptor(config.serviceToken, opts.caller));
+  const serviceToken = opts.serviceToken ?? config.serviceToken;
+  if (serviceToken !== undefined) interceptors.push(createServiceCredentialInterceptor(serviceToken, opts.caller));
   interceptors.push(...(opts.interceptors ?? []));
 
-  let ownCa: string[] | undefined;
+  let trusted: string[] | undefined;
   const trustFor = (url: string) => {
-    // Our own certificate is trusted for calls to ourselves (it may be self-signed).
-    if (config.tls === undefined || !url.startsWith("https:")) return {};
-    ownCa ??= [...rootCertificates, readFileSync(config.tls.certFile, "utf8")];
-    return { ca: ownCa };
+    // Peers' certificates are checked against KEYMESH_TLS_CA (the mesh's own CA), and our own
+    // certificate is trusted for calls to ourselves (it may be self-signed).
+    if (!url.startsWith("https:") || (config.tls === undefined && config.tlsCaFile === undefined)) return {};
+    trusted ??= [
+      ...rootCertificates,
+      ...(config.tlsCaFile === undefined ? [] : [readFileSync(config.tlsCaFile, "utf8")]),
+      ...(config.tls === undefined ? [] : [readFileSync(config.tls.certFile, "utf8")]),
+    ];
+    return { ca: trusted };
   };
 
   const managers = new Map<string, Http2SessionManager>();

@@ -34,8 +34,12 @@ export interface Config {
   readonly databaseReplicaUrl: string | undefined;
   /** KEYMESH_REDIS_URL: one `redis://…` URL, or several (comma-separated) for a Redlock quorum; empty: in-process. */
   readonly redisUrls: readonly string[];
+  /** KEYMESH_REDIS_PREFIX: prefix of every Redis key keymesh writes (default "keymesh:"). */
+  readonly redisPrefix: string;
   /** KEYMESH_TLS_CERT and KEYMESH_TLS_KEY: both or neither. */
   readonly tls: TlsConfig | undefined;
+  /** KEYMESH_TLS_CA: CA certificate file (PEM) that peers' https:// certificates are checked against. */
+  readonly tlsCaFile: string | undefined;
   /** KEYMESH_MAX_REQUEST_BYTES: largest accepted request message (default 4 MiB). */
   readonly maxRequestBytes: number;
   /** KEYMESH_SHUTDOWN_TIMEOUT_MS: how long a graceful shutdown may take in total (default 10000). */
@@ -89,8 +93,10 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_DATABASE_URL",
   "KEYMESH_DATABASE_REPLICA_URL",
   "KEYMESH_REDIS_URL",
+  "KEYMESH_REDIS_PREFIX",
   "KEYMESH_TLS_CERT",
   "KEYMESH_TLS_KEY",
+  "KEYMESH_TLS_CA",
   "KEYMESH_MAX_REQUEST_BYTES",
   "KEYMESH_SHUTDOWN_TIMEOUT_MS",
   "KEYMESH_LOG_LEVEL",
@@ -102,6 +108,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_JAEGER_UI",
   "KEYMESH_REWRAP_CLAIM_IDLE_MS",
   "KEYMESH_URL",
+  "KEYMESH_TOKEN",
   "KEYMESH_FAILPOINTS",
   ...SERVICE_NAMES.map(serviceUrlVariable),
 ];
@@ -178,6 +185,12 @@ function redisUrls(env: Env): string[] {
   return urls;
 }
 
+function redisPrefix(env: Env): string {
+  const raw = read(env, "KEYMESH_REDIS_PREFIX") ?? "keymesh:";
+  if (!/^[A-Za-z0-9:._-]{1,64}$/.test(raw)) throw new ConfigError("KEYMESH_REDIS_PREFIX", "1-64 characters of letters, digits, ':', '.', '_' and '-'");
+  return raw;
+}
+
 function tls(env: Env): TlsConfig | undefined {
   const certFile = read(env, "KEYMESH_TLS_CERT");
   const keyFile = read(env, "KEYMESH_TLS_KEY");
@@ -185,6 +198,11 @@ function tls(env: Env): TlsConfig | undefined {
   if (certFile === undefined) throw new ConfigError("KEYMESH_TLS_CERT", "a certificate file when KEYMESH_TLS_KEY is set (both or neither)");
   if (keyFile === undefined) throw new ConfigError("KEYMESH_TLS_KEY", "a private key file when KEYMESH_TLS_CERT is set (both or neither)");
   return { certFile: resolve(certFile), keyFile: resolve(keyFile) };
+}
+
+function optionalPath(env: Env, name: string): string | undefined {
+  const raw = read(env, name);
+  return raw === undefined ? undefined : resolve(raw);
 }
 
 function logLevel(env: Env): LogLevel {
@@ -251,7 +269,9 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     databaseUrl: databaseUrl(merged, "KEYMESH_DATABASE_URL", true),
     databaseReplicaUrl: databaseUrl(merged, "KEYMESH_DATABASE_REPLICA_URL", false),
     redisUrls: Object.freeze(redisUrls(merged)),
+    redisPrefix: redisPrefix(merged),
     tls: tls(merged),
+    tlsCaFile: optionalPath(merged, "KEYMESH_TLS_CA"),
     maxRequestBytes: integer(merged, "KEYMESH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 0xffffffff, "a size in bytes"),
     shutdownTimeoutMs: integer(merged, "KEYMESH_SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT_MS, 100, 3_600_000, "a duration in milliseconds"),
     rewrapClaimIdleMs: integer(merged, "KEYMESH_REWRAP_CLAIM_IDLE_MS", 30_000, 500, 3_600_000, "a duration in milliseconds"),

@@ -5,19 +5,24 @@ import { createContextKey } from "@connectrpc/connect";
  * Handlers never parse headers for these themselves.
  */
 
-/** Who is calling. */
+/** Who is calling (set by the access interceptor, services/shared/interceptors/access.ts). */
 export type Principal =
-  /** No credentials were presented (or none were needed). */
+  /** No credentials were presented (only public methods get this far). */
   | { readonly kind: "anonymous" }
-  /** Development mode: every caller acts as one local developer. */
-  | { readonly kind: "development"; readonly userId: string; readonly username: string }
-  /** A logged-in user (set by the auth interceptor once sessions exist). */
-  | { readonly kind: "user"; readonly userId: string; readonly username: string }
-  /** Another keymesh service, authenticated by the shared service token. */
+  /** A logged-in user (a session token) or the development root token (an admin). */
+  | { readonly kind: "user"; readonly userId: string; readonly username: string; readonly admin: boolean }
+  /** Another keymesh service, authenticated by the service token. */
   | { readonly kind: "service"; readonly name: string };
 
 /** The principal of the current call; anonymous unless the auth interceptor set one. */
 export const principalKey = createContextKey<Principal>({ kind: "anonymous" }, { description: "keymesh principal" });
+
+/**
+ * The network address of the caller's connection (e.g. "127.0.0.1"), set by the host's
+ * request handler; "" when unknown (in-memory transports). Failed logins are rate-limited
+ * per peer by it.
+ */
+export const peerAddressKey = createContextKey<string>("", { description: "keymesh peer address" });
 
 /** The request id of the current call (from `x-request-id`, or generated). */
 export const requestIdKey = createContextKey<string>("", { description: "keymesh request id" });

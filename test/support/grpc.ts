@@ -81,4 +81,16 @@ export function serverStream<I extends DescMessage, O extends DescMessage>(
   return client.makeServerStreamRequest(path, serializer(input), deserializer(output), create(input, message), new grpc.Metadata(), options);
 }
 
+/** grpc-js client options sending `authorization: Bearer <token>` on every call. */
+export function withToken(token: string): grpc.ClientOptions {
+  const interceptor: grpc.Interceptor = (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start(metadata, listener, next) {
+        metadata.set("authorization", `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+  return { interceptors: [interceptor] };
+}
+
 export { grpc };

@@ -18,6 +18,7 @@ import { registeredMigrations } from "../../services/migrations.js";
 import { createTestDatabase, type TestDatabase } from "./mysql.js";
 import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
 import { asPrincipal, createTestPrincipalInterceptor } from "./test-principal.js";
+import { bearer } from "./host.js";
 
 export type Backend = "sqlite+memory" | "mysql+redis";
 
@@ -65,29 +66,37 @@ export async function openMessagesBackend(backend: Backend): Promise<MessagesBac
 /** One host running keys and messages on the backend, with test principals. */
 export interface MessagesHost {
   readonly host: Host;
+  /** An admin credential the host accepts (the development root token's role). */
+  readonly rootToken: string;
   keysAs(principal: string): Client<typeof KeyManagementService>;
   messagesAs(principal: string): Client<typeof MessagesService>;
   close(): Promise<void>;
 }
 
 export async function startMessagesHost(backend: MessagesBackend, coordinator = backend.coordinator()): Promise<MessagesHost> {
+  const rootToken = `kmr_${randomBytes(32).toString("base64url")}`;
+  const serviceToken = `kms_${randomBytes(24).toString("base64url")}`;
   const config = loadConfig({
     KEYMESH_PORT: "0",
     KEYMESH_DATA_DIR: backend.dataDir,
     KEYMESH_LOG_LEVEL: "silent",
     KEYMESH_MASTER_KEYS: backend.masterKeys,
-    KEYMESH_SERVICE_TOKEN: "test-service-token-0123456789abcdef",
+    KEYMESH_SERVICE_TOKEN: serviceToken,
   });
   const host = await startHost({
     services: [keysModule, messagesModule],
     config,
     resources: { db: backend.db, coordinator },
+    rootToken,
     interceptors: [createTestPrincipalInterceptor()],
   });
+  // The access policy sees an admin (the root token); the test principal, set inside it, then
+  // stands for the user the test acts as.
   const transport = (principal: string) =>
-    createGrpcTransport({ baseUrl: host.url, interceptors: [asPrincipal(principal)] });
+    createGrpcTransport({ baseUrl: host.url, interceptors: [asPrincipal(principal), bearer(rootToken)] });
   return {
     host,
+    rootToken,
     keysAs: (p) => createClient(KeyManagementService, transport(p)),
     messagesAs: (p) => createClient(MessagesService, transport(p)),
     close: () => host.close(),

@@ -15,7 +15,9 @@ import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_s
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { registeredMigrations } from "../../services/migrations.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
+import { ensureRootToken } from "../../services/shared/root-token.js";
 import { checkInvariants } from "./invariants.js";
+import { bearer as bearerInterceptor } from "./host.js";
 import { createTestDatabase, testMysqlUrl, type TestDatabase } from "./mysql.js";
 import { freePort, startRedisNode, type RedisNode } from "./redis-nodes.js";
 import { afterAll, beforeAll } from "vitest";
@@ -411,6 +413,8 @@ export interface SigningMesh {
 export async function startSigningMesh(opts: SigningMeshOptions): Promise<SigningMesh> {
   const database = await createTestDatabase("keymesh_f_");
   const dataDir = mkdtempSync(join(tmpdir(), "keymesh-faults-"));
+  // The processes run with --dev and share the data directory: the test calls as root.
+  const rootToken = ensureRootToken(dataDir).token;
   // Quiet: fault tests kill this pool's idle connections too, and knex would print each loss.
   const quiet = () => undefined;
   const db = createDatabase({ url: database.url, dataDir, logger: { warn: quiet, error: quiet, debug: quiet, deprecate: quiet } });
@@ -419,7 +423,7 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
   const transport = (url: string) => {
     const manager = new Http2SessionManager(url);
     managers.push(manager);
-    return createGrpcTransport({ baseUrl: url, sessionManager: manager });
+    return createGrpcTransport({ baseUrl: url, sessionManager: manager, interceptors: [bearerInterceptor(rootToken)] });
   };
   let closed: Promise<void> | undefined;
   const close = () => {
@@ -440,19 +444,21 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
       KEYMESH_DATA_DIR: dataDir,
       KEYMESH_MASTER_KEYS: `1:${randomBytes(32).toString("base64")}`,
       KEYMESH_SHUTDOWN_TIMEOUT_MS: "2000",
+      KEYMESH_SERVICE_TOKEN: `kms_${randomBytes(24).toString("base64url")}`,
       ...opts.env,
     };
     const keysCollection = await group.create({
       name: "keys+collection",
       services: ["keys", "collection"],
       nodeArgs: opts.nodeArgs,
-      args: ["--no-migrate"],
+      args: ["--no-migrate", "--dev"],
       env: { ...common, KEYMESH_DATABASE_URL: database.url, KEYMESH_REDIS_URL: opts.redisUrls.join(","), ...opts.envFor?.("keys+collection") },
     });
     const signing = await group.create({
       name: "signing",
       services: ["signing"],
       nodeArgs: opts.nodeArgs,
+      args: ["--dev"],
       env: { ...common, KEYMESH_KEYS_URL: keysCollection.url, ...opts.envFor?.("signing") },
     });
     const executorEnv = {
@@ -466,7 +472,7 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
       group.create({
         name,
         services: ["executor"],
-        args: ["--no-migrate"],
+        args: ["--no-migrate", "--dev"],
         nodeArgs: opts.nodeArgs,
         env: { ...executorEnv, ...(failpoints ? { KEYMESH_FAILPOINTS: failpoints } : {}), ...opts.envFor?.(name) },
       });

@@ -1,8 +1,9 @@
 import type * as http from "node:http";
 import * as http2 from "node:http2";
-import { Code, createConnectRouter, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
+import { Code, createConnectRouter, createContextValues, type ConnectRouter, type ConnectRouterOptions } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
+import { peerAddressKey } from "../context.js";
 import { GRPC_CONTENT_TYPE, reportMalformedAsInvalid } from "./malformed-requests.js";
 
 /**
@@ -89,6 +90,8 @@ export function createRequestHandler(opts: RequestHandlerOptions): RequestHandle
       });
     },
     fallback: unknownMethod,
+    // The caller's address, for limits that count per client (failed logins).
+    contextValues: (req) => createContextValues().set(peerAddressKey, req.socket?.remoteAddress ?? ""),
   });
 
   let active = 0;

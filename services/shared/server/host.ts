@@ -4,7 +4,8 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import type { Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { Health } from "../../../gen/grpc/health/v1/health_pb.js";
-import { createAuthInterceptor, OPEN_SERVICES, type AuthInterceptorOptions } from "../interceptors/auth.js";
+import { OPEN_SERVICES } from "../interceptors/access.js";
+import { createHostIdentity } from "../interceptors/identity.js";
 import { createPeerClients, selfUrlOf, type PeerClients } from "../clients.js";
 import { ConfigError, type Config } from "../config.js";
 import { shuttingDownError } from "../errors.js";
@@ -40,10 +41,10 @@ export interface HostOptions {
   readonly resources?: Partial<Resources>;
   /** Run database migrations when the database is opened here (default true). */
   readonly migrate?: boolean;
-  /** Extra server interceptors, applied inside auth (tests, later features). */
+  /** Extra server interceptors, applied inside the access check (tests, later features). */
   readonly interceptors?: readonly Interceptor[];
-  /** Options for the auth interceptor (e.g. `authenticate` once sessions exist). */
-  readonly auth?: Omit<AuthInterceptorOptions, "serviceToken">;
+  /** The development root token to accept as an admin (`keymesh serve --dev`; see root-token.ts). */
+  readonly rootToken?: string;
 }
 
 /** A running host. */
@@ -105,7 +106,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const draining = new AbortController();
   const shutdown = new AbortController();
   let url = selfUrlOf(config, config.port);
-  const clients = createPeerClients(config, { selfUrl: () => url });
+  const identity = createHostIdentity({ config, clients: () => clients, ...(opts.rootToken === undefined ? {} : { rootToken: opts.rootToken }) });
+  const clients = createPeerClients(config, { selfUrl: () => url, serviceToken: identity.serviceToken, caller: names.join(",") });
   const resources = await openResources({ config, logger, modules: opts.services, given: opts.resources ?? {}, migrate: opts.migrate ?? true });
   const instances: ServiceInstance[] = [];
 
@@ -133,7 +135,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       createTracingInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
       createLoggingInterceptor({ logger, quiet: (req) => OPEN_SERVICES.includes(req.service.typeName) }),
       createServerMetricsInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
-      createAuthInterceptor({ ...opts.auth, serviceToken: config.serviceToken }),
+      identity.interceptor,
       ...(opts.interceptors ?? []),
       createCallLimitInterceptor(),
       createValidationInterceptor({ validates: (method) => implemented.has(method) }),
@@ -152,6 +154,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       };
       const instance = await module.register(router, ctx);
       if (instance) instances.push(instance);
+      if (instance?.authenticate !== undefined) identity.useLocalSessions(instance.authenticate.bind(instance));
       if (!router.handlers.some((h) => h.service.typeName === module.desc.typeName)) {
         throw new Error(`service module "${module.name}" did not register ${module.desc.typeName}`);
       }

@@ -78,6 +78,7 @@ export async function openResources(opts: OpenResourcesOptions): Promise<OpenRes
       const { createCoordinator } = await import("../coordination/index.js");
       coordinator = createCoordinator({
         redisUrl: config.redisUrls,
+        keyPrefix: config.redisPrefix,
         onError: (err, url) => logger.warn({ err: err.message, url: url.replace(/\/\/[^@/]*@/, "//***@") }, "redis connection error"),
       });
       logger.info({ kind: coordinator.kind }, "coordinator opened");

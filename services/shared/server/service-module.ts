@@ -6,6 +6,7 @@ import type { Database } from "../storage/database.js";
 import type { MigrationModule } from "../storage/migrations/index.js";
 import type { Coordinator } from "../coordination/types.js";
 import type { PeerClients } from "../clients.js";
+import type { Principal } from "../context.js";
 
 /**
  * What the host hands a service when it starts: configuration, shared resources (created
@@ -28,6 +29,11 @@ export interface ServiceContext {
 export interface ServiceInstance {
   /** Called after the server stopped accepting calls and drained, before pools close. */
   close?(): Promise<void>;
+  /**
+   * Resolves a session token to its user (the auth service provides this): the host then
+   * checks sessions in-process instead of asking the auth service over the network.
+   */
+  authenticate?(token: string): Promise<(Principal & { kind: "user" }) | undefined>;
 }
 
 /**

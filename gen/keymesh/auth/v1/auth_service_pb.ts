@@ -5,13 +5,14 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
+import { file_keymesh_auth_v1_access } from "./access_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file keymesh/auth/v1/auth_service.proto.
  */
 export const file_keymesh_auth_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJrZXltZXNoL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEg9rZXltZXNoLmF1dGgudjEiXQoPUmVnaXN0ZXJSZXF1ZXN0EiwKCHVzZXJuYW1lGAEgASgJQhq6SBdyFTITXlthLXowLTkuXy1dezMsNjR9JBIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUgDCiACCI1ChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkiXgoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGEASHAoIcGFzc3dvcmQYAiABKAlCCrpIB3IFIAEogAgSEwoLdHRsX3NlY29uZHMYAyABKA0iRgoNTG9naW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgDEg8KB3VzZXJfaWQYAyABKAkiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSIPCg1XaG9BbUlSZXF1ZXN0In0KDldob0FtSVJlc3BvbnNlEhQKDHByaW5jaXBhbF9pZBgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIsCgRraW5kGAMgASgOMh4ua2V5bWVzaC5hdXRoLnYxLlByaW5jaXBhbEtpbmQSFQoNZXhwaXJlc19hdF9tcxgEIAEoAyqEAQoNUHJpbmNpcGFsS2luZBIeChpQUklOQ0lQQUxfS0lORF9VTlNQRUNJRklFRBAAEhcKE1BSSU5DSVBBTF9LSU5EX1VTRVIQARIaChZQUklOQ0lQQUxfS0lORF9TRVJWSUNFEAISHgoaUFJJTkNJUEFMX0tJTkRfREVWRUxPUE1FTlQQAzLBAgoLQXV0aFNlcnZpY2USTwoIUmVnaXN0ZXISIC5rZXltZXNoLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiEua2V5bWVzaC5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2USRgoFTG9naW4SHS5rZXltZXNoLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh4ua2V5bWVzaC5hdXRoLnYxLkxvZ2luUmVzcG9uc2USSQoGTG9nb3V0Eh4ua2V5bWVzaC5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuTG9nb3V0UmVzcG9uc2USTgoGV2hvQW1JEh4ua2V5bWVzaC5hdXRoLnYxLldob0FtSVJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuV2hvQW1JUmVzcG9uc2UiA5ACAUK/AQoTY29tLmtleW1lc2guYXV0aC52MUIQQXV0aFNlcnZpY2VQcm90b1ABWjhnaXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC9hdXRoL3YxO2F1dGh2MaICA0tBWKoCD0tleW1lc2guQXV0aC5WMcoCD0tleW1lc2hcQXV0aFxWMeICG0tleW1lc2hcQXV0aFxWMVxHUEJNZXRhZGF0YeoCEUtleW1lc2g6OkF1dGg6OlYxYgZwcm90bzM", [file_buf_validate_validate]);
+  fileDesc("CiJrZXltZXNoL2F1dGgvdjEvYXV0aF9zZXJ2aWNlLnByb3RvEg9rZXltZXNoLmF1dGgudjEiXQoPUmVnaXN0ZXJSZXF1ZXN0EiwKCHVzZXJuYW1lGAEgASgJQhq6SBdyFTITXlthLXowLTkuXy1dezMsNjR9JBIcCghwYXNzd29yZBgCIAEoCUIKukgHcgUgDCiACCI1ChBSZWdpc3RlclJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkiXgoMTG9naW5SZXF1ZXN0EhsKCHVzZXJuYW1lGAEgASgJQgm6SAZyBBABGEASHAoIcGFzc3dvcmQYAiABKAlCCrpIB3IFIAEogAgSEwoLdHRsX3NlY29uZHMYAyABKA0iRgoNTG9naW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgDEg8KB3VzZXJfaWQYAyABKAkiDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSIPCg1XaG9BbUlSZXF1ZXN0IowBCg5XaG9BbUlSZXNwb25zZRIUCgxwcmluY2lwYWxfaWQYASABKAkSEAoIdXNlcm5hbWUYAiABKAkSLAoEa2luZBgDIAEoDjIeLmtleW1lc2guYXV0aC52MS5QcmluY2lwYWxLaW5kEhUKDWV4cGlyZXNfYXRfbXMYBCABKAMSDQoFYWRtaW4YBSABKAgqhgEKDVByaW5jaXBhbEtpbmQSHgoaUFJJTkNJUEFMX0tJTkRfVU5TUEVDSUZJRUQQABIXChNQUklOQ0lQQUxfS0lORF9VU0VSEAESGgoWUFJJTkNJUEFMX0tJTkRfU0VSVklDRRACIgQIAxADKhpQUklOQ0lQQUxfS0lORF9ERVZFTE9QTUVOVDLXAgoLQXV0aFNlcnZpY2USVQoIUmVnaXN0ZXISIC5rZXltZXNoLmF1dGgudjEuUmVnaXN0ZXJSZXF1ZXN0GiEua2V5bWVzaC5hdXRoLnYxLlJlZ2lzdGVyUmVzcG9uc2UiBMjzGAESTAoFTG9naW4SHS5rZXltZXNoLmF1dGgudjEuTG9naW5SZXF1ZXN0Gh4ua2V5bWVzaC5hdXRoLnYxLkxvZ2luUmVzcG9uc2UiBMjzGAESTwoGTG9nb3V0Eh4ua2V5bWVzaC5hdXRoLnYxLkxvZ291dFJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuTG9nb3V0UmVzcG9uc2UiBMjzGAISUgoGV2hvQW1JEh4ua2V5bWVzaC5hdXRoLnYxLldob0FtSVJlcXVlc3QaHy5rZXltZXNoLmF1dGgudjEuV2hvQW1JUmVzcG9uc2UiB5ACAcjzGAJCvwEKE2NvbS5rZXltZXNoLmF1dGgudjFCEEF1dGhTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvYXV0aC92MTthdXRodjGiAgNLQViqAg9LZXltZXNoLkF1dGguVjHKAg9LZXltZXNoXEF1dGhcVjHiAhtLZXltZXNoXEF1dGhcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpBdXRoOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access]);
 
 /**
  * RegisterRequest carries the new user's credentials.
@@ -213,11 +214,19 @@ export type WhoAmIResponse = Message<"keymesh.auth.v1.WhoAmIResponse"> & {
   kind: PrincipalKind;
 
   /**
-   * When the session expires, in milliseconds since the Unix epoch (0 for services).
+   * When the session expires, in milliseconds since the Unix epoch (0 for services and
+   * the development root token).
    *
    * @generated from field: int64 expires_at_ms = 4;
    */
   expiresAtMs: bigint;
+
+  /**
+   * Whether the user holds the admin role.
+   *
+   * @generated from field: bool admin = 5;
+   */
+  admin: boolean;
 };
 
 /**
@@ -253,13 +262,6 @@ export enum PrincipalKind {
    * @generated from enum value: PRINCIPAL_KIND_SERVICE = 2;
    */
   SERVICE = 2,
-
-  /**
-   * The development principal used when authentication is disabled.
-   *
-   * @generated from enum value: PRINCIPAL_KIND_DEVELOPMENT = 3;
-   */
-  DEVELOPMENT = 3,
 }
 
 /**
