@@ -146,8 +146,8 @@ describe.each(Object.keys(transports))("%s", (name) => {
     const vault = createClient(VaultService, transport);
     const auth = createClient(AuthService, transport);
     expect((await failure(vault.createSecret({}))).code).toBe(Code.Unimplemented);
-    expect((await failure(keys.createKeyPair({}))).code).toBe(Code.Unimplemented);
-    // AuthService is built: its rules apply.
+    // AuthService and users' key pairs are built: their rules apply.
+    await expectViolation(keys.createKeyPair({}), "purpose", /required/);
     await expectViolation(auth.register({ username: "A", password: "short-password" }), "username", /does not match regex pattern/);
   });
 });
