@@ -2,10 +2,12 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createClient, type Client } from "@connectrpc/connect";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { AuthService } from "../../gen/keymesh/auth/v1/auth_service_pb.js";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { MessagesService } from "../../gen/keymesh/messages/v1/messages_service_pb.js";
+import { authModule } from "../../services/auth/module.js";
 import { keysModule } from "../../services/keys/module.js";
 import { messagesModule } from "../../services/messages/module.js";
 import { loadConfig } from "../../services/shared/config.js";
@@ -17,8 +19,6 @@ import { migrate } from "../../services/shared/storage/migrate.js";
 import { registeredMigrations } from "../../services/migrations.js";
 import { createTestDatabase, type TestDatabase } from "./mysql.js";
 import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
-import { asPrincipal, createTestPrincipalInterceptor } from "./test-principal.js";
-import { bearer } from "./host.js";
 
 export type Backend = "sqlite+memory" | "mysql+redis";
 
@@ -63,7 +63,11 @@ export async function openMessagesBackend(backend: Backend): Promise<MessagesBac
   };
 }
 
-/** One host running keys and messages on the backend, with test principals. */
+/**
+ * One host running auth, keys and messages on the backend. Tests name who they act as:
+ * "user:<username>" (registered and logged in on first use, through AuthService), "admin:root"
+ * (the host's root token, an admin) or "anonymous" (no credentials).
+ */
 export interface MessagesHost {
   readonly host: Host;
   /** An admin credential the host accepts (the development root token's role). */
@@ -72,6 +76,10 @@ export interface MessagesHost {
   messagesAs(principal: string): Client<typeof MessagesService>;
   close(): Promise<void>;
 }
+
+const PASSWORD = "a long enough test password";
+/** Session tokens per database (users live there), shared by every host on it. */
+const sessions = new WeakMap<object, Map<string, Promise<string>>>();
 
 export async function startMessagesHost(backend: MessagesBackend, coordinator = backend.coordinator()): Promise<MessagesHost> {
   const rootToken = `kmr_${randomBytes(32).toString("base64url")}`;
@@ -84,16 +92,35 @@ export async function startMessagesHost(backend: MessagesBackend, coordinator = 
     KEYMESH_SERVICE_TOKEN: serviceToken,
   });
   const host = await startHost({
-    services: [keysModule, messagesModule],
+    services: [authModule, keysModule, messagesModule],
     config,
     resources: { db: backend.db, coordinator },
     rootToken,
-    interceptors: [createTestPrincipalInterceptor()],
   });
-  // The access policy sees an admin (the root token); the test principal, set inside it, then
-  // stands for the user the test acts as.
-  const transport = (principal: string) =>
-    createGrpcTransport({ baseUrl: host.url, interceptors: [asPrincipal(principal), bearer(rootToken)] });
+  const auth = createClient(AuthService, createGrpcTransport({ baseUrl: host.url }));
+  let tokens = sessions.get(backend.db);
+  if (tokens === undefined) sessions.set(backend.db, (tokens = new Map()));
+  const known = tokens;
+  const tokenOf = (principal: string): Promise<string | undefined> => {
+    if (principal === "anonymous") return Promise.resolve(undefined);
+    if (principal === "admin:root") return Promise.resolve(rootToken);
+    const username = principal.replace(/^user:/, "");
+    let token = known.get(username);
+    if (token === undefined) {
+      token = (async () => {
+        await auth.register({ username, password: PASSWORD });
+        return (await auth.login({ username, password: PASSWORD })).token;
+      })();
+      known.set(username, token);
+    }
+    return token;
+  };
+  const credentials = (principal: string): Interceptor => (next) => async (req) => {
+    const token = await tokenOf(principal);
+    if (token !== undefined) req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+  const transport = (principal: string) => createGrpcTransport({ baseUrl: host.url, interceptors: [credentials(principal)] });
   return {
     host,
     rootToken,
