@@ -29,7 +29,8 @@ function words(line: string): string[] {
   return [...line.matchAll(/'([^']*)'|"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2] ?? m[3]!);
 }
 
-const UNBUILT = ["keymesh.messages.v1."];
+/** Services whose README lines answer Unimplemented: none since every service is built. */
+const UNBUILT: readonly string[] = [];
 
 describe("README examples", () => {
   let server: KeymeshProcess;

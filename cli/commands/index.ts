@@ -37,6 +37,18 @@ export const COMMANDS: Readonly<Record<string, { readonly summary: string; load(
     summary: "grant or revoke a user's admin role (run by the operator, against the database)",
     load: async () => (await import("./admin.js")).adminCommand,
   },
+  keys: {
+    summary: "create, list and choose your key pairs (messaging and signing)",
+    load: async () => (await import("./keys.js")).keysCommand,
+  },
+  messages: {
+    summary: "send, list, read and watch encrypted messages",
+    load: async () => (await import("./messages.js")).messagesCommand,
+  },
+  worker: {
+    summary: "run a background worker alone (rewrap: re-encrypt private keys after a rotation)",
+    load: async () => (await import("./worker.js")).workerCommand,
+  },
   top: { summary: "live view of a running mesh: jobs, records/s, keys busy, errors", load: async () => (await import("./top.js")).topCommand },
   verify: {
     summary: "re-verify every stored signature against its key's public key",

@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
-import { KeyringKeySchema, MasterKeyVersionStatusSchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
+import { KeyringKeySchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
 import { audited, type AuditLog } from "../shared/audit/index.js";
 import { mapErrors } from "../shared/errors.js";
@@ -29,10 +29,10 @@ const toProto = (row: KeyringRow): KeyringKey =>
   });
 
 /**
- * KeyManagementService: the signing keyring and its leases. User key pairs, sealed boxes and
- * master-key rotation belong to later work and answer Unimplemented until then. Requests
- * arrive checked against key_management_service.proto's rules (counts, TTLs, key id shape,
- * fences positive; int64 end to end, compared as bigint).
+ * KeyManagementService: the signing keyring and its leases. Users' key pairs are in
+ * user-keys-handler.ts, master-key rotation in rotation-handler.ts. Requests arrive checked
+ * against key_management_service.proto's rules (counts, TTLs, key id shape, fences positive;
+ * int64 end to end, compared as bigint).
  */
 export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<typeof KeyManagementService>> {
   const { keyring, store } = deps;
@@ -91,22 +91,6 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
     getWrappedSigningKey: mapErrors(async (req) => {
       const row = await keyring.wrappedKey(req.keyId, req.leaseId, req.fence);
       return { keyId: row.id, wrappedPrivateKey: row.wrappedPrivateKey, publicKey: row.publicKey, fence: BigInt(row.fence) };
-    }),
-
-    getMasterKeyStatus: mapErrors(async () => {
-      const counts = await store.countByMasterKeyVersion();
-      const ring = deps.masterKeys();
-      const versions = new Set([...ring.versions(), ...counts.keys()]);
-      return {
-        versions: [...versions].sort((a, b) => a - b).map((version) =>
-          create(MasterKeyVersionStatusSchema, {
-            version,
-            primary: version === ring.primaryVersion,
-            retired: !ring.versions().includes(version),
-            rowCount: BigInt(counts.get(version) ?? 0),
-          }),
-        ),
-      };
     }),
   };
 }

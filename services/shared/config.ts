@@ -56,6 +56,11 @@ export interface Config {
   readonly auditRetentionDays: number;
   /** KEYMESH_AUDIT_KEY: base64 of the 32-byte key object ids are HMACed with; unset: one kept in the database. */
   readonly auditKey: string | undefined;
+  /**
+   * KEYMESH_REWRAP_CLAIM_IDLE_MS: how long a private-key rewrap chunk may stay unacknowledged
+   * with a worker before another worker takes it over (default 30000).
+   */
+  readonly rewrapClaimIdleMs: number;
   /** KEYMESH_METRICS_PORT: serve Prometheus metrics at /metrics on this port; unset: no endpoint. */
   readonly metricsPort: number | undefined;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
@@ -111,6 +116,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_SECRETS_PROVIDER",
   "KEYMESH_SECRETS_URL",
   "KEYMESH_SECRETS_TOKEN",
+  "KEYMESH_REWRAP_CLAIM_IDLE_MS",
   "KEYMESH_URL",
   "KEYMESH_TOKEN",
   "KEYMESH_FAILPOINTS",
@@ -287,6 +293,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     tlsCaFile: optionalPath(merged, "KEYMESH_TLS_CA"),
     maxRequestBytes: integer(merged, "KEYMESH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 0xffffffff, "a size in bytes"),
     shutdownTimeoutMs: integer(merged, "KEYMESH_SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT_MS, 100, 3_600_000, "a duration in milliseconds"),
+    rewrapClaimIdleMs: integer(merged, "KEYMESH_REWRAP_CLAIM_IDLE_MS", 30_000, 500, 3_600_000, "a duration in milliseconds"),
     logLevel: logLevel(merged),
     serviceToken: serviceToken(merged),
     serviceUrls: Object.freeze(serviceUrls),

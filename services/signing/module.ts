@@ -14,11 +14,23 @@ export const signingModule: ServiceModule = {
   desc: SigningService,
   needs: {},
   async register(router, ctx) {
-    const ring = loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
+    const load = () => loadMasterKeyring({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
+    let ring = load();
+    let loadedAt = Date.now();
+    // Development keys live in a file that `RotateMasterKey` extends: re-read it now and then,
+    // so keyring keys rewrapped under a new version still open here. Configured keys
+    // (KEYMESH_MASTER_KEYS) change only with a restart.
+    const masterKeys = () => {
+      if (ctx.config.masterKeys === undefined && Date.now() - loadedAt > 2_000) {
+        ring = load();
+        loadedAt = Date.now();
+      }
+      return ring;
+    };
     const keys = ctx.clients.keys;
     const signer = createSigner({
-      masterKeys: () => ring,
-      tokens: createLeaseTokens(() => ring),
+      masterKeys,
+      tokens: createLeaseTokens(masterKeys),
       source: async (keyId, fence, leaseId) => {
         const res = await keys.getWrappedSigningKey({ keyId, fence, leaseId });
         return { keyId: res.keyId, wrapped: res.wrappedPrivateKey };

@@ -3,6 +3,7 @@ import type { MigrationModule } from "../../shared/storage/migrations/index.js";
 import { keyringMigration } from "./0001_keyring.js";
 import { dropMasterKeysMigration } from "./0002_drop_master_keys.js";
 import { leaseHashesMigration } from "./0003_lease_hashes.js";
+import { userKeysMigration } from "./0005_user_keys.js";
 
 /**
  * The key service's migrations, oldest first. Imported statically rather than found on disk:
@@ -14,4 +15,5 @@ export const keysMigrations: readonly MigrationModule[] = [
   leaseHashesMigration,
   // The shared audit trail keyring changes and refused leases are recorded to.
   { ...auditMigration, name: "0004_audit" },
+  userKeysMigration,
 ];

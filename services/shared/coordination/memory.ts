@@ -1,5 +1,6 @@
 import { createMemoryLeases } from "./memory-leases.js";
 import { createMemoryQueues } from "./memory-queues.js";
+import { createMemoryTopics } from "./memory-topics.js";
 import type { Coordinator } from "./types.js";
 
 /** Options for the in-process coordinator. */
@@ -19,6 +20,7 @@ export function createMemoryCoordinator(opts: MemoryCoordinatorOptions = {}): Co
     kind: "memory",
     leases: createMemoryLeases(now),
     queues: createMemoryQueues(now, closing.signal),
+    topics: createMemoryTopics(),
     async close() {
       closing.abort();
     },

@@ -2,6 +2,7 @@ import { Redlock } from "@sesamecare-oss/redlock";
 import { Redis, type RedisOptions } from "ioredis";
 import { createRedisLeases } from "./redis-leases.js";
 import { createRedisQueues } from "./redis-queues.js";
+import { createRedisTopics } from "./redis-topics.js";
 import type { Coordinator } from "./types.js";
 
 /** Options for the Redis coordinator. */
@@ -114,6 +115,18 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
     },
   });
 
+  const topics = createRedisTopics({
+    client: clients[0]!,
+    keyPrefix,
+    openSubscriber() {
+      // Subscribers wait indefinitely for messages: no command timeout, and an offline queue
+      // so a subscribe issued while reconnecting is sent once the connection is back.
+      const sub = clients[0]!.duplicate({ commandTimeout: undefined, enableOfflineQueue: true });
+      sub.on("error", (err: Error) => opts.onError?.(err, urls[0]!));
+      return sub;
+    },
+  });
+
   let closed: Promise<void> | undefined;
   return {
     kind: "redis",
@@ -124,9 +137,11 @@ export function createRedisCoordinator(opts: RedisCoordinatorOptions): Coordinat
       },
     },
     queues,
+    topics,
     close() {
       closed ??= (async () => {
         closing.abort();
+        topics.close();
         for (const r of readers) r.disconnect();
         await Promise.all(
           clients.map(async (c) => {

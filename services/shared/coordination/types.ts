@@ -101,10 +101,22 @@ export interface JobQueues {
   queue(name: string): JobQueue;
 }
 
-/** Leases and queues behind one handle. */
+/**
+ * Fire-and-forget notifications between processes (Redis PUBLISH/SUBSCRIBE, or in-process).
+ * At-most-once, only to current subscribers: for "something happened" signals whose data
+ * lives elsewhere, like a new message in an inbox.
+ */
+export interface Topics {
+  publish(topic: string, message: string): Promise<void>;
+  /** Calls `listener` for every message published on `topic` until the returned function runs. */
+  subscribe(topic: string, listener: (message: string) => void): Promise<() => Promise<void>>;
+}
+
+/** Leases, queues and topics behind one handle. */
 export interface Coordinator {
   readonly leases: LeaseManager;
   readonly queues: JobQueues;
+  readonly topics: Topics;
   /** "redis" or "memory", for logs and health output. */
   readonly kind: "redis" | "memory";
   /** Stops consumer loops' connections and closes clients; safe to call more than once. */
