@@ -78,13 +78,16 @@ describe.each(backends)("migrations on %s", (_name, makeBackend) => {
     await expect(db.primary("signatures").insert(row)).rejects.toThrow();
   });
 
-  it("allows one batch per key acquisition (key_id, fence)", async () => {
+  it("keeps one history row per batch id, several batches under one lease each their own", async () => {
     const batch = { job_id: "j", key_id: "k1", fence: 7, size: 10, executor: "e", start_at: 1 };
     await db.primary("batches").insert({ ...batch, id: "b-1" });
-    await expect(db.primary("batches").insert({ ...batch, id: "b-2" })).rejects.toThrow();
-    const [row] = await db.primary("batches").where({ id: "b-1" });
-    expect(row.outcome).toBe("open");
-    expect(row.committed_at).toBeNull();
+    // A second batch under the same lease is recorded (and refused by the commit), not hidden.
+    await db.primary("batches").insert({ ...batch, id: "b-2" });
+    await expect(db.primary("batches").insert({ ...batch, id: "b-1" })).rejects.toThrow();
+    const rows = await db.primary("batches").where({ key_id: "k1", fence: 7 }).orderBy("id");
+    expect(rows.map((r) => r.id)).toEqual(["b-1", "b-2"]);
+    expect(rows[0].outcome).toBe("open");
+    expect(rows[0].committed_at).toBeNull();
   });
 
   it("stores keys with defaults for fence, LRU and lease columns, ids case-sensitive", async () => {
