@@ -1,8 +1,9 @@
 import type { Logger } from "pino";
 import type { JobQueue } from "../../coordination/types.js";
 import { failpoint } from "../../failpoints.js";
-import { open, seal, type MasterKeyring } from "../envelope.js";
-import type { Replacement, SealedRowSet } from "./sealed-row-set.js";
+import type { MasterKeyring } from "../envelope.js";
+import { resealed } from "./rewrap.js";
+import type { SealedRowSet } from "./sealed-row-set.js";
 
 /**
  * The rewrap of private keys, spread over a group of workers. A rotation (or an explicit
@@ -73,15 +74,10 @@ export async function rewrapChunk(
   for (;;) {
     const rows = (await set.scan(ring.primaryVersion, after, DEFAULT_CHUNK_ROWS)).filter((r) => r.key <= range.through);
     if (rows.length === 0) return result;
-    const items: Replacement[] = [];
-    for (const row of rows) {
-      try {
-        items.push({ row, next: seal(ring, open(ring, row.sealed, row.context), row.context), nextVersion: ring.primaryVersion });
-      } catch (err) {
-        result.failed++;
-        logger?.error({ set: set.name, row: row.key, err: String(err) }, "a private key could not be rewrapped; it stays on its version");
-      }
-    }
+    const items = resealed(ring, rows, (row, err) => {
+      result.failed++;
+      logger?.error({ set: set.name, row: row.key, err: String(err) }, "a private key could not be rewrapped; it stays on its version");
+    });
     await failpoint("rewrap.chunk.before-write");
     for (const ok of items.length === 0 ? [] : await set.replace(items)) {
       if (ok) result.rewrapped++;

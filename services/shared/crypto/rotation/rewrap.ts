@@ -14,6 +14,22 @@ import type { Replacement, SealedRowSet } from "./sealed-row-set.js";
  * loaded, opens.
  */
 
+/**
+ * Each row opened and sealed afresh under the primary version, ready for `set.replace`; a row
+ * that does not open is reported to `failed` and left out (it stays on its version).
+ */
+export function resealed(ring: MasterKeyring, rows: readonly Replacement["row"][], failed: (row: Replacement["row"], err: unknown) => void): Replacement[] {
+  const items: Replacement[] = [];
+  for (const row of rows) {
+    try {
+      items.push({ row, next: seal(ring, open(ring, row.sealed, row.context), row.context), nextVersion: ring.primaryVersion });
+    } catch (err) {
+      failed(row, err);
+    }
+  }
+  return items;
+}
+
 /** Outcome of one pass. */
 export interface RewrapResult {
   /** Rows moved to the primary. */
@@ -63,15 +79,10 @@ export async function rewrapSets(sets: readonly SealedRowSet[], opts: RewrapOpti
       const ring = opts.ring();
       const rows = await set.scan(ring.primaryVersion, after, Math.min(batchSize, limit - result.rewrapped));
       if (rows.length === 0) break;
-      const items: Replacement[] = [];
-      for (const row of rows) {
-        try {
-          items.push({ row, next: seal(ring, open(ring, row.sealed, row.context), row.context), nextVersion: ring.primaryVersion });
-        } catch (err) {
-          result.failed++;
-          opts.logger?.error({ set: set.name, row: row.key, err: String(err) }, "a sealed row could not be rewrapped");
-        }
-      }
+      const items = resealed(ring, rows, (row, err) => {
+        result.failed++;
+        opts.logger?.error({ set: set.name, row: row.key, err: String(err) }, "a sealed row could not be rewrapped");
+      });
       for (const replaced of items.length === 0 ? [] : await set.replace(items)) {
         if (replaced) result.rewrapped++;
         else result.raced++;
