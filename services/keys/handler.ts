@@ -1,12 +1,12 @@
-import { create } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
-import { KeyringKeySchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
+import { KeyManagementService, RotateKeyLeaseResponseSchema } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { KeyringKeySchema, type KeyLeaseSchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
 import { audited, type AuditLog } from "../shared/audit/index.js";
-import { mapErrors } from "../shared/errors.js";
+import { ExhaustedError, mapErrors } from "../shared/errors.js";
 import { withSpan } from "../shared/telemetry/interceptors.js";
-import type { Keyring } from "./keyring.js";
+import type { KeyLeaseGrant, Keyring } from "./keyring.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
 
 /** Dependencies of the KeyManagementService handler. */
@@ -27,6 +27,19 @@ const toProto = (row: KeyringRow): KeyringKey =>
     leasedUntilMs: BigInt(row.leasedUntil),
     masterKeyVersion: row.masterKeyVersion,
   });
+
+type KeyLeaseInit = MessageInitShape<typeof KeyLeaseSchema>;
+
+/** A granted lease on the wire (AcquireKeyLease and RotateKeyLease). */
+const toLease = (grant: KeyLeaseGrant): KeyLeaseInit => ({
+  keyId: grant.keyId,
+  fence: grant.fence,
+  leaseId: grant.leaseId,
+  leaseToken: grant.leaseToken,
+  expiresAtMs: BigInt(grant.expiresAt),
+  publicKey: grant.publicKey,
+  previousLastUsedAtMs: BigInt(grant.previousLastUsedAt),
+});
 
 /**
  * KeyManagementService: the signing keyring and its leases. Users' key pairs are in
@@ -61,17 +74,24 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
         scope.object = { kind: "job", id: req.jobId };
         const grant = await keyring.acquire(req.holder, req.ttlMs);
         span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
-        return {
-          lease: {
-            keyId: grant.keyId,
-            fence: grant.fence,
-            leaseId: grant.leaseId,
-            leaseToken: grant.leaseToken,
-            expiresAtMs: BigInt(grant.expiresAt),
-            publicKey: grant.publicKey,
-            previousLastUsedAtMs: BigInt(grant.previousLastUsedAt),
-          },
-        };
+        return { lease: toLease(grant) };
+      }), { failuresOnly: true }),
+    ),
+
+    // Release and acquire in one call; like an acquisition, only refusals are audited.
+    rotateKeyLease: mapErrors((req, ctx) =>
+      audited(deps.audit, ctx, (scope) => withSpan("lease.rotate", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder, "keymesh.released_key_id": req.keyId }, async (span) => {
+        scope.object = { kind: "job", id: req.jobId };
+        const { released, grant } = await keyring.rotate(req.keyId, req.leaseId, req.fence, req.used, req.holder, req.ttlMs);
+        span.setAttribute("keymesh.released", released);
+        if (!grant) {
+          const outcome = released ? `the lease on ${req.keyId} was released` : `nothing was released (that lease on ${req.keyId} was not current)`;
+          throw new ExhaustedError(`${outcome}; every other keyring key is leased: retry with AcquireKeyLease shortly`, {
+            details: [{ desc: RotateKeyLeaseResponseSchema, value: { released } }],
+          });
+        }
+        span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
+        return { released, lease: toLease(grant) };
       }), { failuresOnly: true }),
     ),
 

@@ -14,11 +14,35 @@ export interface KeyringRow {
   readonly leaseHash?: Buffer | undefined;
 }
 
-/** The result of granting a lease in the database. */
-export interface Grant {
+/** A free key as the grant transaction locked it: what the grant needs to know about it. */
+export interface FreeKey {
+  readonly id: string;
   readonly fence: number;
+  readonly lastUsedAt: number;
+  /** 0 when its last lease was released; an expiry in the past when that lease lapsed. */
+  readonly leasedUntil: number;
   readonly publicKey: Buffer;
-  readonly previousLastUsedAt: number;
+}
+
+/** The lease writes of one transaction (LeaseTransaction's argument). */
+export interface LeaseWrites {
+  /**
+   * Frees the key's lease if `leaseHash` and `fence` name its current, unreleased lease (the
+   * hash is compared in SQL); records the last use when `used`. False when nothing changed.
+   */
+  release(id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean>;
+  /**
+   * The least-recently-used key free at `now` and not in `exclude`, locked until the
+   * transaction ends: on MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so concurrent grants are
+   * handed different keys; on SQLite the transaction itself serializes them.
+   */
+  nextFree(now: number, exclude: readonly string[]): Promise<FreeKey | undefined>;
+  /**
+   * Leases a key `nextFree` returned in this transaction: its fence becomes `key.fence + 1`,
+   * its last use `now`, and its lease the one hashed to `leaseHash`; a lease history row is
+   * written, and an earlier lease that was never released is marked lapsed. Returns the new fence.
+   */
+  grant(key: FreeKey, holder: string, now: number, ttlMs: number, leaseHash: Buffer): Promise<number>;
 }
 
 /** Persistence of the signing keyring and its lease state. */
@@ -27,18 +51,16 @@ export interface KeyringStore {
   list(afterId: string, limit: number): Promise<KeyringRow[]>;
   get(id: string): Promise<KeyringRow | undefined>;
   count(): Promise<number>;
-  /** Free keys (lease expired or released), least recently used first. */
-  freeCandidates(now: number, limit: number): Promise<{ id: string; lastUsedAt: number }[]>;
   /**
-   * Takes a new fencing token and records the use, if the key is still free and unused since
-   * it was listed (`lastUsedAt` unchanged), so the grant is least-recently-used at its moment.
-   * Stores the new lease id's hash; a previous lease that was never released is marked lapsed.
+   * Runs `work` in one write transaction. The key's row and its lease history change together
+   * or not at all: a connection lost between separate statements would leave, say, a freed key
+   * whose history says still leased.
    */
-  grant(id: string, holder: string, now: number, ttlMs: number, lastUsedAt: number, leaseHash: Buffer): Promise<Grant | undefined>;
+  leaseTransaction<T>(work: (writes: LeaseWrites) => Promise<T>): Promise<T>;
+  /** LeaseWrites.release on its own, atomically (one statement on MySQL/MariaDB). */
+  release(id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean>;
   /** Extends a lease if `fence` is still current and the lease has not lapsed. */
   extend(id: string, fence: number, now: number, until: number): Promise<boolean>;
-  /** Frees a lease if `fence` is still current; records the last use when `used`. */
-  release(id: string, fence: number, now: number, used: boolean): Promise<boolean>;
   /** Stored private keys per master-key version. */
   countByMasterKeyVersion(): Promise<Map<number, number>>;
 }
@@ -69,6 +91,84 @@ const toRow = (r: Row): KeyringRow => ({
 export function createKeyringStore(db: Database): KeyringStore {
   const primary = db.primary;
   const keys = (k: Knex | Knex.Transaction = primary) => k("keyring_keys");
+  const mysql = db.dialect === "mysql";
+
+  /**
+   * Frees the lease named by (id, fence, lease hash) if it is unreleased. On MySQL/MariaDB one
+   * multi-table UPDATE frees the key and closes its history row (atomic without a transaction:
+   * one round trip); the LEFT JOIN also fixes the lock order, key row first, as in a grant.
+   * On SQLite two statements, which callers run in a transaction. The lease hash stays on the
+   * row: a late renewal of this lease still fails on leased_until, a second release too.
+   */
+  async function release(k: Knex | Knex.Transaction, id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean> {
+    if (mysql) {
+      const patch: Record<string, unknown> = { "k.leased_until": 0, "k.holder": null, "l.released_at": now };
+      if (used) patch["k.last_used_at"] = now;
+      const n = await k("keyring_keys as k")
+        .leftJoin("key_leases as l", (on) => on.on("l.key_id", "k.id").andOn("l.fence", "k.fence"))
+        .where({ "k.id": id, "k.fence": fence, "k.lease_hash": leaseHash })
+        .andWhere("k.leased_until", ">", 0)
+        .update(patch);
+      return n > 0;
+    }
+    const patch: Record<string, unknown> = { leased_until: 0, holder: null };
+    if (used) patch.last_used_at = now;
+    const n = await keys(k).where({ id, fence, lease_hash: leaseHash }).andWhere("leased_until", ">", 0).update(patch);
+    if (n === 1) await k("key_leases").where({ key_id: id, fence }).update({ released_at: now });
+    return n === 1;
+  }
+
+  const leaseWrites = (trx: Knex.Transaction): LeaseWrites => ({
+    release: (id, leaseHash, fence, now, used) => release(trx, id, leaseHash, fence, now, used),
+
+    async nextFree(now, exclude) {
+      let query = keys(trx)
+        .first("id", "fence", "last_used_at", "leased_until", "public_key")
+        .where("leased_until", "<=", now)
+        .orderBy([{ column: "last_used_at" }, { column: "id" }]);
+      if (exclude.length > 0) query = query.whereNotIn("id", exclude);
+      if (mysql) query = query.forUpdate().skipLocked();
+      const row = (await query) as Pick<Row, "id" | "fence" | "last_used_at" | "leased_until" | "public_key"> | undefined;
+      if (!row) return undefined;
+      return {
+        id: row.id,
+        fence: Number(row.fence),
+        lastUsedAt: Number(row.last_used_at),
+        leasedUntil: Number(row.leased_until),
+        publicKey: Buffer.from(row.public_key),
+      };
+    },
+
+    async grant(key, holder, now, ttlMs, leaseHash) {
+      const fence = key.fence + 1;
+      // The row is locked by this transaction; the fence condition is a cheap guard that the
+      // fence moves by exactly one per grant even if that ever stopped being true.
+      const n = await keys(trx)
+        .where({ id: key.id, fence: key.fence })
+        .update({ fence, leased_until: now + ttlMs, holder, last_used_at: now, lease_hash: leaseHash });
+      if (n !== 1) throw new Error(`keyring key ${key.id} changed under its row lock`);
+      // Still leased_until > 0: the previous lease was never released, so it lapsed at its
+      // last expiry. Say so instead of leaving it open for ever.
+      if (key.leasedUntil > 0) {
+        await trx("key_leases")
+          .where({ key_id: key.id })
+          .whereNull("released_at")
+          .whereNull("lapsed_at")
+          .andWhere("fence", "<", fence)
+          .update({ lapsed_at: trx.ref("expires_at") });
+      }
+      await trx("key_leases").insert({
+        lease_hash: leaseHash,
+        key_id: key.id,
+        fence,
+        holder,
+        acquired_at: now,
+        previous_last_used_at: key.lastUsedAt,
+        expires_at: now + ttlMs,
+      });
+      return fence;
+    },
+  });
 
   return {
     async insert(rows, now) {
@@ -104,64 +204,18 @@ export function createKeyringStore(db: Database): KeyringStore {
       return Number((row as { n: number | string }).n);
     },
 
-    async freeCandidates(now, limit) {
-      const rows = await keys()
-        .select("id", "last_used_at")
-        .where("leased_until", "<=", now)
-        .orderBy([{ column: "last_used_at" }, { column: "id" }])
-        .limit(limit);
-      return rows.map((r) => ({ id: r.id, lastUsedAt: Number(r.last_used_at) }));
+    async release(id, leaseHash, fence, now, used) {
+      return mysql ? release(primary, id, leaseHash, fence, now, used) : primary.transaction((trx) => release(trx, id, leaseHash, fence, now, used));
     },
 
-    async grant(id, holder, now, ttlMs, lastUsedAt, leaseHash) {
-      return primary.transaction(async (trx) => {
-        const free = { id, last_used_at: lastUsedAt };
-        const updated = await keys(trx)
-          .where(free)
-          .andWhere("leased_until", "<=", now)
-          .update({ fence: trx.raw("fence + 1"), leased_until: now + ttlMs, holder, last_used_at: now, lease_hash: leaseHash });
-        if (updated !== 1) return undefined;
-        const row = await keys(trx).select("fence", "public_key").where({ id }).first();
-        if (!row) return undefined;
-        // The key was free, so an earlier lease never released has lapsed: say so, at the
-        // moment it lapsed (its last expiry), instead of leaving it open for ever.
-        await trx("key_leases")
-          .where({ key_id: id })
-          .whereNull("released_at")
-          .whereNull("lapsed_at")
-          .andWhere("fence", "<", row.fence)
-          .update({ lapsed_at: trx.ref("expires_at") });
-        await trx("key_leases").insert({
-          lease_hash: leaseHash,
-          key_id: id,
-          fence: row.fence,
-          holder,
-          acquired_at: now,
-          previous_last_used_at: lastUsedAt,
-          expires_at: now + ttlMs,
-        });
-        return { fence: Number(row.fence), publicKey: Buffer.from(row.public_key), previousLastUsedAt: lastUsedAt };
-      });
+    async leaseTransaction(work) {
+      return primary.transaction((trx) => work(leaseWrites(trx)));
     },
 
-    // The key's row and its lease history change together or not at all: a connection lost
-    // between two separate statements would leave a freed key whose history says still leased.
     async extend(id, fence, now, until) {
       return primary.transaction(async (trx) => {
         const n = await keys(trx).where({ id, fence }).andWhere("leased_until", ">", now).update({ leased_until: until });
         if (n === 1) await trx("key_leases").where({ key_id: id, fence }).update({ expires_at: until });
-        return n === 1;
-      });
-    },
-
-    async release(id, fence, now, used) {
-      // The lease hash stays: a late renewal of this lease still fails on leased_until and
-      // fence, and the hash is no secret.
-      const patch: Record<string, unknown> = { leased_until: 0, holder: null };
-      if (used) patch.last_used_at = now;
-      return primary.transaction(async (trx) => {
-        const n = await keys(trx).where({ id, fence }).update(patch);
-        if (n === 1) await trx("key_leases").where({ key_id: id, fence }).update({ released_at: now });
         return n === 1;
       });
     },

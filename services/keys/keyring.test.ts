@@ -127,6 +127,89 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
     expect(await codeOf(keyring.wrappedKey(lease.keyId, lease.leaseId, lease.fence))).toBe(Code.Aborted);
   });
 
+  it("skips a key whose lock is held elsewhere (a stale lock) and leases the next one", async () => {
+    const keys = (await keyring.createKeys(3)).map((k) => k.id).sort();
+    // A crashed process left locks on the two least recently used keys; their rows are free.
+    await coordinator.leases.tryAcquire(`keyring:${keys[0]}`, 60_000);
+    await coordinator.leases.tryAcquire(`keyring:${keys[1]}`, 60_000);
+    const lease = await keyring.acquire("exec-a", 5000);
+    expect(lease.keyId).toBe(keys[2]);
+    expect(lease.fence).toBe(1n);
+    // The skipped keys were not touched: no fence moved, no history row.
+    const rows = (await db.primary("keyring_keys").select("id", "fence").orderBy("id")) as { id: string; fence: number }[];
+    expect(rows.map((r) => Number(r.fence))).toEqual([0, 0, 1]);
+    expect(await codeOf(keyring.acquire("exec-b", 5000))).toBe(Code.ResourceExhausted);
+    // The grant gives up after `lockAttempts` refused locks rather than walking the keyring.
+    const bounded = createKeyring({ store: createKeyringStore(db), coordinator, masterKeys: () => ring, tokens, now: () => clock, lockAttempts: 1 });
+    expect(await keyring.release(lease.keyId, lease.leaseId, lease.fence, false)).toBe(true);
+    expect(await codeOf(bounded.acquire("exec-c", 5000))).toBe(Code.ResourceExhausted);
+  });
+
+  it("rotates: releases the lease and leases the least recently used other key, in one transaction", async () => {
+    const keys = (await keyring.createKeys(3)).map((k) => k.id).sort();
+    clock += 10;
+    const first = await keyring.acquire("exec-a", 5000);
+    expect(first.keyId).toBe(keys[0]);
+    clock += 10;
+    const rotated = await keyring.rotate(first.keyId, first.leaseId, first.fence, true, "exec-a", 5000);
+    expect(rotated.released).toBe(true);
+    expect(rotated.grant).toMatchObject({ keyId: keys[1], fence: 1n, previousLastUsedAt: 0 });
+    // The released lease is over: no renewal, no second release, no key material.
+    expect(await codeOf(keyring.renew(first.keyId, first.leaseId, first.fence, 5000))).toBe(Code.Aborted);
+    expect(await keyring.release(first.keyId, first.leaseId, first.fence, true)).toBe(false);
+    expect(await codeOf(keyring.wrappedKey(first.keyId, first.leaseId, first.fence))).toBe(Code.Aborted);
+    const next = rotated.grant!;
+    expect((await keyring.wrappedKey(next.keyId, next.leaseId, next.fence)).id).toBe(keys[1]);
+    expect(tokens.verify(next.leaseToken)).toMatchObject({ keyId: keys[1], fence: 1n, expiresAt: clock + 5000 });
+    // The history says released, at the rotation, and the first key's last use moved.
+    const history = (await db.primary("key_leases").select("key_id", "fence", "released_at", "lapsed_at").orderBy("id")) as {
+      key_id: string;
+      fence: number;
+      released_at: number | null;
+      lapsed_at: number | null;
+    }[];
+    expect(history.map((h) => [h.key_id, Number(h.fence), h.released_at === null ? null : Number(h.released_at), h.lapsed_at])).toEqual([
+      [keys[0], 1, clock, null],
+      [keys[1], 1, null, null],
+    ]);
+    expect((await keyring.get(keys[0]!)).lastUsedAt).toBe(clock);
+    // Unused: the key keeps its last use, and the next rotation still moves on to another key.
+    clock += 10;
+    const again = await keyring.rotate(next.keyId, next.leaseId, next.fence, false, "exec-a", 5000);
+    expect(again.grant?.keyId).toBe(keys[2]);
+    expect((await keyring.get(keys[1]!)).lastUsedAt).toBe(clock - 10);
+  });
+
+  it("rotates with a wrong lease id or fence: releases nothing, still leases another key", async () => {
+    const [a, b, c] = (await keyring.createKeys(3)).map((k) => k.id).sort();
+    const held = await keyring.acquire("exec-a", 5000);
+    expect(held.keyId).toBe(a);
+    const guessed = await keyring.rotate(held.keyId, newLeaseId(), held.fence, true, "mallory", 5000);
+    expect(guessed.released).toBe(false);
+    expect(guessed.grant?.keyId).toBe(b);
+    const wrongFence = await keyring.rotate(held.keyId, held.leaseId, held.fence + 1n, true, "exec-a", 5000);
+    expect(wrongFence.released).toBe(false);
+    expect(wrongFence.grant?.keyId).toBe(c);
+    // The holder's lease is untouched: its lock too (nobody else can take the key).
+    expect((await keyring.wrappedKey(held.keyId, held.leaseId, held.fence)).leasedUntil).toBe(clock + 5000);
+    expect(await coordinator.leases.tryAcquire(`keyring:${a}`, 1000)).toBeNull();
+    expect((await keyring.renew(held.keyId, held.leaseId, held.fence, 5000)).expiresAt).toBe(clock + 5000);
+    // Fences are int64: the largest one is simply not this lease.
+    expect((await keyring.rotate(held.keyId, held.leaseId, 9223372036854775807n, true, "exec-a", 5000)).released).toBe(false);
+  });
+
+  it("rotates when every other key is busy: the release stands, no lease is granted", async () => {
+    await keyring.createKeys(2);
+    const mine = await keyring.acquire("exec-a", 5000);
+    const other = await keyring.acquire("exec-b", 5000);
+    expect(other.keyId).not.toBe(mine.keyId);
+    const rotated = await keyring.rotate(mine.keyId, mine.leaseId, mine.fence, true, "exec-a", 5000);
+    expect(rotated).toEqual({ released: true, grant: undefined });
+    // The released key is free for whoever asks next, under the next fence.
+    const next = await keyring.acquire("exec-c", 5000);
+    expect([next.keyId, next.fence]).toEqual([mine.keyId, 2n]);
+  });
+
   // Bad TTLs, counts and key ids are refused by key_management_service.proto's rules before
   // the keyring sees them (test/validation.test.ts).
   it("refuses an empty keyring and an unknown key with clear codes", async () => {

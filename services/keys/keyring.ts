@@ -3,7 +3,7 @@ import { hashLeaseId, leaseIdMatches, newLeaseId, type LeaseTokens } from "../sh
 import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
-import type { KeyringRow, KeyringStore } from "./keyring-store.js";
+import type { FreeKey, KeyringRow, KeyringStore, LeaseWrites } from "./keyring-store.js";
 import { fenceRejections } from "../shared/telemetry/metrics-signing.js";
 import { keyringSealContext } from "./seal-context.js";
 
@@ -27,16 +27,32 @@ export interface KeyringDeps {
   /** Mints the lease tokens signing and collection check. */
   readonly tokens: LeaseTokens;
   readonly now?: () => number;
-  /** How many least-recently-used free keys one acquisition tries before giving up. */
-  readonly candidates?: number;
+  /**
+   * How many keys one grant tries to lock before giving up. The database hands each grant a
+   * key no other grant holds, so the first lock normally succeeds; a refusal means a stale
+   * lock (say of a process that crashed between locking and committing), and the grant moves
+   * on to the next key.
+   */
+  readonly lockAttempts?: number;
 }
 
+/** What a grant transaction produced: the key, its new fence and its lock. */
+interface Granted {
+  readonly key: FreeKey;
+  readonly fence: number;
+  readonly at: number;
+  readonly lock: Lease;
+}
+
+/** Fences are int64 on the wire; the store keeps them as numbers, so a larger one is nobody's. */
+const storedFence = (fence: bigint): number | undefined => (fence > 0n && fence <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(fence) : undefined);
 
 /**
  * The signing keyring: Ed25519 keys whose private halves are stored sealed, and leases on
  * them. A lease is a Redlock lock (fast mutual exclusion) plus a fencing token from the
- * database (the final word): acquisition bumps the key's fence in the same statement that
- * records its use, and commits elsewhere are accepted only under the current fence.
+ * database (the final word): the grant transaction locks the least-recently-used free key,
+ * takes its lock and bumps its fence, and commits elsewhere are accepted only under the
+ * current fence.
  * Arguments come from requests already checked against key_management_service.proto's rules
  * (counts 1-10000, TTLs 1000-600000 ms, key ids of [A-Za-z0-9_-]{1,64}, holders 1-128 chars).
  */
@@ -59,6 +75,102 @@ export function createKeyring(deps: KeyringDeps) {
     return row;
   }
 
+  /** Drops locks whose holders never came back (they expired on their own). */
+  function forgetExpiredLocks(): void {
+    for (const [id, lease] of held) if (lease.expiresAt < now()) held.delete(id);
+  }
+
+  /** Releases the lease `leaseHash` and `fence` name, through `release`; false (nothing changed) for any other lease. */
+  function releaseIn(release: LeaseWrites["release"], keyId: string, leaseHash: Buffer, fence: bigint, used: boolean): Promise<boolean> {
+    const stored = storedFence(fence);
+    return stored === undefined ? Promise.resolve(false) : release(keyId, leaseHash, stored, now(), used);
+  }
+
+  /**
+   * Runs a release (`run`) and then lets the lease's lock go, when this process holds it and
+   * the release was applied or failed. A failure may have come after the release was applied
+   * (a connection lost before the reply), and a lock kept then would hide a free key until
+   * its TTL; unlocking early is safe, as a grant also needs the key's row to be free. A
+   * refused release (not the current lease) keeps the lock: it is not the caller's to drop.
+   */
+  async function releasing<T>(keyId: string, leaseId: string, run: (leaseHash: Buffer) => Promise<T>, applied: (result: T) => boolean): Promise<T> {
+    const leaseHash = hashLeaseId(leaseId);
+    const hex = leaseHash.toString("hex");
+    const lock = held.get(hex);
+    const mine = lock !== undefined && lock.resource === resource(keyId);
+    let drop = true;
+    try {
+      const result = await run(leaseHash);
+      drop = applied(result);
+      return result;
+    } finally {
+      if (mine && drop) {
+        held.delete(hex);
+        await lock.release().catch(() => undefined);
+      }
+    }
+  }
+
+  /**
+   * Runs a grant transaction. `locked` records the lock a grant takes, so that it is let go
+   * when the transaction does not commit (a lock without its row would hide a free key).
+   */
+  async function grantTransaction<T>(work: (writes: LeaseWrites, locked: (lock: Lease) => void) => Promise<T>): Promise<T> {
+    let lock: Lease | undefined;
+    try {
+      return await deps.store.leaseTransaction((writes) => work(writes, (l) => (lock = l)));
+    } catch (err) {
+      await lock?.release().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /**
+   * Inside a grant transaction: locks the least-recently-used free key not in `exclude` in
+   * the database, then takes its lock, and grants it. A key whose lock is refused (stale) is
+   * skipped, up to `lockAttempts` keys. Undefined when no key is free.
+   */
+  async function grantNext(
+    writes: LeaseWrites,
+    holder: string,
+    ttlMs: number,
+    leaseHash: Buffer,
+    exclude: readonly string[],
+    locked: (lock: Lease) => void,
+  ): Promise<Granted | undefined> {
+    const skipped = [...exclude];
+    for (let attempt = 0; attempt < (deps.lockAttempts ?? 4); attempt++) {
+      const key = await writes.nextFree(now(), skipped);
+      if (!key) return undefined;
+      const lock = await deps.coordinator.leases.tryAcquire(resource(key.id), ttlMs);
+      if (!lock) {
+        skipped.push(key.id);
+        continue;
+      }
+      locked(lock);
+      // Timed after the lock: the lease in the database never ends before its lock does.
+      const at = now();
+      return { key, fence: await writes.grant(key, holder, at, ttlMs, leaseHash), at, lock };
+    }
+    return undefined;
+  }
+
+  /** The grant as the caller receives it, once its transaction committed. */
+  function finish(granted: Granted, leaseId: string, leaseHash: Buffer, ttlMs: number): KeyLeaseGrant {
+    held.set(leaseHash.toString("hex"), granted.lock);
+    const fence = BigInt(granted.fence);
+    const expiresAt = granted.at + ttlMs;
+    const leaseToken = deps.tokens.mint({ keyId: granted.key.id, fence, leaseHash, expiresAt });
+    return { keyId: granted.key.id, fence, leaseId, leaseToken, expiresAt, publicKey: granted.key.publicKey, previousLastUsedAt: granted.key.lastUsedAt };
+  }
+
+  /** Why no key could be granted. */
+  async function exhausted(): Promise<ExhaustedError> {
+    const total = await deps.store.count();
+    if (total === 0) return new ExhaustedError("the keyring is empty: create keys first (CreateKeyringKeys)");
+    return new ExhaustedError(`all ${total} keyring keys are leased; retry shortly`);
+  }
+
   return {
     /** Creates `count` Ed25519 keys, sealing each private key under the primary master key. */
     async createKeys(count: number): Promise<KeyringRow[]> {
@@ -76,37 +188,44 @@ export function createKeyring(deps: KeyringDeps) {
     },
 
     /**
-     * Leases the least-recently-used free key: tries free keys in LRU order and takes the
-     * first whose lock succeeds and whose database row is still free. Contention is not an
-     * error; when every key is busy the caller gets ExhaustedError and retries.
+     * Leases the least-recently-used free key. Contention is not an error: concurrent callers
+     * are handed different keys; when every key is busy the caller gets ExhaustedError and retries.
      */
     async acquire(holder: string, ttlMs: number): Promise<KeyLeaseGrant> {
-      // Forget locks whose holders never came back (they expired on their own).
-      for (const [id, lease] of held) if (lease.expiresAt < now()) held.delete(id);
-      const candidates = await deps.store.freeCandidates(now(), deps.candidates ?? 32);
-      for (const candidate of candidates) {
-        const lease = await deps.coordinator.leases.tryAcquire(resource(candidate.id), ttlMs);
-        if (!lease) continue;
-        const leaseId = newLeaseId();
-        const leaseHash = hashLeaseId(leaseId);
-        const at = now();
-        const grant = await deps.store.grant(candidate.id, holder, at, ttlMs, candidate.lastUsedAt, leaseHash).catch(async (err: unknown) => {
-          await lease.release().catch(() => undefined);
-          throw err;
+      forgetExpiredLocks();
+      const leaseId = newLeaseId();
+      const leaseHash = hashLeaseId(leaseId);
+      const granted = await grantTransaction((writes, locked) => grantNext(writes, holder, ttlMs, leaseHash, [], locked));
+      if (!granted) throw await exhausted();
+      return finish(granted, leaseId, leaseHash, ttlMs);
+    },
+
+    /**
+     * Releases the caller's lease and leases the least-recently-used free key other than
+     * that one, in one transaction: what an executor does between batches. The release is
+     * exactly `release`'s (a wrong lease id or fence releases nothing); `grant` is undefined
+     * when every other key is busy, and the release stands then all the same.
+     */
+    async rotate(
+      keyId: string,
+      leaseId: string,
+      fence: bigint,
+      used: boolean,
+      holder: string,
+      ttlMs: number,
+    ): Promise<{ released: boolean; grant: KeyLeaseGrant | undefined }> {
+      forgetExpiredLocks();
+      const nextId = newLeaseId();
+      const nextHash = hashLeaseId(nextId);
+      const outcome = await releasing(keyId, leaseId, async (oldHash) => {
+        let released = false;
+        const granted = await grantTransaction(async (writes, locked) => {
+          released = await releaseIn(writes.release, keyId, oldHash, fence, used);
+          return grantNext(writes, holder, ttlMs, nextHash, [keyId], locked);
         });
-        if (!grant) {
-          await lease.release().catch(() => undefined);
-          continue;
-        }
-        held.set(leaseHash.toString("hex"), lease);
-        const fence = BigInt(grant.fence);
-        const expiresAt = at + ttlMs;
-        const leaseToken = deps.tokens.mint({ keyId: candidate.id, fence, leaseHash, expiresAt });
-        return { keyId: candidate.id, fence, leaseId, leaseToken, expiresAt, publicKey: grant.publicKey, previousLastUsedAt: grant.previousLastUsedAt };
-      }
-      const total = await deps.store.count();
-      if (total === 0) throw new ExhaustedError("the keyring is empty: create keys first (CreateKeyringKeys)");
-      throw new ExhaustedError(`all ${total} keyring keys are leased; retry shortly`);
+        return { released, granted };
+      }, (o) => o.released);
+      return { released: outcome.released, grant: outcome.granted && finish(outcome.granted, nextId, nextHash, ttlMs) };
     },
 
     /**
@@ -140,20 +259,7 @@ export function createKeyring(deps: KeyringDeps) {
 
     /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
     async release(keyId: string, leaseId: string, fence: bigint, used: boolean): Promise<boolean> {
-        const row = await deps.store.get(keyId);
-      if (!row || !holds(row, leaseId, fence)) return false;
-      const hex = hashLeaseId(leaseId).toString("hex");
-      const lease = held.get(hex);
-      held.delete(hex);
-      try {
-        return await deps.store.release(keyId, row.fence, now(), used);
-      } finally {
-        // The lock goes even when the database call failed: that failure may have come after
-        // the release was applied (a connection lost before the reply), and a lock kept then
-        // would hide a free key until its TTL. Unlocking early is safe: a grant also needs the
-        // database row to be free.
-        if (lease) await lease.release().catch(() => undefined);
-      }
+      return releasing(keyId, leaseId, (hash) => releaseIn(deps.store.release, keyId, hash, fence, used), (released) => released);
     },
 
     /** The sealed private key, for the holder of the current live lease on `keyId` only. */

@@ -13,15 +13,22 @@ import { dbUnavailableCode } from "./storage/errors.js";
 
 /** A failure with a meaning for the caller; `code` is the Connect code it is answered with. */
 export class DomainError extends Error {
+  /** Protobuf messages sent with the error, for callers that need the outcome as data. */
+  readonly details: ErrorDetail[];
+
   constructor(
     readonly code: Code,
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; details?: ErrorDetail[] },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
+    this.details = options?.details ?? [];
   }
 }
+
+/** An error detail as ConnectError takes it: a message schema and the message's fields. */
+export type ErrorDetail = NonNullable<ConstructorParameters<typeof ConnectError>[3]>[number];
 
 /** The request is malformed or out of range. */
 export class InvalidInputError extends DomainError {
@@ -66,8 +73,8 @@ export class PreconditionError extends DomainError {
 
 /** Every resource is busy right now; try again shortly. */
 export class ExhaustedError extends DomainError {
-  constructor(message: string) {
-    super(Code.ResourceExhausted, message);
+  constructor(message: string, options?: { details?: ErrorDetail[] }) {
+    super(Code.ResourceExhausted, message, options);
   }
 }
 
@@ -115,7 +122,7 @@ export function toConnectError(err: unknown): ConnectError {
   if (err instanceof UnavailableError || dbUnavailableCode(err) !== undefined || redisUnavailableCode(err) !== undefined) {
     return new ConnectError("a backend is unavailable; try again shortly", Code.Unavailable, undefined, undefined, err);
   }
-  if (err instanceof DomainError) return new ConnectError(err.message, err.code);
+  if (err instanceof DomainError) return new ConnectError(err.message, err.code, undefined, err.details);
   return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
 }
 

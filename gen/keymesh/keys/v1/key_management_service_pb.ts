@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/keys/v1/key_management_service.proto.
  */
 export const file_keymesh_keys_v1_key_management_service: GenFile = /*@__PURE__*/
-  fileDesc("CixrZXltZXNoL2tleXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIPa2V5bWVzaC5rZXlzLnYxInEKFENyZWF0ZUtleVBhaXJSZXF1ZXN0EjkKB3B1cnBvc2UYASABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZUILukgIyAEBggECEAESHgoWbWFrZV9tZXNzYWdpbmdfZGVmYXVsdBgCIAEoCCJDChVDcmVhdGVLZXlQYWlyUmVzcG9uc2USKgoIa2V5X3BhaXIYASABKAsyGC5rZXltZXNoLmtleXMudjEuS2V5UGFpciJQChNMaXN0S2V5UGFpcnNSZXF1ZXN0EhsKCXBhZ2Vfc2l6ZRgBIAEoDUIIukgFKgMY6AcSHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAIiXAoUTGlzdEtleVBhaXJzUmVzcG9uc2USKwoJa2V5X3BhaXJzGAEgAygLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkYKFlNldE1lc3NhZ2luZ0tleVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kIkUKF1NldE1lc3NhZ2luZ0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIiiAEKE0dldFB1YmxpY0tleVJlcXVlc3QSLgoIdXNlcm5hbWUYASABKAlCGrpIF3IVMhNeW2EtejAtOS5fLV17Myw2NH0kSAASLgoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSABCEQoIc2VsZWN0b3ISBbpIAggBIkIKFEdldFB1YmxpY0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIi8wEKFE9wZW5TZWFsZWRCb3hSZXF1ZXN0Ei4KCG93bmVyX2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEiwKBmtleV9pZBgCIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIhChBlbmNhcHN1bGF0ZWRfa2V5GAMgASgMQge6SAR6AmggEh8KCmNpcGhlcnRleHQYBCABKAxCC7pICHoGEBAYkIAEEhYKBGluZm8YBSABKAxCCLpIBXoDGIAIEiEKD2Fzc29jaWF0ZWRfZGF0YRgGIAEoDEIIukgFegMYgAgiKgoVT3BlblNlYWxlZEJveFJlc3BvbnNlEhEKCXBsYWludGV4dBgBIAEoDCI1ChhDcmVhdGVLZXlyaW5nS2V5c1JlcXVlc3QSGQoFY291bnQYASABKA1CCrpIByoFGJBOKAEiRgoZQ3JlYXRlS2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiSAoWTGlzdEtleXJpbmdLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SGwoKcGFnZV90b2tlbhgCIAEoCUIHukgEcgIYQCJdChdMaXN0S2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkQKFEdldEtleXJpbmdLZXlSZXF1ZXN0EiwKBmtleV9pZBgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JCJBChVHZXRLZXlyaW5nS2V5UmVzcG9uc2USKAoDa2V5GAEgASgLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiawoWQWNxdWlyZUtleUxlYXNlUmVxdWVzdBIaCgZob2xkZXIYASABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAIgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAMgASgJQge6SARyAhhAIkMKF0FjcXVpcmVLZXlMZWFzZVJlc3BvbnNlEigKBWxlYXNlGAEgASgLMhkua2V5bWVzaC5rZXlzLnYxLktleUxlYXNlIpgBChRSZW5ld0tleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESFgoFZmVuY2UYAyABKANCB7pIBCICIAASHAoGdHRsX21zGAQgASgNQgy6SAkqBxjAzyQo6AciQwoVUmVuZXdLZXlMZWFzZVJlc3BvbnNlEhUKDWV4cGlyZXNfYXRfbXMYASABKAMSEwoLbGVhc2VfdG9rZW4YAiABKAkiigEKFlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhwKCGxlYXNlX2lkGAIgASgJQgq6SAdyBRABGIABEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEgwKBHVzZWQYBCABKAgiKwoXUmVsZWFzZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgigQEKG0dldFdyYXBwZWRTaWduaW5nS2V5UmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSFgoFZmVuY2UYAiABKANCB7pIBCICIAASHAoIbGVhc2VfaWQYAyABKAlCCrpIB3IFEAEYgAEibgocR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXNwb25zZRIOCgZrZXlfaWQYASABKAkSGwoTd3JhcHBlZF9wcml2YXRlX2tleRgCIAEoDBISCgpwdWJsaWNfa2V5GAMgASgMEg0KBWZlbmNlGAQgASgDIhgKFlJvdGF0ZU1hc3RlcktleVJlcXVlc3QiRAoXUm90YXRlTWFzdGVyS2V5UmVzcG9uc2USFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEhAKCGVucXVldWVkGAIgASgDIhsKGUdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QiVwoaR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1cyIaChhSZXdyYXBQcml2YXRlS2V5c1JlcXVlc3QiLQoZUmV3cmFwUHJpdmF0ZUtleXNSZXNwb25zZRIQCghlbnF1ZXVlZBgBIAEoAyIyChZSZXRpcmVNYXN0ZXJLZXlSZXF1ZXN0EhgKB3ZlcnNpb24YASABKA1CB7pIBCoCIAAiVAoXUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1czLfDQoUS2V5TWFuYWdlbWVudFNlcnZpY2USZAoNQ3JlYXRlS2V5UGFpchIlLmtleW1lc2gua2V5cy52MS5DcmVhdGVLZXlQYWlyUmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5DcmVhdGVLZXlQYWlyUmVzcG9uc2UiBMjzGAISZAoMTGlzdEtleVBhaXJzEiQua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlQYWlyc1JlcXVlc3QaJS5rZXltZXNoLmtleXMudjEuTGlzdEtleVBhaXJzUmVzcG9uc2UiB5ACAcjzGAISagoPU2V0TWVzc2FnaW5nS2V5Eicua2V5bWVzaC5rZXlzLnYxLlNldE1lc3NhZ2luZ0tleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuU2V0TWVzc2FnaW5nS2V5UmVzcG9uc2UiBMjzGAISZAoMR2V0UHVibGljS2V5EiQua2V5bWVzaC5rZXlzLnYxLkdldFB1YmxpY0tleVJlcXVlc3QaJS5rZXltZXNoLmtleXMudjEuR2V0UHVibGljS2V5UmVzcG9uc2UiB5ACAcjzGAISZAoNT3BlblNlYWxlZEJveBIlLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVzcG9uc2UiBMjzGAMScAoRQ3JlYXRlS2V5cmluZ0tleXMSKS5rZXltZXNoLmtleXMudjEuQ3JlYXRlS2V5cmluZ0tleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleXJpbmdLZXlzUmVzcG9uc2UiBMjzGAQSbQoPTGlzdEtleXJpbmdLZXlzEicua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlyaW5nS2V5c1JlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuTGlzdEtleXJpbmdLZXlzUmVzcG9uc2UiB5ACAcjzGAISZwoNR2V0S2V5cmluZ0tleRIlLmtleW1lc2gua2V5cy52MS5HZXRLZXlyaW5nS2V5UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5HZXRLZXlyaW5nS2V5UmVzcG9uc2UiB5ACAcjzGAISagoPQWNxdWlyZUtleUxlYXNlEicua2V5bWVzaC5rZXlzLnYxLkFjcXVpcmVLZXlMZWFzZVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuQWNxdWlyZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSZAoNUmVuZXdLZXlMZWFzZRIlLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVzcG9uc2UiBMjzGAMSagoPUmVsZWFzZUtleUxlYXNlEicua2V5bWVzaC5rZXlzLnYxLlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmVsZWFzZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSeQoUR2V0V3JhcHBlZFNpZ25pbmdLZXkSLC5rZXltZXNoLmtleXMudjEuR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXF1ZXN0Gi0ua2V5bWVzaC5rZXlzLnYxLkdldFdyYXBwZWRTaWduaW5nS2V5UmVzcG9uc2UiBMjzGAMSagoPUm90YXRlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUm90YXRlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGAQSdgoSR2V0TWFzdGVyS2V5U3RhdHVzEioua2V5bWVzaC5rZXlzLnYxLkdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QaKy5rZXltZXNoLmtleXMudjEuR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2UiB5ACAcjzGAQScAoRUmV3cmFwUHJpdmF0ZUtleXMSKS5rZXltZXNoLmtleXMudjEuUmV3cmFwUHJpdmF0ZUtleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLlJld3JhcFByaXZhdGVLZXlzUmVzcG9uc2UiBMjzGAQSagoPUmV0aXJlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJldGlyZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGARCyAEKE2NvbS5rZXltZXNoLmtleXMudjFCGUtleU1hbmFnZW1lbnRTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gva2V5cy92MTtrZXlzdjGiAgNLS1iqAg9LZXltZXNoLktleXMuVjHKAg9LZXltZXNoXEtleXNcVjHiAhtLZXltZXNoXEtleXNcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpLZXlzOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_keys_v1_keys]);
+  fileDesc("CixrZXltZXNoL2tleXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIPa2V5bWVzaC5rZXlzLnYxInEKFENyZWF0ZUtleVBhaXJSZXF1ZXN0EjkKB3B1cnBvc2UYASABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZUILukgIyAEBggECEAESHgoWbWFrZV9tZXNzYWdpbmdfZGVmYXVsdBgCIAEoCCJDChVDcmVhdGVLZXlQYWlyUmVzcG9uc2USKgoIa2V5X3BhaXIYASABKAsyGC5rZXltZXNoLmtleXMudjEuS2V5UGFpciJQChNMaXN0S2V5UGFpcnNSZXF1ZXN0EhsKCXBhZ2Vfc2l6ZRgBIAEoDUIIukgFKgMY6AcSHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAIiXAoUTGlzdEtleVBhaXJzUmVzcG9uc2USKwoJa2V5X3BhaXJzGAEgAygLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkYKFlNldE1lc3NhZ2luZ0tleVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kIkUKF1NldE1lc3NhZ2luZ0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIiiAEKE0dldFB1YmxpY0tleVJlcXVlc3QSLgoIdXNlcm5hbWUYASABKAlCGrpIF3IVMhNeW2EtejAtOS5fLV17Myw2NH0kSAASLgoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSABCEQoIc2VsZWN0b3ISBbpIAggBIkIKFEdldFB1YmxpY0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIi8wEKFE9wZW5TZWFsZWRCb3hSZXF1ZXN0Ei4KCG93bmVyX2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEiwKBmtleV9pZBgCIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIhChBlbmNhcHN1bGF0ZWRfa2V5GAMgASgMQge6SAR6AmggEh8KCmNpcGhlcnRleHQYBCABKAxCC7pICHoGEBAYkIAEEhYKBGluZm8YBSABKAxCCLpIBXoDGIAIEiEKD2Fzc29jaWF0ZWRfZGF0YRgGIAEoDEIIukgFegMYgAgiKgoVT3BlblNlYWxlZEJveFJlc3BvbnNlEhEKCXBsYWludGV4dBgBIAEoDCI1ChhDcmVhdGVLZXlyaW5nS2V5c1JlcXVlc3QSGQoFY291bnQYASABKA1CCrpIByoFGJBOKAEiRgoZQ3JlYXRlS2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiSAoWTGlzdEtleXJpbmdLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SGwoKcGFnZV90b2tlbhgCIAEoCUIHukgEcgIYQCJdChdMaXN0S2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkQKFEdldEtleXJpbmdLZXlSZXF1ZXN0EiwKBmtleV9pZBgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JCJBChVHZXRLZXlyaW5nS2V5UmVzcG9uc2USKAoDa2V5GAEgASgLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiawoWQWNxdWlyZUtleUxlYXNlUmVxdWVzdBIaCgZob2xkZXIYASABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAIgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAMgASgJQge6SARyAhhAIkMKF0FjcXVpcmVLZXlMZWFzZVJlc3BvbnNlEigKBWxlYXNlGAEgASgLMhkua2V5bWVzaC5rZXlzLnYxLktleUxlYXNlIpgBChRSZW5ld0tleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESFgoFZmVuY2UYAyABKANCB7pIBCICIAASHAoGdHRsX21zGAQgASgNQgy6SAkqBxjAzyQo6AciQwoVUmVuZXdLZXlMZWFzZVJlc3BvbnNlEhUKDWV4cGlyZXNfYXRfbXMYASABKAMSEwoLbGVhc2VfdG9rZW4YAiABKAkiigEKFlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhwKCGxlYXNlX2lkGAIgASgJQgq6SAdyBRABGIABEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEgwKBHVzZWQYBCABKAgiKwoXUmVsZWFzZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgi3AEKFVJvdGF0ZUtleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESFgoFZmVuY2UYAyABKANCB7pIBCICIAASDAoEdXNlZBgEIAEoCBIaCgZob2xkZXIYBSABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAYgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAcgASgJQge6SARyAhhAIlQKFlJvdGF0ZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgSKAoFbGVhc2UYAiABKAsyGS5rZXltZXNoLmtleXMudjEuS2V5TGVhc2UigQEKG0dldFdyYXBwZWRTaWduaW5nS2V5UmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSFgoFZmVuY2UYAiABKANCB7pIBCICIAASHAoIbGVhc2VfaWQYAyABKAlCCrpIB3IFEAEYgAEibgocR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXNwb25zZRIOCgZrZXlfaWQYASABKAkSGwoTd3JhcHBlZF9wcml2YXRlX2tleRgCIAEoDBISCgpwdWJsaWNfa2V5GAMgASgMEg0KBWZlbmNlGAQgASgDIhgKFlJvdGF0ZU1hc3RlcktleVJlcXVlc3QiRAoXUm90YXRlTWFzdGVyS2V5UmVzcG9uc2USFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEhAKCGVucXVldWVkGAIgASgDIhsKGUdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QiVwoaR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1cyIaChhSZXdyYXBQcml2YXRlS2V5c1JlcXVlc3QiLQoZUmV3cmFwUHJpdmF0ZUtleXNSZXNwb25zZRIQCghlbnF1ZXVlZBgBIAEoAyIyChZSZXRpcmVNYXN0ZXJLZXlSZXF1ZXN0EhgKB3ZlcnNpb24YASABKA1CB7pIBCoCIAAiVAoXUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1czLIDgoUS2V5TWFuYWdlbWVudFNlcnZpY2USZAoNQ3JlYXRlS2V5UGFpchIlLmtleW1lc2gua2V5cy52MS5DcmVhdGVLZXlQYWlyUmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5DcmVhdGVLZXlQYWlyUmVzcG9uc2UiBMjzGAISZAoMTGlzdEtleVBhaXJzEiQua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlQYWlyc1JlcXVlc3QaJS5rZXltZXNoLmtleXMudjEuTGlzdEtleVBhaXJzUmVzcG9uc2UiB5ACAcjzGAISagoPU2V0TWVzc2FnaW5nS2V5Eicua2V5bWVzaC5rZXlzLnYxLlNldE1lc3NhZ2luZ0tleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuU2V0TWVzc2FnaW5nS2V5UmVzcG9uc2UiBMjzGAISZAoMR2V0UHVibGljS2V5EiQua2V5bWVzaC5rZXlzLnYxLkdldFB1YmxpY0tleVJlcXVlc3QaJS5rZXltZXNoLmtleXMudjEuR2V0UHVibGljS2V5UmVzcG9uc2UiB5ACAcjzGAISZAoNT3BlblNlYWxlZEJveBIlLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVzcG9uc2UiBMjzGAMScAoRQ3JlYXRlS2V5cmluZ0tleXMSKS5rZXltZXNoLmtleXMudjEuQ3JlYXRlS2V5cmluZ0tleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleXJpbmdLZXlzUmVzcG9uc2UiBMjzGAQSbQoPTGlzdEtleXJpbmdLZXlzEicua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlyaW5nS2V5c1JlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuTGlzdEtleXJpbmdLZXlzUmVzcG9uc2UiB5ACAcjzGAISZwoNR2V0S2V5cmluZ0tleRIlLmtleW1lc2gua2V5cy52MS5HZXRLZXlyaW5nS2V5UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5HZXRLZXlyaW5nS2V5UmVzcG9uc2UiB5ACAcjzGAISagoPQWNxdWlyZUtleUxlYXNlEicua2V5bWVzaC5rZXlzLnYxLkFjcXVpcmVLZXlMZWFzZVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuQWNxdWlyZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSZAoNUmVuZXdLZXlMZWFzZRIlLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVzcG9uc2UiBMjzGAMSagoPUmVsZWFzZUtleUxlYXNlEicua2V5bWVzaC5rZXlzLnYxLlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmVsZWFzZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSZwoOUm90YXRlS2V5TGVhc2USJi5rZXltZXNoLmtleXMudjEuUm90YXRlS2V5TGVhc2VSZXF1ZXN0Gicua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSeQoUR2V0V3JhcHBlZFNpZ25pbmdLZXkSLC5rZXltZXNoLmtleXMudjEuR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXF1ZXN0Gi0ua2V5bWVzaC5rZXlzLnYxLkdldFdyYXBwZWRTaWduaW5nS2V5UmVzcG9uc2UiBMjzGAMSagoPUm90YXRlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUm90YXRlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGAQSdgoSR2V0TWFzdGVyS2V5U3RhdHVzEioua2V5bWVzaC5rZXlzLnYxLkdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QaKy5rZXltZXNoLmtleXMudjEuR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2UiB5ACAcjzGAQScAoRUmV3cmFwUHJpdmF0ZUtleXMSKS5rZXltZXNoLmtleXMudjEuUmV3cmFwUHJpdmF0ZUtleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLlJld3JhcFByaXZhdGVLZXlzUmVzcG9uc2UiBMjzGAQSagoPUmV0aXJlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJldGlyZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGARCyAEKE2NvbS5rZXltZXNoLmtleXMudjFCGUtleU1hbmFnZW1lbnRTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gva2V5cy92MTtrZXlzdjGiAgNLS1iqAg9LZXltZXNoLktleXMuVjHKAg9LZXltZXNoXEtleXNcVjHiAhtLZXltZXNoXEtleXNcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpLZXlzOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_keys_v1_keys]);
 
 /**
  * CreateKeyPairRequest says what kind of key pair to create.
@@ -630,6 +630,99 @@ export const ReleaseKeyLeaseResponseSchema: GenMessage<ReleaseKeyLeaseResponse> 
   messageDesc(file_keymesh_keys_v1_key_management_service, 21);
 
 /**
+ * RotateKeyLeaseRequest names the lease to give up and asks for the next key.
+ *
+ * @generated from message keymesh.keys.v1.RotateKeyLeaseRequest
+ */
+export type RotateKeyLeaseRequest = Message<"keymesh.keys.v1.RotateKeyLeaseRequest"> & {
+  /**
+   * The leased key to release; the new lease is on another key.
+   *
+   * @generated from field: string key_id = 1;
+   */
+  keyId: string;
+
+  /**
+   * The lease id from AcquireKeyLease or RotateKeyLease.
+   *
+   * @generated from field: string lease_id = 2;
+   */
+  leaseId: string;
+
+  /**
+   * The released lease's fencing token (positive; int64 end to end).
+   *
+   * @generated from field: int64 fence = 3;
+   */
+  fence: bigint;
+
+  /**
+   * Whether the key signed anything under the released lease (updates its last use).
+   *
+   * @generated from field: bool used = 4;
+   */
+  used: boolean;
+
+  /**
+   * Who holds the new lease (executor instance id), for diagnostics: 1-128 characters.
+   *
+   * @generated from field: string holder = 5;
+   */
+  holder: string;
+
+  /**
+   * The new lease's time-to-live in milliseconds, 1000-600000.
+   *
+   * @generated from field: uint32 ttl_ms = 6;
+   */
+  ttlMs: number;
+
+  /**
+   * The job the new lease is for, for diagnostics (at most 64 characters).
+   *
+   * @generated from field: string job_id = 7;
+   */
+  jobId: string;
+};
+
+/**
+ * Describes the message keymesh.keys.v1.RotateKeyLeaseRequest.
+ * Use `create(RotateKeyLeaseRequestSchema)` to create a new message.
+ */
+export const RotateKeyLeaseRequestSchema: GenMessage<RotateKeyLeaseRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_keys_v1_key_management_service, 22);
+
+/**
+ * RotateKeyLeaseResponse reports the release and carries the new lease.
+ *
+ * @generated from message keymesh.keys.v1.RotateKeyLeaseResponse
+ */
+export type RotateKeyLeaseResponse = Message<"keymesh.keys.v1.RotateKeyLeaseResponse"> & {
+  /**
+   * False when the named lease was not the key's current lease (lost earlier, already
+   * released, or a wrong lease id or fence); the release then changed nothing.
+   *
+   * @generated from field: bool released = 1;
+   */
+  released: boolean;
+
+  /**
+   * The new lease, exactly as AcquireKeyLease returns it. Always set in a response; absent
+   * only in the detail of a ResourceExhausted error.
+   *
+   * @generated from field: keymesh.keys.v1.KeyLease lease = 2;
+   */
+  lease?: KeyLease | undefined;
+};
+
+/**
+ * Describes the message keymesh.keys.v1.RotateKeyLeaseResponse.
+ * Use `create(RotateKeyLeaseResponseSchema)` to create a new message.
+ */
+export const RotateKeyLeaseResponseSchema: GenMessage<RotateKeyLeaseResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_keys_v1_key_management_service, 23);
+
+/**
  * GetWrappedSigningKeyRequest identifies the lease the key is wanted for.
  *
  * @generated from message keymesh.keys.v1.GetWrappedSigningKeyRequest
@@ -662,7 +755,7 @@ export type GetWrappedSigningKeyRequest = Message<"keymesh.keys.v1.GetWrappedSig
  * Use `create(GetWrappedSigningKeyRequestSchema)` to create a new message.
  */
 export const GetWrappedSigningKeyRequestSchema: GenMessage<GetWrappedSigningKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 22);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 24);
 
 /**
  * GetWrappedSigningKeyResponse carries the encrypted private key.
@@ -704,7 +797,7 @@ export type GetWrappedSigningKeyResponse = Message<"keymesh.keys.v1.GetWrappedSi
  * Use `create(GetWrappedSigningKeyResponseSchema)` to create a new message.
  */
 export const GetWrappedSigningKeyResponseSchema: GenMessage<GetWrappedSigningKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 23);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 25);
 
 /**
  * RotateMasterKeyRequest has no fields.
@@ -719,7 +812,7 @@ export type RotateMasterKeyRequest = Message<"keymesh.keys.v1.RotateMasterKeyReq
  * Use `create(RotateMasterKeyRequestSchema)` to create a new message.
  */
 export const RotateMasterKeyRequestSchema: GenMessage<RotateMasterKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 24);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 26);
 
 /**
  * RotateMasterKeyResponse names the new primary version.
@@ -747,7 +840,7 @@ export type RotateMasterKeyResponse = Message<"keymesh.keys.v1.RotateMasterKeyRe
  * Use `create(RotateMasterKeyResponseSchema)` to create a new message.
  */
 export const RotateMasterKeyResponseSchema: GenMessage<RotateMasterKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 25);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 27);
 
 /**
  * GetMasterKeyStatusRequest has no fields.
@@ -762,7 +855,7 @@ export type GetMasterKeyStatusRequest = Message<"keymesh.keys.v1.GetMasterKeySta
  * Use `create(GetMasterKeyStatusRequestSchema)` to create a new message.
  */
 export const GetMasterKeyStatusRequestSchema: GenMessage<GetMasterKeyStatusRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 26);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 28);
 
 /**
  * GetMasterKeyStatusResponse reports rows per version.
@@ -783,7 +876,7 @@ export type GetMasterKeyStatusResponse = Message<"keymesh.keys.v1.GetMasterKeySt
  * Use `create(GetMasterKeyStatusResponseSchema)` to create a new message.
  */
 export const GetMasterKeyStatusResponseSchema: GenMessage<GetMasterKeyStatusResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 27);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 29);
 
 /**
  * RewrapPrivateKeysRequest has no fields.
@@ -798,7 +891,7 @@ export type RewrapPrivateKeysRequest = Message<"keymesh.keys.v1.RewrapPrivateKey
  * Use `create(RewrapPrivateKeysRequestSchema)` to create a new message.
  */
 export const RewrapPrivateKeysRequestSchema: GenMessage<RewrapPrivateKeysRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 28);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 30);
 
 /**
  * RewrapPrivateKeysResponse reports the enqueued work.
@@ -819,7 +912,7 @@ export type RewrapPrivateKeysResponse = Message<"keymesh.keys.v1.RewrapPrivateKe
  * Use `create(RewrapPrivateKeysResponseSchema)` to create a new message.
  */
 export const RewrapPrivateKeysResponseSchema: GenMessage<RewrapPrivateKeysResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 29);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 31);
 
 /**
  * RetireMasterKeyRequest names the version to retire.
@@ -840,7 +933,7 @@ export type RetireMasterKeyRequest = Message<"keymesh.keys.v1.RetireMasterKeyReq
  * Use `create(RetireMasterKeyRequestSchema)` to create a new message.
  */
 export const RetireMasterKeyRequestSchema: GenMessage<RetireMasterKeyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 30);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 32);
 
 /**
  * RetireMasterKeyResponse confirms the retirement.
@@ -861,7 +954,7 @@ export type RetireMasterKeyResponse = Message<"keymesh.keys.v1.RetireMasterKeyRe
  * Use `create(RetireMasterKeyResponseSchema)` to create a new message.
  */
 export const RetireMasterKeyResponseSchema: GenMessage<RetireMasterKeyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_keys_v1_key_management_service, 31);
+  messageDesc(file_keymesh_keys_v1_key_management_service, 33);
 
 /**
  * KeyManagementService holds users' key pairs and the signing keyring, leases keyring keys
@@ -953,9 +1046,9 @@ export const KeyManagementService: GenService<{
     output: typeof GetKeyringKeyResponseSchema;
   },
   /**
-   * AcquireKeyLease leases the least-recently-used free keyring key: it tries the free keys
-   * in LRU order, takes the first whose lock succeeds and assigns a new fencing token.
-   * Returns ResourceExhausted when every key is busy.
+   * AcquireKeyLease leases the least-recently-used free keyring key: one transaction locks
+   * the next free key (concurrent callers are handed different keys), takes its lock and
+   * assigns a new fencing token. Returns ResourceExhausted when every key is busy.
    *
    * @generated from rpc keymesh.keys.v1.KeyManagementService.AcquireKeyLease
    */
@@ -984,6 +1077,20 @@ export const KeyManagementService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseKeyLeaseRequestSchema;
     output: typeof ReleaseKeyLeaseResponseSchema;
+  },
+  /**
+   * RotateKeyLease releases the caller's lease (as ReleaseKeyLease does) and leases the
+   * least-recently-used free key other than the one released, in one call and one database
+   * transaction: what an executor does between batches. Returns ResourceExhausted when every
+   * other key is busy; the release has happened then all the same, and the error carries a
+   * RotateKeyLeaseResponse detail (no lease) saying whether it released anything.
+   *
+   * @generated from rpc keymesh.keys.v1.KeyManagementService.RotateKeyLease
+   */
+  rotateKeyLease: {
+    methodKind: "unary";
+    input: typeof RotateKeyLeaseRequestSchema;
+    output: typeof RotateKeyLeaseResponseSchema;
   },
   /**
    * GetWrappedSigningKey returns a keyring key's encrypted private key for the holder of a
