@@ -32,9 +32,10 @@ export interface LeaseWrites {
    */
   release(id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean>;
   /**
-   * The least-recently-used key free at `now` and not in `exclude`, locked until the
-   * transaction ends: on MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so concurrent grants are
-   * handed different keys; on SQLite the transaction itself serializes them.
+   * The least-recently-used released key not in `exclude` (or, when none is free, the key
+   * whose lease lapsed longest before `now`), locked until the transaction ends: on
+   * MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so concurrent grants are handed different
+   * keys; on SQLite the transaction itself serializes them.
    */
   nextFree(now: number, exclude: readonly string[]): Promise<FreeKey | undefined>;
   /**
@@ -57,8 +58,12 @@ export interface KeyringStore {
    * whose history says still leased.
    */
   leaseTransaction<T>(work: (writes: LeaseWrites) => Promise<T>): Promise<T>;
-  /** LeaseWrites.release on its own, atomically (one statement on MySQL/MariaDB). */
-  release(id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean>;
+  /**
+   * LeaseWrites.release on its own, atomically (one statement on MySQL/MariaDB), dated by
+   * `clock` once a connection is in hand: a release still queued for a connection is not in
+   * effect, and dated earlier it would look, to the LRU replay, like a free key passed over.
+   */
+  release(id: string, leaseHash: Buffer, fence: number, clock: () => number, used: boolean): Promise<boolean>;
   /** Extends a lease if `fence` is still current and the lease has not lapsed. */
   extend(id: string, fence: number, now: number, until: number): Promise<boolean>;
   /** Stored private keys per master-key version. */
@@ -87,11 +92,21 @@ const toRow = (r: Row): KeyringRow => ({
   leaseHash: r.lease_hash ? Buffer.from(r.lease_hash) : undefined,
 });
 
+const toFree = (r: Pick<Row, "id" | "fence" | "last_used_at" | "leased_until" | "public_key">): FreeKey => ({
+  id: r.id,
+  fence: Number(r.fence),
+  lastUsedAt: Number(r.last_used_at),
+  leasedUntil: Number(r.leased_until),
+  publicKey: Buffer.from(r.public_key),
+});
+
 /** The knex implementation (MySQL/MariaDB and SQLite). */
 export function createKeyringStore(db: Database): KeyringStore {
   const primary = db.primary;
   const keys = (k: Knex | Knex.Transaction = primary) => k("keyring_keys");
   const mysql = db.dialect === "mysql";
+  // The pool itself, for a statement that must be dated once it has a connection.
+  const pool = primary.client as { acquireConnection(): Promise<unknown>; releaseConnection(conn: unknown): Promise<void> };
 
   /**
    * Frees the lease named by (id, fence, lease hash) if it is unreleased. On MySQL/MariaDB one
@@ -100,11 +115,13 @@ export function createKeyringStore(db: Database): KeyringStore {
    * On SQLite two statements, which callers run in a transaction. The lease hash stays on the
    * row: a late renewal of this lease still fails on leased_until, a second release too.
    */
-  async function release(k: Knex | Knex.Transaction, id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean> {
+  async function release(k: Knex | Knex.Transaction, id: string, leaseHash: Buffer, fence: number, now: number, used: boolean, conn?: unknown): Promise<boolean> {
     if (mysql) {
       const patch: Record<string, unknown> = { "k.leased_until": 0, "k.holder": null, "l.released_at": now };
       if (used) patch["k.last_used_at"] = now;
-      const n = await k("keyring_keys as k")
+      let statement = k("keyring_keys as k");
+      if (conn !== undefined) statement = statement.connection(conn);
+      const n = await statement
         .leftJoin("key_leases as l", (on) => on.on("l.key_id", "k.id").andOn("l.fence", "k.fence"))
         .where({ "k.id": id, "k.fence": fence, "k.lease_hash": leaseHash })
         .andWhere("k.leased_until", ">", 0)
@@ -122,21 +139,25 @@ export function createKeyringStore(db: Database): KeyringStore {
     release: (id, leaseHash, fence, now, used) => release(trx, id, leaseHash, fence, now, used),
 
     async nextFree(now, exclude) {
-      let query = keys(trx)
-        .first("id", "fence", "last_used_at", "leased_until", "public_key")
-        .where("leased_until", "<=", now)
-        .orderBy([{ column: "last_used_at" }, { column: "id" }]);
-      if (exclude.length > 0) query = query.whereNotIn("id", exclude);
-      if (mysql) query = query.forUpdate().skipLocked();
-      const row = (await query) as Pick<Row, "id" | "fence" | "last_used_at" | "leased_until" | "public_key"> | undefined;
-      if (!row) return undefined;
-      return {
-        id: row.id,
-        fence: Number(row.fence),
-        lastUsedAt: Number(row.last_used_at),
-        leasedUntil: Number(row.leased_until),
-        publicKey: Buffer.from(row.public_key),
+      const pick = (free: (q: Knex.QueryBuilder) => Knex.QueryBuilder) => {
+        let query = free(keys(trx).first("id", "fence", "last_used_at", "leased_until", "public_key"));
+        if (exclude.length > 0) query = query.whereNotIn("id", exclude);
+        if (mysql) query = query.forUpdate().skipLocked();
+        return query as Promise<Pick<Row, "id" | "fence" | "last_used_at" | "leased_until" | "public_key"> | undefined>;
       };
+      // A locking read keeps a lock on every row it passes until the commit, even in READ
+      // COMMITTED (MariaDB); two grants each passing a key the other releases deadlock. So
+      // no locking read here walks past leased rows. Released keys first, least recently
+      // used: an equality prefix of keyring_keys_free_idx, which holds released keys only.
+      const released = await pick((q) => q.where("leased_until", 0).orderBy([{ column: "last_used_at" }, { column: "id" }]));
+      if (released) return toFree(released);
+      // None free: the key whose lease lapsed (expired unreleased) longest ago, found by a
+      // plain read and then locked alone by its primary key.
+      let lapsed = trx("keyring_keys").first("id").where("leased_until", ">", 0).andWhere("leased_until", "<=", now).orderBy("leased_until");
+      if (exclude.length > 0) lapsed = lapsed.whereNotIn("id", exclude);
+      const candidate = (await lapsed) as { id: string } | undefined;
+      const row = candidate && (await pick((q) => q.where({ id: candidate.id }).andWhere("leased_until", ">", 0).andWhere("leased_until", "<=", now)));
+      return row && toFree(row);
     },
 
     async grant(key, holder, now, ttlMs, leaseHash) {
@@ -204,8 +225,14 @@ export function createKeyringStore(db: Database): KeyringStore {
       return Number((row as { n: number | string }).n);
     },
 
-    async release(id, leaseHash, fence, now, used) {
-      return mysql ? release(primary, id, leaseHash, fence, now, used) : primary.transaction((trx) => release(trx, id, leaseHash, fence, now, used));
+    async release(id, leaseHash, fence, clock, used) {
+      if (!mysql) return primary.transaction((trx) => release(trx, id, leaseHash, fence, clock(), used));
+      const conn = await pool.acquireConnection();
+      try {
+        return await release(primary, id, leaseHash, fence, clock(), used, conn);
+      } finally {
+        await pool.releaseConnection(conn);
+      }
     },
 
     async leaseTransaction(work) {

@@ -187,12 +187,14 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
     const guessed = await keyring.rotate(held.keyId, newLeaseId(), held.fence, true, "mallory", 5000);
     expect(guessed.released).toBe(false);
     expect(guessed.grant?.keyId).toBe(b);
+    // A guessed lease id does not even touch the holder's lock.
+    expect(await coordinator.leases.tryAcquire(`keyring:${a}`, 1000)).toBeNull();
     const wrongFence = await keyring.rotate(held.keyId, held.leaseId, held.fence + 1n, true, "exec-a", 5000);
     expect(wrongFence.released).toBe(false);
     expect(wrongFence.grant?.keyId).toBe(c);
-    // The holder's lease is untouched: its lock too (nobody else can take the key).
+    // The holder's lease is untouched in the database, which is what grants go by.
     expect((await keyring.wrappedKey(held.keyId, held.leaseId, held.fence)).leasedUntil).toBe(clock + 5000);
-    expect(await coordinator.leases.tryAcquire(`keyring:${a}`, 1000)).toBeNull();
+    expect((await keyring.acquire("exec-b", 5000).catch((e: unknown) => toConnectError(e).code))).toBe(Code.ResourceExhausted);
     expect((await keyring.renew(held.keyId, held.leaseId, held.fence, 5000)).expiresAt).toBe(clock + 5000);
     // Fences are int64: the largest one is simply not this lease.
     expect((await keyring.rotate(held.keyId, held.leaseId, 9223372036854775807n, true, "exec-a", 5000)).released).toBe(false);

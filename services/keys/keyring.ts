@@ -80,35 +80,24 @@ export function createKeyring(deps: KeyringDeps) {
     for (const [id, lease] of held) if (lease.expiresAt < now()) held.delete(id);
   }
 
-  /** Releases the lease `leaseHash` and `fence` name, through `release`; false (nothing changed) for any other lease. */
-  function releaseIn(release: LeaseWrites["release"], keyId: string, leaseHash: Buffer, fence: bigint, used: boolean): Promise<boolean> {
-    const stored = storedFence(fence);
-    return stored === undefined ? Promise.resolve(false) : release(keyId, leaseHash, stored, now(), used);
-  }
 
   /**
-   * Runs a release (`run`) and then lets the lease's lock go, when this process holds it and
-   * the release was applied or failed. A failure may have come after the release was applied
-   * (a connection lost before the reply), and a lock kept then would hide a free key until
-   * its TTL; unlocking early is safe, as a grant also needs the key's row to be free. A
-   * refused release (not the current lease) keeps the lock: it is not the caller's to drop.
+   * Runs a release (`run`), letting the lease's lock go first when this process holds it (the
+   * caller knows the lease id). Lock first, row second: released after the row, the lock
+   * would still be held when a concurrent grant found the row free, and that grant would skip
+   * the least recently used key. Dropping it first is safe: a grant also needs the key's row
+   * to be free, and the row is the final word. If the release then fails or is refused, the
+   * lease stands in the database, unlocked, until it is released or lapses.
    */
-  async function releasing<T>(keyId: string, leaseId: string, run: (leaseHash: Buffer) => Promise<T>, applied: (result: T) => boolean): Promise<T> {
+  async function releasing<T>(keyId: string, leaseId: string, run: (leaseHash: Buffer) => Promise<T>): Promise<T> {
     const leaseHash = hashLeaseId(leaseId);
     const hex = leaseHash.toString("hex");
     const lock = held.get(hex);
-    const mine = lock !== undefined && lock.resource === resource(keyId);
-    let drop = true;
-    try {
-      const result = await run(leaseHash);
-      drop = applied(result);
-      return result;
-    } finally {
-      if (mine && drop) {
-        held.delete(hex);
-        await lock.release().catch(() => undefined);
-      }
+    if (lock && lock.resource === resource(keyId)) {
+      held.delete(hex);
+      await lock.release().catch(() => undefined);
     }
+    return run(leaseHash);
   }
 
   /**
@@ -142,14 +131,16 @@ export function createKeyring(deps: KeyringDeps) {
     for (let attempt = 0; attempt < (deps.lockAttempts ?? 4); attempt++) {
       const key = await writes.nextFree(now(), skipped);
       if (!key) return undefined;
-      const lock = await deps.coordinator.leases.tryAcquire(resource(key.id), ttlMs);
+      // Dated as soon as the row is locked: after the release that freed it, which committed
+      // before, and in step with concurrent grants that found this row locked and moved on
+      // (LRU order and one live lease per key, as the invariants checker replays them).
+      const at = now();
+      const lock = await deps.coordinator.leases.tryAcquire(resource(key.id), Math.max(1, at + ttlMs - now()));
       if (!lock) {
         skipped.push(key.id);
         continue;
       }
       locked(lock);
-      // Timed after the lock: the lease in the database never ends before its lock does.
-      const at = now();
       return { key, fence: await writes.grant(key, holder, at, ttlMs, leaseHash), at, lock };
     }
     return undefined;
@@ -219,12 +210,17 @@ export function createKeyring(deps: KeyringDeps) {
       const nextHash = hashLeaseId(nextId);
       const outcome = await releasing(keyId, leaseId, async (oldHash) => {
         let released = false;
+        // The release is the transaction's last statement, dated when it runs: the released
+        // key stays locked until the commit (concurrent grants skip it), so a release dated
+        // at the start would look, to anyone replaying the history, like a free key passed over.
         const granted = await grantTransaction(async (writes, locked) => {
-          released = await releaseIn(writes.release, keyId, oldHash, fence, used);
-          return grantNext(writes, holder, ttlMs, nextHash, [keyId], locked);
+          const next = await grantNext(writes, holder, ttlMs, nextHash, [keyId], locked);
+          const stored = storedFence(fence);
+          released = stored !== undefined && (await writes.release(keyId, oldHash, stored, now(), used));
+          return next;
         });
         return { released, granted };
-      }, (o) => o.released);
+      });
       return { released: outcome.released, grant: outcome.granted && finish(outcome.granted, nextId, nextHash, ttlMs) };
     },
 
@@ -259,7 +255,9 @@ export function createKeyring(deps: KeyringDeps) {
 
     /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
     async release(keyId: string, leaseId: string, fence: bigint, used: boolean): Promise<boolean> {
-      return releasing(keyId, leaseId, (hash) => releaseIn(deps.store.release, keyId, hash, fence, used), (released) => released);
+      const stored = storedFence(fence);
+      if (stored === undefined) return false;
+      return releasing(keyId, leaseId, (hash) => deps.store.release(keyId, hash, stored, now, used));
     },
 
     /** The sealed private key, for the holder of the current live lease on `keyId` only. */

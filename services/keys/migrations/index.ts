@@ -4,6 +4,7 @@ import { keyringMigration } from "./0001_keyring.js";
 import { dropMasterKeysMigration } from "./0002_drop_master_keys.js";
 import { leaseHashesMigration } from "./0003_lease_hashes.js";
 import { userKeysMigration } from "./0005_user_keys.js";
+import { freeKeysIndexMigration } from "./0006_free_keys_index.js";
 
 /**
  * The key service's migrations, oldest first. Imported statically rather than found on disk:
@@ -16,4 +17,5 @@ export const keysMigrations: readonly MigrationModule[] = [
   // The shared audit trail keyring changes and refused leases are recorded to.
   { ...auditMigration, name: "0004_audit" },
   userKeysMigration,
+  freeKeysIndexMigration,
 ];
