@@ -10,6 +10,7 @@ import { spanExporter, stopTracing } from "./support/tracing.js";
 import { trace } from "@opentelemetry/api";
 import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { BATCH_TRACES } from "../cli/sign-summary.js";
 import { JobState } from "../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KNEX_SCOPE } from "../services/shared/telemetry/sql-spans.js";
 import { startInProcessMesh, type Backend } from "./support/mesh.js";
@@ -155,7 +156,8 @@ describe.each<Backend>(["mysql+redis", "sqlite+memory"])("batch traces on %s", (
         // A root of its own trace, linked to the job.
         expect(root.spanContext().traceId).not.toBe(job.jobTraceId);
         expect(parentId(root)).toBeUndefined();
-        expect(root.attributes["keymesh.job_id"]).toBe(job.jobId);
+        // Where `keymesh sign` tells the user to look for it in Jaeger.
+        expect([root.resource.attributes["service.name"], root.name, root.attributes[BATCH_TRACES.tag]]).toEqual([BATCH_TRACES.service, BATCH_TRACES.operation, job.jobId]);
         expect(root.links.map((l) => l.context.spanId)).toEqual([jobSpan.spanContext().spanId]);
         // Everything else hangs under the root.
         const byId = new Map(batch.map((s) => [s.spanContext().spanId, s]));

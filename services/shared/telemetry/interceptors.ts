@@ -120,7 +120,8 @@ function createRpcTracing(side: RpcSide, opts: ClientTracingInterceptorOptions, 
     }
     const spanContext = trace.setSpan(parent, span);
     if (side === "client") propagator.inject(spanContext, req.header, headerSetter);
-    const ctx = side === "server" ? contextWithHandlerSpan(spanContext, span) : spanContext;
+    // A unary handler's own withSpan records on this span (with-span.ts); a stream's work is many.
+    const ctx = side === "server" && !req.stream ? contextWithHandlerSpan(spanContext, span) : spanContext;
     const rpc = new RpcSpan(span, side, system, events);
 
     if (!req.stream) {

@@ -32,7 +32,7 @@ export function contextWithHandlerSpan(ctx: Context, span: Span): Context {
  * recorded as an exception, sets the span status to error, and is rethrown
  * unchanged. The span ends when `fn`'s promise settles.
  *
- * Run directly by an RPC handler (the active span is the call's server span), the first
+ * Run directly by a unary RPC handler (the active span is the call's server span), the first
  * `withSpan` is the handler's whole work: a child would repeat the server span with the same
  * duration. It records on the server span instead: its attributes, `keymesh.operation` set
  * to `name`, a thrown error as an exception event (the interceptor sets the status from the
