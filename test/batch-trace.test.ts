@@ -1,7 +1,7 @@
 /**
  * One trace per batch, small enough to read: a real signing job on the in-process mesh, with
- * tracing installed as `keymesh serve` installs it (instrumentations, SQL span names, span
- * trimming) and exported to memory. Every batch is its own trace rooted at `signing.batch`
+ * tracing installed as `keymesh serve` installs it (instrumentations, SQL span names) and
+ * exported to memory. Every batch is its own trace rooted at `signing.batch`
  * and linked to the job's span; the lease, claim, sign and commit work, with its SQL and
  * Redis spans, is under that root; the job's trace holds none of it; a batch is at most
  * BATCH_SPAN_BUDGET spans, and every SQL span stands for exactly one statement that was sent.

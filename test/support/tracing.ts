@@ -1,6 +1,6 @@
 /**
- * Tracing as `keymesh serve` installs it (instrumentations, SQL span renaming, span trimming,
- * per-service providers), exporting to memory. Import it before anything that imports knex
+ * Tracing as `keymesh serve` installs it (instrumentations, SQL span renaming, per-service
+ * providers), exporting to memory. Import it before anything that imports knex
  * or ioredis (the mesh): the instrumentations patch those packages as they load.
  */
 import { createRequire } from "node:module";

@@ -19,7 +19,7 @@ import pino from "pino";
 import { createLogger, type Logger } from "../logger.js";
 import { createInstrumentations, instrumentedModules } from "./instrumentations.js";
 import { createServiceTracerProvider } from "./service-tracer-provider.js";
-import { createSpanPipeline } from "./span-pipeline.js";
+import { createSqlSpanProcessor } from "./sql-spans.js";
 import { createTraceExporter, traceEndpoint, warnOnExportFailure } from "./trace-exporter.js";
 
 /** Options for `startTelemetry`; every field has an OTEL_* equivalent that wins. */
@@ -168,8 +168,8 @@ export interface InstallTracingOptions {
 /**
  * Installs tracing into this process with `exportProcessor` as the last stage: the loader
  * hook, the knex and ioredis instrumentations, the context manager and W3C propagators, and
- * the per-service tracer provider whose pipeline renames SQL spans and trims spans that carry
- * no information (`span-pipeline.ts`) before `exportProcessor` sees them. `startTelemetry`
+ * the per-service tracer provider, whose SQL spans are renamed (`sql-spans.ts`) before
+ * `exportProcessor` sees them. `startTelemetry`
  * calls it with the OTLP batch processor; tests call it with an in-memory exporter, so what
  * they assert is what production exports. Call it before knex and ioredis are imported.
  */
@@ -196,7 +196,7 @@ export async function installTracing(exportProcessor: SpanProcessor, opts: Insta
     .merge(opts.operatorNamed ? null : resources.resourceFromAttributes({ "service.name": opts.serviceName ?? DEFAULT_SERVICE_NAME }))
     .merge(detected);
   trace.setGlobalTracerProvider(
-    createServiceTracerProvider({ resource, spanProcessors: createSpanPipeline(exportProcessor), fixedServiceName: opts.operatorNamed ?? false }),
+    createServiceTracerProvider({ resource, spanProcessors: [createSqlSpanProcessor(), exportProcessor], fixedServiceName: opts.operatorNamed ?? false }),
   );
 
   // The NodeSDK installs the context manager, the propagators and the instrumentations. It
