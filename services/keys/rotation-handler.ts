@@ -27,9 +27,10 @@ export interface RotationHandlerDeps {
 export function createRotationHandler(deps: RotationHandlerDeps): Partial<ServiceImpl<typeof KeyManagementService>> {
   const { masterKeys, sets, queue } = deps;
 
-  const counts = async (): Promise<Map<number, number>> => {
+  /** Private keys per version: from the replica for status, the primary (`fresh`) for retiring. */
+  const counts = async (fresh = false): Promise<Map<number, number>> => {
     const total = new Map<number, number>();
-    for (const set of sets) for (const [v, n] of await set.countByVersion()) total.set(v, (total.get(v) ?? 0) + n);
+    for (const set of sets) for (const [v, n] of await set.countByVersion(fresh)) total.set(v, (total.get(v) ?? 0) + n);
     return total;
   };
 
@@ -71,7 +72,7 @@ export function createRotationHandler(deps: RotationHandlerDeps): Partial<Servic
 
     retireMasterKey: mapErrors(async (req) => {
       if (req.version === 0) throw new InvalidInputError("version must be a master-key version (1 or more)");
-      await masterKeys.retire(req.version, async () => (await counts()).get(req.version) ?? 0, {
+      await masterKeys.retire(req.version, async () => (await counts(true)).get(req.version) ?? 0, {
         what: "private keys (keyring and users' keys; GetMasterKeyStatus shows them per version)",
         how: "call RewrapPrivateKeys, wait until GetMasterKeyStatus shows 0 for it, then retire",
       });
