@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,7 +11,7 @@ import { toConnectError } from "../shared/errors.js";
 import { COMMIT_SAMPLE, createCollectionStore, type CollectionStore, type CommitInput } from "./store.js";
 
 const accept = () => true;
-const lease = (validUntil: number) => ({ publicKey: Buffer.alloc(32), validUntil });
+const lease = (validUntil: number) => ({ publicKey: generateKeyPairSync("ed25519").publicKey, validUntil });
 
 describe("collection commits under a key's fence (SQLite)", () => {
   let dir: string;
@@ -78,7 +79,7 @@ describe("collection commits under a key's fence (SQLite)", () => {
     const bad = batch.signatures[0]!;
     const invented = Array.from({ length: 2000 }, (_, i) => ({ recordId: 1_000_000 + i, signature: Buffer.alloc(64, 1) }));
     const checked: number[] = [];
-    const verifier = (_pk: Buffer, payloads: Map<number, Buffer>, sigs: CommitInput["signatures"]) => {
+    const verifier = (_pk: unknown, payloads: Map<number, Buffer>, sigs: CommitInput["signatures"]) => {
       checked.push(...sigs.map((s) => s.recordId));
       expect(sigs.every((s) => payloads.has(s.recordId))).toBe(true);
       return !sigs.includes(bad);

@@ -1,4 +1,4 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, type KeyObject } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
@@ -31,7 +31,7 @@ export interface CommitInput {
   readonly keyId: string;
   /** The fence of the lease, from a verified lease token. */
   readonly fence: bigint;
-  readonly signatures: readonly { recordId: number; signature: Buffer }[];
+  readonly signatures: readonly { recordId: number; signature: Uint8Array }[];
 }
 
 /** What a commit stored and refused. */
@@ -48,7 +48,7 @@ export interface CommitResult {
  * Checks a batch's signatures against the key's public key before anything is stored.
  * Returns false to refuse the whole batch.
  */
-export type SignatureCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, signatures: CommitInput["signatures"]) => boolean;
+export type SignatureCheck = (publicKey: KeyObject, payloads: Map<number, Buffer>, signatures: CommitInput["signatures"]) => boolean;
 
 /** Persistence of records, signatures and batch history. */
 export interface CollectionStore {

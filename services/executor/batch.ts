@@ -5,6 +5,7 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
+import type { RecordBlock, SignatureBlock } from "../../gen/keymesh/records/v1/blocks_pb.js";
 import { failpoint } from "../shared/failpoints.js";
 import { leasesHeld, leaseWait } from "../shared/telemetry/metrics-signing.js";
 import type { JobRow } from "./job-store.js";
@@ -69,8 +70,9 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
     try {
       const claim = await claimRecords(ctx);
       claimId = claim.claimId;
-      if (claim.records.length === 0) return end("empty");
-      span.setAttribute("keymesh.record_count", claim.records.length);
+      const count = claim.records?.ids.length ?? 0;
+      if (!claim.records || count === 0) return end("empty");
+      span.setAttribute("keymesh.record_count", count);
       const signatures = await signRecords(ctx, batchId, lease, renewal.token(), claim.records, renewal.lost);
       used = true;
       await failpoint("executor.before-commit");
@@ -138,22 +140,19 @@ async function claimRecords(ctx: BatchContext) {
   );
 }
 
-async function signRecords(
-  ctx: BatchContext,
-  batchId: string,
-  lease: KeyLease,
-  leaseToken: string,
-  records: readonly { id: bigint; payload: Uint8Array }[],
-  lost: AbortSignal,
-) {
-  const items = records.map((r) => ({ recordId: r.id, payload: r.payload }));
-  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, items }), lost);
-  return signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature }));
+/**
+ * Signs the claimed records on the shared stream. The packed block goes on as it came from
+ * collection, and the signatures come back packed: the executor never looks inside either.
+ */
+async function signRecords(ctx: BatchContext, batchId: string, lease: KeyLease, leaseToken: string, records: RecordBlock, lost: AbortSignal): Promise<SignatureBlock> {
+  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, records }), lost);
+  if (!signed.signatures) throw new ConnectError("the signing service returned no signatures", Code.Internal);
+  return signed.signatures;
 }
 
 async function commit(
   ctx: BatchContext,
-  b: { claimId: string; batchId: string; lease: KeyLease; leaseToken: string; signatures: { recordId: bigint; signature: Uint8Array }[] },
+  b: { claimId: string; batchId: string; lease: KeyLease; leaseToken: string; signatures: SignatureBlock },
 ) {
   return ctx.collection.commitBatch(
     {

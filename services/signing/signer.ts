@@ -79,17 +79,17 @@ export function createSigner(deps: { source: WrappedKeySource; masterKeys: () =>
 
   return {
     /**
-     * Signs every payload with the key of `lease`, if that lease is live and the caller's. The
-     * batch's limits (1-10000 items of at most 1024 bytes, a positive fence, a lease id and
+     * Signs every payload with the key of `lease`, if that lease is live and the caller's, and
+     * returns the signatures concatenated (64 bytes each, in order). The batch's limits (1-10000 items of at most 1024 bytes, a positive fence, a lease id and
      * token) are signing_service.proto's rules, checked before a batch gets here.
      */
-    async signBatch(lease: LeaseCredentials, items: readonly { recordId: bigint; payload: Uint8Array }[]) {
+    async signBatch(lease: LeaseCredentials, payloads: readonly Uint8Array[]): Promise<Buffer> {
       checkCredentials(lease);
       const key = await keyFor(lease);
       // Off the event loop: each signature is a job on libuv's thread pool, so signing uses
       // every core and the stream keeps being served while a batch is signed.
-      const signatures = await Promise.all(items.map((item) => signAsync(null, item.payload, key)));
-      return items.map((item, i) => ({ recordId: item.recordId, signature: signatures[i]! }));
+      const signatures = await Promise.all(payloads.map((payload) => signAsync(null, payload, key)));
+      return Buffer.concat(signatures);
     },
 
     /** Forgets every cached key (shutdown). */
