@@ -29,6 +29,7 @@ import { userKeySealContext } from "../services/keys/user-keys.js";
 import { createDatabase, type Database } from "../services/shared/storage/database.js";
 import { createLeaseTokens, hashLeaseId, newLeaseId } from "../services/shared/crypto/lease-token.js";
 import { createSigner } from "../services/signing/signer.js";
+import { createSignPool } from "../services/signing/sign-pool.js";
 import { ed25519PublicKey, verifyEd25519 } from "../services/shared/crypto/ed25519.js";
 import { migrate } from "../services/shared/storage/migrate.js";
 import { registeredMigrations } from "../services/migrations.js";
@@ -189,7 +190,9 @@ describe("private-key rewrap with three worker processes, one SIGKILLed", () => 
     const signing = { signatures: 0, failures: [] as string[], versions: new Set<number>(), stop: false };
     const ring = parseMasterKeys(both);
     const tokens = createLeaseTokens(() => ring);
+    const pool = createSignPool({ threads: 1 });
     const signer = createSigner({
+      pool,
       masterKeys: () => ring,
       tokens,
       // No cache of opened keys: every batch fetches its sealed key and opens it anew.
@@ -299,6 +302,7 @@ describe("private-key rewrap with three worker processes, one SIGKILLed", () => 
       await pipeline.close();
     }
     await signingLoop;
+    await pool.close();
     expect(signing.failures).toEqual([]);
     expect(signing.signatures).toBeGreaterThan(50);
     // It signed with keys still sealed under version 1 and with keys already moved to 2.

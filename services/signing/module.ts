@@ -3,6 +3,7 @@ import { createLeaseTokens } from "../shared/crypto/lease-token.js";
 import { masterKeyMaterial } from "../shared/crypto/rotation/master-key-manager.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
 import { createSigningHandler } from "./handler.js";
+import { createSignPool } from "./sign-pool.js";
 import { createSigner } from "./signer.js";
 
 /**
@@ -19,7 +20,10 @@ export const signingModule: ServiceModule = {
   async register(router, ctx) {
     const masterKeys = masterKeyMaterial({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger }).ring;
     const keys = ctx.clients.keys;
+    // Started with the service, stopped by close(): Ed25519 runs on these threads, not the event loop.
+    const pool = createSignPool({ threads: ctx.config.signingThreads, logger: ctx.logger });
     const signer = createSigner({
+      pool,
       masterKeys,
       tokens: createLeaseTokens(masterKeys),
       source: async (keyId, fence, leaseId) => {
@@ -29,6 +33,11 @@ export const signingModule: ServiceModule = {
     });
     const publicKeyOf = async (keyId: string) => (await keys.getKeyringKey({ keyId })).key!.publicKey;
     router.service(SigningService, createSigningHandler({ signer, publicKeyOf }));
-    return { close: async () => signer.clear() };
+    return {
+      close: async () => {
+        signer.clear();
+        await pool.close();
+      },
+    };
   },
 };
