@@ -46,7 +46,11 @@ export interface VaultStore {
   /** The secret with one version: `version` 0 means the newest active one. */
   read(selector: Selector, version: number): Promise<{ secret: SecretRow; version: VersionRow } | undefined>;
   version(secretId: string, version: number): Promise<VersionRow | undefined>;
-  versions(secretId: string): Promise<VersionRow[]>;
+  /**
+   * A secret's versions, without values, from the read replica (metadata is read-only and
+   * may trail the primary by the replica's lag); `fresh` reads the primary.
+   */
+  versions(secretId: string, fresh?: boolean): Promise<VersionRow[]>;
   /**
    * Appends `row` as version `expected + 1` if the secret's current version is still
    * `expected` (compare-and-set); false when another writer got there first.
@@ -54,7 +58,10 @@ export interface VaultStore {
   addVersion(row: VersionRow, expected: number): Promise<boolean>;
   /** Moves a version from one of `from` to `to`; returns the row after, undefined if it was in no `from` state. */
   setState(secretId: string, version: number, from: readonly VersionState[], to: VersionState, now: number): Promise<VersionRow | undefined>;
-  /** The owner's secrets whose names start with `prefix`, after the keyset cursor, in name order. */
+  /**
+   * The owner's secrets whose names start with `prefix`, after the keyset cursor, in name
+   * order, from the read replica (a listing may trail the primary by the replica's lag).
+   */
   list(owner: string, prefix: string, after: { name: string; id: string } | undefined, limit: number): Promise<SecretRow[]>;
   hasGrant(secretId: string, principal: string): Promise<boolean>;
   grant(secretId: string, principal: string, grantedBy: string, now: number): Promise<void>;
@@ -162,8 +169,8 @@ export function createVaultStore(db: Database): VaultStore {
       return row === undefined ? undefined : toVersion(row);
     },
 
-    versions: async (secretId) => {
-      const rows = (await k("secret_versions")
+    versions: async (secretId, fresh = false) => {
+      const rows = (await (fresh ? k : db.replica)("secret_versions")
         .select(["secret_id", "version", "state", "master_key_version", "size", "created_at", "deleted_at"])
         .where("secret_id", secretId)
         .orderBy("version")) as Raw[];
@@ -194,7 +201,7 @@ export function createVaultStore(db: Database): VaultStore {
     },
 
     list: async (owner, prefix, after, limit) => {
-      let q = k("secrets as s").select(SECRET_COLUMNS).where("s.owner", owner);
+      let q = db.replica("secrets as s").select(SECRET_COLUMNS).where("s.owner", owner);
       if (prefix !== "") q = q.where("s.name", ">=", prefix).where("s.name", "<", `${prefix}\u{10ffff}`);
       if (after !== undefined) q = q.whereRaw("(COALESCE(s.name, ''), s.id) > (?, ?)", [after.name, after.id]);
       const rows = (await q.orderByRaw("COALESCE(s.name, ''), s.id").limit(limit)) as Raw[];

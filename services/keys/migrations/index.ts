@@ -1,4 +1,5 @@
 import { auditMigration } from "../../shared/audit/migration.js";
+import { masterKeyVersionsMigration } from "../../shared/crypto/rotation/migration.js";
 import type { MigrationModule } from "../../shared/storage/migrations/index.js";
 import { keyringMigration } from "./0001_keyring.js";
 import { dropMasterKeysMigration } from "./0002_drop_master_keys.js";
@@ -16,4 +17,6 @@ export const keysMigrations: readonly MigrationModule[] = [
   // The shared audit trail keyring changes and refused leases are recorded to.
   { ...auditMigration, name: "0004_audit" },
   userKeysMigration,
+  // The mesh-wide master-key state the keys service now shares with the vault.
+  { ...masterKeyVersionsMigration, name: "0006_master_key_versions" },
 ];
