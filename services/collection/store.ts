@@ -114,7 +114,11 @@ const SQLITE_INSERT_CHUNK = 400;
 
 /** A commit refused part-way through its transaction: thrown to roll back what it wrote. */
 class Refusal extends Error {
-  constructor(readonly reason: RejectReason) {
+  /** `closed`: the claim was no longer open; each record's reason is looked up afterwards. */
+  constructor(
+    readonly reason: RejectReason,
+    readonly closed = false,
+  ) {
     super(reason);
   }
 }
@@ -136,6 +140,34 @@ interface ClaimRow {
   state: string;
 }
 
+/** A claim as this process made it, and the records drawn for its commit's signature sample. */
+interface ClaimMemo extends ClaimRow {
+  sample: Map<number, Buffer>;
+}
+
+/** Claims remembered at once; the oldest are forgotten first (their commits read the row). */
+const CLAIM_MEMOS = 4096;
+
+/**
+ * Claims this process made and has not yet seen committed or released. A commit that finds
+ * its claim here reads neither the claim's row nor sample payloads; one that does not (made
+ * by another collection process, or before a restart) reads them, with the same checks.
+ */
+function createClaimMemos() {
+  const memos = new Map<string, ClaimMemo>();
+  return {
+    remember(id: string, memo: ClaimMemo) {
+      memos.set(id, memo);
+      if (memos.size > CLAIM_MEMOS) memos.delete(memos.keys().next().value!);
+    },
+    take(id: string): ClaimMemo | undefined {
+      const memo = memos.get(id);
+      memos.delete(id);
+      return memo;
+    },
+  };
+}
+
 /**
  * The knex implementation. Claims are id ranges (migration 0005): claiming and committing a
  * batch write no record rows. The hot statements (claim, commit) are prepared statements on
@@ -151,6 +183,8 @@ export function createCollectionStore(db: Database): CollectionStore {
   const run = <T = Record<string, unknown>>(k: Knex | Knex.Transaction, sql: string, params: readonly unknown[]) => prepared<T>(k, dialect, sql, params);
   /** Keys whose collection_key_fences row is known to exist (it is never deleted). */
   const fenceRows = new Set<string>();
+  /** Claims made by this process, with their signature sample, until committed or released. */
+  const memos = createClaimMemos();
 
   const toSignature = (r: Record<string, unknown>): SignatureRow | undefined =>
     r.signature == null
@@ -210,7 +244,7 @@ export function createCollectionStore(db: Database): CollectionStore {
    * old claim is superseded (its holder's commit is refused), and its unsigned records, up
    * to `size`, are claimed anew; what is left of the range stays claimable at once.
    */
-  async function reclaim(trx: Knex.Transaction, c: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<RecordRow[] | undefined> {
+  async function reclaim(trx: Knex.Transaction, c: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<{ rows: RecordRow[]; first: number } | undefined> {
     const stale = await run<{ id: string; first_id: number | string; last_id: number | string }>(
       trx,
       `SELECT id, first_id, last_id FROM claims WHERE state = 'open' AND expires_at < ? ORDER BY expires_at LIMIT ${RECLAIM_SCAN}${skipLocked}`,
@@ -228,7 +262,7 @@ export function createCollectionStore(db: Database): CollectionStore {
         // The rest of the range, open and already expired: the next claim takes it.
         await insertClaim(trx, { id: randomUUID(), jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: 0, now: c.now, expiresAt: 0, first: upTo + 1, last });
       }
-      return rows;
+      return { rows, first };
     }
     return undefined;
   }
@@ -265,15 +299,15 @@ export function createCollectionStore(db: Database): CollectionStore {
    * rolled back: one row under the batch's own id, none if the id is already recorded (a
    * repeated commit of a stored batch).
    */
-  async function recordRefusal(input: CommitInput, rejected: number, at: number): Promise<number | undefined> {
-    const claim = await claimOf(primary, input.claimId);
+  async function recordRefusal(input: CommitInput, memo: ClaimRow | undefined, rejected: number, at: number): Promise<number | undefined> {
+    const claim = memo ?? (await claimOf(primary, input.claimId));
     if (!claim) return undefined;
     await primary("batches").insert(historyRow(input, claim, "rejected", 0, rejected, at)).onConflict("id").ignore();
     return Number(claim.claimed_at);
   }
 
   /** Splits signatures outside the claim into already signed and foreign ones. */
-  async function refusedOutside(trx: Knex.Transaction, outside: CommitInput["signatures"]): Promise<CommitResult["rejections"]> {
+  async function refusedOutside(trx: Knex | Knex.Transaction, outside: CommitInput["signatures"]): Promise<CommitResult["rejections"]> {
     if (outside.length === 0) return [];
     const signed = new Set<number>();
     for (let i = 0; i < outside.length; i += SIGNATURE_INSERT_ROWS) {
@@ -282,6 +316,33 @@ export function createCollectionStore(db: Database): CollectionStore {
       for (const r of rows) signed.add(Number(r.record_id));
     }
     return outside.map((s) => ({ recordId: s.recordId, reason: signed.has(s.recordId) ? ("already_signed" as const) : ("not_in_claim" as const) }));
+  }
+
+  /**
+   * The signatures to verify and their payloads: the claim-time sample's records among
+   * `accepted`, topped up with records drawn now (read from the database) when a partial
+   * commit holds fewer than COMMIT_SAMPLE of them. Undefined when a drawn id is no record.
+   */
+  async function probesFor(trx: Knex.Transaction, accepted: CommitInput["signatures"], drawn: ReadonlyMap<number, Buffer> | undefined) {
+    const payloads = new Map<number, Buffer>();
+    const signatures: CommitInput["signatures"][number][] = [];
+    const rest: CommitInput["signatures"][number][] = [];
+    for (const sig of accepted) {
+      const payload = drawn?.get(sig.recordId);
+      if (payload) {
+        payloads.set(sig.recordId, payload);
+        signatures.push(sig);
+      } else rest.push(sig);
+    }
+    const missing = Math.min(COMMIT_SAMPLE, accepted.length) - signatures.length;
+    if (missing > 0) {
+      const more = sample(rest, missing);
+      const rows = await run<{ id: number | string; payload: Buffer }>(trx, `SELECT id, payload FROM records WHERE id IN (${more.map(() => "?").join(", ")})`, more.map((p) => p.recordId));
+      if (rows.length !== more.length) return undefined;
+      for (const r of rows) payloads.set(Number(r.id), Buffer.from(r.payload));
+      signatures.push(...more);
+    }
+    return { payloads, signatures };
   }
 
   return {
@@ -301,31 +362,42 @@ export function createCollectionStore(db: Database): CollectionStore {
     },
 
     async claim(c) {
-      return primary.transaction(async (trx) => {
-        const again = await reclaim(trx, c);
-        if (again) return again;
+      const rows = await primary.transaction(async (trx) => {
         // A fresh range after the cursor, taken under the cursor's row lock so that two
         // claims never overlap. Records signed already (before an upgrade) are skipped.
         const [cursor] = await run<{ last_id: number | string }>(trx, `SELECT last_id FROM claim_cursor WHERE id = 1${forUpdate}`, []);
         const after = Number(cursor?.last_id ?? 0);
-        const rows = await unsignedRecords(trx, after, Number.MAX_SAFE_INTEGER, c.size);
-        if (rows.length === 0) return [];
-        const last = rows[rows.length - 1]!.id;
+        const fresh = await unsignedRecords(trx, after, Number.MAX_SAFE_INTEGER, c.size);
+        if (fresh.length === 0) {
+          // Past the last record: what is left are ranges whose claims expired or were released.
+          const again = await reclaim(trx, c);
+          return again ? { rows: again.rows, first: again.first } : { rows: [], first: 0 };
+        }
+        const last = fresh[fresh.length - 1]!.id;
         await run(trx, "UPDATE claim_cursor SET last_id = ? WHERE id = 1", [last]);
-        await insertClaim(trx, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.length, now: c.now, expiresAt: c.expiresAt, first: after + 1, last });
-        return rows;
+        await insertClaim(trx, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: fresh.length, now: c.now, expiresAt: c.expiresAt, first: after + 1, last });
+        return { rows: fresh, first: after + 1 };
       });
+      if (rows.rows.length > 0) {
+        memos.remember(c.claimId, {
+          job_id: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.rows.length, claimed_at: c.now,
+          first_id: rows.first, last_id: rows.rows[rows.rows.length - 1]!.id, state: "open",
+          sample: new Map(sample(rows.rows, COMMIT_SAMPLE).map((r) => [r.id, r.payload])),
+        });
+      }
+      return rows.rows;
     },
 
     async commit(input, now, lease, check) {
       const ids = input.signatures.map((s) => s.recordId);
+      const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
       // The key's row in our fence table exists before the transaction locks it, so concurrent
       // first commits of a key never race to create it inside their transactions.
       if (!fenceRows.has(input.keyId)) {
         await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
         fenceRows.add(input.keyId);
       }
-      const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
+      const memo = memos.take(input.claimId);
 
       const result = await primary
         .transaction(async (trx): Promise<CommitResult> => {
@@ -338,9 +410,9 @@ export function createCollectionStore(db: Database): CollectionStore {
 
           // Records outside the claim's range, or a claim no longer open (committed, or
           // superseded after it expired), are refused before anything else, so invented or
-          // foreign record ids can neither dodge the signature sample nor be written. The
-          // claim's row stays locked until we commit: a stale claim is taken over only after.
-          const claim = await claimOf(trx, input.claimId, forUpdate);
+          // foreign record ids can neither dodge the signature sample nor be written. The claim
+          // is known from ClaimBatch when it was made here; otherwise its row is read.
+          const claim = memo ?? (await claimOf(trx, input.claimId, forUpdate));
           const open = claim?.state === "open";
           const first = Number(claim?.first_id ?? 0);
           const last = Number(claim?.last_id ?? -1);
@@ -351,12 +423,19 @@ export function createCollectionStore(db: Database): CollectionStore {
           if (accepted.length === 0) return { stored: 0, rejections };
 
           // A sample, not one: a batch signed by another key, or with forged signatures mixed in,
-          // is refused whole. An id inside the range that is no record is refused with it.
-          const probes = sample(accepted, COMMIT_SAMPLE);
-          const probeRows = await run<{ id: number | string; payload: Buffer }>(trx, `SELECT id, payload FROM records WHERE id IN (${probes.map(() => "?").join(", ")})`, probes.map((p) => p.recordId));
-          if (probeRows.length !== probes.length) return refuseAll("not_in_claim");
-          const payloads = new Map(probeRows.map((r) => [Number(r.id), Buffer.from(r.payload)]));
-          if (!check(lease.publicKey, payloads, probes)) return refuseAll("invalid_signature");
+          // is refused whole. The sample was drawn when the records were claimed (the
+          // executor cannot know it); records of a partial commit it misses are drawn now.
+          // An id inside the range that is no record is refused with the batch.
+          const probes = await probesFor(trx, accepted, memo?.sample);
+          if (!probes) return refuseAll("not_in_claim");
+          if (!check(lease.publicKey, probes.payloads, probes.signatures)) return refuseAll("invalid_signature");
+
+          // Close the claim (its row stays locked until we commit: a stale claim is taken over
+          // only after). Every record of the claim stored: it is done; fewer: the rest of its
+          // range is claimable again at once. Not open any more: taken over after it expired.
+          const whole = accepted.length >= Number(claim!.claimed);
+          const closed = await run(trx, `UPDATE claims SET ${whole ? "state = 'committed'" : "expires_at = 0"} WHERE id = ? AND state = 'open'`, [input.claimId]);
+          if (closed.affectedRows !== 1) throw new Refusal("not_in_claim", true);
 
           // Raise the highest fence accepted for this key, unless this or a newer lease already
           // committed (one batch per lease). The row stays locked until we commit, so commits of
@@ -365,7 +444,7 @@ export function createCollectionStore(db: Database): CollectionStore {
           const raised = await run(trx, "UPDATE collection_key_fences SET fence = ?, updated_at = ? WHERE key_id = ? AND fence < ?", [
             fenceValue(input.fence), at, input.keyId, fenceValue(input.fence),
           ]);
-          if (raised.affectedRows !== 1) return refuseAll("stale_fence");
+          if (raised.affectedRows !== 1) throw new Refusal("stale_fence");
 
           // The signatures' primary key stores each record once; the foreign key refuses ids
           // that are no records. Either failure rolls the whole batch back.
@@ -376,26 +455,23 @@ export function createCollectionStore(db: Database): CollectionStore {
             if (isMissingReference(err)) throw new Refusal("not_in_claim");
             throw err;
           }
-          // Every record of the claim stored: the claim is done. Fewer: the rest of its range
-          // is claimable again at once.
-          const whole = accepted.length >= Number(claim!.claimed);
-          await run(trx, whole ? "UPDATE claims SET state = 'committed' WHERE id = ?" : "UPDATE claims SET expires_at = 0 WHERE id = ?", [input.claimId]);
           await insertHistory(trx, historyRow(input, claim, "committed", accepted.length, rejections.length, at));
           return { stored: accepted.length, rejections, startedAt: Number(claim!.claimed_at), decidedAt: at };
         })
-        .catch((err: unknown) => {
-          if (err instanceof Refusal) return refuseAll(err.reason);
-          throw err;
+        .catch(async (err: unknown): Promise<CommitResult> => {
+          if (!(err instanceof Refusal)) throw err;
+          if (err.closed) return { stored: 0, rejections: await refusedOutside(primary, input.signatures) };
+          return refuseAll(err.reason);
         });
       if (result.stored === 0) {
         const decidedAt = now();
-        return { ...result, startedAt: await recordRefusal(input, result.rejections.length, decidedAt), decidedAt };
+        return { ...result, startedAt: await recordRefusal(input, memo, result.rejections.length, decidedAt), decidedAt };
       }
       return result;
     },
 
     async releaseClaim(claimId) {
-      const claim = await claimOf(primary, claimId);
+      const claim = memos.take(claimId) ?? (await claimOf(primary, claimId));
       if (!claim || claim.state !== "open") return 0;
       const n = await primary("claims").where({ id: claimId, state: "open" }).update({ expires_at: 0 });
       return n === 1 ? Number(claim.claimed) : 0;
