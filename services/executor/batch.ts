@@ -35,8 +35,8 @@ export interface BatchContext {
 const tracer = trace.getTracer("keymesh.executor");
 
 /**
- * One batch: lease the least-recently-used key, claim records, sign them on the shared
- * stream, commit under the lease's fence, release. The lease is renewed while the batch runs;
+ * One batch: lease the least-recently-used key and claim records (both at once), sign them
+ * on the shared stream, commit under the lease's fence, release. The lease is renewed while the batch runs;
  * a failed renewal abandons the batch (its claim released, nothing committed). Throws only
  * when no lease could be taken for a reason other than contention. `waitingSince`: when the
  * worker began waiting for a lease, busy retries included (the lease-wait metric).
@@ -51,15 +51,18 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
   return tracer.startActiveSpan("signing.batch", options, ctx.jobContext, async (span) => {
     if (job) ctx.onBatchSpan?.(span.spanContext());
     const end = (outcome: BatchOutcome, error?: string) => endSpan(span, outcome, error);
-    let lease: KeyLease;
-    try {
-      lease = await acquireLease(ctx);
-    } catch (err) {
-      const ce = ConnectError.from(err);
+    // The lease and the claim are independent: both are asked for at once.
+    const [leased, claimed] = await Promise.allSettled([acquireLease(ctx), claimRecords(ctx)]);
+    if (leased.status === "rejected") {
+      if (claimed.status === "fulfilled" && (claimed.value.records?.ids.length ?? 0) > 0) {
+        await ctx.collection.releaseClaim({ claimId: claimed.value.claimId }).catch(() => undefined);
+      }
+      const ce = ConnectError.from(leased.reason);
       if (ce.code === Code.ResourceExhausted) return end("busy");
       end("abandoned", `lease not acquired: ${ce.rawMessage}`);
       throw ce;
     }
+    const lease = leased.value;
     span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": lease.fence.toString() });
     ctx.progress.batchStarted();
     leaseWait.record(ctx.now() - waitingSince);
@@ -68,10 +71,11 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
     let used = false;
     let claimId = "";
     try {
-      const claim = await claimRecords(ctx);
-      claimId = claim.claimId;
+      if (claimed.status === "rejected") throw claimed.reason;
+      const claim = claimed.value;
       const count = claim.records?.ids.length ?? 0;
       if (!claim.records || count === 0) return end("empty");
+      claimId = claim.claimId;
       span.setAttribute("keymesh.record_count", count);
       const signatures = await signRecords(ctx, batchId, lease, renewal.token(), claim.records, renewal.lost);
       used = true;

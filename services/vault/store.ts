@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
+import { isDuplicateKey } from "../shared/storage/errors.js";
 
 /** A secret's metadata row. */
 export interface SecretRow {
@@ -113,11 +114,6 @@ const versionRecord = (v: VersionRow) => ({
   deleted_at: v.deletedAt,
 });
 
-function isUniqueViolation(err: unknown): boolean {
-  const code = String((err as { code?: unknown }).code ?? "");
-  return code === "ER_DUP_ENTRY" || code.startsWith("SQLITE_CONSTRAINT_UNIQUE") || code.startsWith("SQLITE_CONSTRAINT_PRIMARYKEY");
-}
-
 function where(q: Knex.QueryBuilder, selector: Selector, alias = "s"): Knex.QueryBuilder {
   return "id" in selector ? q.where(`${alias}.id`, selector.id) : q.where(`${alias}.owner`, selector.owner).where(`${alias}.name`, selector.name);
 }
@@ -141,7 +137,7 @@ export function createVaultStore(db: Database): VaultStore {
           await trx("secret_versions").insert(versionRecord(first));
         });
       } catch (err) {
-        if (isUniqueViolation(err)) throw new NameTakenError("name taken");
+        if (isDuplicateKey(err)) throw new NameTakenError("name taken");
         throw err;
       }
     },
