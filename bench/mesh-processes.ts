@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../test/support/redis-nodes.js";
 
@@ -12,8 +12,10 @@ export interface MeshProcess {
   readonly url: string;
   readonly pid: number;
   readonly child: ChildProcess;
-  /** Peak and current resident set size in MiB (from /proc). */
+  /** Peak (since start or the last `resetPeakMemory`) and current resident set size in MiB (from /proc). */
   memory(): { peakMiB: number; rssMiB: number };
+  /** Starts the peak of `memory()` afresh, so that it covers what follows alone (e.g. one job). */
+  resetPeakMemory(): void;
   /** CPU time (user + system) used so far, in milliseconds. */
   cpuMs(): number;
   stop(): Promise<void>;
@@ -28,8 +30,9 @@ export async function runKeymesh(args: string[], env: NodeJS.ProcessEnv): Promis
   if (code !== 0) throw new Error(`keymesh ${args.join(" ")} exited ${code}: ${stderr.slice(-2000)}`);
 }
 
-/** Starts `keymesh serve <services>` on a port and resolves once it is serving. */
+/** Starts `keymesh serve <services>` (none: every service) on a port and resolves once it is serving. */
 export async function startServe(services: string[], port: number, env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<MeshProcess> {
+  const what = `serve ${services.length > 0 ? services.join(" ") : "(every service)"}`;
   const child = spawn(process.execPath, [...nodeArgs, BIN, "serve", ...services, "--port", String(port), "--no-migrate", "--dev"], {
     env: { ...env, KEYMESH_LOG_LEVEL: env.KEYMESH_LOG_LEVEL ?? "warn" },
     stdio: ["ignore", "pipe", "pipe"],
@@ -44,9 +47,9 @@ export async function startServe(services: string[], port: number, env: NodeJS.P
   // Generous: on a shared, busy machine a start with the telemetry SDKs can take a while.
   const deadline = Date.now() + 120_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`serve ${services.join(" ")} exited ${child.exitCode}: ${output}`);
+    if (child.exitCode !== null) throw new Error(`${what} exited ${child.exitCode}: ${output}`);
     if (await listening(port)) break;
-    if (Date.now() > deadline) throw new Error(`serve ${services.join(" ")} did not start: ${output}`);
+    if (Date.now() > deadline) throw new Error(`${what} did not start: ${output}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
@@ -57,6 +60,10 @@ export async function startServe(services: string[], port: number, env: NodeJS.P
       const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
       const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
       return { peakMiB: Math.round(kib("VmHWM") / 1024), rssMiB: Math.round(kib("VmRSS") / 1024) };
+    },
+    resetPeakMemory() {
+      // Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS.
+      writeFileSync(`/proc/${child.pid}/clear_refs`, "5");
     },
     cpuMs: () => cpuMsOf(child.pid!),
     async stop() {

@@ -1,61 +1,105 @@
 /**
- * `npm run bench:signing`: the signing pipeline's reference run and its scaling, printed as
- * JSON. Every service runs in its own process against MariaDB and one Redis, like a
- * deployment; the reference loop runs in this process on the same records.
+ * `npm run bench:signing`: the signing pipeline against the plain loops somebody would write
+ * instead, printed as JSON with same-run ratios. Three setups, each on fresh data, each followed
+ * by its plain loop on the same records (`bench/reference.ts`):
  *
- *   npm run bench:signing                      # 100k records, 100 keys, batch 1000
- *   npm run bench:signing -- --tracing         # also off / tracing / tracing + metrics, three rounds
- *   npm run bench:signing -- --scale           # also 10k/1M records, 1/2/4 executors, tracing on/off
- *   npm run bench:signing -- --records 20000   # a quicker run
+ * - split: keys, collection, signing and executor each a `keymesh serve <service>` process,
+ *   MariaDB and one Redis, like a deployment; against the MariaDB plain loop;
+ * - all-in-one: one `keymesh serve` process running every service (what `npm start` runs),
+ *   on MariaDB and Redis; against the same MariaDB plain loop;
+ * - sqlite: the embedded default, `keymesh serve` with no database or Redis configured (SQLite
+ *   in its data directory, in-process leases); against the SQLite plain loop.
+ *
+ * Jobs run with `keymesh sign`'s defaults (concurrency 8, lease TTL 10 s) unless told otherwise.
+ *
+ *   npm run bench:signing                            # all three, 100k records, 100 keys, batch 1000
+ *   npm run bench:signing -- --only split,sqlite     # some of them
+ *   npm run bench:signing -- --tracing               # also off / tracing / tracing + metrics (split), three rounds
+ *   npm run bench:signing -- --scale                 # also 1/2/4 executors and 10k/100k/1M records (split)
+ *   npm run bench:signing -- --records 20000         # a quicker run
  */
 import { randomBytes } from "node:crypto";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import knex, { type Knex } from "knex";
+import knex from "knex";
 import { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
 import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { execFileSync } from "node:child_process";
 import { cpuMsOf, freePort, runKeymesh, startServe, type MeshProcess } from "./mesh-processes.js";
-import { referenceLoop } from "./reference.js";
+import { referenceLoop, resetSigningState, sqliteReferenceLoop, type ReferenceResult } from "./reference.js";
 import { ensureRootToken } from "../services/shared/root-token.js";
+
+/** The setups `--only` picks from, in the order they run. */
+const SETUPS = ["split", "all-in-one", "sqlite"] as const;
+type Setup = (typeof SETUPS)[number];
 
 const { values } = parseArgs({
   options: {
+    only: { type: "string", default: SETUPS.join(",") },
     records: { type: "string", default: "100000" },
     keys: { type: "string", default: "100" },
     "batch-size": { type: "string", default: "1000" },
     concurrency: { type: "string", default: "8" },
+    "lease-ttl-ms": { type: "string", default: "10000" },
     scale: { type: "boolean", default: false },
     tracing: { type: "boolean", default: false },
     "mysql-url": { type: "string", default: process.env.KEYMESH_BENCH_MYSQL_URL ?? "mysql://root@127.0.0.1:3306" },
     "redis-url": { type: "string", default: process.env.KEYMESH_BENCH_REDIS_URL ?? "redis://127.0.0.1:6379" },
   },
 });
+const ONLY = setupsOf(values.only);
 const RECORDS = Number(values.records);
 const KEYS = Number(values.keys);
 const BATCH = Number(values["batch-size"]);
 const CONCURRENCY = Number(values.concurrency);
+const LEASE_TTL_MS = Number(values["lease-ttl-ms"]);
 // KEYMESH_BENCH_DATABASE picks another name, so that two benches on one server do not collide.
 const DB_NAME = process.env.KEYMESH_BENCH_DATABASE ?? "keymesh_bench";
+const MARIADB_URL = `${values["mysql-url"]}/${DB_NAME}`;
+/** Where the embedded default keeps its database, under KEYMESH_DATA_DIR (docs/configuration.md). */
+const SQLITE_FILE = "keymesh.sqlite";
 
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
+/** `--only a,b`: the setups to run, in their usual order; anything unknown stops the bench. */
+function setupsOf(raw: string): Setup[] {
+  const picked = raw.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  const unknown = picked.filter((s) => !(SETUPS as readonly string[]).includes(s));
+  if (picked.length === 0 || unknown.length > 0) {
+    process.stderr.write(`bench: --only takes a comma-separated list of ${SETUPS.join(", ")}; got "${raw}"\n`);
+    process.exit(2);
+  }
+  return SETUPS.filter((s) => picked.includes(s));
+}
+
+/** A keymesh process of a mesh; `cpuKey` names its entry in the CPU breakdown. */
+interface NamedProcess {
+  cpuKey: string;
+  proc: MeshProcess;
+}
+
 interface Mesh {
-  procs: MeshProcess[];
+  procs: NamedProcess[];
+  /** The processes running the executor service (in all-in-one and sqlite, the one process). */
   executors: MeshProcess[];
   collection: Client<typeof CollectionService>;
   keys: Client<typeof KeyManagementService>;
   executorClients: Client<typeof ExecutorService>[];
   /** The processes' /metrics URLs (empty unless started with metrics). */
   metricsUrls: string[];
+  /** The embedded setup's SQLite file; undefined on MariaDB. */
+  sqliteFile: string | undefined;
   stop(): Promise<void>;
 }
+
+/** Data directories made by this run, removed at its end. */
+const dataDirs: string[] = [];
 
 async function recreateDatabase(): Promise<void> {
   const admin = knex({ client: "mysql2", connection: values["mysql-url"] });
@@ -65,31 +109,36 @@ async function recreateDatabase(): Promise<void> {
 }
 
 /**
- * Starts keys, collection, signing and `executors` executor processes, each on its own port.
- * With `metrics`, each also serves /metrics on a port of its own (KEYMESH_METRICS_PORT), and the
- * bench scrapes them every second while a job runs.
+ * Starts a mesh of `setup` on a fresh data directory and brings its schema up to date with
+ * `keymesh migrate`. split: keys, collection, signing and `executors` executor processes, each
+ * on its own port, calling each other with a service token as a deployment does. all-in-one:
+ * one `keymesh serve` running every service, on MariaDB and Redis. sqlite: the same with no
+ * database or Redis configured, as `npm start` runs out of the box. With `metrics`, each process
+ * also serves /metrics on a port of its own (KEYMESH_METRICS_PORT), scraped every second while
+ * a job runs.
  */
-async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}, metrics = false): Promise<Mesh> {
-  const ports = { keys: await freePort(), collection: await freePort(), signing: await freePort() };
-  // Every process runs with --dev on one data directory: the bench drives the mesh as root,
-  // and the services call each other with a service token, as a deployment does.
+async function startMesh(setup: Setup, executors = 1, extraEnv: NodeJS.ProcessEnv = {}, metrics = false): Promise<Mesh> {
+  // Every process runs with --dev on one data directory: the bench drives the mesh as root.
   const dataDir = mkdtempSync(join(tmpdir(), "keymesh-bench-"));
+  dataDirs.push(dataDir);
   const rootToken = ensureRootToken(dataDir).token;
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    KEYMESH_DATABASE_URL: `${values["mysql-url"]}/${DB_NAME}`,
-    KEYMESH_REDIS_URL: values["redis-url"],
-    KEYMESH_MASTER_KEYS: MASTER_KEYS,
-    KEYMESH_KEYS_URL: `http://127.0.0.1:${ports.keys}`,
-    KEYMESH_COLLECTION_URL: `http://127.0.0.1:${ports.collection}`,
-    KEYMESH_SIGNING_URL: `http://127.0.0.1:${ports.signing}`,
-    KEYMESH_LOG_LEVEL: "warn",
-    KEYMESH_DATA_DIR: dataDir,
-    KEYMESH_SERVICE_TOKEN: randomBytes(24).toString("base64url"),
-    ...extraEnv,
-  };
+  let env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, KEYMESH_LOG_LEVEL: "warn", KEYMESH_DATA_DIR: dataDir };
+  if (setup !== "sqlite") env = { ...env, KEYMESH_DATABASE_URL: MARIADB_URL, KEYMESH_REDIS_URL: values["redis-url"] };
+  const ports = { keys: await freePort(), collection: await freePort(), signing: await freePort() };
+  if (setup === "split") {
+    env = {
+      ...env,
+      KEYMESH_MASTER_KEYS: MASTER_KEYS,
+      KEYMESH_KEYS_URL: `http://127.0.0.1:${ports.keys}`,
+      KEYMESH_COLLECTION_URL: `http://127.0.0.1:${ports.collection}`,
+      KEYMESH_SIGNING_URL: `http://127.0.0.1:${ports.signing}`,
+      KEYMESH_SERVICE_TOKEN: randomBytes(24).toString("base64url"),
+    };
+  }
+  env = { ...env, ...extraEnv };
   await runKeymesh(["migrate"], env);
+  const sqliteFile = setup === "sqlite" ? join(dataDir, SQLITE_FILE) : undefined;
+  if (sqliteFile && !existsSync(sqliteFile)) throw new Error(`keymesh migrate made no ${sqliteFile}: has the embedded database moved?`);
   // KEYMESH_BENCH_PROFILE_DIR=<dir> writes a V8 CPU profile of every service process there.
   const profile = process.env.KEYMESH_BENCH_PROFILE_DIR;
   const nodeArgs = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [];
@@ -100,23 +149,40 @@ async function startMesh(executors: number, extraEnv: NodeJS.ProcessEnv = {}, me
     metricsUrls.push(`http://127.0.0.1:${port}/metrics`);
     return { ...env, KEYMESH_METRICS_PORT: String(port) };
   };
-  const procs = await Promise.all([
-    startServe(["keys"], ports.keys, await envOf(), nodeArgs),
-    startServe(["collection"], ports.collection, await envOf(), nodeArgs),
-    startServe(["signing"], ports.signing, await envOf(), nodeArgs),
-  ]);
-  const executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), await envOf(), nodeArgs)));
+  let procs: NamedProcess[];
+  let executorProcs: MeshProcess[];
+  if (setup === "split") {
+    const [keys, collection, signing] = await Promise.all([
+      startServe(["keys"], ports.keys, await envOf(), nodeArgs),
+      startServe(["collection"], ports.collection, await envOf(), nodeArgs),
+      startServe(["signing"], ports.signing, await envOf(), nodeArgs),
+    ]);
+    executorProcs = await Promise.all(Array.from({ length: executors }, async () => startServe(["executor"], await freePort(), await envOf(), nodeArgs)));
+    procs = [
+      { cpuKey: "keys", proc: keys! },
+      { cpuKey: "collection", proc: collection! },
+      { cpuKey: "signing", proc: signing! },
+      ...executorProcs.map((proc) => ({ cpuKey: "executors", proc })),
+    ];
+  } else {
+    // No service names: every service in one process, as `keymesh serve` (and `npm start`) runs.
+    const serve = await startServe([], await freePort(), await envOf(), nodeArgs);
+    executorProcs = [serve];
+    procs = [{ cpuKey: "serve", proc: serve }];
+  }
+  const urlOf = (cpuKey: string) => (procs.find((p) => p.cpuKey === cpuKey) ?? procs[0]!).proc.url;
   const client = <S extends Parameters<typeof createClient>[0]>(desc: S, url: string) =>
     createClient(desc, createGrpcTransport({ baseUrl: url, acceptCompression: [], interceptors: [bearer(rootToken)] })) as Client<S>;
   return {
-    procs: [...procs, ...executorProcs],
+    procs,
     executors: executorProcs,
-    collection: client(CollectionService, procs[1]!.url),
-    keys: client(KeyManagementService, procs[0]!.url),
+    collection: client(CollectionService, urlOf("collection")),
+    keys: client(KeyManagementService, urlOf("keys")),
     executorClients: executorProcs.map((p) => client(ExecutorService, p.url)),
     metricsUrls,
+    sqliteFile,
     async stop() {
-      await Promise.all([...procs, ...executorProcs].map((p) => p.stop()));
+      await Promise.all(procs.map((p) => p.proc.stop()));
     },
   };
 }
@@ -136,21 +202,29 @@ function mariadbPid(): number | undefined {
   }
 }
 
-/** Runs one job over every unsigned record with all executors of the mesh; returns timings. */
+/**
+ * Runs one job over every unsigned record with all executors of the mesh, with `keymesh sign`'s
+ * spec, and returns its timings, the CPU time of every process (MariaDB's too unless the mesh
+ * is on SQLite; other users of the server count in it) and the executors' memory, whose peak is
+ * taken over the job alone.
+ */
 async function runJob(mesh: Mesh, batchSize: number) {
   await quiesce();
-  const dbPid = mariadbPid();
-  const cpuBefore = [...mesh.procs.map((p) => p.cpuMs()), dbPid ? cpuMsOf(dbPid) : 0];
+  const dbPid = mesh.sqliteFile ? undefined : mariadbPid();
+  for (const e of mesh.executors) e.resetPeakMemory();
+  const cpuBefore = mesh.procs.map((p) => p.proc.cpuMs());
+  const dbBefore = dbPid ? cpuMsOf(dbPid) : 0;
   const started = performance.now();
   // Scraped like a Prometheus with a 1 s interval (15 s is the usual one): the worst case.
   let scrapes = 0;
   const scraper = setInterval(() => {
     for (const u of mesh.metricsUrls) void fetch(u).then((r) => r.text()).then(() => scrapes++, () => undefined);
   }, 1000);
+  const spec = { batchSize, concurrency: CONCURRENCY, leaseTtlMs: LEASE_TTL_MS };
   let jobId = "";
   const first = (async () => {
     let last;
-    for await (const res of mesh.executorClients[0]!.runJob({ spec: { batchSize, concurrency: CONCURRENCY, leaseTtlMs: 30_000 }, progressIntervalMs: 200 })) {
+    for await (const res of mesh.executorClients[0]!.runJob({ spec, progressIntervalMs: 200 })) {
       last = res.progress;
       jobId ||= last?.jobId ?? "";
     }
@@ -158,13 +232,21 @@ async function runJob(mesh: Mesh, batchSize: number) {
   })();
   while (!jobId && mesh.executorClients.length > 1) await new Promise((r) => setTimeout(r, 10));
   const joiners = mesh.executorClients.slice(1).map(async (c) => {
-    for await (const _ of c.runJob({ jobId, spec: { concurrency: CONCURRENCY, leaseTtlMs: 30_000 } })) void _;
+    for await (const _ of c.runJob({ jobId, spec: { concurrency: CONCURRENCY, leaseTtlMs: LEASE_TTL_MS } })) void _;
   });
   const [last] = await Promise.all([first, ...joiners]).finally(() => clearInterval(scraper));
   const wallMs = performance.now() - started;
   if (!last || Number(last.signedRecords) !== Number(last.totalRecords)) throw new Error(`job did not finish: ${JSON.stringify(last, (_, v) => (typeof v === "bigint" ? Number(v) : v))}`);
-  const cpuAfter = [...mesh.procs.map((p) => p.cpuMs()), dbPid ? cpuMsOf(dbPid) : 0];
-  const cpu = cpuAfter.map((c, i) => c - cpuBefore[i]!);
+  const cpuMs: Record<string, number | number[]> = {};
+  let keymeshCpuMs = 0;
+  mesh.procs.forEach((p, i) => {
+    const ms = p.proc.cpuMs() - cpuBefore[i]!;
+    keymeshCpuMs += ms;
+    if (p.cpuKey === "executors") cpuMs.executors = [...((cpuMs.executors as number[] | undefined) ?? []), ms];
+    else cpuMs[p.cpuKey] = ms;
+  });
+  cpuMs.allKeymeshProcesses = keymeshCpuMs;
+  if (dbPid) cpuMs.mariadb = cpuMsOf(dbPid) - dbBefore;
   const stats = await mesh.collection.getBatchStats({ jobId: last.jobId });
   return {
     records: Number(last.totalRecords),
@@ -175,15 +257,11 @@ async function runJob(mesh: Mesh, batchSize: number) {
     keysUsed: stats.keysUsed,
     duplicates: Number(stats.duplicateSignatures),
     executorRssMiB: mesh.executors.map((e) => e.memory()),
-    cpuMs: {
-      keys: cpu[0],
-      collection: cpu[1],
-      signing: cpu[2],
-      executors: cpu.slice(3, 3 + mesh.executors.length),
-      mariadb: cpu[cpu.length - 1],
-    },
+    cpuMs: cpuMs as { allKeymeshProcesses: number } & Record<string, number | number[]>,
   };
 }
+
+type JobRun = Awaited<ReturnType<typeof runJob>>;
 
 async function seed(mesh: Mesh, records: number, keys: number) {
   await mesh.collection.deleteRecords({});
@@ -192,6 +270,23 @@ async function seed(mesh: Mesh, records: number, keys: number) {
   const have = (await mesh.keys.listKeyringKeys({ pageSize: 10_000 })).keys.length;
   if (have < keys) await mesh.keys.createKeyringKeys({ count: keys - have });
   return Math.round(performance.now() - started);
+}
+
+/**
+ * One measured job of `setup` on fresh data (a fresh MariaDB database, or a fresh SQLite file),
+ * so that no run pays for the previous one's deleted rows, which InnoDB purges in the
+ * background on the same two cores. The mesh is stopped before this returns; its database stays
+ * for the plain loop.
+ */
+async function meshRun(setup: Setup, opts: { records: number; executors?: number; env?: NodeJS.ProcessEnv; metrics?: boolean }) {
+  if (setup !== "sqlite") await recreateDatabase();
+  const mesh = await startMesh(setup, opts.executors ?? 1, opts.env, opts.metrics);
+  try {
+    const seedMs = await seed(mesh, opts.records, KEYS);
+    return { run: await runJob(mesh, BATCH), seedMs, sqliteFile: mesh.sqliteFile };
+  } finally {
+    await mesh.stop();
+  }
 }
 
 /**
@@ -209,9 +304,69 @@ async function quiesce(): Promise<void> {
   }
 }
 
-async function resetSignatures(db: Knex) {
-  await db("signatures").del();
-  await db("records").update({ signed: 0, claim_id: null, claim_expires_at: 0 });
+/** The MariaDB plain loop on the records the mesh just signed, its signing state reset first. */
+async function mariadbPlainLoop() {
+  const db = knex({ client: "mysql2", connection: MARIADB_URL });
+  await resetSigningState(db).finally(() => db.destroy());
+  await quiesce();
+  const dbPid = mariadbPid();
+  const before = { own: process.cpuUsage(), db: dbPid ? cpuMsOf(dbPid) : 0 };
+  const ref = await referenceLoop(MARIADB_URL, { batchSize: BATCH, keyCount: KEYS });
+  return plainLoopResult(ref, { loop: ownCpuMsSince(before.own), ...(dbPid ? { mariadb: cpuMsOf(dbPid) - before.db } : {}) });
+}
+
+/** The SQLite plain loop on the embedded mesh's file (the mesh stopped), its signing state reset first. */
+async function sqlitePlainLoop(file: string) {
+  const db = knex({ client: "better-sqlite3", connection: { filename: file }, useNullAsDefault: true });
+  await resetSigningState(db).finally(() => db.destroy());
+  const before = process.cpuUsage();
+  const ref = sqliteReferenceLoop(file, { batchSize: BATCH, keyCount: KEYS });
+  return plainLoopResult(ref, { loop: ownCpuMsSince(before) });
+}
+
+function ownCpuMsSince(before: NodeJS.CpuUsage): number {
+  const used = process.cpuUsage(before);
+  return Math.round((used.user + used.system) / 1000);
+}
+
+function plainLoopResult(ref: ReferenceResult, cpuMs: Record<string, number>) {
+  return { records: ref.signed, wallMs: Math.round(ref.wallMs), recordsPerSecond: Math.round((ref.signed * 1000) / ref.wallMs), cpuMs, exactWallMs: ref.wallMs };
+}
+
+const ABOUT: Record<Setup, { mesh: string; plainLoop: string }> = {
+  split: {
+    mesh: "keys, collection, signing and executor each a `keymesh serve <service>` process; MariaDB and one Redis",
+    plainLoop: "bench/reference.ts referenceLoop: one process, mysql2 pool of 4, 4 batches in flight; prepared SELECT by id range, Ed25519 on the main thread, one prepared multi-row INSERT",
+  },
+  "all-in-one": {
+    mesh: "one `keymesh serve` process running every service (what `npm start` + `keymesh sign` runs); MariaDB and one Redis",
+    plainLoop: "bench/reference.ts referenceLoop: one process, mysql2 pool of 4, 4 batches in flight; prepared SELECT by id range, Ed25519 on the main thread, one prepared multi-row INSERT",
+  },
+  sqlite: {
+    mesh: "one `keymesh serve` process with no database or Redis configured: SQLite file in its data directory, in-process leases",
+    plainLoop: "bench/reference.ts sqliteReferenceLoop: better-sqlite3 on the same file, one batch at a time; prepared SELECT by id range, Ed25519 on the main thread, one prepared multi-row INSERT in one transaction per batch",
+  },
+};
+
+/** The JSON key of each setup's section and of its ratio. */
+const KEYS_OF: Record<Setup, { section: string; ratio: string }> = {
+  split: { section: "split", ratio: "ratioSplitToPlainLoop" },
+  "all-in-one": { section: "allInOne", ratio: "ratioAllInOneToPlainLoop" },
+  sqlite: { section: "sqlite", ratio: "ratioSqliteToPlainLoop" },
+};
+
+/** One setup's job, then its plain loop on the same records: the pair behind one ratio. */
+async function measureSetup(setup: Setup) {
+  log(`${setup}: seeding ${RECORDS} records, ${KEYS} keys, then the job`);
+  const { run, seedMs, sqliteFile } = await meshRun(setup, { records: RECORDS });
+  log(`${setup}: ${run.wallMs} ms; its plain loop`);
+  const { exactWallMs, ...plainLoop } = sqliteFile ? await sqlitePlainLoop(sqliteFile) : await mariadbPlainLoop();
+  log(`${setup} plain loop: ${plainLoop.wallMs} ms`);
+  if (plainLoop.records !== run.records) throw new Error(`the ${setup} plain loop signed ${plainLoop.records} records, the mesh ${run.records}`);
+  return {
+    ratio: Number((run.wallMs / exactWallMs).toFixed(3)),
+    section: { mesh: { about: ABOUT[setup].mesh, ...run, seedMs }, plainLoop: { about: ABOUT[setup].plainLoop, ...plainLoop } },
+  };
 }
 
 /** An OTLP/HTTP sink that accepts and drops spans, so tracing costs what exporting costs. */
@@ -231,101 +386,97 @@ async function startSink() {
 
 const MASTER_KEYS = `1:${randomBytes(32).toString("base64")}`;
 
-async function main() {
-  await recreateDatabase();
-  const db = knex({ client: "mysql2", connection: `${values["mysql-url"]}/${DB_NAME}`, pool: { min: 0, max: 4 } });
-  const result: Record<string, unknown> = {
-    machine: { cpus: (await import("node:os")).cpus().length, node: process.version },
-    reference: { records: RECORDS, keys: KEYS, batchSize: BATCH, concurrency: CONCURRENCY, database: "mariadb", redis: "one node" },
+/** Off, tracing, and tracing + metrics on the split mesh, alternated three times each. */
+async function measureTracing() {
+  // Medians, because identical runs on this shared machine differ by more than the cost being
+  // measured. Metrics: OTLP export every 5 s and /metrics scraped every second.
+  const sink = await startSink();
+  const tracingEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on", OTEL_METRICS_EXPORTER: "none" };
+  const wall = { off: [] as number[], on: [] as number[], both: [] as number[] };
+  // CPU time of the keymesh processes (not MariaDB): less sensitive than wall time to
+  // other work on the machine, since waiting for a core does not count.
+  const cpu = { off: [] as number[], on: [] as number[], both: [] as number[] };
+  const measure = async (which: keyof typeof wall, env: NodeJS.ProcessEnv = {}, metrics = false) => {
+    const { run } = await meshRun("split", { records: RECORDS, env, metrics });
+    wall[which].push(run.wallMs);
+    cpu[which].push(run.cpuMs.allKeymeshProcesses);
   };
-  let mesh = await startMesh(1);
-  try {
-    log(`seeding ${RECORDS} records, ${KEYS} keys`);
-    const seedMs = await seed(mesh, RECORDS, KEYS);
-    log("mesh run");
-    const run = await runJob(mesh, BATCH);
-    log(`mesh: ${run.wallMs} ms; reference loop`);
-    await resetSignatures(db);
-    await quiesce();
-    const dbPid = mariadbPid();
-    const refCpu = [process.cpuUsage(), dbPid ? cpuMsOf(dbPid) : 0] as const;
-    const ref = await referenceLoop(`${values["mysql-url"]}/${DB_NAME}`, { batchSize: BATCH, keyCount: KEYS });
-    const own = process.cpuUsage(refCpu[0]);
-    const refCpuMs = { loop: Math.round((own.user + own.system) / 1000), mariadb: (dbPid ? cpuMsOf(dbPid) : 0) - refCpu[1] };
-    result.mesh = { ...run, seedMs };
-    result.plainLoop = { records: ref.signed, wallMs: Math.round(ref.wallMs), recordsPerSecond: Math.round((ref.signed * 1000) / ref.wallMs), cpuMs: refCpuMs };
-    result.ratioMeshToPlainLoop = Number((run.wallMs / ref.wallMs).toFixed(3));
-
-    // Every point starts on a fresh database, so no point pays for the previous one's
-    // deleted rows (InnoDB purges them in the background, on the same two cores).
-    const fresh = async (executors: number, records: number, env: NodeJS.ProcessEnv = {}, metrics = false) => {
-      await mesh.stop();
-      await recreateDatabase();
-      mesh = await startMesh(executors, env, metrics);
-      await seed(mesh, records, KEYS);
-      return runJob(mesh, BATCH);
-    };
-    if (values.scale || values.tracing) {
-      // Off, tracing, and tracing + metrics (OTLP export every 5 s and /metrics scraped every
-      // second), alternated three times each; medians, because identical runs on this shared
-      // machine differ by more than the cost being measured.
-      const sink = await startSink();
-      const tracingEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on", OTEL_METRICS_EXPORTER: "none" };
-      const on: number[] = [];
-      const off: number[] = [];
-      const both: number[] = [];
-      // CPU time of the keymesh processes (not MariaDB): less sensitive than wall time to
-      // other work on the machine, since waiting for a core does not count.
-      const cpu = { off: [] as number[], on: [] as number[], both: [] as number[] };
-      const meshCpu = (r: Awaited<ReturnType<typeof runJob>>) =>
-        r.cpuMs.keys! + r.cpuMs.collection! + r.cpuMs.signing! + r.cpuMs.executors.reduce((a, b) => a! + b!, 0)!;
-      const measure = async (wall: number[], cpuMs: number[], env: NodeJS.ProcessEnv = {}, metrics = false) => {
-        const r = await fresh(1, RECORDS, env, metrics);
-        wall.push(r.wallMs);
-        cpuMs.push(meshCpu(r));
-      };
-      for (let round = 0; round < 3; round++) {
-        log(`tracing off, round ${round + 1}`);
-        await measure(off, cpu.off);
-        log(`tracing on (always_on), round ${round + 1}`);
-        await measure(on, cpu.on, tracingEnv);
-        log(`tracing and metrics on, round ${round + 1}`);
-        await measure(both, cpu.both, { ...tracingEnv, OTEL_METRICS_EXPORTER: "otlp", OTEL_METRIC_EXPORT_INTERVAL: "5000" }, true);
-      }
-      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-      const overhead = (xs: number[]) => Number((((median(xs) - median(off)) / median(off)) * 100).toFixed(1));
-      result.tracing = {
-        onWallMs: on,
-        offWallMs: off,
-        medianOnMs: median(on),
-        medianOffMs: median(off),
-        overheadPercent: overhead(on),
-        exportRequests: sink.requests(),
-      };
-      result.tracingAndMetrics = { wallMs: both, medianMs: median(both), overheadPercent: overhead(both) };
-      const cpuOverhead = (xs: number[]) => Number((((median(xs) - median(cpu.off)) / median(cpu.off)) * 100).toFixed(1));
-      result.meshCpuMs = { ...cpu, overheadPercentTracing: cpuOverhead(cpu.on), overheadPercentTracingAndMetrics: cpuOverhead(cpu.both) };
-      await sink.close();
-    }
-    if (values.scale) {
-      const byExecutors: unknown[] = [];
-      for (const executors of [1, 2, 4]) {
-        log(`scaling: ${executors} executors`);
-        byExecutors.push({ executors, ...(await fresh(executors, RECORDS)) });
-      }
-      result.scalingExecutors = byExecutors;
-
-      const byRecords: unknown[] = [];
-      for (const n of [10_000, 100_000, 1_000_000]) {
-        log(`scaling: ${n} records`);
-        byRecords.push(await fresh(1, n));
-      }
-      result.scalingRecords = byRecords;
-    }
-  } finally {
-    await mesh.stop();
-    await db.destroy();
+  for (let round = 0; round < 3; round++) {
+    log(`tracing off, round ${round + 1}`);
+    await measure("off");
+    log(`tracing on (always_on), round ${round + 1}`);
+    await measure("on", tracingEnv);
+    log(`tracing and metrics on, round ${round + 1}`);
+    await measure("both", { ...tracingEnv, OTEL_METRICS_EXPORTER: "otlp", OTEL_METRIC_EXPORT_INTERVAL: "5000" }, true);
   }
+  await sink.close();
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const overhead = (xs: number[], base: number[]) => Number((((median(xs) - median(base)) / median(base)) * 100).toFixed(1));
+  return {
+    tracing: {
+      onWallMs: wall.on,
+      offWallMs: wall.off,
+      medianOnMs: median(wall.on),
+      medianOffMs: median(wall.off),
+      overheadPercent: overhead(wall.on, wall.off),
+      exportRequests: sink.requests(),
+    },
+    tracingAndMetrics: { wallMs: wall.both, medianMs: median(wall.both), overheadPercent: overhead(wall.both, wall.off) },
+    meshCpuMs: { ...cpu, overheadPercentTracing: overhead(cpu.on, cpu.off), overheadPercentTracingAndMetrics: overhead(cpu.both, cpu.off) },
+  };
+}
+
+/** The split mesh with 1, 2 and 4 executors, then 10k, 100k and 1M records with one. */
+async function measureScaling() {
+  const point = (run: JobRun) => ({
+    records: run.records,
+    wallMs: run.wallMs,
+    recordsPerSecond: run.recordsPerSecond,
+    executorPeakRssMiB: run.executorRssMiB.map((m) => m.peakMiB),
+    batchLatencyMs: run.batchLatencyMs,
+    cpuMs: run.cpuMs,
+  });
+  const byExecutors: unknown[] = [];
+  for (const executors of [1, 2, 4]) {
+    log(`scaling: ${executors} executors`);
+    byExecutors.push({ executors, ...point((await meshRun("split", { records: RECORDS, executors })).run) });
+  }
+  const byRecords: ReturnType<typeof point>[] = [];
+  for (const records of [10_000, 100_000, 1_000_000]) {
+    log(`scaling: ${records} records`);
+    byRecords.push(point((await meshRun("split", { records })).run));
+  }
+  const rate = (n: number) => byRecords.find((p) => p.records === n)!.recordsPerSecond;
+  return {
+    scalingExecutors: byExecutors,
+    scalingRecords: {
+      points: byRecords,
+      // 1.0: a million records go at the pace of 100k; under 1.0, the job slows as it grows.
+      linearityRecordsPerSecond1MTo100k: Number((rate(1_000_000) / rate(100_000)).toFixed(3)),
+    },
+  };
+}
+
+async function main() {
+  const os = await import("node:os");
+  const result: Record<string, unknown> = {
+    machine: { cpus: os.cpus().length, node: process.version, loadAverage1mAtStart: Number(os.loadavg()[0]!.toFixed(2)) },
+    job: { records: RECORDS, keys: KEYS, batchSize: BATCH, concurrency: CONCURRENCY, leaseTtlMs: LEASE_TTL_MS, setups: ONLY },
+  };
+  const sections: Record<string, unknown> = {};
+  try {
+    for (const setup of ONLY) {
+      const { ratio, section } = await measureSetup(setup);
+      result[KEYS_OF[setup].ratio] = ratio;
+      sections[KEYS_OF[setup].section] = section;
+    }
+    Object.assign(result, sections);
+    if (values.scale || values.tracing) Object.assign(result, await measureTracing());
+    if (values.scale) Object.assign(result, await measureScaling());
+  } finally {
+    for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
+  }
+  (result.machine as Record<string, unknown>).loadAverage1mAtEnd = Number(os.loadavg()[0]!.toFixed(2));
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
 }
 

@@ -6,6 +6,7 @@
  *   npm run bench:validation
  *   npm run bench:validation -- --rounds 50
  */
+import { packRecords } from "../services/shared/records/blocks.js";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
@@ -33,11 +34,11 @@ function medianMs<D extends DescMessage>(schema: D, message: MessageShape<D>): n
 const results = [100, 1000, 10_000].map((size) => {
   const commit = create(CommitBatchRequestSchema, {
     claimId: "c-1", batchId: "b-1", keyId: "k-1", fence: 7n, jobId: "job-1", leaseId: "l".repeat(43), leaseToken: "t".repeat(160),
-    signatures: Array.from({ length: size }, (_, i) => ({ recordId: BigInt(i + 1), signature: randomBytes(64) })),
+    signatures: { recordIds: Array.from({ length: size }, (_, i) => BigInt(i + 1)), signatures: randomBytes(64 * size) },
   });
   const sign = create(SignBatchRequestSchema, {
     batchId: "b-1", keyId: "k-1", fence: 7n, leaseId: "l".repeat(43), leaseToken: "t".repeat(160),
-    items: Array.from({ length: size }, (_, i) => ({ recordId: BigInt(i + 1), payload: randomBytes(64) })),
+    records: packRecords(Array.from({ length: size }, (_, i) => ({ id: i + 1, payload: randomBytes(64) }))),
   });
   const commitMs = medianMs(CommitBatchRequestSchema, commit);
   const signMs = medianMs(SignBatchRequestSchema, sign);

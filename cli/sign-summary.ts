@@ -21,6 +21,8 @@ export interface SignSummary {
   recordsPerSecond: number;
   traceId: string;
   traceUrl: string | undefined;
+  /** Jaeger's search for the job's batch traces (each batch is a trace of its own). */
+  batchesUrl: string | undefined;
   error: string | undefined;
 }
 
@@ -52,8 +54,26 @@ export function signSummary(
     recordsPerSecond: Math.round((Number(last.signedByThisExecutor) * 1000) / Math.max(1, wallMs)),
     traceId: last.traceId,
     traceUrl: jaegerUi && last.traceId ? `${jaegerUi.replace(/\/$/, "")}/trace/${last.traceId}` : undefined,
+    batchesUrl: jaegerUi && last.traceId ? batchSearchUrl(jaegerUi, last.jobId) : undefined,
     error: last.error || undefined,
   };
+}
+
+/** The service, operation and tag under which a job's batch traces are found. */
+export const BATCH_TRACES = { service: "keymesh-executor", operation: "signing.batch", tag: "keymesh.job_id" } as const;
+
+/**
+ * Jaeger UI's search for the batches of `jobId`: service keymesh-executor, operation
+ * signing.batch, tag keymesh.job_id, at the UI's largest result limit.
+ */
+export function batchSearchUrl(jaegerUi: string, jobId: string): string {
+  const query = new URLSearchParams({
+    service: BATCH_TRACES.service,
+    operation: BATCH_TRACES.operation,
+    tags: JSON.stringify({ [BATCH_TRACES.tag]: jobId }),
+    limit: "1500",
+  });
+  return `${jaegerUi.replace(/\/$/, "")}/search?${query.toString()}`;
 }
 
 /** The summary as aligned text lines. */
@@ -61,9 +81,11 @@ export function formatSummary(s: SignSummary): string {
   const v = s.verification;
   const verification = v.ok === null ? "skipped" : v.ok ? `ok (${v.valid} valid)` : `FAILED (${v.invalid} invalid, ${v.unsigned} unsigned)`;
   const trace = s.traceId
-    ? `${s.traceId}${s.traceUrl ? `  ${s.traceUrl}` : ""} (the job)\n` +
-      `                 each batch is its own trace: in Jaeger, search operation signing.batch\n` +
-      `                 with tags keymesh.job_id=${s.jobId}`
+    ? `${s.traceId}${s.traceUrl ? `  ${s.traceUrl}` : ""} (the job; its span links to the first 1000 batches)\n` +
+      `                 each batch is a trace of its own: in Jaeger, search service ${BATCH_TRACES.service}\n` +
+      `                 (or the executor's OTEL_SERVICE_NAME), operation ${BATCH_TRACES.operation},\n` +
+      `                 tags ${BATCH_TRACES.tag}=${s.jobId}` +
+      (s.batchesUrl ? `\n                 ${s.batchesUrl}` : "")
     : "none (tracing is off: set OTEL_EXPORTER_OTLP_ENDPOINT on the services)";
   return [
     `job ${s.jobId}: ${s.state}${s.error ? ` (${s.error})` : ""}`,

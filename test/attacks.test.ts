@@ -61,11 +61,11 @@ describe("replayed attacks", () => {
     const keyId = (await root.keys.listKeyringKeys({})).keys[0]!.keyId;
     for (const [who, c] of attackers) {
       expect(await errorOf(c.keys.acquireKeyLease({ holder: "mallory", ttlMs: 600_000 })), who).toMatchObject({ code: refused(who) });
-      const sign = c.signing.signBatch({ batchId: "evil", keyId, fence: 1n, items: [{ recordId: 1n, payload: Buffer.from("pay mallory") }] });
+      const sign = c.signing.signBatch({ batchId: "evil", keyId, fence: 1n, records: { ids: [1n], payloadLengths: [11], payloads: Buffer.from("pay mallory") } });
       expect(await errorOf(sign), who).toMatchObject({ code: refused(who) });
       const stream = (async () => {
         async function* one() {
-          yield { batch: { batchId: "evil", keyId, fence: 1n, items: [{ recordId: 1n, payload: Buffer.from("pay mallory") }] } };
+          yield { batch: { batchId: "evil", keyId, fence: 1n, records: { ids: [1n], payloadLengths: [11], payloads: Buffer.from("pay mallory") } } };
         }
         for await (const _ of c.signing.signStream(one())) break;
       })();

@@ -34,7 +34,7 @@ describe("master-key rotation of private keys on the in-process queue", () => {
     expect(rotated.primaryVersion).toBe(2);
     expect(Number(rotated.enqueued)).toBe(32);
 
-    // Version 1 cannot retire while keys still use it (or, once they do not, while it is configured).
+    // Version 1 cannot retire right after the rotation: other processes may still seal under it.
     const retire = await admin.retireMasterKey({ version: 1 }).then(
       () => "ok",
       (e: unknown) => ConnectError.from(e).code,
@@ -58,5 +58,14 @@ describe("master-key rotation of private keys on the in-process queue", () => {
     expect(new TextDecoder().decode(read.body)).toBe("before rotation");
     // New keys are sealed under the new primary.
     expect((await h.keysAs("user:cid").createKeyPair({ purpose: KeyPurpose.SIGNING })).keyPair!.masterKeyVersion).toBe(2);
+
+    // No private key uses version 1 any more: once every process has picked up version 2
+    // (5 s after the rotation), it retires, mesh-wide.
+    await new Promise((r) => setTimeout(r, 5_000));
+    const retired = await admin.retireMasterKey({ version: 1 });
+    expect(retired.versions.map((v) => [v.version, v.primary, v.retired, Number(v.rowCount)])).toEqual([
+      [1, false, true, 0],
+      [2, true, false, 33],
+    ]);
   });
 });

@@ -3,6 +3,7 @@
  * metrics interceptors on a real HTTP/2 server and gRPC client, the domain-metric helper
  * rebinding to a new provider, and trace ids on log lines written inside a span.
  */
+import { packRecords } from "../services/shared/records/blocks.js";
 import { Writable } from "node:stream";
 import { createServer } from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -47,13 +48,13 @@ describe("protoSize", () => {
       create(ClaimBatchResponseSchema, {
         claimId: "c-1",
         expiresAtMs: 1_764_000_000_000n,
-        records: Array.from({ length: 1000 }, (_, i) => ({ id: BigInt(i * 997 + 1), payload: bytes(i % 300) })),
+        records: packRecords(Array.from({ length: 1000 }, (_, i) => ({ id: i * 997 + 1, payload: bytes(i % 300) }))),
       }),
     ],
     [
       "a commit",
       CommitBatchRequestSchema,
-      create(CommitBatchRequestSchema, { claimId: "é-ü", batchId: "b", keyId: "k", fence: 2n ** 40n, signatures: [{ recordId: 5n, signature: bytes(64) }] }),
+      create(CommitBatchRequestSchema, { claimId: "é-ü", batchId: "b", keyId: "k", fence: 2n ** 40n, signatures: { recordIds: [5n], signatures: bytes(64) } }),
     ],
     ["doubles, enums and negatives", JobProgressSchema, create(JobProgressSchema, { recordsPerSecond: 1234.5, state: 2, batchesCommitted: 300, elapsedMs: -1n })],
     ["a oneof", SignStreamResponseSchema, create(SignStreamResponseSchema, { batchId: "b", result: { case: "error", value: { code: "aborted", message: "lost" } } })],

@@ -4,6 +4,7 @@ import { JobState } from "../gen/keymesh/executor/v1/executor_service_pb.js";
 import { RejectionReason } from "../gen/keymesh/collection/v1/collection_service_pb.js";
 import { checkInvariants } from "./support/invariants.js";
 import { startInProcessMesh, type Backend, type InProcessMesh } from "./support/mesh.js";
+import { unpackSignatures } from "../services/shared/records/blocks.js";
 
 const codeOf = async (p: Promise<unknown>) => {
   try {
@@ -63,17 +64,17 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
     expect(await codeOf(run(1_000_000))).toBe(Code.InvalidArgument);
     expect(await codeOf(mesh.keys.getKeyringKey({ keyId: "k-missing" }))).toBe(Code.NotFound);
     // No lease, no signing: a batch without a lease token the key service issued is refused.
-    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(8) }] }))).toBe(Code.InvalidArgument);
-    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, leaseId: "l", leaseToken: "t", items: [{ recordId: 1n, payload: new Uint8Array(8) }] }))).toBe(Code.Aborted);
+    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, records: { ids: [1n], payloadLengths: [8], payloads: new Uint8Array(8) } }))).toBe(Code.InvalidArgument);
+    expect(await codeOf(mesh.signing.signBatch({ batchId: "x", keyId: "k-missing", fence: 1n, leaseId: "l", leaseToken: "t", records: { ids: [1n], payloadLengths: [8], payloads: new Uint8Array(8) } }))).toBe(Code.Aborted);
 
     const lease = (await mesh.keys.acquireKeyLease({ holder: "test", ttlMs: 5000, jobId: "bad-input" })).lease!;
     const claim = await mesh.collection.claimBatch({ claimant: "test", size: 5, claimTtlMs: 5000, jobId: "bad-input" });
-    expect(claim.records.length).toBe(5);
+    expect(claim.records?.ids.length).toBe(5);
     const creds = { keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken: lease.leaseToken };
-    const signed = await mesh.signing.signBatch({ batchId: "b1", ...creds, items: claim.records.map((r) => ({ recordId: r.id, payload: r.payload })) });
+    const signed = await mesh.signing.signBatch({ batchId: "b1", ...creds, records: claim.records });
     // A forged fence, a made-up lease id, the largest int64 fence: refused by signing, not Internal.
     for (const over of [{ fence: lease.fence + 7n }, { leaseId: "made-up" }, { fence: 9223372036854775807n }]) {
-      expect(await codeOf(mesh.signing.signBatch({ batchId: "b2", ...creds, ...over, items: [{ recordId: 1n, payload: new Uint8Array(1) }] }))).toBe(Code.Aborted);
+      expect(await codeOf(mesh.signing.signBatch({ batchId: "b2", ...creds, ...over, records: { ids: [1n], payloadLengths: [1], payloads: new Uint8Array(1) } }))).toBe(Code.Aborted);
     }
     // The key service hands the wrapped key only to the lease id's holder.
     expect(await codeOf(mesh.keys.getWrappedSigningKey({ keyId: lease.keyId, fence: lease.fence, leaseId: "made-up" }))).toBe(Code.Aborted);
@@ -81,9 +82,12 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
     // GetKeyringKey and ListKeyringKeys carry nothing that renews, releases or signs.
     const listed = JSON.stringify((await mesh.keys.listKeyringKeys({})).keys, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
     expect(listed).not.toContain(lease.leaseId);
-    const sigs = signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature }));
+    const unpacked = unpackSignatures(signed.signatures);
+    const sigs = unpacked.ids.map((id, i) => ({ recordId: BigInt(id), signature: unpacked.signatures[i]! }));
+    /** Packs signatures the way the executor sends them. */
+    const block = (pairs: { recordId: bigint; signature: Uint8Array }[]) => ({ recordIds: pairs.map((p) => p.recordId), signatures: Buffer.concat(pairs.map((p) => p.signature)) });
     const commit = (over: object) =>
-      mesh.collection.commitBatch({ claimId: claim.claimId, batchId: `c-${Math.random()}`, ...creds, jobId: "bad-input", signatures: sigs, ...over });
+      mesh.collection.commitBatch({ claimId: claim.claimId, batchId: `c-${Math.random()}`, ...creds, jobId: "bad-input", signatures: block(sigs), ...over });
     // Ids longer than their columns: InvalidArgument, never truncated or Internal.
     for (const over of [{ claimId: "c".repeat(65) }, { batchId: "b".repeat(65) }, { keyId: "k".repeat(65) }, { jobId: "j".repeat(65) }]) {
       expect(await codeOf(commit(over))).toBe(Code.InvalidArgument);
@@ -96,23 +100,23 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("signing pipeline on %s
       expect(refused.rejections.every((r) => r.reason === RejectionReason.STALE_FENCE)).toBe(true);
     }
     // Wrong signature length: InvalidArgument, nothing stored.
-    expect(await codeOf(commit({ signatures: [{ recordId: sigs[0]!.recordId, signature: new Uint8Array(63) }] }))).toBe(Code.InvalidArgument);
+    expect(await codeOf(commit({ signatures: { recordIds: [sigs[0]!.recordId], signatures: new Uint8Array(63) } }))).toBe(Code.InvalidArgument);
     // A stale or forged fence: every signature rejected as STALE_FENCE.
     const stale = await commit({ fence: lease.fence + 1n });
     expect(stale.stored).toBe(0);
     expect(stale.rejections.every((r) => r.reason === RejectionReason.STALE_FENCE)).toBe(true);
     // A signature that belongs to another record is caught by the spot check.
-    const foreign = await commit({ signatures: [{ recordId: sigs[1]!.recordId, signature: sigs[0]!.signature }] });
+    const foreign = await commit({ signatures: block([{ recordId: sigs[1]!.recordId, signature: sigs[0]!.signature }]) });
     expect(foreign.stored).toBe(0);
     expect(foreign.rejections[0]?.reason).toBe(RejectionReason.INVALID_SIGNATURE);
     // A record of an earlier job, signed long ago, is refused before any signature is checked.
-    const earlier = await commit({ signatures: [{ recordId: 1n, signature: sigs[0]!.signature }] });
+    const earlier = await commit({ signatures: block([{ recordId: 1n, signature: sigs[0]!.signature }]) });
     expect(earlier.rejections[0]?.reason).toBe(RejectionReason.ALREADY_SIGNED);
     // Records outside the claim: NOT_IN_CLAIM.
     const outside = await commit({ claimId: "not-a-claim" });
     expect(outside.rejections.every((r) => r.reason === RejectionReason.NOT_IN_CLAIM)).toBe(true);
     // Signatures by another key: the spot check refuses the batch.
-    const other = await commit({ signatures: sigs.map((s, i) => ({ recordId: s.recordId, signature: sigs[(i + 1) % sigs.length]!.signature })) });
+    const other = await commit({ signatures: block(sigs.map((s, i) => ({ recordId: s.recordId, signature: sigs[(i + 1) % sigs.length]!.signature }))) });
     expect(other.stored).toBe(0);
     expect(other.rejections[0]?.reason).toBe(RejectionReason.INVALID_SIGNATURE);
     expect((await mesh.collection.getProgress({})).signed).toBe(before.signed);

@@ -84,18 +84,20 @@ describe("keymesh serve with tracing", () => {
       expect(spans.filter((s) => !s.serviceName.startsWith("keymesh")).map((s) => `${s.serviceName}:${s.name}`)).toEqual([]);
       expect(spans.find(committed)?.serviceName).toBe("keymesh-executor");
       expect(spans.find(signed)?.serviceName).toBe("keymesh-signing");
+      const byId = new Map(spans.map((s) => [s.spanId, s]));
       // Every server span is its service's: keymesh.<name>.v1.* → keymesh-<name>.
       const servers = spans.filter((s) => s.kind === "SERVER");
       for (const s of servers) expect(s.serviceName, s.name).toBe(`keymesh-${s.name.split(".")[1]}`);
       const serviceNames = new Set(servers.map((s) => s.serviceName));
       for (const name of ["keymesh-executor", "keymesh-keys", "keymesh-collection", "keymesh-signing"]) expect(serviceNames).toContain(name);
-      // A client span belongs to the caller: the executor calls collection and keys.
-      const claim = spans.find((s) => s.kind === "CLIENT" && s.name.endsWith("CollectionService/ClaimBatch"));
-      expect(claim?.serviceName).toBe("keymesh-executor");
+      // A call between services is its server span, a child of the caller's span: the
+      // executor's batch calls collection.
+      const claim = spans.find((s) => s.kind === "SERVER" && s.name.endsWith("CollectionService/ClaimBatch"));
+      expect(byId.get(claim?.parentSpanId ?? "")?.serviceName).toBe("keymesh-executor");
+      expect(spans.filter((s) => s.kind === "CLIENT" && s.name.endsWith("CollectionService/ClaimBatch"))).toEqual([]);
 
       // SQL: one span per statement, `{OPERATION} {table}`, no path anywhere, under the
       // service whose work caused it.
-      const byId = new Map(spans.map((s) => [s.spanId, s]));
       const sql = spans.filter((s) => s.scope === "@opentelemetry/instrumentation-knex");
       expect(sql.length).toBeGreaterThan(0);
       for (const s of sql) {

@@ -252,6 +252,60 @@ describe("withSpan", () => {
   });
 });
 
+describe("calls between mesh services", () => {
+  /** Health.Check whose handler runs two domain spans, the first of which may fail. */
+  function meshClient() {
+    const routes = (router: ConnectRouter) =>
+      router.service(Health, {
+        async check(req) {
+          await withSpan("lease.acquire", { "keymesh.holder": "w1" }, (span) => {
+            span.setAttribute("keymesh.key_id", "k1");
+            if (req.service === "busy") throw new ConnectError("all keys are leased", Code.ResourceExhausted);
+          });
+          await withSpan("lease.audit", {}, () => undefined);
+          return { status: SERVING };
+        },
+      });
+    return createClient(
+      Health,
+      createRouterTransport(routes, {
+        router: { interceptors: [createTracingInterceptor()] },
+        transport: { interceptors: [createClientTracingInterceptor({ clientSpans: "failures" })] },
+      }),
+    );
+  }
+
+  it("records a successful call as the server span under the caller's span, the handler's own withSpan folded into it", async () => {
+    await withSpan("signing.batch", {}, () => meshClient().check({ service: "ok" }));
+    const spans = exporter.getFinishedSpans();
+    expect(spans.map((s) => `${SpanKind[s.kind]}:${s.name}`).sort()).toEqual(["INTERNAL:lease.audit", "INTERNAL:signing.batch", "SERVER:grpc.health.v1.Health/Check"]);
+    const batch = spans.find((s) => s.name === "signing.batch")!;
+    const server = spans.find((s) => s.kind === SpanKind.SERVER)!;
+    expect(server.parentSpanContext?.spanId).toBe(batch.spanContext().spanId);
+    expect(server.attributes).toMatchObject({ "keymesh.operation": "lease.acquire", "keymesh.holder": "w1", "keymesh.key_id": "k1" });
+    // Only the first withSpan folds: the next one is a span of its own, under the server span.
+    expect(spans.find((s) => s.name === "lease.audit")?.parentSpanContext?.spanId).toBe(server.spanContext().spanId);
+  });
+
+  it("records a failed call as a client span too, and the handler's error on the server span with the call's status", async () => {
+    const started = Date.now();
+    await withSpan("signing.batch", {}, () => meshClient().check({ service: "busy" })).catch(() => undefined);
+    const spans = exporter.getFinishedSpans();
+    const batch = spans.find((s) => s.name === "signing.batch")!;
+    const client = spans.find((s) => s.kind === SpanKind.CLIENT)!;
+    const server = spans.find((s) => s.kind === SpanKind.SERVER)!;
+    expect(client.parentSpanContext?.spanId).toBe(batch.spanContext().spanId);
+    expect(client.attributes["rpc.grpc.status_code"]).toBe(Code.ResourceExhausted);
+    expect(client.status.code).toBe(SpanStatusCode.ERROR);
+    expect(client.startTime[0] * 1000 + client.startTime[1] / 1e6).toBeGreaterThanOrEqual(started - 1);
+    expect(client.startTime[0] * 1e9 + client.startTime[1]).toBeLessThanOrEqual(server.startTime[0] * 1e9 + server.startTime[1]);
+    // Busy is the caller's condition, not a server fault: an exception event, status unset.
+    expect(server.events.map((e) => e.name)).toContain("exception");
+    expect(server.status.code).toBe(SpanStatusCode.UNSET);
+    expect(spans.some((s) => s.name === "lease.acquire" || s.name === "lease.audit")).toBe(false);
+  });
+});
+
 describe("resolveTraceExport", () => {
   it("stays off without an endpoint and honours the standard variables", () => {
     expect(resolveTraceExport({}).enabled).toBe(false);

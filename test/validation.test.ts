@@ -90,20 +90,20 @@ describe.each(Object.keys(transports))("%s", (name) => {
     await expectViolation(collection.claimBatch({ claimant: "", size: 5, claimTtlMs: 5000 }), "claimant", /at least 1 characters/);
     await expectViolation(collection.claimBatch({ claimant: "t", size: 10_001, claimTtlMs: 5000 }), "size", /10000/);
     await expectViolation(collection.claimBatch({ claimant: "t", size: 5, claimTtlMs: 10 }), "claim_ttl_ms", /1000/);
-    const commit = { claimId: "c", batchId: "b", keyId: "k-1", fence: 1n, jobId: "j", leaseId: "l", leaseToken: "t", signatures: [{ recordId: 1n, signature: new Uint8Array(64) }] };
-    await expectViolation(collection.commitBatch({ ...commit, signatures: [{ recordId: 1n, signature: new Uint8Array(63) }] }), "signatures[0].signature", /must be 64 bytes/);
-    await expectViolation(collection.commitBatch({ ...commit, signatures: [] }), "signatures", /at least 1 item/);
+    const commit = { claimId: "c", batchId: "b", keyId: "k-1", fence: 1n, jobId: "j", leaseId: "l", leaseToken: "t", signatures: { recordIds: [1n], signatures: new Uint8Array(64) } };
+    await expectViolation(collection.commitBatch({ ...commit, signatures: { recordIds: [1n], signatures: new Uint8Array(63) } }), "signatures", /64 bytes per record id/);
+    await expectViolation(collection.commitBatch({ ...commit, signatures: undefined }), "signatures", /required/);
     await expectViolation(collection.commitBatch({ ...commit, fence: 0n }), "fence", /greater than 0/);
     await expectViolation(collection.commitBatch({ ...commit, batchId: "b".repeat(65) }), "batch_id", /at most 64 characters/);
     await expectViolation(collection.commitBatch({ ...commit, claimId: "c".repeat(65) }), "claim_id", /at most 64 characters/);
     await expectViolation(collection.commitBatch({ ...commit, jobId: "j".repeat(65) }), "job_id", /at most 64 characters/);
     await expectViolation(collection.commitBatch({ ...commit, leaseId: "" }), "lease_id", /at least 1 characters/);
     await expectViolation(collection.commitBatch({ ...commit, leaseToken: "t".repeat(513) }), "lease_token", /at most 512 characters/);
-    await expectViolation(collection.commitBatch({ ...commit, signatures: [{ recordId: -1n, signature: new Uint8Array(64) }] }), "signatures[0].record_id", /greater than or equal to 0/);
+    await expectViolation(collection.commitBatch({ ...commit, signatures: { recordIds: [-1n], signatures: new Uint8Array(64) } }), "signatures.record_ids[0]", /greater than or equal to 0/);
     await expectViolation(collection.getRecord({ id: MAX_SAFE + 1n }), "id", /9007199254740991/);
     await expectViolation(collection.releaseClaim({ claimId: "" }), "claim_id", /at least 1 characters/);
     // The one check left to the handler: a record twice in one commit.
-    const twice = await failure(collection.commitBatch({ ...commit, signatures: [commit.signatures[0]!, commit.signatures[0]!] }));
+    const twice = await failure(collection.commitBatch({ ...commit, signatures: { recordIds: [1n, 1n], signatures: new Uint8Array(128) } }));
     expect(twice.code).toBe(Code.InvalidArgument);
     expect(twice.rawMessage).toBe("record 1 appears twice in the commit");
   });
@@ -120,9 +120,10 @@ describe.each(Object.keys(transports))("%s", (name) => {
   });
 
   it("signing: batch sizes, payload sizes, fences, key ids and signature lengths", async () => {
-    const batch = { batchId: "b", keyId: "k-1", fence: 1n, leaseId: "l", leaseToken: "t", items: [{ recordId: 1n, payload: new Uint8Array(8) }] };
-    await expectViolation(signing.signBatch({ ...batch, items: [] }), "items", /at least 1 item/);
-    await expectViolation(signing.signBatch({ ...batch, items: [{ recordId: 1n, payload: new Uint8Array(1025) }] }), "items[0].payload", /at most 1024 bytes/);
+    const batch = { batchId: "b", keyId: "k-1", fence: 1n, leaseId: "l", leaseToken: "t", records: { ids: [1n], payloadLengths: [8], payloads: new Uint8Array(8) } };
+    await expectViolation(signing.signBatch({ ...batch, records: undefined }), "records", /required/);
+    await expectViolation(signing.signBatch({ ...batch, records: { ids: [1n], payloadLengths: [], payloads: new Uint8Array(8) } }), "records", /one entry per id/);
+    await expectViolation(signing.signBatch({ ...batch, records: { ids: [1n], payloadLengths: [1025], payloads: new Uint8Array(1025) } }), "records.payload_lengths[0]", /less than or equal to 1024/);
     await expectViolation(signing.signBatch({ ...batch, keyId: "" }), "key_id", /does not match regex pattern/);
     await expectViolation(signing.signBatch({ ...batch, leaseToken: "" }), "lease_token", /at least 1 characters/);
     // The largest int64 fence is no lease: Aborted, never Internal.
@@ -171,13 +172,13 @@ describe("signing stream (bidirectional: gRPC over HTTP/2 only)", () => {
     try {
       async function* requests() {
         const creds = { keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken: lease.leaseToken };
-        yield { batch: { batchId: "bad", ...creds, items: [] } };
-        yield { batch: { batchId: "good", ...creds, items: [{ recordId: 1n, payload: new Uint8Array(8) }] } };
+        yield { batch: { batchId: "bad", ...creds, records: { ids: [1n], payloadLengths: [], payloads: new Uint8Array(8) } } };
+        yield { batch: { batchId: "good", ...creds, records: { ids: [1n], payloadLengths: [8], payloads: new Uint8Array(8) } } };
       }
       const replies = new Map<string, unknown>();
       for await (const reply of signing.signStream(requests())) replies.set(reply.batchId, reply.result);
-      expect(replies.get("bad")).toEqual({ case: "error", value: expect.objectContaining({ code: "invalid_argument", message: expect.stringMatching(/^items: must contain at least 1 item/) }) });
-      expect(replies.get("good")).toMatchObject({ case: "signed", value: { signatures: [{ recordId: 1n }] } });
+      expect(replies.get("bad")).toEqual({ case: "error", value: expect.objectContaining({ code: "invalid_argument", message: expect.stringMatching(/^records: payload_lengths must have one entry per id/) }) });
+      expect(replies.get("good")).toMatchObject({ case: "signed", value: { signatures: { recordIds: [1n] } } });
     } finally {
       await keys.releaseKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, used: false });
     }
@@ -186,7 +187,7 @@ describe("signing stream (bidirectional: gRPC over HTTP/2 only)", () => {
   it("ends the stream with InvalidArgument for a stream message that breaks its own rules", async () => {
     const signing = createClient(SigningService, createGrpcTransport({ baseUrl: server.url, interceptors: [hostCredentials(server)] }));
     async function* requests() {
-      yield { traceparent: "x".repeat(257), batch: { batchId: "b", keyId: "k-1", fence: 1n, items: [{ recordId: 1n, payload: new Uint8Array(1) }] } };
+      yield { traceparent: "x".repeat(257), batch: { batchId: "b", keyId: "k-1", fence: 1n, records: { ids: [1n], payloadLengths: [1], payloads: new Uint8Array(1) } } };
     }
     const err = await failure(drain(signing.signStream(requests())));
     expect(err.code).toBe(Code.InvalidArgument);

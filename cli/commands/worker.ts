@@ -1,9 +1,9 @@
 import { loadConfig } from "../../services/shared/config.js";
 import { createCoordinator } from "../../services/shared/coordination/index.js";
+import { masterKeysFor } from "../../services/shared/crypto/rotation/master-key-manager.js";
 import { createLogger } from "../../services/shared/logger.js";
 import { createDatabase } from "../../services/shared/storage/database.js";
 import { shutdownTelemetry } from "../../services/shared/telemetry/sdk.js";
-import { createConfiguredMasterKeys } from "../../services/keys/master-key-source.js";
 import { startKeyRewrapWorker } from "../../services/keys/rewrap.js";
 import { EXIT, UsageError, type Command } from "../command.js";
 import { parseFlags } from "../flags.js";
@@ -46,7 +46,8 @@ export const workerCommand: Command = {
       await startKeyRewrapWorker({
         db,
         coordinator,
-        masterKeys: createConfiguredMasterKeys({ spec: config.masterKeys, dataDir: config.dataDir }),
+        // The mesh's primary, re-read before each chunk (the worker serves nothing else).
+        masterKeys: await masterKeysFor({ db, spec: config.masterKeys, dataDir: config.dataDir, logger, shutdown: interrupt.signal }),
         idleClaimMs: config.rewrapClaimIdleMs,
         signal: interrupt.signal,
         logger,

@@ -1,4 +1,5 @@
 import type { Database } from "../shared/storage/database.js";
+import { isDuplicateKey } from "../shared/storage/errors.js";
 
 /** A registered user as stored. */
 export interface UserRow {
@@ -35,11 +36,6 @@ const toUser = (r: Row): UserRow => ({
   createdAt: Number(r.created_at),
 });
 
-function isDuplicate(err: unknown): boolean {
-  const e = err as { code?: string; errno?: number };
-  return e.code === "ER_DUP_ENTRY" || e.code === "SQLITE_CONSTRAINT_UNIQUE" || e.code === "SQLITE_CONSTRAINT_PRIMARYKEY";
-}
-
 /** The knex implementation of `UserStore`. */
 export function createUserStore(db: Database): UserStore {
   const users = () => db.primary<Row>("auth_users");
@@ -55,7 +51,7 @@ export function createUserStore(db: Database): UserStore {
         });
         return true;
       } catch (err) {
-        if (isDuplicate(err)) return false;
+        if (isDuplicateKey(err)) return false;
         throw err;
       }
     },

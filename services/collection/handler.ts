@@ -7,10 +7,11 @@ import {
 } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
-import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { verifyEd25519 } from "../shared/crypto/ed25519.js";
 import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
+import { packRecords, unpackSignatures } from "../shared/records/blocks.js";
 import type { LeaseCheck } from "./lease-check.js";
-import type { CollectionStore, RejectReason, SignatureRow } from "./store.js";
+import type { CollectionStore, RejectReason, SignatureCheck, SignatureRow } from "./store.js";
 
 /** Dependencies of the CollectionService handler. */
 export interface CollectionHandlerDeps {
@@ -37,8 +38,7 @@ const storedSignature = (s: SignatureRow | undefined) =>
  * Verifies the sampled signatures of a batch against the key's public key: a batch signed by
  * the wrong key, or with bad signatures among good ones, is refused whole.
  */
-const sampleCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, sigs: readonly { recordId: number; signature: Buffer }[]) =>
-  sigs.every((s) => verifyEd25519(ed25519PublicKey(publicKey), payloads.get(s.recordId)!, s.signature));
+const sampleCheck: SignatureCheck = (publicKey, payloads, sigs) => sigs.every((s) => verifyEd25519(publicKey, payloads.get(s.recordId)!, s.signature));
 
 /**
  * CollectionService: records, claims and exactly-once signature commits. Requests arrive
@@ -61,17 +61,18 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
       const at = now();
       const expiresAt = at + req.claimTtlMs;
       const records = await store.claim({ claimId, claimant: req.claimant, jobId: req.jobId, size: req.size, now: at, expiresAt });
-      return { claimId, records: records.map((r) => ({ id: BigInt(r.id), payload: r.payload })), expiresAtMs: BigInt(expiresAt) };
+      return { claimId, records: packRecords(records), expiresAtMs: BigInt(expiresAt) };
     }),
 
     commitBatch: mapErrors(async (req, ctx) => {
       // Uniqueness is the one rule left here: as a CEL rule over 10000 items it is too slow.
+      const unpacked = unpackSignatures(req.signatures);
+      if (unpacked.ids.length === 0) throw new InvalidInputError("signatures: a commit needs at least one signature");
       const seen = new Set<number>();
-      const signatures = req.signatures.map((s) => {
-        const recordId = Number(s.recordId);
+      const signatures = unpacked.ids.map((recordId, i) => {
         if (seen.has(recordId)) throw new InvalidInputError(`record ${recordId} appears twice in the commit`);
         seen.add(recordId);
-        return { recordId, signature: Buffer.from(s.signature) };
+        return { recordId, signature: unpacked.signatures[i]! };
       });
       // The lease token is checked locally; its expiry is judged inside the transaction.
       const lease = await deps.leases({ keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: req.leaseToken }, ctx.signal);

@@ -1,11 +1,13 @@
+import type { KeyObject } from "node:crypto";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import { ed25519PublicKey } from "../shared/crypto/ed25519.js";
 import { checkLease, type LeaseTokens } from "../shared/crypto/lease-token.js";
 
 /** What collection knows about the lease a commit was made under. */
 export interface LeaseView {
   /** The key's public key, for the commit's signature sample. */
-  readonly publicKey: Buffer;
+  readonly publicKey: KeyObject;
   /** When the lease lapses unless renewed (key service clock, Unix ms), from its token. */
   readonly validUntil: number;
 }
@@ -29,18 +31,18 @@ export type LeaseCheck = (lease: CommitLease, signal?: AbortSignal) => Promise<{
 /**
  * The lease check: the lease token (MAC'd by the key service, see lease-token.ts) is
  * verified locally, with no call per commit. Public keys never change, so each key's is
- * asked of the key service once (GetKeyringKey through the generated client; collection never
+ * asked of the key service once, made a KeyObject once, (GetKeyringKey through the generated client; collection never
  * reads the key service's tables) and kept.
  */
 export function createLeaseCheck(keys: Client<typeof KeyManagementService>, tokens: LeaseTokens, opts: { maxKeys?: number } = {}): LeaseCheck {
-  const publicKeys = new Map<string, Promise<Buffer | undefined>>();
+  const publicKeys = new Map<string, Promise<KeyObject | undefined>>();
   const limit = opts.maxKeys ?? 10_000;
 
-  const publicKeyOf = (keyId: string, signal?: AbortSignal): Promise<Buffer | undefined> => {
+  const publicKeyOf = (keyId: string, signal?: AbortSignal): Promise<KeyObject | undefined> => {
     let found = publicKeys.get(keyId);
     if (!found) {
       found = keys.getKeyringKey({ keyId }, signal === undefined ? {} : { signal }).then(
-        ({ key }) => (key ? Buffer.from(key.publicKey) : undefined),
+        ({ key }) => (key ? ed25519PublicKey(key.publicKey) : undefined),
         (err: unknown) => {
           if (ConnectError.from(err).code === Code.NotFound) return undefined;
           throw err;

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,7 +11,7 @@ import { toConnectError } from "../shared/errors.js";
 import { COMMIT_SAMPLE, createCollectionStore, type CollectionStore, type CommitInput } from "./store.js";
 
 const accept = () => true;
-const lease = (validUntil: number) => ({ publicKey: Buffer.alloc(32), validUntil });
+const lease = (validUntil: number) => ({ publicKey: generateKeyPairSync("ed25519").publicKey, validUntil });
 
 describe("collection commits under a key's fence (SQLite)", () => {
   let dir: string;
@@ -78,7 +79,7 @@ describe("collection commits under a key's fence (SQLite)", () => {
     const bad = batch.signatures[0]!;
     const invented = Array.from({ length: 2000 }, (_, i) => ({ recordId: 1_000_000 + i, signature: Buffer.alloc(64, 1) }));
     const checked: number[] = [];
-    const verifier = (_pk: Buffer, payloads: Map<number, Buffer>, sigs: CommitInput["signatures"]) => {
+    const verifier = (_pk: unknown, payloads: Map<number, Buffer>, sigs: CommitInput["signatures"]) => {
       checked.push(...sigs.map((s) => s.recordId));
       expect(sigs.every((s) => payloads.has(s.recordId))).toBe(true);
       return !sigs.includes(bad);
@@ -125,5 +126,74 @@ describe("collection commits under a key's fence (SQLite)", () => {
     expect(toConnectError(err).code).toBe(Code.InvalidArgument);
     expect(await stored()).toBe(2);
     expect(await history()).toHaveLength(2);
+  });
+
+  describe("claims by id range", () => {
+    const ids = (c: CommitInput) => c.signatures.map((s) => s.recordId);
+    const claimState = async (claimId: string) => ((await db.primary("claims").where({ id: claimId }).first()) as { state: string } | undefined)?.state;
+
+    it("hands out consecutive ranges that never overlap, and nothing once every record is claimed", async () => {
+      const a = await claimed(1, "k-1", 8);
+      const b = await claimed(1, "k-2", 8);
+      const c = await claimed(1, "k-3", 8);
+      expect(ids(a)).toEqual(Array.from({ length: 8 }, (_, i) => ids(a)[0]! + i));
+      expect(ids(b)[0]).toBe(ids(a)[7]! + 1);
+      expect(ids(c)).toHaveLength(4);
+      expect((await claimed(1, "k-4", 8)).signatures).toHaveLength(0);
+      expect((await store.progress(clock)).claimed).toBe(20);
+    });
+
+    it("gives an expired claim's range to a new claim and refuses the old holder's commit", async () => {
+      const old = await claimed(1, "k-1", 20);
+      clock += 20_000; // past the claim's expiry
+      const again = await claimed(2, "k-2", 20);
+      expect(ids(again)).toEqual(ids(old));
+      expect(await claimState(old.claimId)).toBe("superseded");
+      const late = await store.commit(old, () => clock, lease(clock + 5000), accept);
+      expect(late.stored).toBe(0);
+      expect(late.rejections.every((r) => r.reason === "not_in_claim")).toBe(true);
+      expect((await store.commit(again, () => clock, lease(clock + 5000), accept)).stored).toBe(20);
+      expect(await stored()).toBe(20);
+    });
+
+    it("makes a released claim's records claimable again at once, after the fresh ones", async () => {
+      const first = await claimed(1, "k-1", 5);
+      expect(await store.releaseClaim(first.claimId)).toBe(5);
+      const fresh = await claimed(1, "k-1", 15);
+      expect(ids(fresh)[0]).toBe(ids(first)[4]! + 1);
+      expect(ids(await claimed(1, "k-1", 15))).toEqual(ids(first));
+    });
+
+    it("commits part of a claim, leaving the rest claimable, and splits a range larger than the batch", async () => {
+      const whole = await claimed(1, "k-1", 20);
+      const part = { ...whole, signatures: whole.signatures.slice(0, 12) };
+      expect((await store.commit(part, () => clock, lease(clock + 5000), accept)).stored).toBe(12);
+      // The rest of the range comes back, in batches of the size asked for.
+      const next = await claimed(2, "k-1", 5);
+      expect(ids(next)).toEqual(ids(whole).slice(12, 17));
+      expect(ids(await claimed(3, "k-1", 5))).toEqual(ids(whole).slice(17));
+    });
+
+    it("checks a commit made through another collection process the same way", async () => {
+      const batch = await claimed(3, "k-1", 10);
+      const other = createCollectionStore(db);
+      let probed = 0;
+      const res = await other.commit(batch, () => clock, lease(clock + 5000), (_pk, payloads, sigs) => ((probed = sigs.length), sigs.every((s) => payloads.has(s.recordId))));
+      expect(res.stored).toBe(10);
+      expect(probed).toBe(10);
+      expect(await claimState(batch.claimId)).toBe("committed");
+      // The process that made the claim refuses a second commit of it.
+      const again = await store.commit({ ...batch, batchId: "b-again", fence: 4n }, () => clock, lease(clock + 5000), accept);
+      expect(again.rejections.every((r) => r.reason === "already_signed")).toBe(true);
+    });
+
+    it("samples a partial commit from the records it holds, not only the claim-time draw", async () => {
+      await store.seed(200, 8);
+      const batch = await claimed(2, "k-1", 200);
+      let sampled: number[] = [];
+      const few = { ...batch, signatures: batch.signatures.slice(0, 3) };
+      await store.commit(few, () => clock, lease(clock + 5000), (_pk, payloads, sigs) => ((sampled = sigs.map((s) => s.recordId)), sigs.every((s) => payloads.has(s.recordId))));
+      expect(sampled.sort()).toEqual(ids(few).sort());
+    });
   });
 });

@@ -1,7 +1,9 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
+import { isDuplicateKey, isMissingReference } from "../shared/storage/errors.js";
+import { placeholders, prepared } from "../shared/storage/prepared.js";
 import { abortError, InvalidInputError } from "../shared/errors.js";
 import type { LeaseView } from "./lease-check.js";
 
@@ -31,7 +33,7 @@ export interface CommitInput {
   readonly keyId: string;
   /** The fence of the lease, from a verified lease token. */
   readonly fence: bigint;
-  readonly signatures: readonly { recordId: number; signature: Buffer }[];
+  readonly signatures: readonly { recordId: number; signature: Uint8Array }[];
 }
 
 /** What a commit stored and refused. */
@@ -48,7 +50,7 @@ export interface CommitResult {
  * Checks a batch's signatures against the key's public key before anything is stored.
  * Returns false to refuse the whole batch.
  */
-export type SignatureCheck = (publicKey: Buffer, payloads: Map<number, Buffer>, signatures: CommitInput["signatures"]) => boolean;
+export type SignatureCheck = (publicKey: KeyObject, payloads: Map<number, Buffer>, signatures: CommitInput["signatures"]) => boolean;
 
 /** Persistence of records, signatures and batch history. */
 export interface CollectionStore {
@@ -110,20 +112,79 @@ const fenceValue = (fence: bigint): number => {
 /** SQLite compiles a multi-row insert into a compound SELECT, limited to 500 terms. */
 const SQLITE_INSERT_CHUNK = 400;
 
-/** The knex implementation; claims use FOR UPDATE SKIP LOCKED on MySQL/MariaDB. */
+/** A commit refused part-way through its transaction: thrown to roll back what it wrote. */
+class Refusal extends Error {
+  /** `closed`: the claim was no longer open; each record's reason is looked up afterwards. */
+  constructor(
+    readonly reason: RejectReason,
+    readonly closed = false,
+  ) {
+    super(reason);
+  }
+}
+
+/** Signature rows per INSERT statement: 12,000 parameters, within both dialects' limits. */
+const SIGNATURE_INSERT_ROWS = 2000;
+
+/** Stale claims one ClaimBatch looks through for a range that still has unsigned records. */
+const RECLAIM_SCAN = 16;
+
+interface ClaimRow {
+  job_id: string;
+  claimant: string;
+  size: number;
+  claimed: number;
+  claimed_at: number | string;
+  first_id: number | string;
+  last_id: number | string;
+  state: string;
+}
+
+/** A claim as this process made it, and the records drawn for its commit's signature sample. */
+interface ClaimMemo extends ClaimRow {
+  sample: Map<number, Buffer>;
+}
+
+/** Claims remembered at once; the oldest are forgotten first (their commits read the row). */
+const CLAIM_MEMOS = 4096;
+
+/**
+ * Claims this process made and has not yet seen committed or released. A commit that finds
+ * its claim here reads neither the claim's row nor sample payloads; one that does not (made
+ * by another collection process, or before a restart) reads them, with the same checks.
+ */
+function createClaimMemos() {
+  const memos = new Map<string, ClaimMemo>();
+  return {
+    remember(id: string, memo: ClaimMemo) {
+      memos.set(id, memo);
+      if (memos.size > CLAIM_MEMOS) memos.delete(memos.keys().next().value!);
+    },
+    take(id: string): ClaimMemo | undefined {
+      const memo = memos.get(id);
+      memos.delete(id);
+      return memo;
+    },
+  };
+}
+
+/**
+ * The knex implementation. Claims are id ranges (migration 0005): claiming and committing a
+ * batch write no record rows. The hot statements (claim, commit) are prepared statements on
+ * MySQL/MariaDB (storage/prepared.ts); stale claims are taken with FOR UPDATE SKIP LOCKED.
+ */
 export function createCollectionStore(db: Database): CollectionStore {
   const primary = db.primary;
-  const mysql = db.dialect === "mysql";
+  const dialect = db.dialect;
+  const mysql = dialect === "mysql";
   const insertChunk = mysql ? SEED_CHUNK : SQLITE_INSERT_CHUNK;
-
-  /** A multi-row insert, split where the dialect needs it. */
-  async function insertRows(k: Knex | Knex.Transaction, table: string, rows: Record<string, unknown>[]): Promise<void> {
-    for (let i = 0; i < rows.length; i += insertChunk) await k(table).insert(rows.slice(i, i + insertChunk));
-  }
-
-  async function readCommitted<T>(fn: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-    return primary.transaction(fn, mysql ? { isolationLevel: "read committed" } : undefined);
-  }
+  const forUpdate = mysql ? " FOR UPDATE" : "";
+  const skipLocked = mysql ? " FOR UPDATE SKIP LOCKED" : "";
+  const run = <T = Record<string, unknown>>(k: Knex | Knex.Transaction, sql: string, params: readonly unknown[]) => prepared<T>(k, dialect, sql, params);
+  /** Keys whose collection_key_fences row is known to exist (it is never deleted). */
+  const fenceRows = new Set<string>();
+  /** Claims made by this process, with their signature sample, until committed or released. */
+  const memos = createClaimMemos();
 
   const toSignature = (r: Record<string, unknown>): SignatureRow | undefined =>
     r.signature == null
@@ -137,15 +198,14 @@ export function createCollectionStore(db: Database): CollectionStore {
           signedAt: Number(r.signed_at),
         };
 
-  /** The claim's own record: who claimed, for which job, how many, when (server clock). */
-  async function claimOf(k: Knex | Knex.Transaction, claimId: string) {
-    return (await k("claims").select("job_id", "claimant", "size", "claimed", "claimed_at").where("id", claimId).first()) as
-      | { job_id: string; claimant: string; size: number; claimed: number; claimed_at: number | string }
-      | undefined;
+  /** The claim's own record: who claimed, for which job, which range, when (server clock). */
+  async function claimOf(k: Knex | Knex.Transaction, claimId: string, lock = ""): Promise<ClaimRow | undefined> {
+    const [row] = await run<ClaimRow>(k, `SELECT job_id, claimant, size, claimed, claimed_at, first_id, last_id, state FROM claims WHERE id = ?${lock}`, [claimId]);
+    return row;
   }
 
   /** The batch's one history row, from the claim's record and the server's clock. */
-  function historyRow(input: CommitInput, claim: Awaited<ReturnType<typeof claimOf>>, outcome: string, stored: number, rejected: number, at: number) {
+  function historyRow(input: CommitInput, claim: ClaimRow | undefined, outcome: string, stored: number, rejected: number, at: number) {
     return {
       id: input.batchId,
       job_id: claim?.job_id ?? "",
@@ -163,29 +223,75 @@ export function createCollectionStore(db: Database): CollectionStore {
     };
   }
 
-  /** Stores a batch's signatures and its one history row. */
-  async function storeBatch(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], rejected: number, at: number): Promise<number | undefined> {
-    const flipped = await trx("records")
-      .whereIn("id", accepted.map((s) => s.recordId))
-      .where({ claim_id: input.claimId, signed: 0 })
-      .update({ signed: 1 });
-    // The rows were read under lock in this transaction; anything else is a broken store.
-    if (flipped !== accepted.length) throw new Error(`commit of ${input.batchId}: ${flipped} of ${accepted.length} records flipped`);
-    await insertRows(
+  /** Unsigned records with ids in (after, upTo], ascending, at most `limit`. */
+  async function unsignedRecords(trx: Knex.Transaction, after: number, upTo: number, limit: number): Promise<RecordRow[]> {
+    const rows = await run<{ id: number | string; payload: Buffer }>(
       trx,
-      "signatures",
-      accepted.map((s) => ({
-        record_id: s.recordId,
-        key_id: input.keyId,
-        fence: fenceValue(input.fence),
-        batch_id: input.batchId,
-        signature: s.signature,
-        signed_at: at,
-      })),
+      "SELECT r.id, r.payload FROM records r WHERE r.id > ? AND r.id <= ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id) ORDER BY r.id LIMIT ?",
+      [after, upTo, limit],
     );
-    const claim = await claimOf(trx, input.claimId);
-    await trx("batches").insert(historyRow(input, claim, "committed", accepted.length, rejected, at));
-    return claim ? Number(claim.claimed_at) : undefined;
+    return rows.map((r) => ({ id: Number(r.id), payload: r.payload }));
+  }
+
+  async function insertClaim(trx: Knex.Transaction, c: { id: string; jobId: string; claimant: string; size: number; claimed: number; now: number; expiresAt: number; first: number; last: number }) {
+    await run(trx, "INSERT INTO claims (id, job_id, claimant, size, claimed, claimed_at, expires_at, first_id, last_id, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')", [
+      c.id, c.jobId, c.claimant, c.size, c.claimed, c.now, c.expiresAt, c.first, c.last,
+    ]);
+  }
+
+  /**
+   * Takes over the range of a claim that expired or was released before it was stored: the
+   * old claim is superseded (its holder's commit is refused), and its unsigned records, up
+   * to `size`, are claimed anew; what is left of the range stays claimable at once.
+   */
+  async function reclaim(trx: Knex.Transaction, c: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<{ rows: RecordRow[]; first: number } | undefined> {
+    const stale = await run<{ id: string; first_id: number | string; last_id: number | string }>(
+      trx,
+      `SELECT id, first_id, last_id FROM claims WHERE state = 'open' AND expires_at < ? ORDER BY expires_at LIMIT ${RECLAIM_SCAN}${skipLocked}`,
+      [c.now],
+    );
+    for (const old of stale) {
+      await run(trx, "UPDATE claims SET state = 'superseded' WHERE id = ?", [old.id]);
+      const first = Number(old.first_id);
+      const last = Number(old.last_id);
+      const rows = await unsignedRecords(trx, first - 1, last, c.size);
+      if (rows.length === 0) continue;
+      const upTo = rows[rows.length - 1]!.id;
+      await insertClaim(trx, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.length, now: c.now, expiresAt: c.expiresAt, first, last: upTo });
+      if (upTo < last) {
+        // The rest of the range, open and already expired: the next claim takes it.
+        await insertClaim(trx, { id: randomUUID(), jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: 0, now: c.now, expiresAt: 0, first: upTo + 1, last });
+      }
+      return { rows, first };
+    }
+    return undefined;
+  }
+
+  /** Stores the signatures, a few thousand rows per prepared multi-row INSERT. */
+  async function insertSignatures(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], at: number): Promise<void> {
+    const fence = fenceValue(input.fence);
+    for (let i = 0; i < accepted.length; i += SIGNATURE_INSERT_ROWS) {
+      const chunk = accepted.slice(i, i + SIGNATURE_INSERT_ROWS);
+      const params: unknown[] = [];
+      for (const s of chunk) params.push(s.recordId, input.keyId, fence, input.batchId, s.signature, at);
+      await run(trx, `INSERT INTO signatures (record_id, key_id, fence, batch_id, signature, signed_at) VALUES ${placeholders(chunk.length, 6)}`, params);
+    }
+  }
+
+  /** Writes the batch's history row; a batch id already committed is the caller's mistake. */
+  async function insertHistory(trx: Knex.Transaction, row: ReturnType<typeof historyRow>): Promise<void> {
+    const columns = Object.keys(row);
+    const sql = `INSERT INTO batches (${columns.join(", ")}) VALUES ${placeholders(1, columns.length)}`;
+    try {
+      await run(trx, sql, Object.values(row));
+    } catch (err) {
+      if (!isDuplicateKey(err)) throw err;
+      const [taken] = await run<{ outcome: string }>(trx, "SELECT outcome FROM batches WHERE id = ?", [row.id]);
+      if (taken?.outcome === "committed") throw new InvalidInputError(`batch_id ${row.id} was already committed; every batch needs its own id`);
+      // An earlier refused attempt of this batch is superseded by the commit's own row.
+      await run(trx, "DELETE FROM batches WHERE id = ?", [row.id]);
+      await run(trx, sql, Object.values(row));
+    }
   }
 
   /**
@@ -193,11 +299,50 @@ export function createCollectionStore(db: Database): CollectionStore {
    * rolled back: one row under the batch's own id, none if the id is already recorded (a
    * repeated commit of a stored batch).
    */
-  async function recordRefusal(input: CommitInput, rejected: number, at: number): Promise<number | undefined> {
-    const claim = await claimOf(primary, input.claimId);
+  async function recordRefusal(input: CommitInput, memo: ClaimRow | undefined, rejected: number, at: number): Promise<number | undefined> {
+    const claim = memo ?? (await claimOf(primary, input.claimId));
     if (!claim) return undefined;
     await primary("batches").insert(historyRow(input, claim, "rejected", 0, rejected, at)).onConflict("id").ignore();
     return Number(claim.claimed_at);
+  }
+
+  /** Splits signatures outside the claim into already signed and foreign ones. */
+  async function refusedOutside(trx: Knex | Knex.Transaction, outside: CommitInput["signatures"]): Promise<CommitResult["rejections"]> {
+    if (outside.length === 0) return [];
+    const signed = new Set<number>();
+    for (let i = 0; i < outside.length; i += SIGNATURE_INSERT_ROWS) {
+      const ids = outside.slice(i, i + SIGNATURE_INSERT_ROWS).map((s) => s.recordId);
+      const rows = await run<{ record_id: number | string }>(trx, `SELECT record_id FROM signatures WHERE record_id IN (${ids.map(() => "?").join(", ")})`, ids);
+      for (const r of rows) signed.add(Number(r.record_id));
+    }
+    return outside.map((s) => ({ recordId: s.recordId, reason: signed.has(s.recordId) ? ("already_signed" as const) : ("not_in_claim" as const) }));
+  }
+
+  /**
+   * The signatures to verify and their payloads: the claim-time sample's records among
+   * `accepted`, topped up with records drawn now (read from the database) when a partial
+   * commit holds fewer than COMMIT_SAMPLE of them. Undefined when a drawn id is no record.
+   */
+  async function probesFor(trx: Knex.Transaction, accepted: CommitInput["signatures"], drawn: ReadonlyMap<number, Buffer> | undefined) {
+    const payloads = new Map<number, Buffer>();
+    const signatures: CommitInput["signatures"][number][] = [];
+    const rest: CommitInput["signatures"][number][] = [];
+    for (const sig of accepted) {
+      const payload = drawn?.get(sig.recordId);
+      if (payload) {
+        payloads.set(sig.recordId, payload);
+        signatures.push(sig);
+      } else rest.push(sig);
+    }
+    const missing = Math.min(COMMIT_SAMPLE, accepted.length) - signatures.length;
+    if (missing > 0) {
+      const more = sample(rest, missing);
+      const rows = await run<{ id: number | string; payload: Buffer }>(trx, `SELECT id, payload FROM records WHERE id IN (${more.map(() => "?").join(", ")})`, more.map((p) => p.recordId));
+      if (rows.length !== more.length) return undefined;
+      for (const r of rows) payloads.set(Number(r.id), Buffer.from(r.payload));
+      signatures.push(...more);
+    }
+    return { payloads, signatures };
   }
 
   return {
@@ -209,96 +354,127 @@ export function createCollectionStore(db: Database): CollectionStore {
           await setImmediate();
           if (signal?.aborted) throw abortError(signal);
           const n = Math.min(insertChunk, count - done);
-          const rows = Array.from({ length: n }, () => ({ payload: randomBytes(payloadSize), created_at: now, signed: 0, claim_expires_at: 0 }));
+          const rows = Array.from({ length: n }, () => ({ payload: randomBytes(payloadSize), created_at: now }));
           await trx("records").insert(rows);
         }
         return count;
       });
     },
 
-    async claim({ claimId, claimant, jobId, size, now, expiresAt }) {
-      return readCommitted(async (trx) => {
-        let query = trx("records")
-          .select("id", "payload")
-          .where("signed", 0)
-          .andWhere("claim_expires_at", "<", now)
-          .orderBy([{ column: "claim_expires_at" }, { column: "id" }])
-          .limit(size);
-        if (mysql) query = query.forUpdate().skipLocked();
-        const rows = (await query) as { id: number | string; payload: Buffer }[];
-        if (rows.length === 0) return [];
-        const ids = rows.map((r) => Number(r.id));
-        await trx("records")
-          .whereIn("id", ids)
-          .update({ claim_id: claimId, claimed_by: claimant, claim_expires_at: expiresAt, job_id: jobId });
-        await trx("claims").insert({ id: claimId, job_id: jobId, claimant, size, claimed: rows.length, claimed_at: now, expires_at: expiresAt });
-        return rows.map((r) => ({ id: Number(r.id), payload: Buffer.from(r.payload) }));
+    async claim(c) {
+      const rows = await primary.transaction(async (trx) => {
+        // A fresh range after the cursor, taken under the cursor's row lock so that two
+        // claims never overlap. Records signed already (before an upgrade) are skipped.
+        const [cursor] = await run<{ last_id: number | string }>(trx, `SELECT last_id FROM claim_cursor WHERE id = 1${forUpdate}`, []);
+        const after = Number(cursor?.last_id ?? 0);
+        const fresh = await unsignedRecords(trx, after, Number.MAX_SAFE_INTEGER, c.size);
+        if (fresh.length === 0) {
+          // Past the last record: what is left are ranges whose claims expired or were released.
+          const again = await reclaim(trx, c);
+          return again ? { rows: again.rows, first: again.first } : { rows: [], first: 0 };
+        }
+        const last = fresh[fresh.length - 1]!.id;
+        await run(trx, "UPDATE claim_cursor SET last_id = ? WHERE id = 1", [last]);
+        await insertClaim(trx, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: fresh.length, now: c.now, expiresAt: c.expiresAt, first: after + 1, last });
+        return { rows: fresh, first: after + 1 };
       });
+      if (rows.rows.length > 0) {
+        memos.remember(c.claimId, {
+          job_id: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.rows.length, claimed_at: c.now,
+          first_id: rows.first, last_id: rows.rows[rows.rows.length - 1]!.id, state: "open",
+          sample: new Map(sample(rows.rows, COMMIT_SAMPLE).map((r) => [r.id, r.payload])),
+        });
+      }
+      return rows.rows;
     },
 
     async commit(input, now, lease, check) {
       const ids = input.signatures.map((s) => s.recordId);
+      const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
       // The key's row in our fence table exists before the transaction locks it, so concurrent
       // first commits of a key never race to create it inside their transactions.
-      await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
-      const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
+      if (!fenceRows.has(input.keyId)) {
+        await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
+        fenceRows.add(input.keyId);
+      }
+      const memo = memos.take(input.claimId);
 
-      const result = await readCommitted(async (trx) => {
-        const at = now();
-        // The token says the lease runs until validUntil; leases run without a gap from grant
-        // to lapse and a new grant needs the old lease gone, so if it is live at this moment,
-        // after the batch was signed, the signing happened under it and any later lease of
-        // the key starts after `at`, recorded as committed_at.
-        if (at >= lease.validUntil) return refuseAll("stale_fence");
+      const result = await primary
+        .transaction(async (trx): Promise<CommitResult> => {
+          const at = now();
+          // The token says the lease runs until validUntil; leases run without a gap from grant
+          // to lapse and a new grant needs the old lease gone, so if it is live at this moment,
+          // after the batch was signed, the signing happened under it and any later lease of
+          // the key starts after `at`, recorded as committed_at.
+          if (at >= lease.validUntil) return refuseAll("stale_fence");
 
-        // Records outside the claim are refused before anything else, so invented or foreign
-        // record ids can neither dodge the signature sample nor be written.
-        let query = trx("records").select("id", "payload", "claim_id", "signed").whereIn("id", ids);
-        if (mysql) query = query.forUpdate();
-        const rows = (await query) as { id: number | string; payload: Buffer; claim_id: string | null; signed: number | boolean }[];
-        const byId = new Map(rows.map((r) => [Number(r.id), r]));
-        const accepted: CommitInput["signatures"][number][] = [];
-        const rejections: CommitResult["rejections"] = [];
-        for (const sig of input.signatures) {
-          const row = byId.get(sig.recordId);
-          if (row && Number(row.signed) === 1) rejections.push({ recordId: sig.recordId, reason: "already_signed" });
-          else if (!row || row.claim_id !== input.claimId) rejections.push({ recordId: sig.recordId, reason: "not_in_claim" });
-          else accepted.push(sig);
-        }
-        if (accepted.length === 0) return { stored: 0, rejections };
+          // Records outside the claim's range, or a claim no longer open (committed, or
+          // superseded after it expired), are refused before anything else, so invented or
+          // foreign record ids can neither dodge the signature sample nor be written. The claim
+          // is known from ClaimBatch when it was made here; otherwise its row is read.
+          const claim = memo ?? (await claimOf(trx, input.claimId, forUpdate));
+          const open = claim?.state === "open";
+          const first = Number(claim?.first_id ?? 0);
+          const last = Number(claim?.last_id ?? -1);
+          const accepted: CommitInput["signatures"][number][] = [];
+          const outside: CommitInput["signatures"][number][] = [];
+          for (const sig of input.signatures) (open && sig.recordId >= first && sig.recordId <= last ? accepted : outside).push(sig);
+          const rejections = await refusedOutside(trx, outside);
+          if (accepted.length === 0) return { stored: 0, rejections };
 
-        // A sample, not one: a batch signed by another key, or with forged signatures mixed in,
-        // is refused whole.
-        const probes = sample(accepted, COMMIT_SAMPLE);
-        const payloads = new Map(probes.map((p) => [p.recordId, Buffer.from(byId.get(p.recordId)!.payload)]));
-        if (!check(lease.publicKey, payloads, probes)) return refuseAll("invalid_signature");
+          // A sample, not one: a batch signed by another key, or with forged signatures mixed in,
+          // is refused whole. The sample was drawn when the records were claimed (the
+          // executor cannot know it); records of a partial commit it misses are drawn now.
+          // An id inside the range that is no record is refused with the batch.
+          const probes = await probesFor(trx, accepted, memo?.sample);
+          if (!probes) return refuseAll("not_in_claim");
+          if (!check(lease.publicKey, probes.payloads, probes.signatures)) return refuseAll("invalid_signature");
 
-        // Raise the highest fence accepted for this key, unless this or a newer lease already
-        // committed (one batch per lease). The row stays locked until we commit, so commits of
-        // one key are serialised in fence order and a stale holder can never land after a
-        // newer one.
-        const taken = (await trx("batches").select("outcome").where("id", input.batchId).first()) as { outcome: string } | undefined;
-        if (taken?.outcome === "committed") throw new InvalidInputError(`batch_id ${input.batchId} was already committed; every batch needs its own id`);
-        // An earlier refused attempt of this batch is superseded by the commit's own row.
-        if (taken) await trx("batches").where("id", input.batchId).del();
-        const raised = await trx("collection_key_fences")
-          .where({ key_id: input.keyId })
-          .andWhere("fence", "<", fenceValue(input.fence))
-          .update({ fence: fenceValue(input.fence), updated_at: at });
-        if (raised !== 1) return refuseAll("stale_fence");
+          // Close the claim (its row stays locked until we commit: a stale claim is taken over
+          // only after). Every record of the claim stored: it is done; fewer: the rest of its
+          // range is claimable again at once. Not open any more: taken over after it expired.
+          const whole = accepted.length >= Number(claim!.claimed);
+          const closed = await run(trx, `UPDATE claims SET ${whole ? "state = 'committed'" : "expires_at = 0"} WHERE id = ? AND state = 'open'`, [input.claimId]);
+          if (closed.affectedRows !== 1) throw new Refusal("not_in_claim", true);
 
-        const startedAt = await storeBatch(trx, input, accepted, rejections.length, at);
-        return { stored: accepted.length, rejections, startedAt, decidedAt: at };
-      });
+          // Raise the highest fence accepted for this key, unless this or a newer lease already
+          // committed (one batch per lease). The row stays locked until we commit, so commits of
+          // one key are serialised in fence order and a stale holder can never land after a
+          // newer one.
+          const raised = await run(trx, "UPDATE collection_key_fences SET fence = ?, updated_at = ? WHERE key_id = ? AND fence < ?", [
+            fenceValue(input.fence), at, input.keyId, fenceValue(input.fence),
+          ]);
+          if (raised.affectedRows !== 1) throw new Refusal("stale_fence");
+
+          // The signatures' primary key stores each record once; the foreign key refuses ids
+          // that are no records. Either failure rolls the whole batch back.
+          try {
+            await insertSignatures(trx, input, accepted, at);
+          } catch (err) {
+            if (isDuplicateKey(err)) throw new Refusal("already_signed");
+            if (isMissingReference(err)) throw new Refusal("not_in_claim");
+            throw err;
+          }
+          await insertHistory(trx, historyRow(input, claim, "committed", accepted.length, rejections.length, at));
+          return { stored: accepted.length, rejections, startedAt: Number(claim!.claimed_at), decidedAt: at };
+        })
+        .catch(async (err: unknown): Promise<CommitResult> => {
+          if (!(err instanceof Refusal)) throw err;
+          if (err.closed) return { stored: 0, rejections: await refusedOutside(primary, input.signatures) };
+          return refuseAll(err.reason);
+        });
       if (result.stored === 0) {
         const decidedAt = now();
-        return { ...result, startedAt: await recordRefusal(input, result.rejections.length, decidedAt), decidedAt };
+        return { ...result, startedAt: await recordRefusal(input, memo, result.rejections.length, decidedAt), decidedAt };
       }
       return result;
     },
 
     async releaseClaim(claimId) {
-      return primary("records").where({ claim_id: claimId, signed: 0 }).update({ claim_id: null, claim_expires_at: 0 });
+      const claim = memos.take(claimId) ?? (await claimOf(primary, claimId));
+      if (!claim || claim.state !== "open") return 0;
+      const n = await primary("claims").where({ id: claimId, state: "open" }).update({ expires_at: 0 });
+      return n === 1 ? Number(claim.claimed) : 0;
     },
 
     async get(id) {
@@ -314,8 +490,8 @@ export function createCollectionStore(db: Database): CollectionStore {
     async progress(now) {
       const [total] = await db.replica("records").count({ n: "*" });
       const [signed] = await db.replica("signatures").count({ n: "*" });
-      const [claimed] = await db.replica("records").where("signed", 0).andWhere("claim_expires_at", ">=", now).count({ n: "*" });
-      const n = (r: unknown) => Number((r as { n: number | string }).n);
+      const [claimed] = await db.replica("claims").where("state", "open").andWhere("expires_at", ">=", now).sum({ n: "claimed" });
+      const n = (r: unknown) => Number((r as { n: number | string | null }).n ?? 0);
       return { total: n(total), signed: n(signed), claimed: n(claimed) };
     },
 
@@ -367,6 +543,7 @@ export function createCollectionStore(db: Database): CollectionStore {
         // collection_key_fences stays: fences only grow, whatever records come next.
         await trx("batches").del();
         await trx("claims").del();
+        await trx("claim_cursor").update({ last_id: 0 });
         return Number(await trx("records").del());
       });
     },

@@ -5,6 +5,7 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
+import type { RecordBlock, SignatureBlock } from "../../gen/keymesh/records/v1/blocks_pb.js";
 import { failpoint } from "../shared/failpoints.js";
 import { leasesHeld, leaseWait } from "../shared/telemetry/metrics-signing.js";
 import type { JobRow } from "./job-store.js";
@@ -34,8 +35,8 @@ export interface BatchContext {
 const tracer = trace.getTracer("keymesh.executor");
 
 /**
- * One batch: lease the least-recently-used key, claim records, sign them on the shared
- * stream, commit under the lease's fence, release. The lease is renewed while the batch runs;
+ * One batch: lease the least-recently-used key and claim records (both at once), sign them
+ * on the shared stream, commit under the lease's fence, release. The lease is renewed while the batch runs;
  * a failed renewal abandons the batch (its claim released, nothing committed). Throws only
  * when no lease could be taken for a reason other than contention. `waitingSince`: when the
  * worker began waiting for a lease, busy retries included (the lease-wait metric).
@@ -50,15 +51,18 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
   return tracer.startActiveSpan("signing.batch", options, ctx.jobContext, async (span) => {
     if (job) ctx.onBatchSpan?.(span.spanContext());
     const end = (outcome: BatchOutcome, error?: string) => endSpan(span, outcome, error);
-    let lease: KeyLease;
-    try {
-      lease = await acquireLease(ctx);
-    } catch (err) {
-      const ce = ConnectError.from(err);
+    // The lease and the claim are independent: both are asked for at once.
+    const [leased, claimed] = await Promise.allSettled([acquireLease(ctx), claimRecords(ctx)]);
+    if (leased.status === "rejected") {
+      if (claimed.status === "fulfilled" && (claimed.value.records?.ids.length ?? 0) > 0) {
+        await ctx.collection.releaseClaim({ claimId: claimed.value.claimId }).catch(() => undefined);
+      }
+      const ce = ConnectError.from(leased.reason);
       if (ce.code === Code.ResourceExhausted) return end("busy");
       end("abandoned", `lease not acquired: ${ce.rawMessage}`);
       throw ce;
     }
+    const lease = leased.value;
     span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": lease.fence.toString() });
     ctx.progress.batchStarted();
     leaseWait.record(ctx.now() - waitingSince);
@@ -67,10 +71,12 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
     let used = false;
     let claimId = "";
     try {
-      const claim = await claimRecords(ctx);
+      if (claimed.status === "rejected") throw claimed.reason;
+      const claim = claimed.value;
+      const count = claim.records?.ids.length ?? 0;
+      if (!claim.records || count === 0) return end("empty");
       claimId = claim.claimId;
-      if (claim.records.length === 0) return end("empty");
-      span.setAttribute("keymesh.record_count", claim.records.length);
+      span.setAttribute("keymesh.record_count", count);
       const signatures = await signRecords(ctx, batchId, lease, renewal.token(), claim.records, renewal.lost);
       used = true;
       await failpoint("executor.before-commit");
@@ -138,22 +144,19 @@ async function claimRecords(ctx: BatchContext) {
   );
 }
 
-async function signRecords(
-  ctx: BatchContext,
-  batchId: string,
-  lease: KeyLease,
-  leaseToken: string,
-  records: readonly { id: bigint; payload: Uint8Array }[],
-  lost: AbortSignal,
-) {
-  const items = records.map((r) => ({ recordId: r.id, payload: r.payload }));
-  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, items }), lost);
-  return signed.signatures.map((s) => ({ recordId: s.recordId, signature: s.signature }));
+/**
+ * Signs the claimed records on the shared stream. The packed block goes on as it came from
+ * collection, and the signatures come back packed: the executor never looks inside either.
+ */
+async function signRecords(ctx: BatchContext, batchId: string, lease: KeyLease, leaseToken: string, records: RecordBlock, lost: AbortSignal): Promise<SignatureBlock> {
+  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, records }), lost);
+  if (!signed.signatures) throw new ConnectError("the signing service returned no signatures", Code.Internal);
+  return signed.signatures;
 }
 
 async function commit(
   ctx: BatchContext,
-  b: { claimId: string; batchId: string; lease: KeyLease; leaseToken: string; signatures: { recordId: bigint; signature: Uint8Array }[] },
+  b: { claimId: string; batchId: string; lease: KeyLease; leaseToken: string; signatures: SignatureBlock },
 ) {
   return ctx.collection.commitBatch(
     {

@@ -1,6 +1,8 @@
 import { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { auditLogFor, loadAuditKey } from "../shared/audit/index.js";
 import { createLeaseTokens } from "../shared/crypto/lease-token.js";
+import { masterKeysFor } from "../shared/crypto/rotation/master-key-manager.js";
+import { REWRAP_QUEUE } from "../shared/crypto/rotation/rewrap.js";
 import { KEY_REWRAP_QUEUE } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
 import { reportSigningSeries } from "../shared/telemetry/metrics-signing.js";
@@ -8,7 +10,6 @@ import { keysMigrations } from "./migrations/index.js";
 import { createKeysHandler } from "./handler.js";
 import { createKeyring } from "./keyring.js";
 import { createKeyringStore } from "./keyring-store.js";
-import { createConfiguredMasterKeys } from "./master-key-source.js";
 import { keysSealedSets, startKeyRewrapWorker } from "./rewrap.js";
 import { createRotationHandler } from "./rotation-handler.js";
 import { createUserKeyStore } from "./user-key-store.js";
@@ -27,7 +28,9 @@ export const keysModule: ServiceModule = {
   needs: { database: true, coordinator: true },
   async register(router, ctx) {
     reportSigningSeries("keys");
-    const masterKeys = createConfiguredMasterKeys({ spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger });
+    // The mesh-wide master-key state, shared with the vault: a rotation through either moves
+    // the primary for both, and this process follows it.
+    const masterKeys = await masterKeysFor({ db: ctx.db, spec: ctx.config.masterKeys, dataDir: ctx.config.dataDir, logger: ctx.logger, shutdown: ctx.shutdown });
     const store = createKeyringStore(ctx.db);
     const keyring = createKeyring({ store, coordinator: ctx.coordinator, masterKeys: masterKeys.ring, tokens: createLeaseTokens(masterKeys.ring) });
     const audit = auditLogFor(ctx.db, await loadAuditKey({ spec: ctx.config.auditKey, db: ctx.db }));
@@ -36,6 +39,7 @@ export const keysModule: ServiceModule = {
       masterKeys,
       sets: keysSealedSets(ctx.db),
       queue: ctx.coordinator.queues.queue(KEY_REWRAP_QUEUE),
+      vaultQueue: ctx.coordinator.queues.queue(REWRAP_QUEUE),
     });
     router.service(KeyManagementService, {
       ...createKeysHandler({ keyring, store, masterKeys: masterKeys.ring, audit }),

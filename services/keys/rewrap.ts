@@ -5,7 +5,7 @@ import type { Coordinator } from "../shared/coordination/types.js";
 import { KEY_REWRAP_QUEUE, runKeyRewrapWorker, type ChunkResult } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { SealedRowSet } from "../shared/crypto/rotation/sealed-row-set.js";
 import type { Database } from "../shared/storage/database.js";
-import type { MasterKeySource } from "./master-key-source.js";
+import type { MasterKeyManager } from "../shared/crypto/rotation/master-key-manager.js";
 import { createKeyringKeysSet, createUserKeysSet } from "./sealed-sets.js";
 
 /** The private-key sets of the keys service, in the order they are rewrapped. */
@@ -17,7 +17,7 @@ export function keysSealedSets(db: Database): SealedRowSet[] {
 export function startKeyRewrapWorker(opts: {
   readonly db: Database;
   readonly coordinator: Coordinator;
-  readonly masterKeys: MasterKeySource;
+  readonly masterKeys: MasterKeyManager;
   readonly idleClaimMs: number;
   readonly signal: AbortSignal;
   readonly logger: Logger;

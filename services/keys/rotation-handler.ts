@@ -6,40 +6,45 @@ import type { JobQueue } from "../shared/coordination/types.js";
 import { enqueueRewrapChunks } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { SealedRowSet } from "../shared/crypto/rotation/sealed-row-set.js";
 import { InvalidInputError, mapErrors } from "../shared/errors.js";
-import type { MasterKeySource } from "./master-key-source.js";
+import type { MasterKeyManager } from "../shared/crypto/rotation/master-key-manager.js";
 
 /** Dependencies of the master-key RPCs of KeyManagementService. */
 export interface RotationHandlerDeps {
-  readonly masterKeys: MasterKeySource;
+  readonly masterKeys: MasterKeyManager;
   readonly sets: readonly SealedRowSet[];
   readonly queue: JobQueue;
+  /** The vault's rewrap queue: a rotation here moves the vault's rows too (see rewrap.ts). */
+  readonly vaultQueue: JobQueue;
 }
 
 /**
  * RotateMasterKey, GetMasterKeyStatus, RewrapPrivateKeys and RetireMasterKey (access: admin).
  * Rotation and rewrap only enqueue: the rewrap workers move the keys, and the status shows
- * how many are left per version.
+ * how many are left per version. The master-key state is the mesh-wide one the vault's RPCs
+ * share, so a rotation through either service moves the primary for both, and each queues
+ * the other's rewrap as well.
  */
 export function createRotationHandler(deps: RotationHandlerDeps): Partial<ServiceImpl<typeof KeyManagementService>> {
   const { masterKeys, sets, queue } = deps;
 
-  const counts = async (): Promise<Map<number, number>> => {
+  /** Private keys per version: from the replica for status, the primary (`fresh`) for retiring. */
+  const counts = async (fresh = false): Promise<Map<number, number>> => {
     const total = new Map<number, number>();
-    for (const set of sets) for (const [v, n] of await set.countByVersion()) total.set(v, (total.get(v) ?? 0) + n);
+    for (const set of sets) for (const [v, n] of await set.countByVersion(fresh)) total.set(v, (total.get(v) ?? 0) + n);
     return total;
   };
 
   const status = async (): Promise<MasterKeyVersionStatus[]> => {
-    const rows = await counts();
+    const [rows, states] = await Promise.all([counts(), masterKeys.states()]);
     const ring = masterKeys.ring();
-    const versions = new Set([...ring.versions(), ...rows.keys()]);
+    const versions = new Set([...states.keys(), ...rows.keys()]);
     return [...versions]
       .sort((a, b) => a - b)
       .map((version) =>
         create(MasterKeyVersionStatusSchema, {
           version,
           primary: version === ring.primaryVersion,
-          retired: !ring.versions().includes(version),
+          retired: states.get(version) === "retired",
           rowCount: BigInt(rows.get(version) ?? 0),
         }),
       );
@@ -50,6 +55,8 @@ export function createRotationHandler(deps: RotationHandlerDeps): Partial<Servic
   return {
     rotateMasterKey: mapErrors(async () => {
       const { primary } = await masterKeys.rotate();
+      // Best effort, like the vault's own rotation: a vault process also resumes at start.
+      await deps.vaultQueue.enqueue({ reason: "rotate", primary: String(primary) }).catch(() => undefined);
       return { primaryVersion: primary, enqueued: BigInt(await enqueue()) };
     }),
 
@@ -65,7 +72,10 @@ export function createRotationHandler(deps: RotationHandlerDeps): Partial<Servic
 
     retireMasterKey: mapErrors(async (req) => {
       if (req.version === 0) throw new InvalidInputError("version must be a master-key version (1 or more)");
-      await masterKeys.retire(req.version, async () => (await counts()).get(req.version) ?? 0);
+      await masterKeys.retire(req.version, async () => (await counts(true)).get(req.version) ?? 0, {
+        what: "private keys (keyring and users' keys; GetMasterKeyStatus shows them per version)",
+        how: "call RewrapPrivateKeys, wait until GetMasterKeyStatus shows 0 for it, then retire",
+      });
       return { versions: await status() };
     }),
   };

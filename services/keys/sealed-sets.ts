@@ -14,8 +14,8 @@ function idKeyedSet(db: Database, name: string, table: string, context: (id: str
   return {
     name,
 
-    async countByVersion() {
-      const rows = (await db.replica(table).select("master_key_version").count({ n: "*" }).groupBy("master_key_version")) as {
+    async countByVersion(fresh = false) {
+      const rows = (await (fresh ? db.primary : db.replica)(table).select("master_key_version").count({ n: "*" }).groupBy("master_key_version")) as {
         master_key_version: number;
         n: number | string;
       }[];

@@ -5,7 +5,7 @@ import { createClient, type Client, type Interceptor, type Transport } from "@co
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { SERVICES, SERVICE_NAMES, type ServiceDescriptors, type ServiceName } from "../registry.js";
 import type { Config } from "./config.js";
-import { createClientTracingInterceptor } from "./telemetry/interceptors.js";
+import { createClientTracingInterceptor, type ClientTracingInterceptorOptions } from "./telemetry/interceptors.js";
 import { createClientMetricsInterceptor } from "./telemetry/metrics-interceptor.js";
 
 /**
@@ -37,6 +37,12 @@ export interface PeerClientsOptions {
   readonly transport?: Transport;
 }
 
+/**
+ * How calls between mesh services are traced: the callee's server span records a successful
+ * unary call, a failed one gets a client span too (see `ClientTracingInterceptorOptions`).
+ */
+export const peerClientTracing: ClientTracingInterceptorOptions = { clientSpans: "failures" };
+
 /** The URL at which this process is reachable from itself for a configuration and port. */
 export function selfUrlOf(config: Pick<Config, "host" | "tls">, port: number): string {
   const scheme = config.tls === undefined ? "http" : "https";
@@ -63,7 +69,7 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
     if (typeof opts.selfUrl === "function") return opts.selfUrl();
     return opts.selfUrl ?? selfUrlOf(config, config.port);
   };
-  const interceptors: Interceptor[] = [createClientTracingInterceptor(), createClientMetricsInterceptor()];
+  const interceptors: Interceptor[] = [createClientTracingInterceptor(peerClientTracing), createClientMetricsInterceptor()];
   const serviceToken = opts.serviceToken ?? config.serviceToken;
   if (serviceToken !== undefined) interceptors.push(createServiceCredentialInterceptor(serviceToken, opts.caller));
   interceptors.push(...(opts.interceptors ?? []));

@@ -61,6 +61,8 @@ export interface Config {
    * with a worker before another worker takes it over (default 30000).
    */
   readonly rewrapClaimIdleMs: number;
+  /** KEYMESH_SIGNING_THREADS: worker threads the signing service signs on; unset: one per core (os.availableParallelism()). */
+  readonly signingThreads: number | undefined;
   /** KEYMESH_METRICS_PORT: serve Prometheus metrics at /metrics on this port; unset: no endpoint. */
   readonly metricsPort: number | undefined;
   /** Unknown `KEYMESH_*` variables that were set (probably typos); the host warns about them. */
@@ -117,6 +119,7 @@ export const KNOWN_VARIABLES: readonly string[] = [
   "KEYMESH_SECRETS_URL",
   "KEYMESH_SECRETS_TOKEN",
   "KEYMESH_REWRAP_CLAIM_IDLE_MS",
+  "KEYMESH_SIGNING_THREADS",
   "KEYMESH_URL",
   "KEYMESH_TOKEN",
   "KEYMESH_FAILPOINTS",
@@ -294,6 +297,7 @@ export function loadConfig(env: Env = process.env, overrides: ConfigOverrides = 
     maxRequestBytes: integer(merged, "KEYMESH_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES, 1024, 0xffffffff, "a size in bytes"),
     shutdownTimeoutMs: integer(merged, "KEYMESH_SHUTDOWN_TIMEOUT_MS", DEFAULT_SHUTDOWN_TIMEOUT_MS, 100, 3_600_000, "a duration in milliseconds"),
     rewrapClaimIdleMs: integer(merged, "KEYMESH_REWRAP_CLAIM_IDLE_MS", 30_000, 500, 3_600_000, "a duration in milliseconds"),
+    signingThreads: read(merged, "KEYMESH_SIGNING_THREADS") === undefined ? undefined : integer(merged, "KEYMESH_SIGNING_THREADS", 0, 1, 256, "a number of threads"),
     logLevel: logLevel(merged),
     serviceToken: serviceToken(merged),
     serviceUrls: Object.freeze(serviceUrls),

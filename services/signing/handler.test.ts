@@ -9,10 +9,10 @@ describe("SignStream", () => {
     let started = 0;
     const gates: (() => void)[] = [];
     const signer = {
-      signBatch: async (_lease: unknown, items: readonly { recordId: bigint }[]) => {
+      signBatch: async (_lease: unknown, payloads: readonly Uint8Array[]) => {
         started++;
         await new Promise<void>((resolve) => gates.push(resolve));
-        return items.map((i) => ({ recordId: i.recordId, signature: Buffer.alloc(64) }));
+        return Buffer.alloc(64 * payloads.length);
       },
     };
     const handler = createSigningHandler({ signer, publicKeyOf: async () => new Uint8Array(32), streamMaxInFlight: 3 });
@@ -20,7 +20,7 @@ describe("SignStream", () => {
     async function* requests(): AsyncGenerator<SignStreamRequest> {
       for (let i = 0; i < 10; i++) {
         read++;
-        yield create(SignStreamRequestSchema, { batch: { batchId: `b${i}`, keyId: "k", fence: 1n, leaseId: "l", leaseToken: "t", items: [{ recordId: BigInt(i), payload: new Uint8Array(1) }] } });
+        yield create(SignStreamRequestSchema, { batch: { batchId: `b${i}`, keyId: "k", fence: 1n, leaseId: "l", leaseToken: "t", records: { ids: [BigInt(i)], payloadLengths: [1], payloads: new Uint8Array(1) } } });
       }
     }
     const replies = handler.signStream(requests(), {} as HandlerContext)[Symbol.asyncIterator]();

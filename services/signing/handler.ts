@@ -14,6 +14,7 @@ type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
 import { codeName, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
 import { violationOf } from "../shared/interceptors/validation.js";
+import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
 import type { Signer } from "./signer.js";
 import type { KeyObject } from "node:crypto";
 
@@ -54,8 +55,10 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
 
   const signBatch = async (req: SignBatchRequest) => {
     const lease = { keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: req.leaseToken };
-    const signatures = await deps.signer.signBatch(lease, req.items);
-    return { batchId: req.batchId, keyId: req.keyId, signatures };
+    const records = unpackRecords(req.records);
+    if (records.ids.length === 0) throw new InvalidInputError("records: a batch needs at least one record");
+    const signatures = await deps.signer.signBatch(lease, records.payloads);
+    return { batchId: req.batchId, keyId: req.keyId, signatures: packSignatures(req.records!.ids, signatures) };
   };
 
   /** One batch on the stream, in a span parented by the batch's own trace context. */
@@ -65,7 +68,7 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
     const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
     return tracer.startActiveSpan(
       "signing.sign_batch",
-      { attributes: { "keymesh.batch_id": batchId, "keymesh.key_id": batch?.keyId ?? "", "keymesh.record_count": batch?.items.length ?? 0 } },
+      { attributes: { "keymesh.batch_id": batchId, "keymesh.key_id": batch?.keyId ?? "", "keymesh.record_count": batch?.records?.ids.length ?? 0 } },
       parent,
       async (span) => {
         try {

@@ -1,30 +1,42 @@
 import { generateKeyPairSync, randomBytes } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { Code } from "@connectrpc/connect";
 import { createMasterKeyring, seal } from "../shared/crypto/envelope.js";
 import { rawEd25519PublicKey, ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
 import { createLeaseTokens, hashLeaseId, newLeaseId } from "../shared/crypto/lease-token.js";
 import { keyringSealContext } from "../keys/seal-context.js";
 import { toConnectError } from "../shared/errors.js";
+import { createSignPool } from "./sign-pool.js";
 import { createSigner } from "./signer.js";
 
 const ring = createMasterKeyring(new Map([[1, randomBytes(32)]]), 1);
 const tokens = createLeaseTokens(() => ring);
 const { privateKey, publicKey } = generateKeyPairSync("ed25519");
 const wrapped = seal(ring, privateKey.export({ format: "der", type: "pkcs8" }), keyringSealContext("k1"));
-const items = (n: number) => Array.from({ length: n }, (_, i) => ({ recordId: BigInt(i + 1), payload: randomBytes(32) }));
+const items = (n: number) => Array.from({ length: n }, () => randomBytes(32));
 
 /** A lease as the key service would grant it. */
 const leaseOf = (fence: bigint, expiresAt = Date.now() + 10_000, keyId = "k1") => {
   const leaseId = newLeaseId();
   return { keyId, fence, leaseId, leaseToken: tokens.mint({ keyId, fence, leaseHash: hashLeaseId(leaseId), expiresAt }) };
 };
+const threads = createSignPool({ threads: 2, minChunk: 1 });
+/** The pool, counting the batches that reached it. */
+const pool = {
+  batches: 0,
+  sign(...args: Parameters<typeof threads.sign>) {
+    pool.batches++;
+    return threads.sign(...args);
+  },
+};
+afterAll(() => threads.close());
 const codeOf = async (p: Promise<unknown>) => toConnectError(await p.then(() => undefined, (e: unknown) => e)).code;
 
 describe("signer", () => {
   it("opens a key once and signs verifiably under every live lease", async () => {
     const fetched: string[] = [];
     const signer = createSigner({
+      pool,
       masterKeys: () => ring,
       tokens,
       source: async (keyId, _fence, leaseId) => {
@@ -39,13 +51,15 @@ describe("signer", () => {
     await signer.signBatch(leaseOf(8n), items(1));
     expect(fetched).toEqual([lease.leaseId]);
     const pub = ed25519PublicKey(rawEd25519PublicKey(publicKey));
-    expect(first.every((s, i) => verifyEd25519(pub, batch[i]!.payload, s.signature))).toBe(true);
+    expect(first.length).toBe(64 * batch.length);
+    expect(batch.every((payload, i) => verifyEd25519(pub, payload, first.subarray(64 * i, 64 * i + 64)))).toBe(true);
   });
 
   it("refuses lapsed, forged and foreign leases with Aborted before touching a key", async () => {
     let calls = 0;
-    const signer = createSigner({ masterKeys: () => ring, tokens, source: async (keyId) => (calls++, { keyId, wrapped }) });
+    const signer = createSigner({ pool, masterKeys: () => ring, tokens, source: async (keyId) => (calls++, { keyId, wrapped }) });
     const live = leaseOf(3n);
+    const signed = pool.batches;
     // Lapsed.
     expect(await codeOf(signer.signBatch(leaseOf(3n, Date.now() - 1), items(1)))).toBe(Code.Aborted);
     // Another lease id than the one the token names (a guessed or made-up id).
@@ -59,6 +73,7 @@ describe("signer", () => {
     expect(await codeOf(signer.signBatch({ ...live, leaseToken: forged }, items(1)))).toBe(Code.Aborted);
     expect(await codeOf(signer.signBatch({ ...live, leaseToken: "" }, items(1)))).toBe(Code.Aborted);
     expect(calls).toBe(0);
+    expect(pool.batches).toBe(signed);
     await signer.signBatch(live, items(1));
     expect(calls).toBe(1);
     // Once a newer lease of the key signed, the older one (released or lapsed) is over.
@@ -70,7 +85,7 @@ describe("signer", () => {
     const bad = Buffer.from(wrapped);
     bad[bad.length - 1]! ^= 1;
     let calls = 0;
-    const signer = createSigner({ masterKeys: () => ring, tokens, source: async (keyId) => (calls++, { keyId, wrapped: bad }) });
+    const signer = createSigner({ pool, masterKeys: () => ring, tokens, source: async (keyId) => (calls++, { keyId, wrapped: bad }) });
     expect(await codeOf(signer.signBatch(leaseOf(1n), items(1)))).toBe(Code.DataLoss);
     await signer.signBatch(leaseOf(1n), items(1)).catch(() => undefined);
     expect(calls).toBe(2);

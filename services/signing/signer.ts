@@ -1,11 +1,9 @@
-import { createPrivateKey, sign, type KeyObject } from "node:crypto";
-import { promisify } from "node:util";
+import { createPrivateKey, type KeyObject } from "node:crypto";
 import { open, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { checkLease, type LeaseTokens } from "../shared/crypto/lease-token.js";
 import { LeaseLostError } from "../shared/errors.js";
 import { keyringSealContext } from "../keys/seal-context.js";
-
-const signAsync = promisify(sign) as (algorithm: null, data: Uint8Array, key: KeyObject) => Promise<Buffer>;
+import type { SignPool } from "./sign-pool.js";
 
 /** A sealed signing key as the key service hands it to the lease holder. */
 export interface WrappedSigningKey {
@@ -31,9 +29,17 @@ export interface LeaseCredentials {
  * service hands out the sealed key only to a lease holder, the first time a key is needed;
  * the opened KeyObject is then kept per key id (bounded, least recently used first out), as
  * every later batch again proves a lease the key service granted. The private key never
- * leaves this object: not in logs, errors or replies.
+ * leaves this object and the signing pool's threads: not in logs, errors or replies.
  */
-export function createSigner(deps: { source: WrappedKeySource; masterKeys: () => MasterKeyring; tokens: LeaseTokens; now?: () => number; maxCachedKeys?: number }) {
+export function createSigner(deps: {
+  source: WrappedKeySource;
+  masterKeys: () => MasterKeyring;
+  tokens: LeaseTokens;
+  /** The threads that sign (sign-pool.ts); the signer only checks leases and opens keys. */
+  pool: Pick<SignPool, "sign">;
+  now?: () => number;
+  maxCachedKeys?: number;
+}) {
   const cache = new Map<string, Promise<KeyObject>>();
   /** The newest fence seen per key: a lease is over once a newer one of its key signs. */
   const newest = new Map<string, bigint>();
@@ -79,17 +85,15 @@ export function createSigner(deps: { source: WrappedKeySource; masterKeys: () =>
 
   return {
     /**
-     * Signs every payload with the key of `lease`, if that lease is live and the caller's. The
-     * batch's limits (1-10000 items of at most 1024 bytes, a positive fence, a lease id and
+     * Signs every payload with the key of `lease`, if that lease is live and the caller's, and
+     * returns the signatures concatenated (64 bytes each, in order). The batch's limits (1-10000 items of at most 1024 bytes, a positive fence, a lease id and
      * token) are signing_service.proto's rules, checked before a batch gets here.
      */
-    async signBatch(lease: LeaseCredentials, items: readonly { recordId: bigint; payload: Uint8Array }[]) {
+    async signBatch(lease: LeaseCredentials, payloads: readonly Uint8Array[]): Promise<Buffer> {
       checkCredentials(lease);
       const key = await keyFor(lease);
-      // Off the event loop: each signature is a job on libuv's thread pool, so signing uses
-      // every core and the stream keeps being served while a batch is signed.
-      const signatures = await Promise.all(items.map((item) => signAsync(null, item.payload, key)));
-      return items.map((item, i) => ({ recordId: item.recordId, signature: signatures[i]! }));
+      // Off the event loop, on every core: the pool's threads sign the batch in chunks.
+      return deps.pool.sign(key, payloads);
     },
 
     /** Forgets every cached key (shutdown). */

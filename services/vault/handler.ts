@@ -30,6 +30,8 @@ export interface VaultHandlerDeps {
   readonly sets: SealedRowSets;
   /** Where rotations queue the background rewrap. */
   readonly rewrapQueue: JobQueue;
+  /** The keys service's private-key rewrap queue: the mesh-wide rotation moves those too. */
+  readonly keyRewrapQueue: JobQueue;
 }
 
 const STATES = { active: VersionState.ACTIVE, deleted: VersionState.DELETED, destroyed: VersionState.DESTROYED } as const;
@@ -174,6 +176,9 @@ export function createVaultHandler(deps: VaultHandlerDeps): ServiceImpl<typeof V
           () => true,
           () => false,
         );
+        // The primary is mesh-wide: the keys service's workers rewrap its private keys (one
+        // of them walks its tables and queues the chunks; see rewrap-chunks.ts).
+        await deps.keyRewrapQueue.enqueue({ scan: "vault-rotate", primary: String(r.primary) }).catch(() => undefined);
         return { primaryVersion: r.primary, previousVersion: r.previous, rewrapQueued };
       }),
 

@@ -8,8 +8,8 @@ export function createSecretVersionsSet(db: Database): SealedRowSet {
   return {
     name: "vault.secret_versions",
 
-    countByVersion: async () => {
-      const rows = (await db.replica("secret_versions")
+    countByVersion: async (fresh = false) => {
+      const rows = (await (fresh ? k : db.replica)("secret_versions")
         .select("master_key_version")
         .count({ n: "*" })
         .whereNotNull("ciphertext")

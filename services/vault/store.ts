@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
+import { isDuplicateKey } from "../shared/storage/errors.js";
 
 /** A secret's metadata row. */
 export interface SecretRow {
@@ -45,7 +46,11 @@ export interface VaultStore {
   /** The secret with one version: `version` 0 means the newest active one. */
   read(selector: Selector, version: number): Promise<{ secret: SecretRow; version: VersionRow } | undefined>;
   version(secretId: string, version: number): Promise<VersionRow | undefined>;
-  versions(secretId: string): Promise<VersionRow[]>;
+  /**
+   * A secret's versions, without values, from the read replica (metadata is read-only and
+   * may trail the primary by the replica's lag); `fresh` reads the primary.
+   */
+  versions(secretId: string, fresh?: boolean): Promise<VersionRow[]>;
   /**
    * Appends `row` as version `expected + 1` if the secret's current version is still
    * `expected` (compare-and-set); false when another writer got there first.
@@ -53,7 +58,10 @@ export interface VaultStore {
   addVersion(row: VersionRow, expected: number): Promise<boolean>;
   /** Moves a version from one of `from` to `to`; returns the row after, undefined if it was in no `from` state. */
   setState(secretId: string, version: number, from: readonly VersionState[], to: VersionState, now: number): Promise<VersionRow | undefined>;
-  /** The owner's secrets whose names start with `prefix`, after the keyset cursor, in name order. */
+  /**
+   * The owner's secrets whose names start with `prefix`, after the keyset cursor, in name
+   * order, from the read replica (a listing may trail the primary by the replica's lag).
+   */
   list(owner: string, prefix: string, after: { name: string; id: string } | undefined, limit: number): Promise<SecretRow[]>;
   hasGrant(secretId: string, principal: string): Promise<boolean>;
   grant(secretId: string, principal: string, grantedBy: string, now: number): Promise<void>;
@@ -106,11 +114,6 @@ const versionRecord = (v: VersionRow) => ({
   deleted_at: v.deletedAt,
 });
 
-function isUniqueViolation(err: unknown): boolean {
-  const code = String((err as { code?: unknown }).code ?? "");
-  return code === "ER_DUP_ENTRY" || code.startsWith("SQLITE_CONSTRAINT_UNIQUE") || code.startsWith("SQLITE_CONSTRAINT_PRIMARYKEY");
-}
-
 function where(q: Knex.QueryBuilder, selector: Selector, alias = "s"): Knex.QueryBuilder {
   return "id" in selector ? q.where(`${alias}.id`, selector.id) : q.where(`${alias}.owner`, selector.owner).where(`${alias}.name`, selector.name);
 }
@@ -134,7 +137,7 @@ export function createVaultStore(db: Database): VaultStore {
           await trx("secret_versions").insert(versionRecord(first));
         });
       } catch (err) {
-        if (isUniqueViolation(err)) throw new NameTakenError("name taken");
+        if (isDuplicateKey(err)) throw new NameTakenError("name taken");
         throw err;
       }
     },
@@ -166,8 +169,8 @@ export function createVaultStore(db: Database): VaultStore {
       return row === undefined ? undefined : toVersion(row);
     },
 
-    versions: async (secretId) => {
-      const rows = (await k("secret_versions")
+    versions: async (secretId, fresh = false) => {
+      const rows = (await (fresh ? k : db.replica)("secret_versions")
         .select(["secret_id", "version", "state", "master_key_version", "size", "created_at", "deleted_at"])
         .where("secret_id", secretId)
         .orderBy("version")) as Raw[];
@@ -198,7 +201,7 @@ export function createVaultStore(db: Database): VaultStore {
     },
 
     list: async (owner, prefix, after, limit) => {
-      let q = k("secrets as s").select(SECRET_COLUMNS).where("s.owner", owner);
+      let q = db.replica("secrets as s").select(SECRET_COLUMNS).where("s.owner", owner);
       if (prefix !== "") q = q.where("s.name", ">=", prefix).where("s.name", "<", `${prefix}\u{10ffff}`);
       if (after !== undefined) q = q.whereRaw("(COALESCE(s.name, ''), s.id) > (?, ?)", [after.name, after.id]);
       const rows = (await q.orderByRaw("COALESCE(s.name, ''), s.id").limit(limit)) as Raw[];

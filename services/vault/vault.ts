@@ -188,9 +188,16 @@ export function createVault(deps: VaultDeps) {
       }
     },
 
+    /**
+     * Who may see the secret is decided on the primary (a revoked grant takes effect at once);
+     * its versions come from the read replica, unless the replica has not seen them all yet
+     * (a version added moments ago): then from the primary, so the list never misses a
+     * version the secret counts. A version's state (deleted, destroyed) may trail by the lag.
+     */
     async metadata(p: Principal, ref: SecretRef, scope: AuditScope) {
       const { secret } = await resolve(p, ref, scope);
-      return { secret, versions: await store.versions(secret.id) };
+      const versions = await store.versions(secret.id);
+      return { secret, versions: versions.length >= secret.currentVersion ? versions : await store.versions(secret.id, true) };
     },
 
     async list(p: Principal, prefix: string, pageToken: string, limit: number) {

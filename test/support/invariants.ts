@@ -43,12 +43,6 @@ export async function checkInvariants(
     c: number;
   }[];
   if (n(unsigned[0]!.c) > 0) v(`1: ${n(unsigned[0]!.c)} records have no signature`);
-  const flagMismatch = (await db("records as r")
-    .leftJoin("signatures as s", "s.record_id", "r.id")
-    .where((q) => q.where("r.signed", 1).whereNull("s.record_id"))
-    .orWhere((q) => q.where("r.signed", 0).whereNotNull("s.record_id"))
-    .count({ c: "*" })) as { c: number }[];
-  if (n(flagMismatch[0]!.c) > 0) v(`1: ${n(flagMismatch[0]!.c)} records whose signed flag disagrees with the signatures table`);
 
   // 2. No concurrent key use.
   const leases = (await db("key_leases").select("key_id", "fence", "acquired_at", "expires_at", "released_at", "previous_last_used_at").orderBy([

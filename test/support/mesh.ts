@@ -9,7 +9,7 @@ import type { ExecutorService } from "../../gen/keymesh/executor/v1/executor_ser
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { loadServiceModules } from "../../services/registry.js";
-import { createPeerClients } from "../../services/shared/clients.js";
+import { createPeerClients, peerClientTracing } from "../../services/shared/clients.js";
 import { loadConfig } from "../../services/shared/config.js";
 import { createCoordinator } from "../../services/shared/coordination/index.js";
 import type { Coordinator } from "../../services/shared/coordination/types.js";
@@ -18,7 +18,7 @@ import type { ServiceInstance } from "../../services/shared/server/service-modul
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { registeredMigrations } from "../../services/migrations.js";
 import { migrate } from "../../services/shared/storage/migrate.js";
-import { createTracingInterceptor } from "../../services/shared/telemetry/interceptors.js";
+import { createClientTracingInterceptor, createTracingInterceptor } from "../../services/shared/telemetry/interceptors.js";
 import { createValidationInterceptor } from "../../services/shared/interceptors/validation.js";
 import { createTestDatabase } from "./mysql.js";
 import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
@@ -43,7 +43,7 @@ const SIGNING_MESH = ["keys", "signing", "collection", "executor"] as const;
 /**
  * Runs the keys, signing, collection and executor modules, registered exactly as the host
  * registers them, on real storage (SQLite in a temp dir, or a throwaway MariaDB database
- * with Redis), routed through `createRouterTransport` with the real tracing interceptor: the
+ * with Redis), routed through `createRouterTransport` with the real tracing interceptors: the
  * handler tier of the test pyramid. Peers reach each other through the same transport.
  */
 export async function startInProcessMesh(backend: Backend): Promise<InProcessMesh> {
@@ -73,7 +73,11 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
     const instance = await module.register(recorder.router, ctx);
     if (instance) instances.push(instance);
   }
-  router = createRouterTransport(recorder.routes, { router: { interceptors: [createTracingInterceptor(), createValidationInterceptor()] } });
+  // Client and server tracing as between processes (peers trace their calls as clients.ts does).
+  router = createRouterTransport(recorder.routes, {
+    router: { interceptors: [createTracingInterceptor(), createValidationInterceptor()] },
+    transport: { interceptors: [createClientTracingInterceptor(peerClientTracing)] },
+  });
   return {
     db,
     coordinator,

@@ -1,10 +1,11 @@
 import { auditMigration } from "../../shared/audit/migration.js";
+import { masterKeyVersionsMigration } from "../../shared/crypto/rotation/migration.js";
 import type { MigrationModule } from "../../shared/storage/migrations/index.js";
 import { keyringMigration } from "./0001_keyring.js";
 import { dropMasterKeysMigration } from "./0002_drop_master_keys.js";
 import { leaseHashesMigration } from "./0003_lease_hashes.js";
 import { userKeysMigration } from "./0005_user_keys.js";
-import { freeKeysIndexMigration } from "./0006_free_keys_index.js";
+import { freeKeysIndexMigration } from "./0007_free_keys_index.js";
 
 /**
  * The key service's migrations, oldest first. Imported statically rather than found on disk:
@@ -17,5 +18,7 @@ export const keysMigrations: readonly MigrationModule[] = [
   // The shared audit trail keyring changes and refused leases are recorded to.
   { ...auditMigration, name: "0004_audit" },
   userKeysMigration,
+  // The mesh-wide master-key state the keys service now shares with the vault.
+  { ...masterKeyVersionsMigration, name: "0006_master_key_versions" },
   freeKeysIndexMigration,
 ];

@@ -1,5 +1,6 @@
 import { ExecutionError, type Lock, type Redlock } from "@sesamecare-oss/redlock";
 import { assertTtl } from "./common.js";
+import { redlockSpan } from "../telemetry/redis-spans.js";
 import { LeaseLostError, UnavailableError } from "../errors.js";
 import type { Lease, LeaseManager } from "./types.js";
 
@@ -52,7 +53,7 @@ export function createRedisLeases(redlock: Redlock, keyPrefix: string): LeaseMan
         assertTtl(ttlMs);
         if (expiresAt <= Date.now()) throw new LeaseLostError(resource, "expired");
         try {
-          lock = await lock.extend(ttlMs);
+          lock = await redlockSpan("extend", { "keymesh.lease.resource": resource }, () => lock.extend(ttlMs));
           expiresAt = lock.expiration;
         } catch (err) {
           if (!(err instanceof ExecutionError)) throw err;
@@ -67,7 +68,7 @@ export function createRedisLeases(redlock: Redlock, keyPrefix: string): LeaseMan
         expiresAt = 0;
         // Best effort: the value-checked script deletes only our own entry; a node we cannot
         // reach lets it expire with its TTL.
-        await redlock.release(lock).catch(() => undefined);
+        await redlockSpan("release", { "keymesh.lease.resource": resource }, () => redlock.release(lock)).catch(() => undefined);
       },
     };
   }
@@ -75,23 +76,30 @@ export function createRedisLeases(redlock: Redlock, keyPrefix: string): LeaseMan
   return {
     async tryAcquire(resource: string, ttlMs: number) {
       assertTtl(ttlMs);
-      let lock: Lock;
-      try {
-        lock = await redlock.acquire([keyOf(resource)], ttlMs);
-      } catch (err) {
-        if (!(err instanceof ExecutionError)) throw err;
-        const v = await verdict(err);
-        if (!v.unreachable) return null;
-        throw new UnavailableError("coordination", `cannot reach a quorum of Redis nodes to lease ${resource}`, {
-          cause: v.cause,
-        });
-      }
-      if (lock.expiration <= Date.now()) {
-        // The quorum answered so slowly that the lease ran out on the way back.
-        await redlock.release(lock).catch(() => undefined);
-        throw new UnavailableError("coordination", `Redis answered too slowly to lease ${resource} for ${ttlMs} ms`);
-      }
-      return lease(resource, lock);
+      return redlockSpan("acquire", { "keymesh.lease.resource": resource }, async (span) => {
+        let lock: Lock;
+        try {
+          lock = await redlock.acquire([keyOf(resource)], ttlMs);
+        } catch (err) {
+          if (!(err instanceof ExecutionError)) throw err;
+          const v = await verdict(err);
+          if (!v.unreachable) {
+            // Held by someone else: the answer, not a failure.
+            span.setAttribute("keymesh.lease.outcome", "held");
+            return null;
+          }
+          throw new UnavailableError("coordination", `cannot reach a quorum of Redis nodes to lease ${resource}`, {
+            cause: v.cause,
+          });
+        }
+        if (lock.expiration <= Date.now()) {
+          // The quorum answered so slowly that the lease ran out on the way back.
+          await redlock.release(lock).catch(() => undefined);
+          throw new UnavailableError("coordination", `Redis answered too slowly to lease ${resource} for ${ttlMs} ms`);
+        }
+        span.setAttribute("keymesh.lease.outcome", "acquired");
+        return lease(resource, lock);
+      });
     },
   };
 }

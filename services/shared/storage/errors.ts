@@ -90,3 +90,17 @@ export function dbUnavailableCode(err: unknown): string | undefined {
 export function isTransientDbError(err: unknown): boolean {
   return dbUnavailableCode(err) !== undefined;
 }
+
+const codeOf = (err: unknown) => String((err as { code?: unknown } | null)?.code ?? "");
+
+/** True when `err` is a unique or primary key violation (MySQL/MariaDB or SQLite). */
+export function isDuplicateKey(err: unknown): boolean {
+  const code = codeOf(err);
+  return code === "ER_DUP_ENTRY" || code.startsWith("SQLITE_CONSTRAINT_UNIQUE") || code.startsWith("SQLITE_CONSTRAINT_PRIMARYKEY");
+}
+
+/** True when `err` is a foreign key violation: a row refers to one that does not exist. */
+export function isMissingReference(err: unknown): boolean {
+  const code = codeOf(err);
+  return code === "ER_NO_REFERENCED_ROW_2" || code === "ER_NO_REFERENCED_ROW" || code.startsWith("SQLITE_CONSTRAINT_FOREIGNKEY");
+}

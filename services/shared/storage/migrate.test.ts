@@ -1,3 +1,4 @@
+import type { Knex } from "knex";
 import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -111,21 +112,21 @@ describe.each(backends)("migrations on %s", (_name, makeBackend) => {
     expect(job.total_records).toBe(0);
   });
 
-  it("claims never-claimed records in id order through the claim index", async () => {
+  it("finds unsigned records after the claim cursor in id order", async () => {
     const k = db.primary;
-    await k("records").insert(
-      Array.from({ length: 5 }, (_, i) => ({ payload: Buffer.from([i]), created_at: 1 })),
-    );
-    const now = Date.now();
-    const claimable = await k("records")
-      .select("id")
-      .where("signed", false)
-      .andWhere("claim_expires_at", "<", now)
-      .orderBy([{ column: "claim_expires_at" }, { column: "id" }])
+    const [before] = await k("records").max({ id: "id" });
+    const after = Number((before as { id: number | null }).id ?? 0);
+    await k("records").insert(Array.from({ length: 5 }, (_, i) => ({ payload: Buffer.from([i]), created_at: 1 })));
+    const lo = after + 1;
+    await k("signatures").insert({ record_id: lo + 1, key_id: "k", fence: 1, batch_id: "b", signature: Buffer.alloc(64), signed_at: 1 });
+    expect(await k("claim_cursor").select("id", "last_id")).toEqual([{ id: 1, last_id: 0 }]);
+    const rows = await k("records as r")
+      .select("r.id")
+      .where("r.id", ">", after)
+      .whereNotExists(k("signatures as s").select(k.raw("1")).whereRaw("s.record_id = r.id"))
+      .orderBy("r.id")
       .limit(3);
-    const ids = claimable.map((r) => Number(r.id));
-    expect(ids).toEqual([...ids].sort((a, b) => a - b));
-    expect(ids).toHaveLength(3);
+    expect(rows.map((r) => Number(r.id))).toEqual([lo, lo + 2, lo + 3]);
   });
 });
 
@@ -172,14 +173,21 @@ describe("migrations on mysql: concurrency and plans", () => {
     expect((await migrationStatus(db, migrations)).unknown).toEqual(["9999_test_extra"]);
   });
 
-  it("claims with an index range scan, no filesort", async () => {
+  it("claims with index range scans, no filesort", async () => {
     const db = connect();
-    const [plan] = (await db.primary.raw(
-      "EXPLAIN SELECT id FROM records WHERE signed = 0 AND claim_expires_at < ? ORDER BY claim_expires_at, id LIMIT 100 FOR UPDATE SKIP LOCKED",
-      [Date.now()],
-    )) as [Array<{ key: string | null; Extra: string | null }>];
-    expect(plan[0]?.key).toBe("records_claim_idx");
-    expect(plan[0]?.Extra ?? "").not.toMatch(/filesort/i);
+    const explain = async (sql: string, params: Knex.RawBinding[]) =>
+      ((await db.primary.raw(`EXPLAIN ${sql}`, params)) as [Array<{ table: string; key: string | null; Extra: string | null }>])[0];
+    // Stale claims, oldest expiry first, through the (state, expires_at) index.
+    const [stale] = await explain("SELECT id, first_id, last_id FROM claims WHERE state = 'open' AND expires_at < ? ORDER BY expires_at LIMIT 16 FOR UPDATE SKIP LOCKED", [Date.now()]);
+    expect(stale?.key).toBe("claims_state_expiry_idx");
+    expect(stale?.Extra ?? "").not.toMatch(/filesort/i);
+    // A fresh range: the records' primary key from the cursor on, each probed in signatures.
+    const fresh = await explain(
+      "SELECT r.id, r.payload FROM records r WHERE r.id > ? AND r.id <= ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id) ORDER BY r.id LIMIT 1000",
+      [0, Number.MAX_SAFE_INTEGER],
+    );
+    expect(fresh.find((p) => p.table === "r")?.key).toBe("PRIMARY");
+    expect(fresh.map((p) => p.Extra ?? "").join(" ")).not.toMatch(/filesort/i);
   });
 });
 

@@ -21,10 +21,11 @@ const KEPT = ["jobs", "keyring_keys", "key_leases", "batches", "records", "signa
 const migrations = await registeredMigrations();
 /**
  * The migrations that adopted the legacy tables as they were; the later ones change them on
- * purpose (lease hashes, lapsed leases, job heartbeats, claims, batch history per batch id)
+ * purpose (lease hashes, lapsed leases, job heartbeats, claims, batch history per batch id,
+ * claims by id range)
  * and are checked against a fresh database below.
  */
-const LATER = new Set(["keys/0003_lease_hashes", "collection/0003_claims", "collection/0004_batch_history", "executor/0002_job_heartbeat"]);
+const LATER = new Set(["keys/0003_lease_hashes", "collection/0003_claims", "collection/0004_batch_history", "collection/0005_range_claims", "executor/0002_job_heartbeat"]);
 const adoption = migrations.filter((m) => !LATER.has(m.name));
 
 interface Backend {
@@ -155,6 +156,9 @@ describe.each(backends)("upgrading a database made before services owned their t
     expect((await migrate(db, migrations)).applied.sort()).toEqual([...LATER].sort());
     const after = await dump(db.primary, KEPT);
     expect(after.batches).toEqual(rowsBefore.batches);
+    expect(after.signatures).toEqual(rowsBefore.signatures);
+    // Claims are id ranges now: records keep their id, payload and creation time only.
+    expect(after.records).toEqual(rowsBefore.records.map((r: Record<string, unknown>) => ({ id: r.id, payload: r.payload, created_at: r.created_at })));
     expect(after.jobs).toEqual(rowsBefore.jobs.map((r: object) => ({ ...r, heartbeat_at: 0 })));
     expect(after.key_leases).toEqual(rowsBefore.key_leases.map((r: object) => ({ ...r, lease_hash: null, lapsed_at: null })));
     expect(after.keyring_keys).toEqual(rowsBefore.keyring_keys.map((r: object) => ({ ...r, lease_hash: null })));

@@ -22,12 +22,13 @@ import {
   type Link,
   type SpanOptions,
   type TextMapPropagator,
+  type Tracer,
   type TracerProvider,
 } from "@opentelemetry/api";
-import { RpcSpan, detectRpcSystem, headerGetter, headerSetter, rpcAttributes, type RpcSide } from "./rpc-span.js";
+import { RpcSpan, detectRpcSystem, headerGetter, headerSetter, rpcAttributes, type RpcSide, type RpcSystem } from "./rpc-span.js";
 import { contextWithServiceName, meshServiceName } from "./service-name.js";
 import { wrapStream } from "../interceptors/wrap-stream.js";
-import { tracerName } from "./with-span.js";
+import { contextWithHandlerSpan, tracerName } from "./with-span.js";
 
 /** Domain spans live next to the RPC interceptors for handlers' convenience. */
 export { tracerName, withSpan, type WithSpanOptions } from "./with-span.js";
@@ -42,6 +43,20 @@ export interface TracingInterceptorOptions {
   filter?: (req: UnaryRequest | StreamRequest) => boolean;
   /** Skip the per-message `message` events; the counts are still recorded. */
   omitMessageEvents?: boolean;
+}
+
+/** Options of the client interceptor. */
+export interface ClientTracingInterceptorOptions extends TracingInterceptorOptions {
+  /**
+   * Which unary calls get a client span. "all" (the default) for callers outside the mesh.
+   * "failures" for calls between mesh services, whose server span records the call: the
+   * client span would repeat it (same name, same code, the same work), doubling every RPC in
+   * a signing batch's trace. A successful call then has no client span, and the server span
+   * is a child of the caller's span; a failed call is recorded as a client span afterwards
+   * (from the call's start), so a call that never reached its server stays in the trace.
+   * Streams always get a client span.
+   */
+  clientSpans?: "all" | "failures";
 }
 
 /** Options of the server interceptor. */
@@ -70,11 +85,11 @@ export function createTracingInterceptor(opts: ServerTracingInterceptorOptions =
  * Creates the client-side interceptor: a client span around each call, whose
  * context is injected into the request headers.
  */
-export function createClientTracingInterceptor(opts: TracingInterceptorOptions = {}): Interceptor {
+export function createClientTracingInterceptor(opts: ClientTracingInterceptorOptions = {}): Interceptor {
   return createRpcTracing("client", opts, true);
 }
 
-function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustRemote: boolean): Interceptor {
+function createRpcTracing(side: RpcSide, opts: ClientTracingInterceptorOptions, trustRemote: boolean): Interceptor {
   const events = !(opts.omitMessageEvents ?? false);
   // Requests are sent by the client and received by the server; responses the other way round.
   const [requestType, responseType] = side === "client" ? (["SENT", "RECEIVED"] as const) : (["RECEIVED", "SENT"] as const);
@@ -88,6 +103,9 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
       attributes: rpcAttributes(system, req.service.typeName, req.method.name),
     };
     let parent = context.active();
+    if (side === "client" && !req.stream && opts.clientSpans === "failures") {
+      return traceFailureOnly(req, next, { tracer, propagator, spanOptions, system, events, parent });
+    }
     if (side === "server") {
       parent = propagator.extract(parent, req.header, headerGetter);
       // The called service names this span and everything the handler starts.
@@ -100,8 +118,10 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
       // No SDK (the no-op API): nothing to record or propagate, so add no wrapping either.
       return next(req);
     }
-    const ctx = trace.setSpan(parent, span);
-    if (side === "client") propagator.inject(ctx, req.header, headerSetter);
+    const spanContext = trace.setSpan(parent, span);
+    if (side === "client") propagator.inject(spanContext, req.header, headerSetter);
+    // A unary handler's own withSpan records on this span (with-span.ts); a stream's work is many.
+    const ctx = side === "server" && !req.stream ? contextWithHandlerSpan(spanContext, span) : spanContext;
     const rpc = new RpcSpan(span, side, system, events);
 
     if (!req.stream) {
@@ -141,6 +161,29 @@ function createRpcTracing(side: RpcSide, opts: TracingInterceptorOptions, trustR
       }),
     };
   };
+}
+
+/**
+ * A unary client call that gets a span only when it fails: the caller's context goes out in
+ * the headers (the server span becomes the caller's child), and a failure is recorded as a
+ * client span that starts when the call did.
+ */
+async function traceFailureOnly(
+  req: UnaryRequest,
+  next: Parameters<Interceptor>[0],
+  t: { tracer: Tracer; propagator: TextMapPropagator; spanOptions: SpanOptions; system: RpcSystem; events: boolean; parent: Context },
+) {
+  t.propagator.inject(t.parent, req.header, headerSetter);
+  const startTime = Date.now();
+  try {
+    return await next(req);
+  } catch (e) {
+    const span = t.tracer.startSpan(`${req.service.typeName}/${req.method.name}`, { ...t.spanOptions, startTime }, t.parent);
+    const rpc = new RpcSpan(span, "client", t.system, t.events);
+    rpc.message("SENT");
+    rpc.end({ kind: "error", error: e });
+    throw e;
+  }
 }
 
 /** Runs calls inside `ctx`: an async generator's body runs inside them, so a handler's stream sees its RPC span. */

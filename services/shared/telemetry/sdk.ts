@@ -14,6 +14,7 @@
 import { register } from "node:module";
 import { trace } from "@opentelemetry/api";
 import type { NodeSDK } from "@opentelemetry/sdk-node";
+import type { SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import pino from "pino";
 import { createLogger, type Logger } from "../logger.js";
 import { createInstrumentations, instrumentedModules } from "./instrumentations.js";
@@ -135,6 +136,44 @@ async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
     return state;
   }
 
+  let exporter = await createTraceExporter(decided.exporter);
+  if (decided.endpoint !== undefined) {
+    exporter = warnOnExportFailure(exporter, { endpoint: decided.endpoint, protocol: decided.exporter }, (fields, message) => {
+      endpointWarned = true;
+      telemetryLogger().warn(fields, message);
+    });
+  }
+  const { BatchSpanProcessor } = await import("@opentelemetry/sdk-trace-base");
+  const batch = new BatchSpanProcessor(exporter, {
+    // The other OTEL_BSP_* variables are read by the processor itself.
+    scheduledDelayMillis: readNumber("OTEL_BSP_SCHEDULE_DELAY") ?? DEFAULT_SCHEDULE_DELAY_MS,
+  });
+  // service.name: the operator's choice (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) names
+  // every span of the process; otherwise each service's spans carry its own name and the rest
+  // (start-up, the CLI) carry `opts.serviceName` or "keymesh".
+  sdk = await installTracing(batch, { serviceName: opts.serviceName, operatorNamed: decided.serviceName !== undefined });
+  processor = batch;
+  state = decided;
+  return state;
+}
+
+/** Options of `installTracing`. */
+export interface InstallTracingOptions {
+  /** service.name of spans outside any service (default "keymesh"). */
+  readonly serviceName?: string;
+  /** The operator named the service (OTEL_SERVICE_NAME...): every span keeps that name. */
+  readonly operatorNamed?: boolean;
+}
+
+/**
+ * Installs tracing into this process with `exportProcessor` as the last stage: the loader
+ * hook, the knex and ioredis instrumentations, the context manager and W3C propagators, and
+ * the per-service tracer provider, whose SQL spans are renamed (`sql-spans.ts`) before
+ * `exportProcessor` sees them. `startTelemetry`
+ * calls it with the OTLP batch processor; tests call it with an in-memory exporter, so what
+ * they assert is what production exports. Call it before knex and ioredis are imported.
+ */
+export async function installTracing(exportProcessor: SpanProcessor, opts: InstallTracingOptions = {}): Promise<NodeSDK> {
   // ESM applications import knex and ioredis with `import`, which Node routes past
   // Module.prototype.require, so require-in-the-middle never sees the packages' entry points
   // (ioredis is patched only there). The import-in-the-middle loader hook wraps those entry
@@ -146,41 +185,23 @@ async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
     data: { include: [...instrumentedModules] },
   });
 
-  const [{ NodeSDK }, { BatchSpanProcessor }, core, resources] = await Promise.all([
+  const [{ NodeSDK }, core, resources] = await Promise.all([
     import("@opentelemetry/sdk-node"),
-    import("@opentelemetry/sdk-trace-base"),
     import("@opentelemetry/core"),
     import("@opentelemetry/resources"),
   ]);
-
-  let exporter = await createTraceExporter(decided.exporter);
-  if (decided.endpoint !== undefined) {
-    exporter = warnOnExportFailure(exporter, { endpoint: decided.endpoint, protocol: decided.exporter }, (fields, message) => {
-      endpointWarned = true;
-      telemetryLogger().warn(fields, message);
-    });
-  }
-  const batch = new BatchSpanProcessor(exporter, {
-    // The other OTEL_BSP_* variables are read by the processor itself.
-    scheduledDelayMillis: readNumber("OTEL_BSP_SCHEDULE_DELAY") ?? DEFAULT_SCHEDULE_DELAY_MS,
-  });
-
-  // service.name: the operator's choice (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES) names
-  // every span of the process; otherwise each service's spans carry its own name and the rest
-  // (start-up, the CLI) carry `opts.serviceName` or "keymesh".
   const detected = resources.detectResources({ detectors: [resources.envDetector, resources.processDetector, resources.hostDetector] });
-  const operatorNamed = decided.serviceName !== undefined;
   const resource = resources
     .defaultResource()
-    .merge(operatorNamed ? null : resources.resourceFromAttributes({ "service.name": opts.serviceName ?? DEFAULT_SERVICE_NAME }))
+    .merge(opts.operatorNamed ? null : resources.resourceFromAttributes({ "service.name": opts.serviceName ?? DEFAULT_SERVICE_NAME }))
     .merge(detected);
   trace.setGlobalTracerProvider(
-    createServiceTracerProvider({ resource, spanProcessors: [createSqlSpanProcessor(), batch], fixedServiceName: operatorNamed }),
+    createServiceTracerProvider({ resource, spanProcessors: [createSqlSpanProcessor(), exportProcessor], fixedServiceName: opts.operatorNamed ?? false }),
   );
 
   // The NodeSDK installs the context manager, the propagators and the instrumentations. It
   // gets no span processor, so it registers no tracer provider of its own.
-  sdk = new NodeSDK({
+  const nodeSdk = new NodeSDK({
     resource,
     autoDetectResources: false,
     spanProcessors: [],
@@ -197,10 +218,8 @@ async function start(opts: StartTelemetryOptions): Promise<TelemetryState> {
         }),
     instrumentations: await createInstrumentations(),
   });
-  sdk.start();
-  processor = batch;
-  state = decided;
-  return state;
+  nodeSdk.start();
+  return nodeSdk;
 }
 
 /**

@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_keymesh_auth_v1_access } from "../../auth/v1/access_pb.js";
+import type { RecordBlock, SignatureBlock } from "../../records/v1/blocks_pb.js";
+import { file_keymesh_records_v1_blocks } from "../../records/v1/blocks_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file keymesh/collection/v1/collection_service.proto.
  */
 export const file_keymesh_collection_v1_collection_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5rZXltZXNoL2NvbGxlY3Rpb24vdjEvY29sbGVjdGlvbl9zZXJ2aWNlLnByb3RvEhVrZXltZXNoLmNvbGxlY3Rpb24udjEiJQoGUmVjb3JkEgoKAmlkGAEgASgDEg8KB3BheWxvYWQYAiABKAwiawoPU3RvcmVkU2lnbmF0dXJlEhEKCXNpZ25hdHVyZRgBIAEoDBIOCgZrZXlfaWQYAiABKAkSDQoFZmVuY2UYAyABKAMSEAoIYmF0Y2hfaWQYBCABKAkSFAoMc2lnbmVkX2F0X21zGAUgASgDIlEKElNlZWRSZWNvcmRzUmVxdWVzdBIbCgVjb3VudBgBIAEoDUIMukgJKgcYgK3iBCgBEh4KDHBheWxvYWRfc2l6ZRgCIAEoDUIIukgFKgMYgAgiNgoTU2VlZFJlY29yZHNSZXNwb25zZRIQCghpbnNlcnRlZBgBIAEoDRINCgV0b3RhbBgCIAEoAyKJAQoRQ2xhaW1CYXRjaFJlcXVlc3QSHAoIY2xhaW1hbnQYASABKAlCCrpIB3IFEAEYgAESGAoEc2l6ZRgCIAEoDUIKukgHKgUYkE4oARIjCgxjbGFpbV90dGxfbXMYAyABKA1CDbpICioIGIDd2wEo6AcSFwoGam9iX2lkGAQgASgJQge6SARyAhhAIm0KEkNsYWltQmF0Y2hSZXNwb25zZRIQCghjbGFpbV9pZBgBIAEoCRIuCgdyZWNvcmRzGAIgAygLMh0ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlY29yZBIVCg1leHBpcmVzX2F0X21zGAMgASgDIlIKD1JlY29yZFNpZ25hdHVyZRIjCglyZWNvcmRfaWQYASABKANCELpIDSILGP////////8PKAASGgoJc2lnbmF0dXJlGAIgASgMQge6SAR6AmhAIsoCChJDb21taXRCYXRjaFJlcXVlc3QSGwoIY2xhaW1faWQYASABKAlCCbpIBnIEEAEYQBIbCghiYXRjaF9pZBgCIAEoCUIJukgGcgQQARhAEiwKBmtleV9pZBgDIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIWCgVmZW5jZRgEIAEoA0IHukgEIgIgABIXCgZqb2JfaWQYBSABKAlCB7pIBHICGEASRwoKc2lnbmF0dXJlcxgGIAMoCzImLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWNvcmRTaWduYXR1cmVCC7pICJIBBQgBEJBOEhwKCGxlYXNlX2lkGAggASgJQgq6SAdyBRABGIABEh8KC2xlYXNlX3Rva2VuGAkgASgJQgq6SAdyBRABGIAESgQIBxAIUg1zdGFydGVkX2F0X21zIlYKCVJlamVjdGlvbhIRCglyZWNvcmRfaWQYASABKAMSNgoGcmVhc29uGAIgASgOMiYua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlamVjdGlvblJlYXNvbiJtChNDb21taXRCYXRjaFJlc3BvbnNlEg4KBnN0b3JlZBgBIAEoDRIQCghyZWplY3RlZBgCIAEoDRI0CgpyZWplY3Rpb25zGAMgAygLMiAua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlamVjdGlvbiIyChNSZWxlYXNlQ2xhaW1SZXF1ZXN0EhsKCGNsYWltX2lkGAEgASgJQgm6SAZyBBABGEAiKAoUUmVsZWFzZUNsYWltUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKA0iMAoQR2V0UmVjb3JkUmVxdWVzdBIcCgJpZBgBIAEoA0IQukgNIgsY/////////w8oACJ9ChFHZXRSZWNvcmRSZXNwb25zZRItCgZyZWNvcmQYASABKAsyHS5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkEjkKCXNpZ25hdHVyZRgCIAEoCzImLmtleW1lc2guY29sbGVjdGlvbi52MS5TdG9yZWRTaWduYXR1cmUiFAoSR2V0UHJvZ3Jlc3NSZXF1ZXN0IkUKE0dldFByb2dyZXNzUmVzcG9uc2USDQoFdG90YWwYASABKAMSDgoGc2lnbmVkGAIgASgDEg8KB2NsYWltZWQYAyABKAMiLwoUR2V0QmF0Y2hTdGF0c1JlcXVlc3QSFwoGam9iX2lkGAEgASgJQge6SARyAhhAIogCChVHZXRCYXRjaFN0YXRzUmVzcG9uc2USGQoRYmF0Y2hlc19jb21taXR0ZWQYASABKAMSGAoQYmF0Y2hlc19yZWplY3RlZBgCIAEoAxIRCglrZXlzX3VzZWQYAyABKA0SGwoTbWluX2JhdGNoZXNfcGVyX2tleRgEIAEoAxIbChNtYXhfYmF0Y2hlc19wZXJfa2V5GAUgASgDEhwKFGJhdGNoX2xhdGVuY3lfcDUwX21zGAYgASgDEhwKFGJhdGNoX2xhdGVuY3lfcDk5X21zGAcgASgDEhwKFGR1cGxpY2F0ZV9zaWduYXR1cmVzGAggASgDEhMKC2JhdGNoX3NpemVzGAkgAygNIl4KF0V4cG9ydFNpZ25hdHVyZXNSZXF1ZXN0EiIKCGFmdGVyX2lkGAEgASgDQhC6SA0iCxj/////////DygAEh8KBWxpbWl0GAIgASgDQhC6SA0iCxj/////////DygAIlIKGEV4cG9ydFNpZ25hdHVyZXNSZXNwb25zZRI2CgdyZWNvcmRzGAEgAygLMiUua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydGVkUmVjb3JkInoKDkV4cG9ydGVkUmVjb3JkEi0KBnJlY29yZBgBIAEoCzIdLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWNvcmQSOQoJc2lnbmF0dXJlGAIgASgLMiYua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlN0b3JlZFNpZ25hdHVyZSIWChREZWxldGVSZWNvcmRzUmVxdWVzdCIoChVEZWxldGVSZWNvcmRzUmVzcG9uc2USDwoHZGVsZXRlZBgBIAEoAyrFAQoPUmVqZWN0aW9uUmVhc29uEiAKHFJFSkVDVElPTl9SRUFTT05fVU5TUEVDSUZJRUQQABIjCh9SRUpFQ1RJT05fUkVBU09OX0FMUkVBRFlfU0lHTkVEEAESIAocUkVKRUNUSU9OX1JFQVNPTl9TVEFMRV9GRU5DRRACEiEKHVJFSkVDVElPTl9SRUFTT05fTk9UX0lOX0NMQUlNEAMSJgoiUkVKRUNUSU9OX1JFQVNPTl9JTlZBTElEX1NJR05BVFVSRRAEMoIIChFDb2xsZWN0aW9uU2VydmljZRJqCgtTZWVkUmVjb3JkcxIpLmtleW1lc2guY29sbGVjdGlvbi52MS5TZWVkUmVjb3Jkc1JlcXVlc3QaKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuU2VlZFJlY29yZHNSZXNwb25zZSIEyPMYBBJnCgpDbGFpbUJhdGNoEigua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNsYWltQmF0Y2hSZXF1ZXN0Gikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNsYWltQmF0Y2hSZXNwb25zZSIEyPMYAxJqCgtDb21taXRCYXRjaBIpLmtleW1lc2guY29sbGVjdGlvbi52MS5Db21taXRCYXRjaFJlcXVlc3QaKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ29tbWl0QmF0Y2hSZXNwb25zZSIEyPMYAxJtCgxSZWxlYXNlQ2xhaW0SKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVsZWFzZUNsYWltUmVxdWVzdBorLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWxlYXNlQ2xhaW1SZXNwb25zZSIEyPMYAxJnCglHZXRSZWNvcmQSJy5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0UmVjb3JkUmVxdWVzdBooLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRSZWNvcmRSZXNwb25zZSIHkAIByPMYAhJtCgtHZXRQcm9ncmVzcxIpLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRQcm9ncmVzc1JlcXVlc3QaKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0UHJvZ3Jlc3NSZXNwb25zZSIHkAIByPMYAhJzCg1HZXRCYXRjaFN0YXRzEisua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldEJhdGNoU3RhdHNSZXF1ZXN0Giwua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldEJhdGNoU3RhdHNSZXNwb25zZSIHkAIByPMYAhJ+ChBFeHBvcnRTaWduYXR1cmVzEi4ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydFNpZ25hdHVyZXNSZXF1ZXN0Gi8ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkV4cG9ydFNpZ25hdHVyZXNSZXNwb25zZSIHkAIByPMYAjABEnAKDURlbGV0ZVJlY29yZHMSKy5rZXltZXNoLmNvbGxlY3Rpb24udjEuRGVsZXRlUmVjb3Jkc1JlcXVlc3QaLC5rZXltZXNoLmNvbGxlY3Rpb24udjEuRGVsZXRlUmVjb3Jkc1Jlc3BvbnNlIgTI8xgEQu8BChljb20ua2V5bWVzaC5jb2xsZWN0aW9uLnYxQhZDb2xsZWN0aW9uU2VydmljZVByb3RvUAFaRGdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL2NvbGxlY3Rpb24vdjE7Y29sbGVjdGlvbnYxogIDS0NYqgIVS2V5bWVzaC5Db2xsZWN0aW9uLlYxygIVS2V5bWVzaFxDb2xsZWN0aW9uXFYx4gIhS2V5bWVzaFxDb2xsZWN0aW9uXFYxXEdQQk1ldGFkYXRh6gIXS2V5bWVzaDo6Q29sbGVjdGlvbjo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_keymesh_auth_v1_access]);
+  fileDesc("Ci5rZXltZXNoL2NvbGxlY3Rpb24vdjEvY29sbGVjdGlvbl9zZXJ2aWNlLnByb3RvEhVrZXltZXNoLmNvbGxlY3Rpb24udjEiJQoGUmVjb3JkEgoKAmlkGAEgASgDEg8KB3BheWxvYWQYAiABKAwiawoPU3RvcmVkU2lnbmF0dXJlEhEKCXNpZ25hdHVyZRgBIAEoDBIOCgZrZXlfaWQYAiABKAkSDQoFZmVuY2UYAyABKAMSEAoIYmF0Y2hfaWQYBCABKAkSFAoMc2lnbmVkX2F0X21zGAUgASgDIlEKElNlZWRSZWNvcmRzUmVxdWVzdBIbCgVjb3VudBgBIAEoDUIMukgJKgcYgK3iBCgBEh4KDHBheWxvYWRfc2l6ZRgCIAEoDUIIukgFKgMYgAgiNgoTU2VlZFJlY29yZHNSZXNwb25zZRIQCghpbnNlcnRlZBgBIAEoDRINCgV0b3RhbBgCIAEoAyKJAQoRQ2xhaW1CYXRjaFJlcXVlc3QSHAoIY2xhaW1hbnQYASABKAlCCrpIB3IFEAEYgAESGAoEc2l6ZRgCIAEoDUIKukgHKgUYkE4oARIjCgxjbGFpbV90dGxfbXMYAyABKA1CDbpICioIGIDd2wEo6AcSFwoGam9iX2lkGAQgASgJQge6SARyAhhAInUKEkNsYWltQmF0Y2hSZXNwb25zZRIQCghjbGFpbV9pZBgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAMgASgDEjAKB3JlY29yZHMYBCABKAsyHy5rZXltZXNoLnJlY29yZHMudjEuUmVjb3JkQmxvY2tKBAgCEAMixwIKEkNvbW1pdEJhdGNoUmVxdWVzdBIbCghjbGFpbV9pZBgBIAEoCUIJukgGcgQQARhAEhsKCGJhdGNoX2lkGAIgASgJQgm6SAZyBBABGEASLAoGa2V5X2lkGAMgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhYKBWZlbmNlGAQgASgDQge6SAQiAiAAEhcKBmpvYl9pZBgFIAEoCUIHukgEcgIYQBIcCghsZWFzZV9pZBgIIAEoCUIKukgHcgUQARiAARIfCgtsZWFzZV90b2tlbhgJIAEoCUIKukgHcgUQARiABBI+CgpzaWduYXR1cmVzGAogASgLMiIua2V5bWVzaC5yZWNvcmRzLnYxLlNpZ25hdHVyZUJsb2NrQga6SAPIAQFKBAgGEAdKBAgHEAhSDXN0YXJ0ZWRfYXRfbXMiVgoJUmVqZWN0aW9uEhEKCXJlY29yZF9pZBgBIAEoAxI2CgZyZWFzb24YAiABKA4yJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uUmVhc29uIm0KE0NvbW1pdEJhdGNoUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNEhAKCHJlamVjdGVkGAIgASgNEjQKCnJlamVjdGlvbnMYAyADKAsyIC5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uIjIKE1JlbGVhc2VDbGFpbVJlcXVlc3QSGwoIY2xhaW1faWQYASABKAlCCbpIBnIEEAEYQCIoChRSZWxlYXNlQ2xhaW1SZXNwb25zZRIQCghyZWxlYXNlZBgBIAEoDSIwChBHZXRSZWNvcmRSZXF1ZXN0EhwKAmlkGAEgASgDQhC6SA0iCxj/////////DygAIn0KEUdldFJlY29yZFJlc3BvbnNlEi0KBnJlY29yZBgBIAEoCzIdLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWNvcmQSOQoJc2lnbmF0dXJlGAIgASgLMiYua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlN0b3JlZFNpZ25hdHVyZSIUChJHZXRQcm9ncmVzc1JlcXVlc3QiRQoTR2V0UHJvZ3Jlc3NSZXNwb25zZRINCgV0b3RhbBgBIAEoAxIOCgZzaWduZWQYAiABKAMSDwoHY2xhaW1lZBgDIAEoAyIvChRHZXRCYXRjaFN0YXRzUmVxdWVzdBIXCgZqb2JfaWQYASABKAlCB7pIBHICGEAiiAIKFUdldEJhdGNoU3RhdHNSZXNwb25zZRIZChFiYXRjaGVzX2NvbW1pdHRlZBgBIAEoAxIYChBiYXRjaGVzX3JlamVjdGVkGAIgASgDEhEKCWtleXNfdXNlZBgDIAEoDRIbChNtaW5fYmF0Y2hlc19wZXJfa2V5GAQgASgDEhsKE21heF9iYXRjaGVzX3Blcl9rZXkYBSABKAMSHAoUYmF0Y2hfbGF0ZW5jeV9wNTBfbXMYBiABKAMSHAoUYmF0Y2hfbGF0ZW5jeV9wOTlfbXMYByABKAMSHAoUZHVwbGljYXRlX3NpZ25hdHVyZXMYCCABKAMSEwoLYmF0Y2hfc2l6ZXMYCSADKA0iXgoXRXhwb3J0U2lnbmF0dXJlc1JlcXVlc3QSIgoIYWZ0ZXJfaWQYASABKANCELpIDSILGP////////8PKAASHwoFbGltaXQYAiABKANCELpIDSILGP////////8PKAAiUgoYRXhwb3J0U2lnbmF0dXJlc1Jlc3BvbnNlEjYKB3JlY29yZHMYASADKAsyJS5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0ZWRSZWNvcmQiegoORXhwb3J0ZWRSZWNvcmQSLQoGcmVjb3JkGAEgASgLMh0ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlY29yZBI5CglzaWduYXR1cmUYAiABKAsyJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuU3RvcmVkU2lnbmF0dXJlIhYKFERlbGV0ZVJlY29yZHNSZXF1ZXN0IigKFURlbGV0ZVJlY29yZHNSZXNwb25zZRIPCgdkZWxldGVkGAEgASgDKsUBCg9SZWplY3Rpb25SZWFzb24SIAocUkVKRUNUSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH1JFSkVDVElPTl9SRUFTT05fQUxSRUFEWV9TSUdORUQQARIgChxSRUpFQ1RJT05fUkVBU09OX1NUQUxFX0ZFTkNFEAISIQodUkVKRUNUSU9OX1JFQVNPTl9OT1RfSU5fQ0xBSU0QAxImCiJSRUpFQ1RJT05fUkVBU09OX0lOVkFMSURfU0lHTkFUVVJFEAQygggKEUNvbGxlY3Rpb25TZXJ2aWNlEmoKC1NlZWRSZWNvcmRzEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlNlZWRSZWNvcmRzUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5TZWVkUmVjb3Jkc1Jlc3BvbnNlIgTI8xgEEmcKCkNsYWltQmF0Y2gSKC5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlcXVlc3QaKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlc3BvbnNlIgTI8xgDEmoKC0NvbW1pdEJhdGNoEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNvbW1pdEJhdGNoUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5Db21taXRCYXRjaFJlc3BvbnNlIgTI8xgDEm0KDFJlbGVhc2VDbGFpbRIqLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWxlYXNlQ2xhaW1SZXF1ZXN0Gisua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlbGVhc2VDbGFpbVJlc3BvbnNlIgTI8xgDEmcKCUdldFJlY29yZBInLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRSZWNvcmRSZXF1ZXN0Gigua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFJlY29yZFJlc3BvbnNlIgeQAgHI8xgCEm0KC0dldFByb2dyZXNzEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFByb2dyZXNzUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRQcm9ncmVzc1Jlc3BvbnNlIgeQAgHI8xgCEnMKDUdldEJhdGNoU3RhdHMSKy5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0QmF0Y2hTdGF0c1JlcXVlc3QaLC5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0QmF0Y2hTdGF0c1Jlc3BvbnNlIgeQAgHI8xgCEn4KEEV4cG9ydFNpZ25hdHVyZXMSLi5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0U2lnbmF0dXJlc1JlcXVlc3QaLy5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0U2lnbmF0dXJlc1Jlc3BvbnNlIgeQAgHI8xgCMAEScAoNRGVsZXRlUmVjb3JkcxIrLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVxdWVzdBosLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVzcG9uc2UiBMjzGARC7wEKGWNvbS5rZXltZXNoLmNvbGxlY3Rpb24udjFCFkNvbGxlY3Rpb25TZXJ2aWNlUHJvdG9QAVpEZ2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvY29sbGVjdGlvbi92MTtjb2xsZWN0aW9udjGiAgNLQ1iqAhVLZXltZXNoLkNvbGxlY3Rpb24uVjHKAhVLZXltZXNoXENvbGxlY3Rpb25cVjHiAiFLZXltZXNoXENvbGxlY3Rpb25cVjFcR1BCTWV0YWRhdGHqAhdLZXltZXNoOjpDb2xsZWN0aW9uOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_records_v1_blocks]);
 
 /**
  * A record to sign.
@@ -203,18 +205,18 @@ export type ClaimBatchResponse = Message<"keymesh.collection.v1.ClaimBatchRespon
   claimId: string;
 
   /**
-   * The claimed records, in id order; empty when nothing is left to claim.
-   *
-   * @generated from field: repeated keymesh.collection.v1.Record records = 2;
-   */
-  records: Record[];
-
-  /**
    * When the claim expires, in milliseconds since the Unix epoch.
    *
    * @generated from field: int64 expires_at_ms = 3;
    */
   expiresAtMs: bigint;
+
+  /**
+   * The claimed records, in id order, packed; no ids when nothing is left to claim.
+   *
+   * @generated from field: keymesh.records.v1.RecordBlock records = 4;
+   */
+  records?: RecordBlock | undefined;
 };
 
 /**
@@ -223,34 +225,6 @@ export type ClaimBatchResponse = Message<"keymesh.collection.v1.ClaimBatchRespon
  */
 export const ClaimBatchResponseSchema: GenMessage<ClaimBatchResponse> = /*@__PURE__*/
   messageDesc(file_keymesh_collection_v1_collection_service, 5);
-
-/**
- * One signature to store.
- *
- * @generated from message keymesh.collection.v1.RecordSignature
- */
-export type RecordSignature = Message<"keymesh.collection.v1.RecordSignature"> & {
-  /**
-   * The record's id (ids are handled as exact JavaScript numbers, hence the upper bound).
-   *
-   * @generated from field: int64 record_id = 1;
-   */
-  recordId: bigint;
-
-  /**
-   * The 64-byte Ed25519 signature.
-   *
-   * @generated from field: bytes signature = 2;
-   */
-  signature: Uint8Array;
-};
-
-/**
- * Describes the message keymesh.collection.v1.RecordSignature.
- * Use `create(RecordSignatureSchema)` to create a new message.
- */
-export const RecordSignatureSchema: GenMessage<RecordSignature> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 6);
 
 /**
  * CommitBatchRequest stores one batch's signatures.
@@ -294,14 +268,6 @@ export type CommitBatchRequest = Message<"keymesh.collection.v1.CommitBatchReque
   jobId: string;
 
   /**
-   * The signatures (1-10000), one per record; a record appears at most once (checked by the
-   * handler: a CEL uniqueness rule over 10000 messages is too slow to run on every commit).
-   *
-   * @generated from field: repeated keymesh.collection.v1.RecordSignature signatures = 6;
-   */
-  signatures: RecordSignature[];
-
-  /**
    * The lease id the batch was signed under (only its holder knows it).
    *
    * @generated from field: string lease_id = 8;
@@ -314,6 +280,15 @@ export type CommitBatchRequest = Message<"keymesh.collection.v1.CommitBatchReque
    * @generated from field: string lease_token = 9;
    */
   leaseToken: string;
+
+  /**
+   * The signatures (1-10000), one per record of the claim, packed; a record appears at most
+   * once (checked by the handler: a CEL uniqueness rule over 10000 ids is too slow to run on
+   * every commit).
+   *
+   * @generated from field: keymesh.records.v1.SignatureBlock signatures = 10;
+   */
+  signatures?: SignatureBlock | undefined;
 };
 
 /**
@@ -321,7 +296,7 @@ export type CommitBatchRequest = Message<"keymesh.collection.v1.CommitBatchReque
  * Use `create(CommitBatchRequestSchema)` to create a new message.
  */
 export const CommitBatchRequestSchema: GenMessage<CommitBatchRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 7);
+  messageDesc(file_keymesh_collection_v1_collection_service, 6);
 
 /**
  * A signature that was not stored.
@@ -349,7 +324,7 @@ export type Rejection = Message<"keymesh.collection.v1.Rejection"> & {
  * Use `create(RejectionSchema)` to create a new message.
  */
 export const RejectionSchema: GenMessage<Rejection> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 8);
+  messageDesc(file_keymesh_collection_v1_collection_service, 7);
 
 /**
  * CommitBatchResponse reports what was stored.
@@ -384,7 +359,7 @@ export type CommitBatchResponse = Message<"keymesh.collection.v1.CommitBatchResp
  * Use `create(CommitBatchResponseSchema)` to create a new message.
  */
 export const CommitBatchResponseSchema: GenMessage<CommitBatchResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 9);
+  messageDesc(file_keymesh_collection_v1_collection_service, 8);
 
 /**
  * ReleaseClaimRequest names the claim to release.
@@ -405,7 +380,7 @@ export type ReleaseClaimRequest = Message<"keymesh.collection.v1.ReleaseClaimReq
  * Use `create(ReleaseClaimRequestSchema)` to create a new message.
  */
 export const ReleaseClaimRequestSchema: GenMessage<ReleaseClaimRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 10);
+  messageDesc(file_keymesh_collection_v1_collection_service, 9);
 
 /**
  * ReleaseClaimResponse reports the released records.
@@ -426,7 +401,7 @@ export type ReleaseClaimResponse = Message<"keymesh.collection.v1.ReleaseClaimRe
  * Use `create(ReleaseClaimResponseSchema)` to create a new message.
  */
 export const ReleaseClaimResponseSchema: GenMessage<ReleaseClaimResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 11);
+  messageDesc(file_keymesh_collection_v1_collection_service, 10);
 
 /**
  * GetRecordRequest names a record.
@@ -447,7 +422,7 @@ export type GetRecordRequest = Message<"keymesh.collection.v1.GetRecordRequest">
  * Use `create(GetRecordRequestSchema)` to create a new message.
  */
 export const GetRecordRequestSchema: GenMessage<GetRecordRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 12);
+  messageDesc(file_keymesh_collection_v1_collection_service, 11);
 
 /**
  * GetRecordResponse carries the record and its signature.
@@ -475,7 +450,7 @@ export type GetRecordResponse = Message<"keymesh.collection.v1.GetRecordResponse
  * Use `create(GetRecordResponseSchema)` to create a new message.
  */
 export const GetRecordResponseSchema: GenMessage<GetRecordResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 13);
+  messageDesc(file_keymesh_collection_v1_collection_service, 12);
 
 /**
  * GetProgressRequest has no fields: progress counts every record.
@@ -490,7 +465,7 @@ export type GetProgressRequest = Message<"keymesh.collection.v1.GetProgressReque
  * Use `create(GetProgressRequestSchema)` to create a new message.
  */
 export const GetProgressRequestSchema: GenMessage<GetProgressRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 14);
+  messageDesc(file_keymesh_collection_v1_collection_service, 13);
 
 /**
  * GetProgressResponse counts records.
@@ -525,7 +500,7 @@ export type GetProgressResponse = Message<"keymesh.collection.v1.GetProgressResp
  * Use `create(GetProgressResponseSchema)` to create a new message.
  */
 export const GetProgressResponseSchema: GenMessage<GetProgressResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 15);
+  messageDesc(file_keymesh_collection_v1_collection_service, 14);
 
 /**
  * GetBatchStatsRequest selects the batches to summarise.
@@ -546,7 +521,7 @@ export type GetBatchStatsRequest = Message<"keymesh.collection.v1.GetBatchStatsR
  * Use `create(GetBatchStatsRequestSchema)` to create a new message.
  */
 export const GetBatchStatsRequestSchema: GenMessage<GetBatchStatsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 16);
+  messageDesc(file_keymesh_collection_v1_collection_service, 15);
 
 /**
  * GetBatchStatsResponse summarises batch history.
@@ -624,7 +599,7 @@ export type GetBatchStatsResponse = Message<"keymesh.collection.v1.GetBatchStats
  * Use `create(GetBatchStatsResponseSchema)` to create a new message.
  */
 export const GetBatchStatsResponseSchema: GenMessage<GetBatchStatsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 17);
+  messageDesc(file_keymesh_collection_v1_collection_service, 16);
 
 /**
  * ExportSignaturesRequest selects a range of records.
@@ -652,7 +627,7 @@ export type ExportSignaturesRequest = Message<"keymesh.collection.v1.ExportSigna
  * Use `create(ExportSignaturesRequestSchema)` to create a new message.
  */
 export const ExportSignaturesRequestSchema: GenMessage<ExportSignaturesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 18);
+  messageDesc(file_keymesh_collection_v1_collection_service, 17);
 
 /**
  * ExportSignaturesResponse is one chunk of records.
@@ -673,7 +648,7 @@ export type ExportSignaturesResponse = Message<"keymesh.collection.v1.ExportSign
  * Use `create(ExportSignaturesResponseSchema)` to create a new message.
  */
 export const ExportSignaturesResponseSchema: GenMessage<ExportSignaturesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 19);
+  messageDesc(file_keymesh_collection_v1_collection_service, 18);
 
 /**
  * A record and its signature.
@@ -701,7 +676,7 @@ export type ExportedRecord = Message<"keymesh.collection.v1.ExportedRecord"> & {
  * Use `create(ExportedRecordSchema)` to create a new message.
  */
 export const ExportedRecordSchema: GenMessage<ExportedRecord> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 20);
+  messageDesc(file_keymesh_collection_v1_collection_service, 19);
 
 /**
  * DeleteRecordsRequest has no fields.
@@ -716,7 +691,7 @@ export type DeleteRecordsRequest = Message<"keymesh.collection.v1.DeleteRecordsR
  * Use `create(DeleteRecordsRequestSchema)` to create a new message.
  */
 export const DeleteRecordsRequestSchema: GenMessage<DeleteRecordsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 21);
+  messageDesc(file_keymesh_collection_v1_collection_service, 20);
 
 /**
  * DeleteRecordsResponse reports what was removed.
@@ -737,7 +712,7 @@ export type DeleteRecordsResponse = Message<"keymesh.collection.v1.DeleteRecords
  * Use `create(DeleteRecordsResponseSchema)` to create a new message.
  */
 export const DeleteRecordsResponseSchema: GenMessage<DeleteRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 22);
+  messageDesc(file_keymesh_collection_v1_collection_service, 21);
 
 /**
  * Why a signature was not stored.

@@ -6,69 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_keymesh_auth_v1_access } from "../../auth/v1/access_pb.js";
+import type { RecordBlock, SignatureBlock } from "../../records/v1/blocks_pb.js";
+import { file_keymesh_records_v1_blocks } from "../../records/v1/blocks_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file keymesh/signing/v1/signing_service.proto.
  */
 export const file_keymesh_signing_v1_signing_service: GenFile = /*@__PURE__*/
-  fileDesc("CihrZXltZXNoL3NpZ25pbmcvdjEvc2lnbmluZ19zZXJ2aWNlLnByb3RvEhJrZXltZXNoLnNpZ25pbmcudjEiOAoIU2lnbkl0ZW0SEQoJcmVjb3JkX2lkGAEgASgDEhkKB3BheWxvYWQYAiABKAxCCLpIBXoDGIAIIjEKCVNpZ25hdHVyZRIRCglyZWNvcmRfaWQYASABKAMSEQoJc2lnbmF0dXJlGAIgASgMIuwBChBTaWduQmF0Y2hSZXF1ZXN0EhkKCGJhdGNoX2lkGAEgASgJQge6SARyAhhAEiwKBmtleV9pZBgCIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIWCgVmZW5jZRgDIAEoA0IHukgEIgIgABI4CgVpdGVtcxgEIAMoCzIcLmtleW1lc2guc2lnbmluZy52MS5TaWduSXRlbUILukgIkgEFCAEQkE4SHAoIbGVhc2VfaWQYBSABKAlCCrpIB3IFEAEYgAESHwoLbGVhc2VfdG9rZW4YBiABKAlCCrpIB3IFEAEYgAQiaAoRU2lnbkJhdGNoUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAkSDgoGa2V5X2lkGAIgASgJEjEKCnNpZ25hdHVyZXMYAyADKAsyHS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbmF0dXJlIo0BChFTaWduU3RyZWFtUmVxdWVzdBI7CgViYXRjaBgBIAEoCzIkLmtleW1lc2guc2lnbmluZy52MS5TaWduQmF0Y2hSZXF1ZXN0Qga6SAPYAQMSHQoLdHJhY2VwYXJlbnQYAiABKAlCCLpIBXIDGIACEhwKCnRyYWNlc3RhdGUYAyABKAlCCLpIBXIDGIAEIioKCVNpZ25FcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkimQEKElNpZ25TdHJlYW1SZXNwb25zZRIQCghiYXRjaF9pZBgBIAEoCRI3CgZzaWduZWQYAiABKAsyJS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkJhdGNoUmVzcG9uc2VIABIuCgVlcnJvchgDIAEoCzIdLmtleW1lc2guc2lnbmluZy52MS5TaWduRXJyb3JIAEIICgZyZXN1bHQimQEKDVZlcmlmeVJlcXVlc3QSLgoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASHQoKcHVibGljX2tleRgCIAEoDEIHukgEegJoIEgAEg8KB3BheWxvYWQYAyABKAwSGgoJc2lnbmF0dXJlGAQgASgMQge6SAR6AmhAQgwKA2tleRIFukgCCAEiHwoOVmVyaWZ5UmVzcG9uc2USDQoFdmFsaWQYASABKAgiegoKVmVyaWZ5SXRlbRIRCglyZWNvcmRfaWQYASABKAMSLAoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEg8KB3BheWxvYWQYAyABKAwSGgoJc2lnbmF0dXJlGAQgASgMQge6SAR6AmhAIlAKElZlcmlmeUJhdGNoUmVxdWVzdBI6CgVpdGVtcxgBIAMoCzIeLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlJdGVtQgu6SAiSAQUIARCQTiJAChNWZXJpZnlCYXRjaFJlc3BvbnNlEg0KBXZhbGlkGAEgASgNEhoKEmludmFsaWRfcmVjb3JkX2lkcxgCIAMoAzKaAwoOU2lnbmluZ1NlcnZpY2USXgoJU2lnbkJhdGNoEiQua2V5bWVzaC5zaWduaW5nLnYxLlNpZ25CYXRjaFJlcXVlc3QaJS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkJhdGNoUmVzcG9uc2UiBMjzGAMSZQoKU2lnblN0cmVhbRIlLmtleW1lc2guc2lnbmluZy52MS5TaWduU3RyZWFtUmVxdWVzdBomLmtleW1lc2guc2lnbmluZy52MS5TaWduU3RyZWFtUmVzcG9uc2UiBMjzGAMoATABElgKBlZlcmlmeRIhLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlSZXF1ZXN0GiIua2V5bWVzaC5zaWduaW5nLnYxLlZlcmlmeVJlc3BvbnNlIgeQAgHI8xgCEmcKC1ZlcmlmeUJhdGNoEiYua2V5bWVzaC5zaWduaW5nLnYxLlZlcmlmeUJhdGNoUmVxdWVzdBonLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlCYXRjaFJlc3BvbnNlIgeQAgHI8xgCQtcBChZjb20ua2V5bWVzaC5zaWduaW5nLnYxQhNTaWduaW5nU2VydmljZVByb3RvUAFaPmdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL3NpZ25pbmcvdjE7c2lnbmluZ3YxogIDS1NYqgISS2V5bWVzaC5TaWduaW5nLlYxygISS2V5bWVzaFxTaWduaW5nXFYx4gIeS2V5bWVzaFxTaWduaW5nXFYxXEdQQk1ldGFkYXRh6gIUS2V5bWVzaDo6U2lnbmluZzo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_keymesh_auth_v1_access]);
-
-/**
- * One payload to sign.
- *
- * @generated from message keymesh.signing.v1.SignItem
- */
-export type SignItem = Message<"keymesh.signing.v1.SignItem"> & {
-  /**
-   * The record id the payload belongs to.
-   *
-   * @generated from field: int64 record_id = 1;
-   */
-  recordId: bigint;
-
-  /**
-   * The bytes to sign (at most 1024).
-   *
-   * @generated from field: bytes payload = 2;
-   */
-  payload: Uint8Array;
-};
-
-/**
- * Describes the message keymesh.signing.v1.SignItem.
- * Use `create(SignItemSchema)` to create a new message.
- */
-export const SignItemSchema: GenMessage<SignItem> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 0);
-
-/**
- * One produced signature.
- *
- * @generated from message keymesh.signing.v1.Signature
- */
-export type Signature = Message<"keymesh.signing.v1.Signature"> & {
-  /**
-   * The record id the signature belongs to.
-   *
-   * @generated from field: int64 record_id = 1;
-   */
-  recordId: bigint;
-
-  /**
-   * The 64-byte Ed25519 signature.
-   *
-   * @generated from field: bytes signature = 2;
-   */
-  signature: Uint8Array;
-};
-
-/**
- * Describes the message keymesh.signing.v1.Signature.
- * Use `create(SignatureSchema)` to create a new message.
- */
-export const SignatureSchema: GenMessage<Signature> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 1);
+  fileDesc("CihrZXltZXNoL3NpZ25pbmcvdjEvc2lnbmluZ19zZXJ2aWNlLnByb3RvEhJrZXltZXNoLnNpZ25pbmcudjEi8gEKEFNpZ25CYXRjaFJlcXVlc3QSGQoIYmF0Y2hfaWQYASABKAlCB7pIBHICGEASLAoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEhwKCGxlYXNlX2lkGAUgASgJQgq6SAdyBRABGIABEh8KC2xlYXNlX3Rva2VuGAYgASgJQgq6SAdyBRABGIAEEjgKB3JlY29yZHMYByABKAsyHy5rZXltZXNoLnJlY29yZHMudjEuUmVjb3JkQmxvY2tCBrpIA8gBAUoECAQQBSJzChFTaWduQmF0Y2hSZXNwb25zZRIQCghiYXRjaF9pZBgBIAEoCRIOCgZrZXlfaWQYAiABKAkSNgoKc2lnbmF0dXJlcxgEIAEoCzIiLmtleW1lc2gucmVjb3Jkcy52MS5TaWduYXR1cmVCbG9ja0oECAMQBCKNAQoRU2lnblN0cmVhbVJlcXVlc3QSOwoFYmF0Y2gYASABKAsyJC5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkJhdGNoUmVxdWVzdEIGukgD2AEDEh0KC3RyYWNlcGFyZW50GAIgASgJQgi6SAVyAxiAAhIcCgp0cmFjZXN0YXRlGAMgASgJQgi6SAVyAxiABCIqCglTaWduRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIpkBChJTaWduU3RyZWFtUmVzcG9uc2USEAoIYmF0Y2hfaWQYASABKAkSNwoGc2lnbmVkGAIgASgLMiUua2V5bWVzaC5zaWduaW5nLnYxLlNpZ25CYXRjaFJlc3BvbnNlSAASLgoFZXJyb3IYAyABKAsyHS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkVycm9ySABCCAoGcmVzdWx0IpkBCg1WZXJpZnlSZXF1ZXN0Ei4KBmtleV9pZBgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JEgAEh0KCnB1YmxpY19rZXkYAiABKAxCB7pIBHoCaCBIABIPCgdwYXlsb2FkGAMgASgMEhoKCXNpZ25hdHVyZRgEIAEoDEIHukgEegJoQEIMCgNrZXkSBbpIAggBIh8KDlZlcmlmeVJlc3BvbnNlEg0KBXZhbGlkGAEgASgIInoKClZlcmlmeUl0ZW0SEQoJcmVjb3JkX2lkGAEgASgDEiwKBmtleV9pZBgCIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIPCgdwYXlsb2FkGAMgASgMEhoKCXNpZ25hdHVyZRgEIAEoDEIHukgEegJoQCJQChJWZXJpZnlCYXRjaFJlcXVlc3QSOgoFaXRlbXMYASADKAsyHi5rZXltZXNoLnNpZ25pbmcudjEuVmVyaWZ5SXRlbUILukgIkgEFCAEQkE4iQAoTVmVyaWZ5QmF0Y2hSZXNwb25zZRINCgV2YWxpZBgBIAEoDRIaChJpbnZhbGlkX3JlY29yZF9pZHMYAiADKAMymgMKDlNpZ25pbmdTZXJ2aWNlEl4KCVNpZ25CYXRjaBIkLmtleW1lc2guc2lnbmluZy52MS5TaWduQmF0Y2hSZXF1ZXN0GiUua2V5bWVzaC5zaWduaW5nLnYxLlNpZ25CYXRjaFJlc3BvbnNlIgTI8xgDEmUKClNpZ25TdHJlYW0SJS5rZXltZXNoLnNpZ25pbmcudjEuU2lnblN0cmVhbVJlcXVlc3QaJi5rZXltZXNoLnNpZ25pbmcudjEuU2lnblN0cmVhbVJlc3BvbnNlIgTI8xgDKAEwARJYCgZWZXJpZnkSIS5rZXltZXNoLnNpZ25pbmcudjEuVmVyaWZ5UmVxdWVzdBoiLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlSZXNwb25zZSIHkAIByPMYAhJnCgtWZXJpZnlCYXRjaBImLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlCYXRjaFJlcXVlc3QaJy5rZXltZXNoLnNpZ25pbmcudjEuVmVyaWZ5QmF0Y2hSZXNwb25zZSIHkAIByPMYAkLXAQoWY29tLmtleW1lc2guc2lnbmluZy52MUITU2lnbmluZ1NlcnZpY2VQcm90b1ABWj5naXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC9zaWduaW5nL3YxO3NpZ25pbmd2MaICA0tTWKoCEktleW1lc2guU2lnbmluZy5WMcoCEktleW1lc2hcU2lnbmluZ1xWMeICHktleW1lc2hcU2lnbmluZ1xWMVxHUEJNZXRhZGF0YeoCFEtleW1lc2g6OlNpZ25pbmc6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_records_v1_blocks]);
 
 /**
  * SignBatchRequest is one batch to sign.
@@ -98,13 +44,6 @@ export type SignBatchRequest = Message<"keymesh.signing.v1.SignBatchRequest"> & 
   fence: bigint;
 
   /**
-   * The payloads (1-10000).
-   *
-   * @generated from field: repeated keymesh.signing.v1.SignItem items = 4;
-   */
-  items: SignItem[];
-
-  /**
    * The lease id from AcquireKeyLease: proves the caller holds the lease.
    *
    * @generated from field: string lease_id = 5;
@@ -117,6 +56,13 @@ export type SignBatchRequest = Message<"keymesh.signing.v1.SignBatchRequest"> & 
    * @generated from field: string lease_token = 6;
    */
   leaseToken: string;
+
+  /**
+   * The records to sign (1-10000), packed.
+   *
+   * @generated from field: keymesh.records.v1.RecordBlock records = 7;
+   */
+  records?: RecordBlock | undefined;
 };
 
 /**
@@ -124,7 +70,7 @@ export type SignBatchRequest = Message<"keymesh.signing.v1.SignBatchRequest"> & 
  * Use `create(SignBatchRequestSchema)` to create a new message.
  */
 export const SignBatchRequestSchema: GenMessage<SignBatchRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 2);
+  messageDesc(file_keymesh_signing_v1_signing_service, 0);
 
 /**
  * SignBatchResponse carries the batch's signatures.
@@ -147,11 +93,11 @@ export type SignBatchResponse = Message<"keymesh.signing.v1.SignBatchResponse"> 
   keyId: string;
 
   /**
-   * One signature per item, in request order.
+   * One signature per record, in request order, packed.
    *
-   * @generated from field: repeated keymesh.signing.v1.Signature signatures = 3;
+   * @generated from field: keymesh.records.v1.SignatureBlock signatures = 4;
    */
-  signatures: Signature[];
+  signatures?: SignatureBlock | undefined;
 };
 
 /**
@@ -159,7 +105,7 @@ export type SignBatchResponse = Message<"keymesh.signing.v1.SignBatchResponse"> 
  * Use `create(SignBatchResponseSchema)` to create a new message.
  */
 export const SignBatchResponseSchema: GenMessage<SignBatchResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 3);
+  messageDesc(file_keymesh_signing_v1_signing_service, 1);
 
 /**
  * SignStreamRequest is one batch on the signing stream.
@@ -197,7 +143,7 @@ export type SignStreamRequest = Message<"keymesh.signing.v1.SignStreamRequest"> 
  * Use `create(SignStreamRequestSchema)` to create a new message.
  */
 export const SignStreamRequestSchema: GenMessage<SignStreamRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 4);
+  messageDesc(file_keymesh_signing_v1_signing_service, 2);
 
 /**
  * A batch-level failure on the signing stream.
@@ -225,7 +171,7 @@ export type SignError = Message<"keymesh.signing.v1.SignError"> & {
  * Use `create(SignErrorSchema)` to create a new message.
  */
 export const SignErrorSchema: GenMessage<SignError> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 5);
+  messageDesc(file_keymesh_signing_v1_signing_service, 3);
 
 /**
  * SignStreamResponse answers one batch on the signing stream.
@@ -269,7 +215,7 @@ export type SignStreamResponse = Message<"keymesh.signing.v1.SignStreamResponse"
  * Use `create(SignStreamResponseSchema)` to create a new message.
  */
 export const SignStreamResponseSchema: GenMessage<SignStreamResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 6);
+  messageDesc(file_keymesh_signing_v1_signing_service, 4);
 
 /**
  * VerifyRequest is one signature to check.
@@ -320,7 +266,7 @@ export type VerifyRequest = Message<"keymesh.signing.v1.VerifyRequest"> & {
  * Use `create(VerifyRequestSchema)` to create a new message.
  */
 export const VerifyRequestSchema: GenMessage<VerifyRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 7);
+  messageDesc(file_keymesh_signing_v1_signing_service, 5);
 
 /**
  * VerifyResponse says whether the signature is valid.
@@ -341,7 +287,7 @@ export type VerifyResponse = Message<"keymesh.signing.v1.VerifyResponse"> & {
  * Use `create(VerifyResponseSchema)` to create a new message.
  */
 export const VerifyResponseSchema: GenMessage<VerifyResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 8);
+  messageDesc(file_keymesh_signing_v1_signing_service, 6);
 
 /**
  * One signature to check in a batch.
@@ -383,7 +329,7 @@ export type VerifyItem = Message<"keymesh.signing.v1.VerifyItem"> & {
  * Use `create(VerifyItemSchema)` to create a new message.
  */
 export const VerifyItemSchema: GenMessage<VerifyItem> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 9);
+  messageDesc(file_keymesh_signing_v1_signing_service, 7);
 
 /**
  * VerifyBatchRequest carries the signatures to check.
@@ -404,7 +350,7 @@ export type VerifyBatchRequest = Message<"keymesh.signing.v1.VerifyBatchRequest"
  * Use `create(VerifyBatchRequestSchema)` to create a new message.
  */
 export const VerifyBatchRequestSchema: GenMessage<VerifyBatchRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 10);
+  messageDesc(file_keymesh_signing_v1_signing_service, 8);
 
 /**
  * VerifyBatchResponse reports the outcome.
@@ -432,7 +378,7 @@ export type VerifyBatchResponse = Message<"keymesh.signing.v1.VerifyBatchRespons
  * Use `create(VerifyBatchResponseSchema)` to create a new message.
  */
 export const VerifyBatchResponseSchema: GenMessage<VerifyBatchResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_signing_v1_signing_service, 11);
+  messageDesc(file_keymesh_signing_v1_signing_service, 9);
 
 /**
  * SigningService signs batches of payloads with one keyring key (Ed25519) and verifies

@@ -18,7 +18,9 @@ import type { SealedRowSet } from "./sealed-row-set.js";
  * skipped, and the compare-and-set lets only one writer win per row.
  *
  * The sets and the compare-and-set are the master-key rotation's `SealedRowSet`s; this file
- * only adds the distribution of the work over a queue.
+ * only adds the distribution of the work over a queue. A service that cannot walk the sets
+ * itself (the vault, after a rotation through its own RPC) enqueues one `scan` entry: the
+ * worker that takes it enqueues the chunks.
  */
 
 /** The queue and consumer group of private-key rewrap chunks. */
@@ -114,6 +116,11 @@ export async function runKeyRewrapWorker(opts: KeyRewrapWorkerOptions): Promise<
     opts.consumer,
     async (entry) => {
       await opts.refresh?.();
+      if (entry.payload.scan !== undefined) {
+        const r = await enqueueRewrapChunks({ sets: opts.sets(), queue: opts.queue, primary: opts.ring().primaryVersion });
+        logger?.info({ entry: entry.id, reason: entry.payload.scan, ...r }, "private keys off the primary master key queued for rewrap");
+        return;
+      }
       const { set: name = "", after = "", through = "" } = entry.payload;
       const set = opts.sets().find((s) => s.name === name);
       if (set === undefined || through === "") {

@@ -57,14 +57,14 @@ export interface RewrapOptions {
 /** Rows of `sets` on versions other than `primary`. */
 export async function rowsOffPrimary(sets: readonly SealedRowSet[], primary: number): Promise<number> {
   let n = 0;
-  for (const set of sets) for (const [v, count] of await set.countByVersion()) if (v !== primary) n += count;
+  for (const set of sets) for (const [v, count] of await set.countByVersion(true)) if (v !== primary) n += count;
   return n;
 }
 
 /** Rows of `sets` sealed under `version`. */
 export async function rowsUnder(sets: readonly SealedRowSet[], version: number): Promise<number> {
   let n = 0;
-  for (const set of sets) n += (await set.countByVersion()).get(version) ?? 0;
+  for (const set of sets) n += (await set.countByVersion(true)).get(version) ?? 0;
   return n;
 }
 

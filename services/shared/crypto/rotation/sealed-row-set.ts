@@ -26,8 +26,11 @@ export interface Replacement {
 export interface SealedRowSet {
   /** Unique name, "<service>.<table>", e.g. "vault.secret_versions". */
   readonly name: string;
-  /** Rows per master-key version. */
-  countByVersion(): Promise<Map<number, number>>;
+  /**
+   * Rows per master-key version, from the read replica (status), or with `fresh` from the
+   * primary: what a decision (retire, is the rewrap done) must count, never a lagging copy.
+   */
+  countByVersion(fresh?: boolean): Promise<Map<number, number>>;
   /** Up to `limit` rows sealed under any version other than `primary`, with keys after `after`, in key order. */
   scan(primary: number, after: string, limit: number): Promise<SealedRow[]>;
   /**

@@ -15,5 +15,5 @@ async function down(knex: Knex): Promise<void> {
   await knex.schema.alterTable("keyring_keys", (t) => t.dropIndex(["leased_until", "last_used_at", "id"], "keyring_keys_free_idx"));
 }
 
-/** Keys 0006: the index the grant transaction walks. */
-export const freeKeysIndexMigration: MigrationModule = { name: "0006_free_keys_index", up, down };
+/** Keys 0007: the index the grant transaction walks. */
+export const freeKeysIndexMigration: MigrationModule = { name: "0007_free_keys_index", up, down };

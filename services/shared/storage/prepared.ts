@@ -1,0 +1,72 @@
+/**
+ * Hot-path statements as server-side prepared statements. On MySQL/MariaDB they go through
+ * mysql2's `execute`: parsed once per connection (mysql2 keeps each connection's statements by
+ * text) and sent in the binary protocol, so no SQL text is built and escaped per call — for a
+ * 1000-row insert that text is a quarter of a megabyte. On SQLite they go through knex, whose
+ * driver prepares every statement anyway.
+ *
+ * Each statement is one span named like knex's renamed spans (`INSERT signatures`), with the
+ * statement's text up to its first placeholder list, never its values.
+ */
+import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import type { Knex } from "knex";
+import { describeSqlSpan } from "../telemetry/sql-spans.js";
+import { toDbError } from "./database.js";
+
+interface MysqlConnection {
+  execute(sql: string, params: unknown[], cb: (err: Error | null, result: unknown) => void): void;
+  config?: { database?: string };
+}
+
+const tracer = trace.getTracer("keymesh.sql");
+
+/** What a write reports. */
+export interface WriteResult {
+  readonly affectedRows: number;
+}
+
+/** Text for the span: the statement up to where a long VALUES list begins. */
+const shownText = (sql: string) => (sql.length > 400 ? `${sql.slice(0, 400)}…` : sql);
+
+/**
+ * Runs `sql` with `params` on `k` (a transaction, to use its connection; or the pool). Rows for
+ * a SELECT, `{ affectedRows }` for a write. `dialect` selects mysql2's execute or knex.
+ */
+export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect: "mysql" | "sqlite", sql: string, params: readonly unknown[]): Promise<T[] & WriteResult> {
+  if (dialect === "sqlite") {
+    const res = (await k.raw(sql, params as Knex.RawBinding[])) as unknown;
+    if (Array.isArray(res)) return Object.assign(res as T[], { affectedRows: 0 });
+    return Object.assign([] as T[], { affectedRows: Number((res as { changes?: number }).changes ?? 0) });
+  }
+  const client = k.client as { acquireConnection(): Promise<MysqlConnection>; releaseConnection(c: MysqlConnection): Promise<unknown> };
+  const conn = await client.acquireConnection();
+  const facts = describeSqlSpan({ "db.query.text": sql, "db.system.name": "mysql", "db.namespace": conn.config?.database });
+  const span = tracer.startSpan(facts.name, {
+    kind: SpanKind.CLIENT,
+    attributes: {
+      "db.system.name": "mysql",
+      "db.system": "mysql",
+      "db.query.text": shownText(sql),
+      ...(facts.operation === undefined ? {} : { "db.operation.name": facts.operation }),
+      ...(facts.table === undefined ? {} : { "db.collection.name": facts.table }),
+      ...(facts.namespace === undefined ? {} : { "db.namespace": facts.namespace }),
+    },
+  });
+  try {
+    const result = await new Promise<unknown>((resolve, reject) => conn.execute(sql, params as unknown[], (err, res) => (err ? reject(err) : resolve(res))));
+    if (Array.isArray(result)) return Object.assign(result as T[], { affectedRows: 0 });
+    return Object.assign([] as T[], { affectedRows: Number((result as { affectedRows?: number }).affectedRows ?? 0) });
+  } catch (err) {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: (err as Error).message });
+    throw toDbError(err);
+  } finally {
+    span.end();
+    await client.releaseConnection(conn);
+  }
+}
+
+/** `(?, ?, ?), (?, ?, ?)`: `rows` groups of `columns` placeholders, for a multi-row VALUES. */
+export function placeholders(rows: number, columns: number): string {
+  const one = `(${Array.from({ length: columns }, () => "?").join(", ")})`;
+  return Array.from({ length: rows }, () => one).join(", ");
+}
