@@ -56,11 +56,23 @@ export function createLeaseCheck(keys: Client<typeof KeyManagementService>, toke
     return found;
   };
 
+  /** The KeyObject of a public key a token vouched for, made once per key. */
+  const vouched = new Map<string, { raw: Buffer; key: KeyObject }>();
+  const vouchedKey = (keyId: string, raw: Buffer): KeyObject => {
+    const known = vouched.get(keyId);
+    if (known && known.raw.equals(raw)) return known.key;
+    const key = ed25519PublicKey(raw);
+    vouched.set(keyId, { raw, key });
+    if (vouched.size > limit) vouched.delete(vouched.keys().next().value!);
+    return key;
+  };
+
   // The expiry is not judged here (now = 0): the store judges it inside its transaction.
   return async (lease, signal) => {
     const { claims, problem } = checkLease(tokens, lease, 0);
     if (!claims) return { problem: problem! };
-    const publicKey = await publicKeyOf(lease.keyId, signal);
+    // The token vouches for the key's public key; older tokens do not carry it.
+    const publicKey = claims.publicKey ? vouchedKey(lease.keyId, claims.publicKey) : await publicKeyOf(lease.keyId, signal);
     if (!publicKey) return { problem: `keyring key ${lease.keyId} does not exist` };
     return { view: { publicKey, validUntil: claims.expiresAt } };
   };

@@ -35,6 +35,13 @@ export interface PeerClientsOptions {
   readonly serviceToken?: string;
   /** One transport for every peer instead of gRPC at their URLs (an in-process router in tests). */
   readonly transport?: Transport;
+  /**
+   * Services this process serves itself. A peer among them whose URL is not configured is
+   * called in memory through `transport` (given the clients' interceptors, made on first use),
+   * not over HTTP/2 to this process's own port: same handlers, same server interceptors, no
+   * sockets or HTTP/2 framing.
+   */
+  readonly local?: { readonly services: readonly ServiceName[]; transport(interceptors: Interceptor[]): Transport };
 }
 
 /**
@@ -103,16 +110,25 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
   };
 
   const urlOf = (name: ServiceName) => config.serviceUrls[name] ?? selfUrl();
+  let inMemory: Transport | undefined;
+  const local = opts.local;
+  const servedHere = (name: ServiceName) => local !== undefined && local.services.includes(name) && config.serviceUrls[name] === undefined;
+  const remote = (name: ServiceName): Transport => ({
+    unary: (...args) => transportFor(urlOf(name)).unary(...args),
+    stream: (...args) => transportFor(urlOf(name)).stream(...args),
+  });
+  const here = (): Transport => ({
+    unary: (...args) => (inMemory ??= local!.transport(interceptors)).unary(...args),
+    stream: (...args) => (inMemory ??= local!.transport(interceptors)).stream(...args),
+  });
   const clients = new Map<ServiceName, unknown>();
   const clientFor = (name: ServiceName) => {
     let client = clients.get(name);
     if (client === undefined) {
-      // The URL is resolved per call, not when the client is made: a service may take its
-      // clients at registration, before a port-0 listener knows its own address.
-      const lazy: Transport = opts.transport ?? {
-        unary: (...args) => transportFor(urlOf(name)).unary(...args),
-        stream: (...args) => transportFor(urlOf(name)).stream(...args),
-      };
+      // The URL (or the in-memory router) is resolved per call, not when the client is made: a
+      // service may take its clients at registration, before a port-0 listener knows its own
+      // address and before the router holds every service.
+      const lazy: Transport = opts.transport ?? (servedHere(name) ? here() : remote(name));
       client = createClient(SERVICES[name].desc as DescService, lazy);
       clients.set(name, client);
     }
@@ -126,6 +142,7 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
       managers.clear();
       transports.clear();
       clients.clear();
+      inMemory = undefined;
     },
   };
   for (const name of SERVICE_NAMES) {

@@ -6,7 +6,8 @@ import type { MasterKeyring } from "./envelope.js";
  *
  * A lease id is 256 random bits, handed only to the holder by AcquireKeyLease; the key
  * service stores its SHA-256 and compares hashes in constant time. A lease token is what the
- * key service vouches for: an HMAC-SHA256 over (key id, fence, hash of the lease id, expiry),
+ * key service vouches for: an HMAC-SHA256 over (key id, fence, hash of the lease id, expiry,
+ * and the key's public key),
  * keyed with a key derived by HKDF from a master key (the key service, the signing service
  * and collection all load the master keys). It lets signing and collection check locally,
  * without a call to the key service, that a batch comes from the holder of that lease and
@@ -26,6 +27,11 @@ export interface LeaseClaims {
   readonly leaseHash: Buffer;
   /** When the lease lapses, key-service clock, Unix ms. */
   readonly expiresAt: number;
+  /**
+   * The key's raw 32-byte Ed25519 public key, so that collection checks a commit's sample
+   * without asking the key service for it. Absent from tokens minted without it.
+   */
+  readonly publicKey?: Buffer | undefined;
 }
 
 const INFO = "keymesh/lease-token/v1";
@@ -53,7 +59,9 @@ function macKey(ring: MasterKeyring, version: number): Buffer | undefined {
 }
 
 function body(c: LeaseClaims): string {
-  return [Buffer.from(c.keyId, "utf8").toString("base64url"), c.fence.toString(), c.leaseHash.toString("base64url"), String(c.expiresAt)].join(".");
+  const parts = [Buffer.from(c.keyId, "utf8").toString("base64url"), c.fence.toString(), c.leaseHash.toString("base64url"), String(c.expiresAt)];
+  if (c.publicKey) parts.push(c.publicKey.toString("base64url"));
+  return parts.join(".");
 }
 
 /** Mints and checks lease tokens with keys derived from the master keyring. */
@@ -86,16 +94,19 @@ export function createLeaseTokens(masterKeys: () => MasterKeyring) {
     verify(token: string): LeaseClaims | undefined {
       if (token.length === 0 || token.length > 512) return undefined;
       const parts = token.split(".");
-      if (parts.length !== 6 || !/^v\d{1,10}$/.test(parts[0]!)) return undefined;
+      // v<version>.<key>.<fence>.<lease hash>.<expiry>[.<public key>].<mac>
+      if ((parts.length !== 6 && parts.length !== 7) || !/^v\d{1,10}$/.test(parts[0]!)) return undefined;
       const key = keyOf(Number(parts[0]!.slice(1)));
       if (!key) return undefined;
-      const text = parts.slice(0, 5).join(".");
+      const text = parts.slice(0, -1).join(".");
       const expected = createHmac("sha256", key).update(text).digest();
-      const given = Buffer.from(parts[5]!, "base64url");
+      const given = Buffer.from(parts.at(-1)!, "base64url");
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) return undefined;
-      const [, keyId, fence, hash, expiresAt] = parts as [string, string, string, string, string];
+      const [, keyId, fence, hash, expiresAt, publicKey] = parts as [string, string, string, string, string, string | undefined];
       if (!/^\d{1,19}$/.test(fence) || !/^\d{1,16}$/.test(expiresAt)) return undefined;
-      return { keyId: Buffer.from(keyId, "base64url").toString("utf8"), fence: BigInt(fence), leaseHash: Buffer.from(hash, "base64url"), expiresAt: Number(expiresAt) };
+      const raw = parts.length === 7 ? Buffer.from(publicKey!, "base64url") : undefined;
+      if (raw && raw.length !== 32) return undefined;
+      return { keyId: Buffer.from(keyId, "base64url").toString("utf8"), fence: BigInt(fence), leaseHash: Buffer.from(hash, "base64url"), expiresAt: Number(expiresAt), publicKey: raw };
     },
   };
 }

@@ -1,12 +1,13 @@
 import { readFile } from "node:fs/promises";
 import { setTimeout } from "node:timers/promises";
 import type { DescMethod } from "@bufbuild/protobuf";
-import type { Interceptor } from "@connectrpc/connect";
+import { createRouterTransport, type Interceptor, type Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { Health } from "../../../gen/grpc/health/v1/health_pb.js";
 import { OPEN_SERVICES } from "../interceptors/access.js";
 import { createHostIdentity } from "../interceptors/identity.js";
 import { createPeerClients, selfUrlOf, type PeerClients } from "../clients.js";
+import { SERVICE_NAMES, type ServiceName } from "../../registry.js";
 import { ConfigError, type Config } from "../config.js";
 import { shuttingDownError } from "../errors.js";
 import { createHealthService, type HealthService } from "./health.js";
@@ -107,7 +108,21 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   const shutdown = new AbortController();
   let url = selfUrlOf(config, config.port);
   const identity = createHostIdentity({ config, clients: () => clients, ...(opts.rootToken === undefined ? {} : { rootToken: opts.rootToken }) });
-  const clients = createPeerClients(config, { selfUrl: () => url, serviceToken: identity.serviceToken, caller: names.join(",") });
+  // Peers served by this process are called in memory, through the same routes and server
+  // interceptors as a call from outside (set once the modules have registered).
+  let inMemory: ((clientInterceptors: Interceptor[]) => Transport) | undefined;
+  const clients = createPeerClients(config, {
+    selfUrl: () => url,
+    serviceToken: identity.serviceToken,
+    caller: names.join(","),
+    local: {
+      services: names.filter((n): n is ServiceName => (SERVICE_NAMES as readonly string[]).includes(n)),
+      transport: (clientInterceptors) => {
+        if (!inMemory) throw new Error("a peer was called before the host finished starting");
+        return inMemory(clientInterceptors);
+      },
+    },
+  });
   const resources = await openResources({ config, logger, modules: opts.services, given: opts.resources ?? {}, migrate: opts.migrate ?? true });
   const instances: ServiceInstance[] = [];
 
@@ -166,6 +181,11 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     served = [...reflection.serviceNames];
     // Oversize messages fail with ResourceExhausted; what the server sends is not limited.
     handler = createRequestHandler({ readMaxBytes: config.maxRequestBytes, writeMaxBytes: 0xffffffff, interceptors, shutdownSignal: shutdown.signal, routes, logger });
+    inMemory = (clientInterceptors) =>
+      createRouterTransport(routes, {
+        router: { readMaxBytes: config.maxRequestBytes, interceptors, shutdownSignal: shutdown.signal },
+        transport: { interceptors: clientInterceptors },
+      });
     listener = await listen({ host: config.host, port: config.port, tls, handler });
   } catch (err) {
     await closeResources().catch(() => undefined);
