@@ -12,6 +12,7 @@ import type { ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { BATCH_TRACES } from "../cli/sign-summary.js";
 import { JobState } from "../gen/keymesh/executor/v1/executor_service_pb.js";
+import { PREPARED_SCOPE } from "../services/shared/storage/prepared.js";
 import { KNEX_SCOPE } from "../services/shared/telemetry/sql-spans.js";
 import { startInProcessMesh, type Backend } from "./support/mesh.js";
 
@@ -34,7 +35,8 @@ interface Statement {
 }
 
 const parentId = (s: ReadableSpan) => s.parentSpanContext?.spanId;
-const isSql = (s: ReadableSpan) => s.instrumentationScope.name === KNEX_SCOPE;
+/** SQL spans: knex's, and the hot path's prepared statements (services/shared/storage/prepared.ts). */
+const isSql = (s: ReadableSpan) => s.instrumentationScope.name === KNEX_SCOPE || s.instrumentationScope.name === PREPARED_SCOPE;
 const isRedis = (s: ReadableSpan) => s.attributes["db.system.name"] === "redis";
 
 /** The trace as an indented tree, for the failure output. */

@@ -15,6 +15,23 @@ import type { SignStream } from "./sign-stream.js";
 /** How one batch ended; the job loop decides what to do next from it. */
 export type BatchOutcome = "committed" | "rejected" | "abandoned" | "empty" | "busy";
 
+/**
+ * A lease a worker keeps from a committed batch for its next one: the next batch gives it
+ * back and takes the next key in one call (RotateKeyLease) instead of a release and an
+ * acquisition. The worker releases it when it stops.
+ */
+export interface HeldLease {
+  readonly lease: KeyLease;
+  readonly used: boolean;
+}
+
+/** What a batch reports to its worker. */
+export interface BatchResult {
+  readonly outcome: BatchOutcome;
+  /** The lease to hand on to the next batch (set only after a commit). */
+  readonly held?: HeldLease;
+}
+
 /** What one batch needs from its job. */
 export interface BatchContext {
   readonly keys: Client<typeof KeyManagementService>;
@@ -35,13 +52,15 @@ export interface BatchContext {
 const tracer = trace.getTracer("keymesh.executor");
 
 /**
- * One batch: lease the least-recently-used key and claim records (both at once), sign them
- * on the shared stream, commit under the lease's fence, release. The lease is renewed while the batch runs;
- * a failed renewal abandons the batch (its claim released, nothing committed). Throws only
- * when no lease could be taken for a reason other than contention. `waitingSince`: when the
- * worker began waiting for a lease, busy retries included (the lease-wait metric).
+ * One batch: lease the least-recently-used key (rotating from `held`, the previous batch's
+ * lease, when there is one) and claim records, both at once; sign them on the shared stream;
+ * commit under the lease's fence. A committed batch hands its lease on to the next; any
+ * other outcome releases it. The lease is renewed while the batch runs; a failed renewal
+ * abandons the batch (its claim released, nothing committed). Throws only when no lease
+ * could be taken for a reason other than contention. `waitingSince`: when the worker began
+ * waiting for a lease, busy retries included (the lease-wait metric).
  */
-export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Promise<BatchOutcome> {
+export async function runBatch(ctx: BatchContext, waitingSince = ctx.now(), held?: HeldLease): Promise<BatchResult> {
   const batchId = `b-${randomUUID()}`;
   const attributes = { "keymesh.job_id": ctx.job.id, "keymesh.batch_id": batchId };
   // Each batch is its own trace: a root span linked to the job's span, so a job of a
@@ -50,9 +69,9 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
   const options = { attributes, root: true, links: job ? [{ context: job }] : [] };
   return tracer.startActiveSpan("signing.batch", options, ctx.jobContext, async (span) => {
     if (job) ctx.onBatchSpan?.(span.spanContext());
-    const end = (outcome: BatchOutcome, error?: string) => endSpan(span, outcome, error);
+    const end = (outcome: BatchOutcome, error?: string): BatchResult => ({ outcome: endSpan(span, outcome, error) });
     // The lease and the claim are independent: both are asked for at once.
-    const [leased, claimed] = await Promise.allSettled([acquireLease(ctx), claimRecords(ctx)]);
+    const [leased, claimed] = await Promise.allSettled([held ? rotateLease(ctx, held) : acquireLease(ctx), claimRecords(ctx)]);
     if (leased.status === "rejected") {
       if (claimed.status === "fulfilled" && (claimed.value.records?.ids.length ?? 0) > 0) {
         await ctx.collection.releaseClaim({ claimId: claimed.value.claimId }).catch(() => undefined);
@@ -66,7 +85,8 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
     span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": lease.fence.toString() });
     ctx.progress.batchStarted();
     leaseWait.record(ctx.now() - waitingSince);
-    leasesHeld.add(1);
+    if (!held) leasesHeld.add(1);
+    let kept: HeldLease | undefined;
     const renewal = startRenewal(ctx, lease);
     let used = false;
     let claimId = "";
@@ -89,7 +109,8 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
         const reason = res.rejections[0]?.reason ?? RejectionReason.UNSPECIFIED;
         return end("rejected", `commit rejected: ${RejectionReason[reason]}`);
       }
-      return end("committed");
+      if (!renewal.lost.aborted) kept = { lease, used };
+      return { ...end("committed"), held: kept };
     } catch (err) {
       ctx.progress.abandoned();
       const error = err instanceof Error ? err : new Error(String(err));
@@ -98,8 +119,10 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now()): Pro
     } finally {
       renewal.stop();
       ctx.progress.batchEnded();
-      leasesHeld.add(-1);
-      await release(ctx, lease, claimId, used);
+      if (!kept) {
+        leasesHeld.add(-1);
+        await release(ctx, lease, claimId, used);
+      }
     }
   });
 }
@@ -118,6 +141,33 @@ async function acquireLease(ctx: BatchContext): Promise<KeyLease> {
   );
   if (!lease) throw new ConnectError("the key service granted no lease", Code.Internal);
   return lease;
+}
+
+/**
+ * Gives back the previous batch's lease and takes the next key in one call. When no other key
+ * is free (ResourceExhausted), the old lease was released all the same; on any other failure
+ * it is released separately, best effort, as a lease nobody renews lapses anyway.
+ */
+async function rotateLease(ctx: BatchContext, held: HeldLease): Promise<KeyLease> {
+  const { lease: old, used } = held;
+  try {
+    const { lease } = await ctx.keys.rotateKeyLease(
+      { keyId: old.keyId, leaseId: old.leaseId, fence: old.fence, used, holder: ctx.executorId, ttlMs: ctx.job.leaseTtlMs, jobId: ctx.job.id },
+      { signal: ctx.signal },
+    );
+    if (!lease) throw new ConnectError("the key service granted no lease", Code.Internal);
+    return lease;
+  } catch (err) {
+    leasesHeld.add(-1);
+    if (ConnectError.from(err).code !== Code.ResourceExhausted) await releaseLease(ctx, held);
+    throw err;
+  }
+}
+
+/** Gives back a lease kept from a committed batch (the worker stops). Never throws. */
+export async function releaseLease(ctx: Pick<BatchContext, "keys">, held: HeldLease): Promise<void> {
+  const { lease, used } = held;
+  await ctx.keys.releaseKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, used }).catch(() => undefined);
 }
 
 /**
@@ -176,7 +226,7 @@ async function commit(
 /** Gives back what the batch still holds: its claim (if not committed) and its key. Never throws. */
 async function release(ctx: BatchContext, lease: KeyLease, claimId: string, used: boolean): Promise<void> {
   if (claimId) await ctx.collection.releaseClaim({ claimId }).catch(() => undefined);
-  await ctx.keys.releaseKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, used }).catch(() => undefined);
+  await releaseLease(ctx, { lease, used });
 }
 
 /** `promise`, or a rejection with the signal's reason as soon as `signal` aborts. */

@@ -7,8 +7,8 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { NotFoundError } from "../shared/errors.js";
-import { jobProgress, jobsRunning } from "../shared/telemetry/metrics-signing.js";
-import { runBatch, type BatchContext, type BatchOutcome } from "./batch.js";
+import { jobProgress, jobsRunning, leasesHeld } from "../shared/telemetry/metrics-signing.js";
+import { releaseLease, runBatch, type BatchContext, type BatchOutcome, type HeldLease } from "./batch.js";
 import { JOB_HEARTBEAT_MS, type JobRow, type JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
 import { createSignStream } from "./sign-stream.js";
@@ -84,23 +84,32 @@ export function createExecutor(deps: ExecutorDeps) {
     let failures = 0;
     let outcome: BatchOutcome = "empty";
     let waitingSince = now();
+    let held: HeldLease | undefined;
     await sleep(index * 5, signal);
-    while (!signal.aborted) {
-      if (outcome !== "busy") waitingSince = now();
-      try {
-        outcome = await runBatch(batch, waitingSince);
-      } catch (err) {
-        outcome = "abandoned";
-        deps.logger.warn({ job: batch.job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
+    try {
+      while (!signal.aborted) {
+        if (outcome !== "busy") waitingSince = now();
+        try {
+          ({ outcome, held } = await runBatch(batch, waitingSince, held));
+        } catch (err) {
+          outcome = "abandoned";
+          held = undefined;
+          deps.logger.warn({ job: batch.job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
+        }
+        if (outcome === "committed" || outcome === "rejected") failures = 0;
+        if (outcome === "abandoned" && ++failures >= MAX_CONSECUTIVE_FAILURES) throw new Error("too many consecutive batch failures");
+        if (outcome === "busy") await sleep(10 + Math.random() * 40, signal);
+        if (outcome === "abandoned") await sleep(Math.min(1000, 50 * failures), signal);
+        if (outcome === "empty") {
+          const g = await readTotals(batch.progress, signal);
+          if (g && g.signed >= g.total) return;
+          await sleep(Math.min(200, batch.job.leaseTtlMs / 4), signal);
+        }
       }
-      if (outcome === "committed" || outcome === "rejected") failures = 0;
-      if (outcome === "abandoned" && ++failures >= MAX_CONSECUTIVE_FAILURES) throw new Error("too many consecutive batch failures");
-      if (outcome === "busy") await sleep(10 + Math.random() * 40, signal);
-      if (outcome === "abandoned") await sleep(Math.min(1000, 50 * failures), signal);
-      if (outcome === "empty") {
-        const g = await readTotals(batch.progress, signal);
-        if (g && g.signed >= g.total) return;
-        await sleep(Math.min(200, batch.job.leaseTtlMs / 4), signal);
+    } finally {
+      if (held) {
+        leasesHeld.add(-1);
+        await releaseLease(batch, held);
       }
     }
   }

@@ -151,7 +151,7 @@ export function createKeyring(deps: KeyringDeps) {
     held.set(leaseHash.toString("hex"), granted.lock);
     const fence = BigInt(granted.fence);
     const expiresAt = granted.at + ttlMs;
-    const leaseToken = deps.tokens.mint({ keyId: granted.key.id, fence, leaseHash, expiresAt });
+    const leaseToken = deps.tokens.mint({ keyId: granted.key.id, fence, leaseHash, expiresAt, publicKey: granted.key.publicKey });
     return { keyId: granted.key.id, fence, leaseId, leaseToken, expiresAt, publicKey: granted.key.publicKey, previousLastUsedAt: granted.key.lastUsedAt };
   }
 
@@ -250,7 +250,7 @@ export function createKeyring(deps: KeyringDeps) {
         fenceRejections.add(1, { operation: "renew" });
         throw new LeaseLostError(keyId, "stale", { message: `lease on ${keyId} with fence ${fence} is no longer current; abandon the batch` });
       }
-      return { expiresAt: until, leaseToken: deps.tokens.mint({ keyId, fence, leaseHash, expiresAt: until }) };
+      return { expiresAt: until, leaseToken: deps.tokens.mint({ keyId, fence, leaseHash, expiresAt: until, publicKey: row.publicKey }) };
     },
 
     /** Frees a lease. Returns false when it had already been lost (nothing changes then). */

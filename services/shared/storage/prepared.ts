@@ -8,7 +8,7 @@
  * Each statement is one span named like knex's renamed spans (`INSERT signatures`), with the
  * statement's text up to its first placeholder list, never its values.
  */
-import { SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
+import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Knex } from "knex";
 import { describeSqlSpan } from "../telemetry/sql-spans.js";
 import { toDbError } from "./database.js";
@@ -18,7 +18,10 @@ interface MysqlConnection {
   config?: { database?: string };
 }
 
-const tracer = trace.getTracer("keymesh.sql");
+/** Instrumentation scope of the statements' spans (knex's own are renamed in sql-spans.ts). */
+export const PREPARED_SCOPE = "keymesh.sql.prepared";
+
+const tracer = trace.getTracer(PREPARED_SCOPE);
 
 /** What a write reports. */
 export interface WriteResult {
@@ -38,7 +41,11 @@ export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect:
     if (Array.isArray(res)) return Object.assign(res as T[], { affectedRows: 0 });
     return Object.assign([] as T[], { affectedRows: Number((res as { changes?: number }).changes ?? 0) });
   }
-  const client = k.client as { acquireConnection(): Promise<MysqlConnection>; releaseConnection(c: MysqlConnection): Promise<unknown> };
+  const client = k.client as {
+    acquireConnection(): Promise<MysqlConnection>;
+    releaseConnection(c: MysqlConnection): Promise<unknown>;
+    emit(event: "query", query: { sql: string; method: string; bindings: [] }): void;
+  };
   const conn = await client.acquireConnection();
   const facts = describeSqlSpan({ "db.query.text": sql, "db.system.name": "mysql", "db.namespace": conn.config?.database });
   const span = tracer.startSpan(facts.name, {
@@ -53,6 +60,9 @@ export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect:
     },
   });
   try {
+    // knex's own "query" event, so whoever watches the knex instance sees every statement
+    // (without its values, as in the span).
+    context.with(trace.setSpan(context.active(), span), () => client.emit("query", { sql, method: "raw", bindings: [] }));
     const result = await new Promise<unknown>((resolve, reject) => conn.execute(sql, params as unknown[], (err, res) => (err ? reject(err) : resolve(res))));
     if (Array.isArray(result)) return Object.assign(result as T[], { affectedRows: 0 });
     return Object.assign([] as T[], { affectedRows: Number((result as { affectedRows?: number }).affectedRows ?? 0) });
