@@ -60,6 +60,6 @@ describe("job lifecycle (SQLite, in process)", () => {
     expect(last?.state).toBe(JobState.SUCCEEDED);
     expect((await mesh.executor.getJob({ jobId })).progress?.state).toBe(JobState.SUCCEEDED);
     const report = await checkInvariants(mesh.db.primary, {});
-    expect(report.violations).toEqual([]);
+    expect(report.violations.join("\n")).toBe("");
   });
 });

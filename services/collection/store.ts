@@ -126,6 +126,9 @@ class Refusal extends Error {
 /** Signature rows per INSERT statement: 12,000 parameters, within both dialects' limits. */
 const SIGNATURE_INSERT_ROWS = 2000;
 
+/** Fresh claims one ClaimBatch tries before giving up on contention (each loses only to another claim). */
+const FRESH_CLAIM_ATTEMPTS = 32;
+
 /** Stale claims one ClaimBatch looks through for a range that still has unsigned records. */
 const RECLAIM_SCAN = 16;
 
@@ -185,6 +188,17 @@ export function createCollectionStore(db: Database): CollectionStore {
   const fenceRows = new Set<string>();
   /** Claims made by this process, with their signature sample, until committed or released. */
   const memos = createClaimMemos();
+  /**
+   * Fresh claims of this process, one at a time: they would only race each other for the same
+   * records (a claim takes a few milliseconds); other processes' claims still lose or win on
+   * the unique `fresh_first`.
+   */
+  let freshTurn: Promise<unknown> = Promise.resolve();
+  const oneAtATime = <T>(fn: () => Promise<T>): Promise<T> => {
+    const turn = freshTurn.then(fn, fn);
+    freshTurn = turn.catch(() => undefined);
+    return turn;
+  };
 
   const toSignature = (r: Record<string, unknown>): SignatureRow | undefined =>
     r.signature == null
@@ -233,10 +247,39 @@ export function createCollectionStore(db: Database): CollectionStore {
     return rows.map((r) => ({ id: Number(r.id), payload: r.payload }));
   }
 
-  async function insertClaim(trx: Knex.Transaction, c: { id: string; jobId: string; claimant: string; size: number; claimed: number; now: number; expiresAt: number; first: number; last: number }) {
-    await run(trx, "INSERT INTO claims (id, job_id, claimant, size, claimed, claimed_at, expires_at, first_id, last_id, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')", [
-      c.id, c.jobId, c.claimant, c.size, c.claimed, c.now, c.expiresAt, c.first, c.last,
+  async function insertClaim(
+    k: Knex | Knex.Transaction,
+    c: { id: string; jobId: string; claimant: string; size: number; claimed: number; now: number; expiresAt: number; first: number; last: number; fresh?: boolean },
+  ) {
+    await run(k, "INSERT INTO claims (id, job_id, claimant, size, claimed, claimed_at, expires_at, first_id, last_id, fresh_first, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')", [
+      c.id, c.jobId, c.claimant, c.size, c.claimed, c.now, c.expiresAt, c.first, c.last, c.fresh ? c.first : null,
     ]);
+  }
+
+  /**
+   * A fresh range: the unsigned records after the highest id any claim covers, claimed with
+   * one insert whose unique `fresh_first` makes two claims of the same records impossible
+   * (the loser reads again). Undefined when no record is left after that id. No transaction
+   * and no lock: the read changes nothing, and the insert is the claim.
+   */
+  async function claimFresh(c: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }) {
+    for (let attempt = 1; ; attempt++) {
+      const rows = await run<{ id: number | string; payload: Buffer }>(
+        primary,
+        "SELECT r.id, r.payload FROM records r WHERE r.id > (SELECT COALESCE(MAX(last_id), 0) FROM claims) AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id) ORDER BY r.id LIMIT ?",
+        [c.size],
+      );
+      if (rows.length === 0) return undefined;
+      const first = Number(rows[0]!.id);
+      const last = Number(rows[rows.length - 1]!.id);
+      try {
+        await insertClaim(primary, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.length, now: c.now, expiresAt: c.expiresAt, first, last, fresh: true });
+        return { rows: rows.map((r) => ({ id: Number(r.id), payload: r.payload })), first };
+      } catch (err) {
+        // Another claim took these records a moment ago: the next ones are ours to try.
+        if (!isDuplicateKey(err) || attempt >= FRESH_CLAIM_ATTEMPTS) throw err;
+      }
+    }
   }
 
   /**
@@ -362,22 +405,7 @@ export function createCollectionStore(db: Database): CollectionStore {
     },
 
     async claim(c) {
-      const rows = await primary.transaction(async (trx) => {
-        // A fresh range after the cursor, taken under the cursor's row lock so that two
-        // claims never overlap. Records signed already (before an upgrade) are skipped.
-        const [cursor] = await run<{ last_id: number | string }>(trx, `SELECT last_id FROM claim_cursor WHERE id = 1${forUpdate}`, []);
-        const after = Number(cursor?.last_id ?? 0);
-        const fresh = await unsignedRecords(trx, after, Number.MAX_SAFE_INTEGER, c.size);
-        if (fresh.length === 0) {
-          // Past the last record: what is left are ranges whose claims expired or were released.
-          const again = await reclaim(trx, c);
-          return again ? { rows: again.rows, first: again.first } : { rows: [], first: 0 };
-        }
-        const last = fresh[fresh.length - 1]!.id;
-        await run(trx, "UPDATE claim_cursor SET last_id = ? WHERE id = 1", [last]);
-        await insertClaim(trx, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: fresh.length, now: c.now, expiresAt: c.expiresAt, first: after + 1, last });
-        return { rows: fresh, first: after + 1 };
-      });
+      const rows = (await oneAtATime(() => claimFresh(c))) ?? (await primary.transaction(async (trx) => (await reclaim(trx, c)) ?? { rows: [], first: 0 }));
       if (rows.rows.length > 0) {
         memos.remember(c.claimId, {
           job_id: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.rows.length, claimed_at: c.now,
@@ -543,7 +571,6 @@ export function createCollectionStore(db: Database): CollectionStore {
         // collection_key_fences stays: fences only grow, whatever records come next.
         await trx("batches").del();
         await trx("claims").del();
-        await trx("claim_cursor").update({ last_id: 0 });
         return Number(await trx("records").del());
       });
     },

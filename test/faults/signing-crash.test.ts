@@ -40,7 +40,7 @@ describe("the signing service killed mid-stream", () => {
       expect(result.last?.batchesAbandoned).toBeGreaterThan(0);
 
       const { progress, job, report } = await finalState(m, jobId);
-      expect(report.violations).toEqual([]);
+      expect(report.violations.join("\n")).toBe("");
       expect(progress).toMatchObject({ signed: RECORDS, total: RECORDS });
       expect(report.signatures).toBe(RECORDS);
       expect(job?.state).toBe("succeeded");

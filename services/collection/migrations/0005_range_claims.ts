@@ -1,5 +1,5 @@
 import type { Knex } from "knex";
-import { createTableIfMissing, dialectOf, type MigrationModule } from "../../shared/storage/migrations/index.js";
+import { dialectOf, type MigrationModule } from "../../shared/storage/migrations/index.js";
 
 /**
  * Claims by id range. A claim is one row naming the first and last record id it covers
@@ -7,31 +7,32 @@ import { createTableIfMissing, dialectOf, type MigrationModule } from "../../sha
  * and committing a batch write no record rows. Whether a record is signed is whether its
  * signature row exists (the signatures primary key keeps it once).
  *
- * `claim_cursor` is the highest record id handed out in a fresh claim: new claims start
- * after it, taken under its row lock, so fresh ranges never overlap. An expired or released
- * claim's range is claimed again under a new claim id (the old one is superseded), which is
- * how records of a crashed executor come back.
+ * A fresh claim takes the records after the highest id any claim covers (`MAX(last_id)`,
+ * read through an index) and records the first of them in `fresh_first`, which is unique:
+ * of two claims that read the same end at once, the second insert fails and that claim looks
+ * again, so fresh ranges never overlap and claiming needs no lock. An expired or released
+ * claim's range is claimed again under a new claim id (the old one is superseded, and the
+ * new claim's `fresh_first` is NULL), which is how records of a crashed executor come back.
  *
  * Upgrading: claims made under the old scheme are closed (their records were marked in the
- * dropped columns only), and the cursor starts at 0; a claim skips records that already have
- * a signature, so everything unsigned is claimed again and nothing signed twice.
+ * dropped columns only) and cover no range; a claim skips records that already have a
+ * signature, so everything unsigned is claimed again and nothing signed twice.
  */
 async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable("claims", (t) => {
     t.bigInteger("first_id").notNullable().defaultTo(0);
     t.bigInteger("last_id").notNullable().defaultTo(0);
+    // The first record id of a fresh claim (NULL for a claim taking over an old range).
+    t.bigInteger("fresh_first").nullable();
     // 'open' (records not yet stored; claimable again once expired), 'committed' or 'superseded'.
     t.string("state", 16).notNullable().defaultTo("open");
   });
   await knex("claims").update({ state: "superseded" });
   await knex.schema.alterTable("claims", (t) => {
     t.index(["state", "expires_at"], "claims_state_expiry_idx");
+    t.index(["last_id"], "claims_last_id_idx");
+    t.unique(["fresh_first"], { indexName: "claims_fresh_first_uq" });
   });
-  await createTableIfMissing(knex, "claim_cursor", (t) => {
-    t.integer("id").notNullable().primary();
-    t.bigInteger("last_id").notNullable();
-  });
-  await knex("claim_cursor").insert({ id: 1, last_id: 0 }).onConflict("id").ignore();
   await knex.schema.alterTable("records", (t) => {
     t.dropIndex(["signed", "claim_expires_at", "id"], "records_claim_idx");
     t.dropIndex(["claim_id"], "records_claim_id_idx");
@@ -59,12 +60,13 @@ async function down(knex: Knex): Promise<void> {
     t.index(["claim_id"], "records_claim_id_idx");
   });
   await knex("records").whereIn("id", knex("signatures").select("record_id")).update({ signed: true });
-  await knex.schema.dropTableIfExists("claim_cursor");
   await knex.schema.alterTable("claims", (t) => {
     t.dropIndex(["state", "expires_at"], "claims_state_expiry_idx");
+    t.dropIndex(["last_id"], "claims_last_id_idx");
+    t.dropUnique(["fresh_first"], "claims_fresh_first_uq");
   });
   await knex.schema.alterTable("claims", (t) => {
-    t.dropColumns("first_id", "last_id", "state");
+    t.dropColumns("first_id", "last_id", "fresh_first", "state");
   });
 }
 

@@ -25,7 +25,7 @@ const migrations = await registeredMigrations();
  * claims by id range)
  * and are checked against a fresh database below.
  */
-const LATER = new Set(["keys/0003_lease_hashes", "collection/0003_claims", "collection/0004_batch_history", "collection/0005_range_claims", "executor/0002_job_heartbeat"]);
+const LATER = new Set(["keys/0003_lease_hashes", "keys/0007_free_keys_index", "collection/0003_claims", "collection/0004_batch_history", "collection/0005_range_claims", "executor/0002_job_heartbeat"]);
 const adoption = migrations.filter((m) => !LATER.has(m.name));
 
 interface Backend {
