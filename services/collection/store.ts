@@ -241,7 +241,9 @@ export function createCollectionStore(db: Database): CollectionStore {
   async function unsignedRecords(trx: Knex.Transaction, after: number, upTo: number, limit: number): Promise<RecordRow[]> {
     const rows = await run<{ id: number | string; payload: Buffer }>(
       trx,
-      "SELECT r.id, r.payload FROM records r WHERE r.id > ? AND r.id <= ? AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id) ORDER BY r.id LIMIT ?",
+      // A join, not NOT EXISTS: MariaDB may answer NOT EXISTS by materialising the whole
+      // signatures table; the join probes its primary key once per record of the range.
+      "SELECT r.id, r.payload FROM records r LEFT JOIN signatures s ON s.record_id = r.id WHERE r.id > ? AND r.id <= ? AND s.record_id IS NULL ORDER BY r.id LIMIT ?",
       [after, upTo, limit],
     );
     return rows.map((r) => ({ id: Number(r.id), payload: r.payload }));
@@ -257,16 +259,18 @@ export function createCollectionStore(db: Database): CollectionStore {
   }
 
   /**
-   * A fresh range: the unsigned records after the highest id any claim covers, claimed with
-   * one insert whose unique `fresh_first` makes two claims of the same records impossible
-   * (the loser reads again). Undefined when no record is left after that id. No transaction
-   * and no lock: the read changes nothing, and the insert is the claim.
+   * A fresh range: the records after the highest id any claim covers — none of them signed,
+   * as signatures are stored only under a claim covering them (migration 0005 covers records
+   * signed before claims were ranges) — claimed with one insert whose unique `fresh_first`
+   * makes two claims of the same records impossible (the loser reads again). Undefined when
+   * no record is left after that id. No transaction and no lock: the read changes nothing,
+   * and the insert is the claim.
    */
   async function claimFresh(c: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }) {
     for (let attempt = 1; ; attempt++) {
       const rows = await run<{ id: number | string; payload: Buffer }>(
         primary,
-        "SELECT r.id, r.payload FROM records r WHERE r.id > (SELECT COALESCE(MAX(last_id), 0) FROM claims) AND NOT EXISTS (SELECT 1 FROM signatures s WHERE s.record_id = r.id) ORDER BY r.id LIMIT ?",
+        "SELECT r.id, r.payload FROM records r WHERE r.id > (SELECT COALESCE(MAX(last_id), 0) FROM claims) ORDER BY r.id LIMIT ?",
         [c.size],
       );
       if (rows.length === 0) return undefined;

@@ -46,6 +46,8 @@ const MAX_CONSECUTIVE_FAILURES = 300;
 const MAX_JOB_LINKS = 1000;
 /** How often the job-wide totals (two COUNTs in Collection) are read for progress. */
 const TOTALS_REFRESH_MS = 2000;
+/** How long idle workers of one job share a read of the totals. */
+const TOTALS_SHARED_MS = 200;
 
 /** Waits `ms`, or less when `signal` aborts; never throws. */
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
@@ -78,8 +80,21 @@ export function createExecutor(deps: ExecutorDeps) {
     return g;
   }
 
+  /**
+   * The totals as a job's idle workers ask for them: one read at a time, and a read less than
+   * TOTALS_SHARED_MS old is shared. Two COUNTs over every record and signature are not cheap,
+   * and eight workers finding no records at once would otherwise each run them.
+   */
+  function sharedTotals(progress: ProgressTracker, signal: AbortSignal) {
+    let last: { at: number; read: ReturnType<typeof readTotals> } | undefined;
+    return () => {
+      if (!last || now() - last.at >= TOTALS_SHARED_MS) last = { at: now(), read: readTotals(progress, signal) };
+      return last.read;
+    };
+  }
+
   /** One worker: batches until the records run out or the job stops. */
-  async function worker(index: number, batch: BatchContext): Promise<void> {
+  async function worker(index: number, batch: BatchContext, totals: () => ReturnType<typeof readTotals>): Promise<void> {
     const { signal } = batch;
     let failures = 0;
     let outcome: BatchOutcome = "empty";
@@ -101,7 +116,7 @@ export function createExecutor(deps: ExecutorDeps) {
         if (outcome === "busy") await sleep(10 + Math.random() * 40, signal);
         if (outcome === "abandoned") await sleep(Math.min(1000, 50 * failures), signal);
         if (outcome === "empty") {
-          const g = await readTotals(batch.progress, signal);
+          const g = await totals();
           if (g && g.signed >= g.total) return;
           await sleep(Math.min(200, batch.job.leaseTtlMs / 4), signal);
         }
@@ -118,7 +133,8 @@ export function createExecutor(deps: ExecutorDeps) {
   async function runWorkers(spec: RunSpec, batch: BatchContext, jobSpan: Span): Promise<void> {
     const { progress, signal, job } = batch;
     try {
-      await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch)));
+      const totals = sharedTotals(progress, signal);
+      await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch, totals)));
       if (signal.aborted) return;
       // A job whose end cannot be confirmed fails rather than staying "running" for ever.
       const g = await deps.collection.getProgress({}, { signal });

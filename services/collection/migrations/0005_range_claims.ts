@@ -15,8 +15,10 @@ import { dialectOf, type MigrationModule } from "../../shared/storage/migrations
  * new claim's `fresh_first` is NULL), which is how records of a crashed executor come back.
  *
  * Upgrading: claims made under the old scheme are closed (their records were marked in the
- * dropped columns only) and cover no range; a claim skips records that already have a
- * signature, so everything unsigned is claimed again and nothing signed twice.
+ * dropped columns only). The records already there, signed or not, are covered by one open,
+ * expired claim: fresh claims start after them, and the unsigned ones among them are taken
+ * over a batch at a time once the fresh records run out (taking over skips signed records),
+ * so nothing is signed twice and nothing is left behind.
  */
 async function up(knex: Knex): Promise<void> {
   await knex.schema.alterTable("claims", (t) => {
@@ -33,6 +35,21 @@ async function up(knex: Knex): Promise<void> {
     t.index(["last_id"], "claims_last_id_idx");
     t.unique(["fresh_first"], { indexName: "claims_fresh_first_uq" });
   });
+  const [range] = (await knex("records").min({ first: "id" }).max({ last: "id" })) as { first: number | string | null; last: number | string | null }[];
+  if (range?.last != null) {
+    await knex("claims").insert({
+      id: "legacy-records",
+      job_id: "",
+      claimant: "migration 0005_range_claims",
+      size: 0,
+      claimed: 0,
+      claimed_at: Date.now(),
+      expires_at: 0,
+      first_id: Number(range.first),
+      last_id: Number(range.last),
+      state: "open",
+    });
+  }
   await knex.schema.alterTable("records", (t) => {
     t.dropIndex(["signed", "claim_expires_at", "id"], "records_claim_idx");
     t.dropIndex(["claim_id"], "records_claim_id_idx");
