@@ -7,6 +7,7 @@ import { leasesMigration } from "../../../test/fixtures/legacy-migrations/0002_l
 import { signingMigration } from "../../../test/fixtures/legacy-migrations/0001_signing.js";
 import { createTestDatabase, type TestDatabase } from "../../../test/support/mysql.js";
 import { registeredMigrations } from "../../migrations.js";
+import { createCollectionStore } from "../../collection/store.js";
 import { createDatabase, type Database } from "./database.js";
 import { migrate, migrationStatus } from "./migrate.js";
 
@@ -159,6 +160,14 @@ describe.each(backends)("upgrading a database made before services owned their t
     expect(after.signatures).toEqual(rowsBefore.signatures);
     // Claims are id ranges now: records keep their id, payload and creation time only.
     expect(after.records).toEqual(rowsBefore.records.map((r: Record<string, unknown>) => ({ id: r.id, payload: r.payload, created_at: r.created_at })));
+    // The records already stored are claimed again only where unsigned, after any new ones.
+    await db.primary("records").insert({ payload: Buffer.from([4]), created_at: 30 });
+    const store = createCollectionStore(db);
+    const claim = async (n: number) => (await store.claim({ claimId: `c-up-${n}`, claimant: "e", jobId: "j", size: 2, now: 50_000, expiresAt: 60_000 })).map((r) => r.id);
+    expect(await claim(1)).toEqual([4]);
+    expect(await claim(2)).toEqual([3]);
+    expect(await claim(3)).toEqual([]);
+    await db.primary("claims").where("id", "like", "c-up-%").del();
     expect(after.jobs).toEqual(rowsBefore.jobs.map((r: object) => ({ ...r, heartbeat_at: 0 })));
     expect(after.key_leases).toEqual(rowsBefore.key_leases.map((r: object) => ({ ...r, lease_hash: null, lapsed_at: null })));
     expect(after.keyring_keys).toEqual(rowsBefore.keyring_keys.map((r: object) => ({ ...r, lease_hash: null })));
