@@ -7,7 +7,7 @@ import {
 } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
-import { verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { verifyEd25519Async } from "../shared/crypto/ed25519.js";
 import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
 import { packRecords, unpackSignatures } from "../shared/records/blocks.js";
 import type { LeaseCheck } from "./lease-check.js";
@@ -36,9 +36,11 @@ const storedSignature = (s: SignatureRow | undefined) =>
 
 /**
  * Verifies the sampled signatures of a batch against the key's public key: a batch signed by
- * the wrong key, or with bad signatures among good ones, is refused whole.
+ * the wrong key, or with bad signatures among good ones, is refused whole. Verified on libuv's
+ * thread pool, so the event loop keeps serving while a commit checks its sample.
  */
-const sampleCheck: SignatureCheck = (publicKey, payloads, sigs) => sigs.every((s) => verifyEd25519(publicKey, payloads.get(s.recordId)!, s.signature));
+const sampleCheck: SignatureCheck = async (publicKey, payloads, sigs) =>
+  (await Promise.all(sigs.map((s) => verifyEd25519Async(publicKey, payloads.get(s.recordId)!, s.signature)))).every(Boolean);
 
 /**
  * CollectionService: records, claims and exactly-once signature commits. Requests arrive

@@ -50,7 +50,7 @@ export interface CommitResult {
  * Checks a batch's signatures against the key's public key before anything is stored.
  * Returns false to refuse the whole batch.
  */
-export type SignatureCheck = (publicKey: KeyObject, payloads: Map<number, Buffer>, signatures: CommitInput["signatures"]) => boolean;
+export type SignatureCheck = (publicKey: KeyObject, payloads: Map<number, Buffer>, signatures: CommitInput["signatures"]) => boolean | Promise<boolean>;
 
 /** Persistence of records, signatures and batch history. */
 export interface CollectionStore {
@@ -460,7 +460,7 @@ export function createCollectionStore(db: Database): CollectionStore {
           // An id inside the range that is no record is refused with the batch.
           const probes = await probesFor(trx, accepted, memo?.sample);
           if (!probes) return refuseAll("not_in_claim");
-          if (!check(lease.publicKey, probes.payloads, probes.signatures)) return refuseAll("invalid_signature");
+          if (!(await check(lease.publicKey, probes.payloads, probes.signatures))) return refuseAll("invalid_signature");
 
           // Close the claim (its row stays locked until we commit: a stale claim is taken over
           // only after). Every record of the claim stored: it is done; fewer: the rest of its

@@ -19,6 +19,21 @@ export function verifyEd25519(publicKey: KeyObject, payload: Uint8Array, signatu
   }
 }
 
+/**
+ * Verifies one Ed25519 signature on libuv's thread pool, off the event loop; false for any
+ * malformed input.
+ */
+export function verifyEd25519Async(publicKey: KeyObject, payload: Uint8Array, signature: Uint8Array): Promise<boolean> {
+  if (signature.length !== 64) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    try {
+      verify(null, payload, publicKey, signature, (err, ok) => resolve(!err && ok));
+    } catch {
+      resolve(false);
+    }
+  });
+}
+
 /** The raw 32-byte public key of an Ed25519 KeyObject. */
 export function rawEd25519PublicKey(key: KeyObject): Buffer {
   return Buffer.from(key.export({ format: "der", type: "spki" }).subarray(-32));
