@@ -2,8 +2,8 @@
  * Hot-path statements as server-side prepared statements. On MySQL/MariaDB they go through
  * mysql2's `execute`: parsed once per connection (mysql2 keeps each connection's statements by
  * text) and sent in the binary protocol, so no SQL text is built and escaped per call — for a
- * 1000-row insert that text is a quarter of a megabyte. On SQLite they go through knex, whose
- * driver prepares every statement anyway.
+ * 1000-row insert that text is a quarter of a megabyte. On SQLite each statement is prepared
+ * once per connection and kept (knex prepares it again on every call).
  *
  * Each statement is one span named like knex's renamed spans (`INSERT signatures`), with the
  * statement's text up to its first placeholder list, never its values.
@@ -31,28 +31,53 @@ export interface WriteResult {
 /** Text for the span: the statement up to where a long VALUES list begins. */
 const shownText = (sql: string) => (sql.length > 400 ? `${sql.slice(0, 400)}…` : sql);
 
+interface SqliteStatement {
+  readonly reader: boolean;
+  all(...params: unknown[]): unknown[];
+  run(...params: unknown[]): { changes: number };
+}
+
+interface SqliteConnection {
+  prepare(sql: string): SqliteStatement;
+  readonly name?: string;
+}
+
+/** Prepared statements per SQLite connection (better-sqlite3 keeps none of its own). */
+const sqliteStatements = new WeakMap<SqliteConnection, Map<string, SqliteStatement>>();
+/** Statement texts kept per SQLite connection; the oldest is dropped beyond it. */
+const SQLITE_STATEMENTS = 64;
+
+function sqliteStatement(conn: SqliteConnection, sql: string): SqliteStatement {
+  let cache = sqliteStatements.get(conn);
+  if (!cache) sqliteStatements.set(conn, (cache = new Map()));
+  let stmt = cache.get(sql);
+  if (!stmt) {
+    stmt = conn.prepare(sql);
+    cache.set(sql, stmt);
+    if (cache.size > SQLITE_STATEMENTS) cache.delete(cache.keys().next().value!);
+  }
+  return stmt;
+}
+
 /**
  * Runs `sql` with `params` on `k` (a transaction, to use its connection; or the pool). Rows for
- * a SELECT, `{ affectedRows }` for a write. `dialect` selects mysql2's execute or knex.
+ * a SELECT, `{ affectedRows }` for a write: on MySQL/MariaDB through mysql2's `execute`, on
+ * SQLite through a better-sqlite3 statement prepared once per connection.
  */
 export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect: "mysql" | "sqlite", sql: string, params: readonly unknown[]): Promise<T[] & WriteResult> {
-  if (dialect === "sqlite") {
-    const res = (await k.raw(sql, params as Knex.RawBinding[])) as unknown;
-    if (Array.isArray(res)) return Object.assign(res as T[], { affectedRows: 0 });
-    return Object.assign([] as T[], { affectedRows: Number((res as { changes?: number }).changes ?? 0) });
-  }
   const client = k.client as {
-    acquireConnection(): Promise<MysqlConnection>;
-    releaseConnection(c: MysqlConnection): Promise<unknown>;
+    acquireConnection(): Promise<MysqlConnection & SqliteConnection>;
+    releaseConnection(c: unknown): Promise<unknown>;
     emit(event: "query", query: { sql: string; method: string; bindings: [] }): void;
   };
   const conn = await client.acquireConnection();
-  const facts = describeSqlSpan({ "db.query.text": sql, "db.system.name": "mysql", "db.namespace": conn.config?.database });
+  const namespace = dialect === "mysql" ? conn.config?.database : conn.name;
+  const facts = describeSqlSpan({ "db.query.text": sql, "db.system.name": dialect, "db.namespace": namespace });
   const span = tracer.startSpan(facts.name, {
     kind: SpanKind.CLIENT,
     attributes: {
-      "db.system.name": "mysql",
-      "db.system": "mysql",
+      "db.system.name": facts.system,
+      "db.system": facts.system,
       "db.query.text": shownText(sql),
       ...(facts.operation === undefined ? {} : { "db.operation.name": facts.operation }),
       ...(facts.table === undefined ? {} : { "db.collection.name": facts.table }),
@@ -63,6 +88,11 @@ export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect:
     // knex's own "query" event, so whoever watches the knex instance sees every statement
     // (without its values, as in the span).
     context.with(trace.setSpan(context.active(), span), () => client.emit("query", { sql, method: "raw", bindings: [] }));
+    if (dialect === "sqlite") {
+      const stmt = sqliteStatement(conn, sql);
+      if (stmt.reader) return Object.assign(stmt.all(...params) as T[], { affectedRows: 0 });
+      return Object.assign([] as T[], { affectedRows: stmt.run(...params).changes });
+    }
     const result = await new Promise<unknown>((resolve, reject) => conn.execute(sql, params as unknown[], (err, res) => (err ? reject(err) : resolve(res))));
     if (Array.isArray(result)) return Object.assign(result as T[], { affectedRows: 0 });
     return Object.assign([] as T[], { affectedRows: Number((result as { affectedRows?: number }).affectedRows ?? 0) });
