@@ -48,8 +48,13 @@ export interface TelemetryState {
 /** What telemetry logs through. */
 export type TelemetryLogger = Pick<Logger, "info" | "warn">;
 
-/** Default BatchSpanProcessor delay; OTEL_BSP_SCHEDULE_DELAY overrides it. */
-const DEFAULT_SCHEDULE_DELAY_MS = 250;
+/**
+ * Default BatchSpanProcessor delay; OTEL_BSP_SCHEDULE_DELAY overrides it. A batch's trace is in
+ * Jaeger about a second after it ends, and a busy process exports a few hundred spans per
+ * request rather than dozens (each export costs a request and an encoding pass; at 250 ms the
+ * signing bench spent a measurable share of its tracing overhead on them).
+ */
+const DEFAULT_SCHEDULE_DELAY_MS = 1000;
 /**
  * Longest a flush or the shutdown waits for the collector. The exporters' own timeout
  * (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s) would hold every exit that long when it is down.
