@@ -138,26 +138,15 @@ export function sqliteReferenceLoop(file: string, opts: ReferenceOptions): Refer
   }
 }
 
-/** Claim columns older schemas keep on `records`, and the value each has when unclaimed. */
-const RECORD_CLAIM_COLUMNS: Record<string, unknown> = { signed: 0, claim_id: null, claimed_by: null, claim_expires_at: 0, job_id: null };
-
 /**
  * Puts the records back to "never signed, never claimed", on MariaDB or SQLite, so the next run
- * signs all of them: every signature goes, every claim row goes, an id-range claim cursor (where
- * the schema has one) goes back to before the first record, and whichever per-record claim
- * columns the schema still has go back to their defaults. The schema is read now, not assumed,
- * since claims are moving from record columns to id ranges. Keys, fences and batch history stay:
- * a fence only ever rises, and history is per job.
+ * signs all of them: every signature and every claim goes (claims are id ranges; records carry
+ * no claim state). Keys, fences and batch history stay: a fence only ever rises, and history is
+ * per job.
  */
 export async function resetSigningState(db: Knex): Promise<void> {
   await db.transaction(async (trx) => {
     await trx("signatures").del();
-    if (await trx.schema.hasTable("claims")) await trx("claims").del();
-    if (await trx.schema.hasTable("claim_cursor")) await trx("claim_cursor").update({ last_id: 0 });
-    const present: Record<string, unknown> = {};
-    for (const [column, unclaimed] of Object.entries(RECORD_CLAIM_COLUMNS)) {
-      if (await trx.schema.hasColumn("records", column)) present[column] = unclaimed;
-    }
-    if (Object.keys(present).length > 0) await trx("records").update(present);
+    await trx("claims").del();
   });
 }
