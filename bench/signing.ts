@@ -47,6 +47,10 @@ const { values } = parseArgs({
     "batch-size": { type: "string", default: "1000" },
     concurrency: { type: "string", default: "8" },
     "lease-ttl-ms": { type: "string", default: "10000" },
+    // As deploy/prometheus/prometheus.yml scrapes; `--scrape-interval-ms 1000` is the worst case.
+    "scrape-interval-ms": { type: "string", default: "15000" },
+    // Alternated off / tracing / tracing + metrics rounds of --tracing.
+    rounds: { type: "string", default: "5" },
     scale: { type: "boolean", default: false },
     tracing: { type: "boolean", default: false },
     "mysql-url": { type: "string", default: process.env.KEYMESH_BENCH_MYSQL_URL ?? "mysql://root@127.0.0.1:3306" },
@@ -59,6 +63,8 @@ const KEYS = Number(values.keys);
 const BATCH = Number(values["batch-size"]);
 const CONCURRENCY = Number(values.concurrency);
 const LEASE_TTL_MS = Number(values["lease-ttl-ms"]);
+const SCRAPE_INTERVAL_MS = Number(values["scrape-interval-ms"]);
+const ROUNDS = Number(values.rounds);
 // KEYMESH_BENCH_DATABASE picks another name, so that two benches on one server do not collide.
 const DB_NAME = process.env.KEYMESH_BENCH_DATABASE ?? "keymesh_bench";
 const MARIADB_URL = `${values["mysql-url"]}/${DB_NAME}`;
@@ -215,11 +221,13 @@ async function runJob(mesh: Mesh, batchSize: number) {
   const cpuBefore = mesh.procs.map((p) => p.proc.cpuMs());
   const dbBefore = dbPid ? cpuMsOf(dbPid) : 0;
   const started = performance.now();
-  // Scraped like a Prometheus with a 1 s interval (15 s is the usual one): the worst case.
+  // Scraped like Prometheus: at once, then every --scrape-interval-ms.
   let scrapes = 0;
-  const scraper = setInterval(() => {
+  const scrape = () => {
     for (const u of mesh.metricsUrls) void fetch(u).then((r) => r.text()).then(() => scrapes++, () => undefined);
-  }, 1000);
+  };
+  if (mesh.metricsUrls.length > 0) scrape();
+  const scraper = setInterval(scrape, SCRAPE_INTERVAL_MS);
   const spec = { batchSize, concurrency: CONCURRENCY, leaseTtlMs: LEASE_TTL_MS };
   let jobId = "";
   const first = (async () => {
@@ -389,7 +397,7 @@ const MASTER_KEYS = `1:${randomBytes(32).toString("base64")}`;
 /** Off, tracing, and tracing + metrics on the split mesh, alternated three times each. */
 async function measureTracing() {
   // Medians, because identical runs on this shared machine differ by more than the cost being
-  // measured. Metrics: OTLP export every 5 s and /metrics scraped every second.
+  // measured. Metrics: OTLP export every 5 s and /metrics scraped every --scrape-interval-ms.
   const sink = await startSink();
   const tracingEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, OTEL_TRACES_SAMPLER: "always_on", OTEL_METRICS_EXPORTER: "none" };
   const wall = { off: [] as number[], on: [] as number[], both: [] as number[] };
@@ -401,7 +409,7 @@ async function measureTracing() {
     wall[which].push(run.wallMs);
     cpu[which].push(run.cpuMs.allKeymeshProcesses);
   };
-  for (let round = 0; round < 3; round++) {
+  for (let round = 0; round < ROUNDS; round++) {
     log(`tracing off, round ${round + 1}`);
     await measure("off");
     log(`tracing on (always_on), round ${round + 1}`);
@@ -421,7 +429,13 @@ async function measureTracing() {
       overheadPercent: overhead(wall.on, wall.off),
       exportRequests: sink.requests(),
     },
-    tracingAndMetrics: { wallMs: wall.both, medianMs: median(wall.both), overheadPercent: overhead(wall.both, wall.off) },
+    tracingAndMetrics: {
+      wallMs: wall.both,
+      medianMs: median(wall.both),
+      overheadPercent: overhead(wall.both, wall.off),
+      scrapeIntervalMs: SCRAPE_INTERVAL_MS,
+      otlpMetricExportIntervalMs: 5000,
+    },
     meshCpuMs: { ...cpu, overheadPercentTracing: overhead(cpu.on, cpu.off), overheadPercentTracingAndMetrics: overhead(cpu.both, cpu.off) },
   };
 }
