@@ -107,16 +107,19 @@ describe("signing batch tracing across processes", () => {
       }
     };
     const server = (service: string, name: string) => (s: ReceivedSpan) => s.kind === "SERVER" && s.serviceName === service && s.name === name;
-    await descendants(server("keymesh-keys", "keymesh.keys.v1.KeyManagementService/AcquireKeyLease"), "AcquireKeyLease server span");
+    // The batch's lease: acquired, or rotated from the worker's previous batch (whose lease that
+    // rotation releases; a worker's last lease is released when it stops, outside any batch).
+    const leased = (s: ReceivedSpan) => s.kind === "SERVER" && s.serviceName === "keymesh-keys" && /KeyManagementService\/(Acquire|Rotate)KeyLease$/.test(s.name);
+    await descendants(leased, "AcquireKeyLease or RotateKeyLease server span");
     await descendants(server("keymesh-keys", "keymesh.collection.v1.CollectionService/ClaimBatch"), "ClaimBatch server span");
     await descendants(server("keymesh-keys", "keymesh.collection.v1.CollectionService/CommitBatch"), "CommitBatch server span");
-    await descendants(server("keymesh-keys", "keymesh.keys.v1.KeyManagementService/ReleaseKeyLease"), "ReleaseKeyLease server span");
     // Work on the long-lived signing stream is attributed to this batch through the
     // per-message trace context, down to the key fetch it causes.
     const sign = await descendants((s) => s.serviceName === "keymesh-signing" && s.name === "signing.sign_batch", "signing span");
     expect(sign[0]!.attributes["keymesh.batch_id"]).toBe(batch.attributes["keymesh.batch_id"]);
-    // The lease's domain work is recorded on the AcquireKeyLease server span (one span per call).
-    await descendants((s) => s.kind === "SERVER" && s.attributes["keymesh.operation"] === "lease.acquire" && s.attributes["keymesh.key_id"] === batch.attributes["keymesh.key_id"], "lease.acquire on its server span");
+    // The lease's domain work is recorded on its server span (one span per call).
+    const leaseWork = (s: ReceivedSpan) => ["lease.acquire", "lease.rotate"].includes(String(s.attributes["keymesh.operation"]));
+    await descendants((s) => s.kind === "SERVER" && leaseWork(s) && s.attributes["keymesh.key_id"] === batch.attributes["keymesh.key_id"], "lease.acquire or lease.rotate on its server span");
     await descendants((s) => s.attributes["db.system"] === "mysql" || s.attributes["db.system.name"] === "mysql", "SQL span");
     await descendants((s) => s.attributes["db.system"] === "redis" || s.attributes["db.system.name"] === "redis", "Redis span");
     // The long-lived SignStream call belongs to the job's trace, not to a batch's.

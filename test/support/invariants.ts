@@ -1,10 +1,13 @@
 import type { Knex } from "knex";
 import { ed25519PublicKey, verifyEd25519 } from "../../services/shared/crypto/ed25519.js";
 
-/** What the checker found; `violations` is empty when all six invariants hold. */
-/** How long a committed release may take to become visible to a concurrent grant (see 4.). */
-const RELEASE_VISIBLE_MS = 50;
+/**
+ * How long a release may take to become visible to a concurrent grant (see 4.): a round trip on
+ * a quiet machine, a few hundred milliseconds when the test runs beside others on two cores.
+ */
+const RELEASE_VISIBLE_MS = 500;
 
+/** What the checker found; `violations` is empty when all six invariants hold. */
 export interface InvariantReport {
   readonly records: number;
   readonly signatures: number;
