@@ -70,7 +70,7 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("key leases on %s", (ba
             const rotated = await rotate(lease, `worker-${w}`).catch((e: unknown) => ConnectError.from(e));
             if (rotated instanceof ConnectError) {
               // Every other key busy: released all the same, and the worker acquires anew.
-              expect(rotated.code).toBe(Code.ResourceExhausted);
+              expect(rotated.code, rotated.message).toBe(Code.ResourceExhausted);
               expect(rotated.findDetails(RotateKeyLeaseResponseSchema)[0]?.released).toBe(true);
             } else {
               expect(rotated.released).toBe(true);

@@ -3,9 +3,13 @@ import { hashLeaseId, leaseIdMatches, newLeaseId, type LeaseTokens } from "../sh
 import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
+import { isDeadlock } from "../shared/storage/errors.js";
 import type { FreeKey, KeyringRow, KeyringStore, LeaseWrites } from "./keyring-store.js";
 import { fenceRejections } from "../shared/telemetry/metrics-signing.js";
 import { keyringSealContext } from "./seal-context.js";
+
+/** Runs of a grant transaction the database may end as a deadlock victim before the error stands. */
+const DEADLOCK_ATTEMPTS = 4;
 
 /** A granted lease as the keyring hands it out. */
 export interface KeyLeaseGrant {
@@ -105,12 +109,16 @@ export function createKeyring(deps: KeyringDeps) {
    * when the transaction does not commit (a lock without its row would hide a free key).
    */
   async function grantTransaction<T>(work: (writes: LeaseWrites, locked: (lock: Lease) => void) => Promise<T>): Promise<T> {
-    let lock: Lease | undefined;
-    try {
-      return await deps.store.leaseTransaction((writes) => work(writes, (l) => (lock = l)));
-    } catch (err) {
-      await lock?.release().catch(() => undefined);
-      throw err;
+    for (let attempt = 1; ; attempt++) {
+      let lock: Lease | undefined;
+      try {
+        return await deps.store.leaseTransaction((writes) => work(writes, (l) => (lock = l)));
+      } catch (err) {
+        await lock?.release().catch(() => undefined);
+        // Concurrent grants and releases lock key rows in different orders now and then; the
+        // database rolls one back, which changed nothing and runs again.
+        if (!isDeadlock(err) || attempt >= DEADLOCK_ATTEMPTS) throw err;
+      }
     }
   }
 

@@ -104,3 +104,16 @@ export function isMissingReference(err: unknown): boolean {
   const code = codeOf(err);
   return code === "ER_NO_REFERENCED_ROW_2" || code === "ER_NO_REFERENCED_ROW" || code.startsWith("SQLITE_CONSTRAINT_FOREIGNKEY");
 }
+
+/**
+ * True when `err` is a deadlock MariaDB/MySQL broke by rolling this transaction back: the
+ * transaction did nothing and may simply run again.
+ */
+export function isDeadlock(err: unknown): boolean {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current !== null && typeof current === "object"; depth++) {
+    if (codeOf(current) === "ER_LOCK_DEADLOCK") return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}
