@@ -49,7 +49,17 @@ export function createServiceTracerProvider(opts: ServiceTracerProviderOptions):
       const key = `${name}@${version ?? ""}:${options?.schemaUrl ?? ""}`;
       const known = tracers.get(key);
       if (known !== undefined) return known;
-      const tracerFor = (ctx: Context) => providerFor(ctx).getTracer(name, version, options);
+      // One SDK tracer per service provider, looked up per span without building a key.
+      const perProvider = new Map<BasicTracerProvider, Tracer>();
+      const tracerFor = (ctx: Context) => {
+        const provider = providerFor(ctx);
+        let t = perProvider.get(provider);
+        if (t === undefined) {
+          t = provider.getTracer(name, version, options);
+          perProvider.set(provider, t);
+        }
+        return t;
+      };
       const tracer: Tracer = {
         startSpan(spanName: string, spanOptions?: SpanOptions, ctx: Context = context.active()): Span {
           return tracerFor(ctx).startSpan(spanName, spanOptions, ctx);

@@ -39,7 +39,7 @@ export function createSqlSpanProcessor(): SpanProcessor {
   return {
     onStart(span: Span, _parent: Context): void {
       if (span.instrumentationScope.name !== KNEX_SCOPE) return;
-      const facts = describeSqlSpan(span.attributes);
+      const facts = describeCached(span.attributes);
       span.updateName(facts.name);
       span.setAttributes({
         "db.system.name": facts.system,
@@ -53,6 +53,20 @@ export function createSqlSpanProcessor(): SpanProcessor {
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
+}
+
+/** Facts per distinct set of the attributes they are derived from: statements repeat. */
+const described = new Map<string, SqlSpanFacts>();
+
+function describeCached(attributes: Readonly<Record<string, unknown>>): SqlSpanFacts {
+  const key = [attributes["db.query.text"], attributes["db.operation.name"], attributes["db.collection.name"], attributes["db.system.name"] ?? attributes["db.system"], attributes["db.namespace"]].join("\u0000");
+  let facts = described.get(key);
+  if (!facts) {
+    facts = describeSqlSpan(attributes);
+    described.set(key, facts);
+    if (described.size > 1024) described.delete(described.keys().next().value!);
+  }
+  return facts;
 }
 
 /** Derives the name and attributes of a knex span from the attributes knex gave it. */
