@@ -494,7 +494,7 @@ async function main() {
       sections[KEYS_OF[setup].section] = section;
     }
     Object.assign(result, sections);
-    if (values.scale || values.tracing) Object.assign(result, await measureTracing());
+    if (values.tracing) Object.assign(result, await measureTracing());
     if (values.scale) Object.assign(result, await measureScaling());
   } finally {
     for (const dir of dataDirs) rmSync(dir, { recursive: true, force: true });
