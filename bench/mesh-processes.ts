@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import type { Interceptor } from "@connectrpc/connect";
 import { freePort } from "../test/support/redis-nodes.js";
 
 export { freePort };
@@ -92,4 +93,12 @@ async function listening(port: number): Promise<boolean> {
 export function cpuMsOf(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
   return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Sends `token` as the bearer credential of every call (the benches drive the mesh as root). */
+export function bearer(token: string): Interceptor {
+  return (next) => (req) => {
+    req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
 }

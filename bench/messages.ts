@@ -13,7 +13,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import knex from "knex";
 import { AuthService } from "../gen/keymesh/auth/v1/auth_service_pb.js";
@@ -25,6 +25,7 @@ import { keysModule } from "../services/keys/module.js";
 import { messagesModule } from "../services/messages/module.js";
 import { loadConfig } from "../services/shared/config.js";
 import { startHost } from "../services/shared/server/host.js";
+import { bearer } from "./mesh-processes.js";
 
 const { values } = parseArgs({
   options: {
@@ -86,11 +87,7 @@ async function main(): Promise<void> {
     const auth = createClient(AuthService, createGrpcTransport({ baseUrl: host.url }));
     const password = randomBytes(18).toString("base64url");
     const clientsOf = (token: string) => {
-      const bearer: Interceptor = (next) => (req) => {
-        req.header.set("authorization", `Bearer ${token}`);
-        return next(req);
-      };
-      const transport = createGrpcTransport({ baseUrl: host.url, interceptors: [bearer] });
+      const transport = createGrpcTransport({ baseUrl: host.url, interceptors: [bearer(token)] });
       return { keys: createClient(KeyManagementService, transport), messages: createClient(MessagesService, transport) };
     };
     const users: { name: string; keys: Client<typeof KeyManagementService>; messages: Client<typeof MessagesService> }[] = [];

@@ -24,14 +24,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:http";
 import { parseArgs } from "node:util";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createClient, type Client } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import knex from "knex";
 import { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
 import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.js";
 import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { execFileSync } from "node:child_process";
-import { cpuMsOf, freePort, runKeymesh, startServe, type MeshProcess } from "./mesh-processes.js";
+import { bearer, cpuMsOf, freePort, runKeymesh, startServe, type MeshProcess } from "./mesh-processes.js";
 import { referenceLoop, resetSigningState, sqliteReferenceLoop, type ReferenceResult } from "./reference.js";
 import { ensureRootToken } from "../services/shared/root-token.js";
 
@@ -190,13 +190,6 @@ async function startMesh(setup: Setup, executors = 1, extraEnv: NodeJS.ProcessEn
     async stop() {
       await Promise.all(procs.map((p) => p.proc.stop()));
     },
-  };
-}
-
-function bearer(token: string): Interceptor {
-  return (next) => (req) => {
-    req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
   };
 }
 

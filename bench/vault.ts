@@ -8,7 +8,8 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import { createTestDatabase } from "../test/support/mysql.js";
-import { cpuMsOf, freePort, runKeymesh, startServe } from "./mesh-processes.js";
+import { ensureRootToken } from "../services/shared/root-token.js";
+import { bearer, cpuMsOf, freePort, runKeymesh, startServe } from "./mesh-processes.js";
 
 /**
  * `npm run bench:vault`: create and fetch throughput and latency of VaultService over gRPC
@@ -121,11 +122,13 @@ async function main(): Promise<void> {
   const env = { ...process.env, KEYMESH_DATABASE_URL: mysql.url, KEYMESH_DATA_DIR: dataDir, KEYMESH_LOG_LEVEL: "warn" };
   await runKeymesh(["migrate"], env);
   const server = await startServe(["vault"], await freePort(), env);
+  // `serve --dev` accepts the development root token of its data directory: the bench is root.
+  const credentials = [bearer(ensureRootToken(dataDir).token)];
   const value = randomBytes(VALUE_BYTES);
   const results: { create: PhaseResult[]; fetch: PhaseResult[] } = { create: [], fetch: [] };
   try {
     const maxClients = Math.max(...CONCURRENCY);
-    const all: Client<typeof VaultService>[] = Array.from({ length: maxClients }, () => createClient(VaultService, createGrpcTransport({ baseUrl: server.url })));
+    const all: Client<typeof VaultService>[] = Array.from({ length: maxClients }, () => createClient(VaultService, createGrpcTransport({ baseUrl: server.url, interceptors: credentials })));
     // A pool of secrets to fetch, created up front.
     const ids: string[] = [];
     for (let i = 0; i < 50; i++) {
