@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { setMaxListeners } from "node:events";
 import { setTimeout as delay } from "node:timers/promises";
 import { ConnectError, type Client } from "@connectrpc/connect";
 import { context, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
@@ -180,6 +181,9 @@ export function createExecutor(deps: ExecutorDeps) {
       return s;
     };
     const stop = new AbortController();
+    // Every worker's calls and sleeps listen on the job's signal at once (a lease, a claim and a
+    // sleep each): a shared signal by design, not a leak.
+    setMaxListeners(4 * spec.concurrency + 16, stop.signal);
     const onAbort = () => stop.abort();
     signal.addEventListener("abort", onAbort, { once: true });
     // The stream lives as long as the job: its RPC span belongs to the job's trace, not to

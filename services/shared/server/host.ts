@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { readFile } from "node:fs/promises";
 import { setTimeout } from "node:timers/promises";
 import type { DescMethod } from "@bufbuild/protobuf";
@@ -124,6 +125,9 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   await startMetrics({ prometheus: config.metricsPort !== undefined, serviceName: names.length === 1 ? `keymesh-${names[0]}` : "keymesh" });
   const draining = new AbortController();
   const shutdown = new AbortController();
+  // Every call in flight listens on these (the adapter links each call's signal to `shutdown`,
+  // the handlers watch `draining`): shared by design, as many listeners as calls, not a leak.
+  setMaxListeners(0, shutdown.signal, draining.signal);
   let url = selfUrlOf(config, config.port);
   const identity = createHostIdentity({ config, clients: () => clients, ...(opts.rootToken === undefined ? {} : { rootToken: opts.rootToken }) });
   // Peers served by this process are called in memory, through the same routes and server
