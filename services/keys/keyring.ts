@@ -217,16 +217,13 @@ export function createKeyring(deps: KeyringDeps) {
       const nextId = newLeaseId();
       const nextHash = hashLeaseId(nextId);
       const outcome = await releasing(keyId, leaseId, async (oldHash) => {
-        let released = false;
-        // The release is the transaction's last statement, dated when it runs: the released
-        // key stays locked until the commit (concurrent grants skip it), so a release dated
-        // at the start would look, to anyone replaying the history, like a free key passed over.
-        const granted = await grantTransaction(async (writes, locked) => {
-          const next = await grantNext(writes, holder, ttlMs, nextHash, [keyId], locked);
-          const stored = storedFence(fence);
-          released = stored !== undefined && (await writes.release(keyId, oldHash, stored, now(), used));
-          return next;
-        });
+        // The release goes first, in a statement of its own: visible to every grant the moment
+        // it is dated (a release held back until a longer transaction commits looks, to anyone
+        // replaying the history, like a free key passed over). The grant that follows never
+        // hands back the key just released, so waiting acquirers get their turn.
+        const stored = storedFence(fence);
+        const released = stored !== undefined && (await deps.store.release(keyId, oldHash, stored, now, used));
+        const granted = await grantTransaction((writes, locked) => grantNext(writes, holder, ttlMs, nextHash, [keyId], locked));
         return { released, granted };
       });
       return { released: outcome.released, grant: outcome.granted && finish(outcome.granted, nextId, nextHash, ttlMs) };

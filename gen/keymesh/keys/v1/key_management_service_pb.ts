@@ -1080,10 +1080,10 @@ export const KeyManagementService: GenService<{
   },
   /**
    * RotateKeyLease releases the caller's lease (as ReleaseKeyLease does) and leases the
-   * least-recently-used free key other than the one released, in one call and one database
-   * transaction: what an executor does between batches. Returns ResourceExhausted when every
-   * other key is busy; the release has happened then all the same, and the error carries a
-   * RotateKeyLeaseResponse detail (no lease) saying whether it released anything.
+   * least-recently-used free key other than the one released, in one call: what an executor
+   * does between batches. Returns ResourceExhausted when every other key is busy; the release
+   * has happened then all the same, and the error carries a RotateKeyLeaseResponse detail (no
+   * lease) saying whether it released anything.
    *
    * @generated from rpc keymesh.keys.v1.KeyManagementService.RotateKeyLease
    */
