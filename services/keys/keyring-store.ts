@@ -27,11 +27,6 @@ export interface FreeKey {
 /** The lease writes of one transaction (LeaseTransaction's argument). */
 export interface LeaseWrites {
   /**
-   * Frees the key's lease if `leaseHash` and `fence` name its current, unreleased lease (the
-   * hash is compared in SQL); records the last use when `used`. False when nothing changed.
-   */
-  release(id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean>;
-  /**
    * The least-recently-used released key not in `exclude` (or, when none is free, the key
    * whose lease lapsed longest before `now`), locked until the transaction ends: on
    * MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so concurrent grants are handed different
@@ -59,9 +54,11 @@ export interface KeyringStore {
    */
   leaseTransaction<T>(work: (writes: LeaseWrites) => Promise<T>): Promise<T>;
   /**
-   * LeaseWrites.release on its own, atomically (one statement on MySQL/MariaDB), dated by
-   * `clock` once a connection is in hand: a release still queued for a connection is not in
-   * effect, and dated earlier it would look, to the LRU replay, like a free key passed over.
+   * Frees the key's lease if `leaseHash` and `fence` name its current, unreleased lease (the
+   * hash is compared in SQL) and records the last use when `used`; false when nothing changed.
+   * Atomic (one statement on MySQL/MariaDB), dated by `clock` once a connection is in hand: a
+   * release still queued for a connection is not in effect, and dated earlier it would look,
+   * to the LRU replay, like a free key passed over.
    */
   release(id: string, leaseHash: Buffer, fence: number, clock: () => number, used: boolean): Promise<boolean>;
   /** Extends a lease if `fence` is still current and the lease has not lapsed. */
@@ -136,8 +133,6 @@ export function createKeyringStore(db: Database): KeyringStore {
   }
 
   const leaseWrites = (trx: Knex.Transaction): LeaseWrites => ({
-    release: (id, leaseHash, fence, now, used) => release(trx, id, leaseHash, fence, now, used),
-
     async nextFree(now, exclude) {
       const pick = (free: (q: Knex.QueryBuilder) => Knex.QueryBuilder) => {
         let query = free(keys(trx).first("id", "fence", "last_used_at", "leased_until", "public_key"));

@@ -145,7 +145,7 @@ describe("keyring leases (SQLite, in-process coordination)", () => {
     expect(await codeOf(bounded.acquire("exec-c", 5000))).toBe(Code.ResourceExhausted);
   });
 
-  it("rotates: releases the lease and leases the least recently used other key, in one transaction", async () => {
+  it("rotates: releases the lease, then leases the least recently used other key", async () => {
     const keys = (await keyring.createKeys(3)).map((k) => k.id).sort();
     clock += 10;
     const first = await keyring.acquire("exec-a", 5000);

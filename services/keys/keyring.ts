@@ -170,6 +170,21 @@ export function createKeyring(deps: KeyringDeps) {
     return new ExhaustedError(`all ${total} keyring keys are leased; retry shortly`);
   }
 
+  /** A new lease on the least-recently-used free key not in `exclude`; undefined when none is free. */
+  async function grant(holder: string, ttlMs: number, exclude: readonly string[]): Promise<KeyLeaseGrant | undefined> {
+    const leaseId = newLeaseId();
+    const leaseHash = hashLeaseId(leaseId);
+    const granted = await grantTransaction((writes, locked) => grantNext(writes, holder, ttlMs, leaseHash, exclude, locked));
+    return granted && finish(granted, leaseId, leaseHash, ttlMs);
+  }
+
+  /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
+  async function release(keyId: string, leaseId: string, fence: bigint, used: boolean): Promise<boolean> {
+    const stored = storedFence(fence);
+    if (stored === undefined) return false;
+    return releasing(keyId, leaseId, (hash) => deps.store.release(keyId, hash, stored, now, used));
+  }
+
   return {
     /** Creates `count` Ed25519 keys, sealing each private key under the primary master key. */
     async createKeys(count: number): Promise<KeyringRow[]> {
@@ -192,18 +207,16 @@ export function createKeyring(deps: KeyringDeps) {
      */
     async acquire(holder: string, ttlMs: number): Promise<KeyLeaseGrant> {
       forgetExpiredLocks();
-      const leaseId = newLeaseId();
-      const leaseHash = hashLeaseId(leaseId);
-      const granted = await grantTransaction((writes, locked) => grantNext(writes, holder, ttlMs, leaseHash, [], locked));
-      if (!granted) throw await exhausted();
-      return finish(granted, leaseId, leaseHash, ttlMs);
+      return (await grant(holder, ttlMs, [])) ?? Promise.reject(await exhausted());
     },
 
     /**
-     * Releases the caller's lease and leases the least-recently-used free key other than
-     * that one, in one transaction: what an executor does between batches. The release is
-     * exactly `release`'s (a wrong lease id or fence releases nothing); `grant` is undefined
-     * when every other key is busy, and the release stands then all the same.
+     * Releases the caller's lease exactly as `release` does (a wrong lease id or fence releases
+     * nothing), then leases the least-recently-used free key other than that one: what an
+     * executor does between batches, in one call. The release comes first, visible to every
+     * grant the moment it is dated (held back in the grant's transaction it would look, to
+     * anyone replaying the history, like a free key passed over). `grant` is undefined when
+     * every other key is busy; the release stands all the same.
      */
     async rotate(
       keyId: string,
@@ -214,19 +227,8 @@ export function createKeyring(deps: KeyringDeps) {
       ttlMs: number,
     ): Promise<{ released: boolean; grant: KeyLeaseGrant | undefined }> {
       forgetExpiredLocks();
-      const nextId = newLeaseId();
-      const nextHash = hashLeaseId(nextId);
-      const outcome = await releasing(keyId, leaseId, async (oldHash) => {
-        // The release goes first, in a statement of its own: visible to every grant the moment
-        // it is dated (a release held back until a longer transaction commits looks, to anyone
-        // replaying the history, like a free key passed over). The grant that follows never
-        // hands back the key just released, so waiting acquirers get their turn.
-        const stored = storedFence(fence);
-        const released = stored !== undefined && (await deps.store.release(keyId, oldHash, stored, now, used));
-        const granted = await grantTransaction((writes, locked) => grantNext(writes, holder, ttlMs, nextHash, [keyId], locked));
-        return { released, granted };
-      });
-      return { released: outcome.released, grant: outcome.granted && finish(outcome.granted, nextId, nextHash, ttlMs) };
+      const released = await release(keyId, leaseId, fence, used);
+      return { released, grant: await grant(holder, ttlMs, [keyId]) };
     },
 
     /**
@@ -258,12 +260,8 @@ export function createKeyring(deps: KeyringDeps) {
       return { expiresAt: until, leaseToken: deps.tokens.mint({ keyId, fence, leaseHash, expiresAt: until, publicKey: row.publicKey }) };
     },
 
-    /** Frees a lease. Returns false when it had already been lost (nothing changes then). */
-    async release(keyId: string, leaseId: string, fence: bigint, used: boolean): Promise<boolean> {
-      const stored = storedFence(fence);
-      if (stored === undefined) return false;
-      return releasing(keyId, leaseId, (hash) => deps.store.release(keyId, hash, stored, now, used));
-    },
+    /** Frees a lease (see `release` above). */
+    release,
 
     /** The sealed private key, for the holder of the current live lease on `keyId` only. */
     async wrappedKey(keyId: string, leaseId: string, fence: bigint): Promise<KeyringRow> {

@@ -118,28 +118,12 @@ export class UnknownMasterKeyError extends DomainError {
  * never reaches the reply.
  */
 export function toConnectError(err: unknown): ConnectError {
-  if (err instanceof ConnectError) return withoutTransportHeaders(err);
+  if (err instanceof ConnectError) return err;
   if (err instanceof UnavailableError || dbUnavailableCode(err) !== undefined || redisUnavailableCode(err) !== undefined) {
     return new ConnectError("a backend is unavailable; try again shortly", Code.Unavailable, undefined, undefined, err);
   }
   if (err instanceof DomainError) return new ConnectError(err.message, err.code, undefined, err.details);
   return new ConnectError("internal error", Code.Internal, undefined, undefined, err);
-}
-
-/**
- * Response headers a peer's transport put on an error (its content type, encodings, the
- * protocol's own status fields): an error passed on from a call to another service must not
- * carry them into this call's reply, where they would be repeated as trailers.
- */
-const TRANSPORT_HEADER = /^(content-|connect-|grpc-|accept-encoding$|te$|trailer$|transfer-encoding$|connection$|keep-alive$|date$|server$)/i;
-
-export function withoutTransportHeaders(err: ConnectError): ConnectError {
-  const names: string[] = [];
-  err.metadata.forEach((_value, name) => {
-    if (TRANSPORT_HEADER.test(name)) names.push(name);
-  });
-  for (const name of names) err.metadata.delete(name);
-  return err;
 }
 
 /** Wraps a handler method so that whatever it throws leaves as a proper ConnectError. */

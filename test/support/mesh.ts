@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createRouterTransport, type Client, type Transport } from "@connectrpc/connect";
+import type { Client, Transport } from "@connectrpc/connect";
 import pino from "pino";
 import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { ExecutorService } from "../../gen/keymesh/executor/v1/executor_service_pb.js";
@@ -14,6 +14,7 @@ import { loadConfig } from "../../services/shared/config.js";
 import { createCoordinator } from "../../services/shared/coordination/index.js";
 import type { Coordinator } from "../../services/shared/coordination/types.js";
 import { createRouteRecorder } from "../../services/shared/server/adapter.js";
+import { createInMemoryTransport } from "../../services/shared/server/in-memory-transport.js";
 import type { ServiceInstance } from "../../services/shared/server/service-module.js";
 import { createDatabase, type Database } from "../../services/shared/storage/database.js";
 import { registeredMigrations } from "../../services/migrations.js";
@@ -74,9 +75,9 @@ export async function startInProcessMesh(backend: Backend): Promise<InProcessMes
     if (instance) instances.push(instance);
   }
   // Client and server tracing as between processes (peers trace their calls as clients.ts does).
-  router = createRouterTransport(recorder.routes, {
+  router = createInMemoryTransport(recorder.routes, {
     router: { interceptors: [createTracingInterceptor(), createValidationInterceptor()] },
-    transport: { interceptors: [createClientTracingInterceptor(peerClientTracing)] },
+    clientInterceptors: [createClientTracingInterceptor(peerClientTracing)],
   });
   return {
     db,

@@ -2,7 +2,7 @@ import { setMaxListeners } from "node:events";
 import { readFile } from "node:fs/promises";
 import { setTimeout } from "node:timers/promises";
 import type { DescMethod } from "@bufbuild/protobuf";
-import { ConnectError, createRouterTransport, type Interceptor, type Transport } from "@connectrpc/connect";
+import type { Interceptor, Transport } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { Health } from "../../../gen/grpc/health/v1/health_pb.js";
 import { OPEN_SERVICES } from "../interceptors/access.js";
@@ -10,8 +10,8 @@ import { createHostIdentity } from "../interceptors/identity.js";
 import { createPeerClients, selfUrlOf, type PeerClients } from "../clients.js";
 import { SERVICE_NAMES, type ServiceName } from "../../registry.js";
 import { ConfigError, type Config } from "../config.js";
-import { shuttingDownError, withoutTransportHeaders } from "../errors.js";
-import { wrapStream } from "../interceptors/wrap-stream.js";
+import { shuttingDownError } from "../errors.js";
+import { createInMemoryTransport } from "./in-memory-transport.js";
 import { createHealthService, type HealthService } from "./health.js";
 import { listen, type HttpListener } from "./http-listener.js";
 import { createCallLimitInterceptor } from "../interceptors/call-limits.js";
@@ -95,23 +95,6 @@ async function readTls(config: Config): Promise<{ cert: Buffer; key: Buffer } | 
     key: await read(config.tls.keyFile, "KEYMESH_TLS_KEY", "private key"),
   };
 }
-
-/** Takes the transport's response headers off the errors of in-memory peer calls. */
-const stripTransportHeaders: Interceptor = (next) => async (req) => {
-  const clean = (err: unknown) => (err instanceof ConnectError ? withoutTransportHeaders(err) : err);
-  try {
-    const res = await next(req);
-    if (!res.stream) return res;
-    return {
-      ...res,
-      message: wrapStream(res.message, {
-        next: (call) => call().catch((err: unknown) => Promise.reject(clean(err))),
-      }),
-    };
-  } catch (err) {
-    throw clean(err);
-  }
-};
 
 /** Starts the services of `opts.services` on one port; resolves once it is listening. */
 export async function startHost(opts: HostOptions): Promise<Host> {
@@ -204,12 +187,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
     // Oversize messages fail with ResourceExhausted; what the server sends is not limited.
     handler = createRequestHandler({ readMaxBytes: config.maxRequestBytes, writeMaxBytes: 0xffffffff, interceptors, shutdownSignal: shutdown.signal, routes, logger });
     inMemory = (clientInterceptors) =>
-      createRouterTransport(routes, {
-        router: { readMaxBytes: config.maxRequestBytes, interceptors, shutdownSignal: shutdown.signal },
-        // The in-memory transport speaks the Connect protocol: its errors carry its response
-        // headers (content-type…), which must not follow a passed-on error into a reply.
-        transport: { interceptors: [stripTransportHeaders, ...clientInterceptors] },
-      });
+      createInMemoryTransport(routes, { router: { readMaxBytes: config.maxRequestBytes, interceptors, shutdownSignal: shutdown.signal }, clientInterceptors });
     listener = await listen({ host: config.host, port: config.port, tls, handler });
   } catch (err) {
     await closeResources().catch(() => undefined);

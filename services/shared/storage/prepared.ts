@@ -8,9 +8,9 @@
  * Each statement is one span named like knex's renamed spans (`INSERT signatures`), with the
  * statement's text up to its first placeholder list, never its values.
  */
-import { context, SpanKind, SpanStatusCode, trace, type Attributes } from "@opentelemetry/api";
+import { context, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import type { Knex } from "knex";
-import { describeSqlSpan } from "../telemetry/sql-spans.js";
+import { sqlSpanOf } from "../telemetry/sql-spans.js";
 import { toDbError } from "./database.js";
 
 interface MysqlConnection {
@@ -42,31 +42,6 @@ interface SqliteConnection {
   readonly name?: string;
 }
 
-/** Span names and attributes per statement text and database: a handful of texts, repeated. */
-const spanFacts = new Map<string, { name: string; attributes: Attributes }>();
-
-function spanOf(sql: string, dialect: "mysql" | "sqlite", namespace: string | undefined) {
-  const key = `${dialect}\u0000${namespace ?? ""}\u0000${sql}`;
-  let known = spanFacts.get(key);
-  if (!known) {
-    const facts = describeSqlSpan({ "db.query.text": sql, "db.system.name": dialect, "db.namespace": namespace });
-    known = {
-      name: facts.name,
-      attributes: {
-        "db.system.name": facts.system,
-        "db.system": facts.system,
-        "db.query.text": shownText(sql),
-        ...(facts.operation === undefined ? {} : { "db.operation.name": facts.operation }),
-        ...(facts.table === undefined ? {} : { "db.collection.name": facts.table }),
-        ...(facts.namespace === undefined ? {} : { "db.namespace": facts.namespace }),
-      },
-    };
-    spanFacts.set(key, known);
-    if (spanFacts.size > 1024) spanFacts.delete(spanFacts.keys().next().value!);
-  }
-  return known;
-}
-
 /** Prepared statements per SQLite connection (better-sqlite3 keeps none of its own). */
 const sqliteStatements = new WeakMap<SqliteConnection, Map<string, SqliteStatement>>();
 /** Statement texts kept per SQLite connection; the oldest is dropped beyond it. */
@@ -96,8 +71,8 @@ export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect:
     emit(event: "query", query: { sql: string; method: string; bindings: [] }): void;
   };
   const conn = await client.acquireConnection();
-  const { name, attributes } = spanOf(sql, dialect, dialect === "mysql" ? conn.config?.database : conn.name);
-  const span = tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes });
+  const { name, attributes } = sqlSpanOf({ "db.query.text": sql, "db.system.name": dialect, "db.namespace": dialect === "mysql" ? conn.config?.database : conn.name });
+  const span = tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes: { ...attributes, "db.query.text": shownText(sql) } });
   try {
     // knex's own "query" event, so whoever watches the knex instance sees every statement
     // (without its values, as in the span).

@@ -10,7 +10,7 @@
  * never its path). A processor may rename a span and set its attributes while it is still
  * recording, which is what `onStart` receives.
  */
-import type { Context } from "@opentelemetry/api";
+import type { Attributes, Context } from "@opentelemetry/api";
 import type { Span, SpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { basename } from "node:path";
 
@@ -39,15 +39,9 @@ export function createSqlSpanProcessor(): SpanProcessor {
   return {
     onStart(span: Span, _parent: Context): void {
       if (span.instrumentationScope.name !== KNEX_SCOPE) return;
-      const facts = describeCached(span.attributes);
-      span.updateName(facts.name);
-      span.setAttributes({
-        "db.system.name": facts.system,
-        "db.system": facts.system,
-        ...(facts.operation === undefined ? {} : { "db.operation.name": facts.operation }),
-        ...(facts.table === undefined ? {} : { "db.collection.name": facts.table }),
-        ...(facts.namespace === undefined ? {} : { "db.namespace": facts.namespace }),
-      });
+      const { name, attributes } = sqlSpanOf(span.attributes);
+      span.updateName(name);
+      span.setAttributes(attributes);
     },
     onEnd(): void {},
     forceFlush: () => Promise.resolve(),
@@ -55,18 +49,39 @@ export function createSqlSpanProcessor(): SpanProcessor {
   };
 }
 
-/** Facts per distinct set of the attributes they are derived from: statements repeat. */
-const described = new Map<string, SqlSpanFacts>();
+/** A SQL span's name and conventional attributes, as `describeSqlSpan` derives them. */
+export interface SqlSpan {
+  readonly name: string;
+  readonly attributes: Attributes;
+}
 
-function describeCached(attributes: Readonly<Record<string, unknown>>): SqlSpanFacts {
+/** Per distinct set of the attributes they are derived from: statements repeat. */
+const described = new Map<string, SqlSpan>();
+
+/**
+ * The name and database-convention attributes (`db.system.name`, the older `db.system`,
+ * `db.operation.name`, `db.collection.name`, `db.namespace`) of a SQL span, from what its
+ * statement and driver say; worked out once per distinct input.
+ */
+export function sqlSpanOf(attributes: Readonly<Record<string, unknown>>): SqlSpan {
   const key = [attributes["db.query.text"], attributes["db.operation.name"], attributes["db.collection.name"], attributes["db.system.name"] ?? attributes["db.system"], attributes["db.namespace"]].join("\u0000");
-  let facts = described.get(key);
-  if (!facts) {
-    facts = describeSqlSpan(attributes);
-    described.set(key, facts);
+  let known = described.get(key);
+  if (!known) {
+    const facts = describeSqlSpan(attributes);
+    known = {
+      name: facts.name,
+      attributes: {
+        "db.system.name": facts.system,
+        "db.system": facts.system,
+        ...(facts.operation === undefined ? {} : { "db.operation.name": facts.operation }),
+        ...(facts.table === undefined ? {} : { "db.collection.name": facts.table }),
+        ...(facts.namespace === undefined ? {} : { "db.namespace": facts.namespace }),
+      },
+    };
+    described.set(key, known);
     if (described.size > 1024) described.delete(described.keys().next().value!);
   }
-  return facts;
+  return known;
 }
 
 /** Derives the name and attributes of a knex span from the attributes knex gave it. */
