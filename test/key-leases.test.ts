@@ -148,7 +148,14 @@ describe.each<Backend>(["sqlite+memory", "mysql+redis"])("key leases on %s", (ba
     expect((await errorOf(mesh.keys.renewKeyLease({ keyId: old.keyId, leaseId: old.leaseId, fence: old.fence, ttlMs: 5000 })))?.code).toBe(Code.Aborted);
     expect((await release(old)).released).toBe(false);
     expect((await errorOf(mesh.keys.getWrappedSigningKey({ keyId: old.keyId, leaseId: old.leaseId, fence: old.fence })))?.code).toBe(Code.Aborted);
-    expect((await mesh.keys.getWrappedSigningKey({ keyId: next.keyId, leaseId: next.leaseId, fence: next.fence })).fence).toBe(next.fence);
+    const fetched = await mesh.keys.getWrappedSigningKey({ keyId: next.keyId, leaseId: next.leaseId, fence: next.fence });
+    expect(fetched.fence).toBe(next.fence);
+    // The lease came with the same sealed key, for the holder to pass on to signing.
+    expect(Buffer.from(next.sealedPrivateKey).equals(Buffer.from(fetched.wrappedPrivateKey))).toBe(true);
+    expect(Buffer.from(old.sealedPrivateKey).length).toBeGreaterThan(32);
+    // Nobody else sees it: the key's public view carries no private material.
+    const { key: publicView } = await mesh.keys.getKeyringKey({ keyId: next.keyId });
+    expect(Object.values(publicView!).some((v) => v instanceof Uint8Array && Buffer.from(v).equals(Buffer.from(next.sealedPrivateKey)))).toBe(false);
     expect((await release(next)).released).toBe(true);
   });
 

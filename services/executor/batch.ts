@@ -199,7 +199,9 @@ async function claimRecords(ctx: BatchContext) {
  * collection, and the signatures come back packed: the executor never looks inside either.
  */
 async function signRecords(ctx: BatchContext, batchId: string, lease: KeyLease, leaseToken: string, records: RecordBlock, lost: AbortSignal): Promise<SignatureBlock> {
-  const signed = await raceAbort(ctx.stream.sign({ batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, records }), lost);
+  // The sealed key travels with the lease, so signing opens it instead of fetching it.
+  const request = { batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, records, sealedPrivateKey: lease.sealedPrivateKey };
+  const signed = await raceAbort(ctx.stream.sign(request), lost);
   if (!signed.signatures) throw new ConnectError("the signing service returned no signatures", Code.Internal);
   return signed.signatures;
 }

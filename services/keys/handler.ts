@@ -39,6 +39,7 @@ const toLease = (grant: KeyLeaseGrant): KeyLeaseInit => ({
   expiresAtMs: BigInt(grant.expiresAt),
   publicKey: grant.publicKey,
   previousLastUsedAtMs: BigInt(grant.previousLastUsedAt),
+  sealedPrivateKey: grant.sealedPrivateKey,
 });
 
 /**

@@ -22,6 +22,8 @@ export interface FreeKey {
   /** 0 when its last lease was released; an expiry in the past when that lease lapsed. */
   readonly leasedUntil: number;
   readonly publicKey: Buffer;
+  /** The sealed private key, handed to the lease holder with the lease. */
+  readonly wrappedPrivateKey: Buffer;
 }
 
 /** The lease writes of one transaction (LeaseTransaction's argument). */
@@ -89,12 +91,15 @@ const toRow = (r: Row): KeyringRow => ({
   leaseHash: r.lease_hash ? Buffer.from(r.lease_hash) : undefined,
 });
 
-const toFree = (r: Pick<Row, "id" | "fence" | "last_used_at" | "leased_until" | "public_key">): FreeKey => ({
+type FreeRow = Pick<Row, "id" | "fence" | "last_used_at" | "leased_until" | "public_key" | "private_key_ciphertext">;
+
+const toFree = (r: FreeRow): FreeKey => ({
   id: r.id,
   fence: Number(r.fence),
   lastUsedAt: Number(r.last_used_at),
   leasedUntil: Number(r.leased_until),
   publicKey: Buffer.from(r.public_key),
+  wrappedPrivateKey: Buffer.from(r.private_key_ciphertext),
 });
 
 /** The knex implementation (MySQL/MariaDB and SQLite). */
@@ -135,10 +140,10 @@ export function createKeyringStore(db: Database): KeyringStore {
   const leaseWrites = (trx: Knex.Transaction): LeaseWrites => ({
     async nextFree(now, exclude) {
       const pick = (free: (q: Knex.QueryBuilder) => Knex.QueryBuilder) => {
-        let query = free(keys(trx).first("id", "fence", "last_used_at", "leased_until", "public_key"));
+        let query = free(keys(trx).first("id", "fence", "last_used_at", "leased_until", "public_key", "private_key_ciphertext"));
         if (exclude.length > 0) query = query.whereNotIn("id", exclude);
         if (mysql) query = query.forUpdate().skipLocked();
-        return query as Promise<Pick<Row, "id" | "fence" | "last_used_at" | "leased_until" | "public_key"> | undefined>;
+        return query as Promise<FreeRow | undefined>;
       };
       // A locking read keeps a lock on every row it passes until the commit, even in READ
       // COMMITTED (MariaDB); two grants each passing a key the other releases deadlock. So

@@ -21,6 +21,8 @@ export interface KeyLeaseGrant {
   readonly expiresAt: number;
   readonly publicKey: Buffer;
   readonly previousLastUsedAt: number;
+  /** The key's sealed private key: handed to the holder, who passes it on to signing. */
+  readonly sealedPrivateKey: Buffer;
 }
 
 /** Dependencies of the keyring domain. */
@@ -160,7 +162,8 @@ export function createKeyring(deps: KeyringDeps) {
     const fence = BigInt(granted.fence);
     const expiresAt = granted.at + ttlMs;
     const leaseToken = deps.tokens.mint({ keyId: granted.key.id, fence, leaseHash, expiresAt, publicKey: granted.key.publicKey });
-    return { keyId: granted.key.id, fence, leaseId, leaseToken, expiresAt, publicKey: granted.key.publicKey, previousLastUsedAt: granted.key.lastUsedAt };
+    const { key } = granted;
+    return { keyId: key.id, fence, leaseId, leaseToken, expiresAt, publicKey: key.publicKey, previousLastUsedAt: key.lastUsedAt, sealedPrivateKey: key.wrappedPrivateKey };
   }
 
   /** Why no key could be granted. */

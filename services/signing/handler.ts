@@ -57,7 +57,7 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
     const lease = { keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: req.leaseToken };
     const records = unpackRecords(req.records);
     if (records.ids.length === 0) throw new InvalidInputError("records: a batch needs at least one record");
-    const signatures = await deps.signer.signBatch(lease, records.payloads);
+    const signatures = await deps.signer.signBatch(lease, records.payloads, req.sealedPrivateKey);
     return { batchId: req.batchId, keyId: req.keyId, signatures: packSignatures(req.records!.ids, signatures) };
   };
 

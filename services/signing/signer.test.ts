@@ -90,4 +90,30 @@ describe("signer", () => {
     await signer.signBatch(leaseOf(1n), items(1)).catch(() => undefined);
     expect(calls).toBe(2);
   });
+
+  it("opens the sealed key a lease came with instead of fetching it, and fetches when it does not open", async () => {
+    const fetched: string[] = [];
+    const signer = createSigner({ pool, masterKeys: () => ring, tokens, source: async (keyId, _f, leaseId) => (fetched.push(keyId), { keyId, wrapped }) });
+    const pub = ed25519PublicKey(rawEd25519PublicKey(publicKey));
+    const batch = items(3);
+    const sigs = await signer.signBatch(leaseOf(1n), batch, wrapped);
+    expect(fetched).toEqual([]);
+    expect(batch.every((payload, i) => verifyEd25519(pub, payload, sigs.subarray(64 * i, 64 * i + 64)))).toBe(true);
+
+    // Key k2's lease presenting k1's sealed key: the seal is bound to k1, so it does not open
+    // for k2; the key service is asked for k2's key (here it answers with the right one).
+    const k2 = generateKeyPairSync("ed25519");
+    const wrapped2 = seal(ring, k2.privateKey.export({ format: "der", type: "pkcs8" }), keyringSealContext("k2"));
+    const other = createSigner({ pool, masterKeys: () => ring, tokens, source: async (keyId) => (fetched.push(keyId), { keyId, wrapped: wrapped2 }) });
+    const one = items(1);
+    const sig = await other.signBatch(leaseOf(1n, Date.now() + 10_000, "k2"), one, wrapped);
+    expect(fetched).toEqual(["k2"]);
+    expect(verifyEd25519(ed25519PublicKey(rawEd25519PublicKey(k2.publicKey)), one[0]!, sig)).toBe(true);
+    expect(verifyEd25519(pub, one[0]!, sig)).toBe(false);
+
+    // Garbage in place of the sealed key: fetched too.
+    const third = createSigner({ pool, masterKeys: () => ring, tokens, source: async (keyId) => (fetched.push(keyId), { keyId, wrapped }) });
+    await third.signBatch(leaseOf(1n), items(1), randomBytes(80));
+    expect(fetched).toEqual(["k2", "k1"]);
+  });
 });
