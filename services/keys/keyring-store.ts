@@ -1,5 +1,6 @@
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
+import { withHeldConnection } from "../shared/storage/prepared.js";
 
 /** A keyring key as stored (the private key only ever in sealed form). */
 export interface KeyringRow {
@@ -26,13 +27,11 @@ export interface FreeKey {
   readonly wrappedPrivateKey: Buffer;
 }
 
-/** The lease writes of one transaction (LeaseTransaction's argument). */
-export interface LeaseWrites {
+/** The lease writes of one grant transaction (SQLite: statement by statement). */
+interface LeaseWrites {
   /**
    * The least-recently-used released key not in `exclude` (or, when none is free, the key
-   * whose lease lapsed longest before `now`), locked until the transaction ends: on
-   * MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so concurrent grants are handed different
-   * keys; on SQLite the transaction itself serializes them.
+   * whose lease lapsed longest before `now`), locked until the transaction ends.
    */
   nextFree(now: number, exclude: readonly string[]): Promise<FreeKey | undefined>;
   /**
@@ -43,6 +42,27 @@ export interface LeaseWrites {
   grant(key: FreeKey, holder: string, now: number, ttlMs: number, leaseHash: Buffer): Promise<number>;
 }
 
+/** A lease a grant wrote, not yet committed. */
+export interface PendingGrant {
+  /** The key as it was before this grant. */
+  readonly key: FreeKey;
+  /** The lease's fence (the key's previous fence plus one). */
+  readonly fence: number;
+  /** When it was granted (its last use and the start of its TTL). */
+  readonly at: number;
+}
+
+/** What a grant asks for (see KeyringStore.grant). */
+export interface GrantRequest {
+  readonly holder: string;
+  readonly ttlMs: number;
+  readonly leaseHash: Buffer;
+  /** Keys not to grant (the one a rotation just released, keys whose lock was refused). */
+  readonly exclude: readonly string[];
+  /** Read once the grant has its connection: the grant's date. */
+  readonly clock: () => number;
+}
+
 /** Persistence of the signing keyring and its lease state. */
 export interface KeyringStore {
   insert(rows: readonly Omit<KeyringRow, "fence" | "lastUsedAt" | "leasedUntil" | "leaseHash">[], now: number): Promise<void>;
@@ -50,11 +70,19 @@ export interface KeyringStore {
   get(id: string): Promise<KeyringRow | undefined>;
   count(): Promise<number>;
   /**
-   * Runs `work` in one write transaction. The key's row and its lease history change together
-   * or not at all: a connection lost between separate statements would leave, say, a freed key
-   * whose history says still leased.
+   * Grants a lease in one transaction: locks the least-recently-used released key not in
+   * `exclude` (on MySQL/MariaDB with FOR UPDATE SKIP LOCKED, so concurrent grants are handed
+   * different keys; on SQLite the transaction serializes them) or, when none is released, the
+   * key whose lease lapsed longest ago, and writes the new lease (fence + 1, last use, lease
+   * hash, history row; an earlier lease never released is marked lapsed). Then, with the
+   * transaction still open and the key's row locked, `keep` decides: true commits, false rolls
+   * back (nothing of the grant remains). The key's row and its history change together or not
+   * at all. Undefined when no key is free, or `keep` said no.
+   *
+   * On MySQL/MariaDB the transaction is opened by the stored procedure keymesh_open_key_grant
+   * (migration keys/0008): one round trip for what is five statements on SQLite.
    */
-  leaseTransaction<T>(work: (writes: LeaseWrites) => Promise<T>): Promise<T>;
+  grant(request: GrantRequest, keep: (pending: PendingGrant) => Promise<boolean>): Promise<PendingGrant | undefined>;
   /**
    * Frees the key's lease if `leaseHash` and `fence` name its current, unreleased lease (the
    * hash is compared in SQL) and records the last use when `used`; false when nothing changed.
@@ -101,6 +129,9 @@ const toFree = (r: FreeRow): FreeKey => ({
   publicKey: Buffer.from(r.public_key),
   wrappedPrivateKey: Buffer.from(r.private_key_ciphertext),
 });
+
+/** Rolls back a SQLite grant that `keep` did not keep. */
+const NOT_KEPT = new Error("grant not kept");
 
 /** The knex implementation (MySQL/MariaDB and SQLite). */
 export function createKeyringStore(db: Database): KeyringStore {
@@ -235,8 +266,40 @@ export function createKeyringStore(db: Database): KeyringStore {
       }
     },
 
-    async leaseTransaction(work) {
-      return primary.transaction((trx) => work(leaseWrites(trx)));
+    async grant(request, keep) {
+      if (mysql) {
+        return withHeldConnection(primary, async (conn) => {
+          const at = request.clock();
+          const [row] = await conn.call<FreeRow & { granted_at: number | string }>("CALL keymesh_open_key_grant(?, ?, ?, ?, ?)", [
+            at, request.ttlMs, request.holder, request.leaseHash, request.exclude.join(","),
+          ]);
+          if (!row) return undefined;
+          // The procedure selected the new fence and the grant's date; the key's other columns are as they were.
+          const pending = { key: toFree({ ...row, fence: Number(row.fence) - 1 }), fence: Number(row.fence), at: Number(row.granted_at) };
+          if (!(await keep(pending))) {
+            await conn.end("ROLLBACK");
+            return undefined;
+          }
+          await conn.end("COMMIT");
+          return pending;
+        });
+      }
+      let pending: PendingGrant | undefined;
+      const kept = await primary
+        .transaction(async (trx) => {
+          const writes = leaseWrites(trx);
+          const key = await writes.nextFree(request.clock(), request.exclude);
+          if (!key) return false;
+          const at = request.clock();
+          pending = { key, fence: await writes.grant(key, request.holder, at, request.ttlMs, request.leaseHash), at };
+          if (!(await keep(pending))) throw NOT_KEPT;
+          return true;
+        })
+        .catch((err: unknown) => {
+          if (err === NOT_KEPT) return false;
+          throw err;
+        });
+      return kept ? pending : undefined;
     },
 
     async extend(id, fence, now, until) {

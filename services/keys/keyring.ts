@@ -4,7 +4,7 @@ import type { Coordinator, Lease } from "../shared/coordination/types.js";
 import { seal, type MasterKeyring } from "../shared/crypto/envelope.js";
 import { ExhaustedError, LeaseLostError, NotFoundError } from "../shared/errors.js";
 import { isDeadlock } from "../shared/storage/errors.js";
-import type { FreeKey, KeyringRow, KeyringStore, LeaseWrites } from "./keyring-store.js";
+import type { FreeKey, KeyringRow, KeyringStore, PendingGrant } from "./keyring-store.js";
 import { fenceRejections } from "../shared/telemetry/metrics-signing.js";
 import { keyringSealContext } from "./seal-context.js";
 
@@ -107,51 +107,42 @@ export function createKeyring(deps: KeyringDeps) {
   }
 
   /**
-   * Runs a grant transaction. `locked` records the lock a grant takes, so that it is let go
-   * when the transaction does not commit (a lock without its row would hide a free key).
+   * A new lease on the least-recently-used free key not in `exclude`, or undefined when none
+   * is free. The grant's transaction locks the key's row and writes the lease; with the row
+   * still locked, the key's lock is taken, and only then does the grant commit. A key whose
+   * lock is refused (stale: say of a process that crashed holding it) is rolled back and
+   * skipped, up to `lockAttempts` keys. A deadlock victim (concurrent grants and releases lock
+   * key rows in different orders now and then) changed nothing and runs again.
    */
-  async function grantTransaction<T>(work: (writes: LeaseWrites, locked: (lock: Lease) => void) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      let lock: Lease | undefined;
-      try {
-        return await deps.store.leaseTransaction((writes) => work(writes, (l) => (lock = l)));
-      } catch (err) {
-        await lock?.release().catch(() => undefined);
-        // Concurrent grants and releases lock key rows in different orders now and then; the
-        // database rolls one back, which changed nothing and runs again.
-        if (!isDeadlock(err) || attempt >= DEADLOCK_ATTEMPTS) throw err;
-      }
-    }
-  }
-
-  /**
-   * Inside a grant transaction: locks the least-recently-used free key not in `exclude` in
-   * the database, then takes its lock, and grants it. A key whose lock is refused (stale) is
-   * skipped, up to `lockAttempts` keys. Undefined when no key is free.
-   */
-  async function grantNext(
-    writes: LeaseWrites,
-    holder: string,
-    ttlMs: number,
-    leaseHash: Buffer,
-    exclude: readonly string[],
-    locked: (lock: Lease) => void,
-  ): Promise<Granted | undefined> {
+  async function grantNext(holder: string, ttlMs: number, leaseHash: Buffer, exclude: readonly string[]): Promise<Granted | undefined> {
     const skipped = [...exclude];
     for (let attempt = 0; attempt < (deps.lockAttempts ?? 4); attempt++) {
-      const key = await writes.nextFree(now(), skipped);
-      if (!key) return undefined;
-      // Dated as soon as the row is locked: after the release that freed it, which committed
-      // before, and in step with concurrent grants that found this row locked and moved on
-      // (LRU order and one live lease per key, as the invariants checker replays them).
-      const at = now();
-      const lock = await deps.coordinator.leases.tryAcquire(resource(key.id), Math.max(1, at + ttlMs - now()));
-      if (!lock) {
-        skipped.push(key.id);
-        continue;
+      let lock: Lease | undefined;
+      let refused: string | undefined;
+      const request = { holder, ttlMs, leaseHash, exclude: skipped, clock: now };
+      const keep = async (pending: PendingGrant) => {
+        // Dated as soon as the row is locked: after the release that freed it, which committed
+        // before, and in step with concurrent grants that found this row locked and moved on
+        // (LRU order and one live lease per key, as the invariants checker replays them).
+        lock = (await deps.coordinator.leases.tryAcquire(resource(pending.key.id), Math.max(1, pending.at + ttlMs - now()))) ?? undefined;
+        if (!lock) refused = pending.key.id;
+        return lock !== undefined;
+      };
+      let granted: PendingGrant | undefined;
+      for (let run = 1; ; run++) {
+        try {
+          granted = await deps.store.grant(request, keep);
+          break;
+        } catch (err) {
+          // A lock taken for a grant that did not commit would hide a free key: let it go.
+          await (lock as Lease | undefined)?.release().catch(() => undefined);
+          lock = undefined;
+          if (!isDeadlock(err) || run >= DEADLOCK_ATTEMPTS) throw err;
+        }
       }
-      locked(lock);
-      return { key, fence: await writes.grant(key, holder, at, ttlMs, leaseHash), at, lock };
+      if (granted) return { key: granted.key, fence: granted.fence, at: granted.at, lock: lock! };
+      if (refused === undefined) return undefined;
+      skipped.push(refused);
     }
     return undefined;
   }
@@ -177,7 +168,7 @@ export function createKeyring(deps: KeyringDeps) {
   async function grant(holder: string, ttlMs: number, exclude: readonly string[]): Promise<KeyLeaseGrant | undefined> {
     const leaseId = newLeaseId();
     const leaseHash = hashLeaseId(leaseId);
-    const granted = await grantTransaction((writes, locked) => grantNext(writes, holder, ttlMs, leaseHash, exclude, locked));
+    const granted = await grantNext(holder, ttlMs, leaseHash, exclude);
     return granted && finish(granted, leaseId, leaseHash, ttlMs);
   }
 

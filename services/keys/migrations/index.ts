@@ -6,6 +6,7 @@ import { dropMasterKeysMigration } from "./0002_drop_master_keys.js";
 import { leaseHashesMigration } from "./0003_lease_hashes.js";
 import { userKeysMigration } from "./0005_user_keys.js";
 import { freeKeysIndexMigration } from "./0007_free_keys_index.js";
+import { grantProcedureMigration } from "./0008_grant_procedure.js";
 
 /**
  * The key service's migrations, oldest first. Imported statically rather than found on disk:
@@ -21,4 +22,5 @@ export const keysMigrations: readonly MigrationModule[] = [
   // The mesh-wide master-key state the keys service now shares with the vault.
   { ...masterKeyVersionsMigration, name: "0006_master_key_versions" },
   freeKeysIndexMigration,
+  grantProcedureMigration,
 ];

@@ -1,4 +1,3 @@
-import { once } from "node:events";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { abortError } from "../errors.js";
 import { wrapStream } from "./wrap-stream.js";
@@ -42,14 +41,15 @@ async function raceSignal<T>(work: Promise<T>, signal: AbortSignal): Promise<T> 
     return abortError(signal);
   };
   if (signal.aborted) throw giveUp();
-  // `once` stops listening when `stop` aborts, so a finished call leaves no listener behind.
-  const stop = new AbortController();
-  const aborted = once(signal, "abort", { signal: stop.signal }).then(() => Promise.reject(giveUp()));
-  aborted.catch(() => undefined);
+  // A listener removed when the call ends (no AbortController to stop it: aborting one without
+  // a reason builds a DOMException with a stack trace, on every call).
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => (onAbort = () => reject(giveUp())));
+  signal.addEventListener("abort", onAbort, { once: true });
   try {
     return await Promise.race([work, aborted]);
   } finally {
-    stop.abort();
+    signal.removeEventListener("abort", onAbort);
   }
 }
 

@@ -59,18 +59,16 @@ function sqliteStatement(conn: SqliteConnection, sql: string): SqliteStatement {
   return stmt;
 }
 
-/**
- * Runs `sql` with `params` on `k` (a transaction, to use its connection; or the pool). Rows for
- * a SELECT, `{ affectedRows }` for a write: on MySQL/MariaDB through mysql2's `execute`, on
- * SQLite through a better-sqlite3 statement prepared once per connection.
- */
-export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect: "mysql" | "sqlite", sql: string, params: readonly unknown[]): Promise<T[] & WriteResult> {
-  const client = k.client as {
-    acquireConnection(): Promise<MysqlConnection & SqliteConnection>;
-    releaseConnection(c: unknown): Promise<unknown>;
-    emit(event: "query", query: { sql: string; method: string; bindings: [] }): void;
-  };
-  const conn = await client.acquireConnection();
+type PooledConnection = MysqlConnection & SqliteConnection;
+
+interface PoolClient {
+  acquireConnection(): Promise<PooledConnection>;
+  releaseConnection(c: unknown): Promise<unknown>;
+  emit(event: "query", query: { sql: string; method: string; bindings: [] }): void;
+}
+
+/** One statement on a connection in hand, in its own span. */
+async function executeOn<T>(client: PoolClient, conn: PooledConnection, dialect: "mysql" | "sqlite", sql: string, params: readonly unknown[]): Promise<T[] & WriteResult> {
   const { name, attributes } = sqlSpanOf({ "db.query.text": sql, "db.system.name": dialect, "db.namespace": dialect === "mysql" ? conn.config?.database : conn.name });
   const span = tracer.startSpan(name, { kind: SpanKind.CLIENT, attributes: { ...attributes, "db.query.text": shownText(sql) } });
   try {
@@ -90,6 +88,72 @@ export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect:
     throw toDbError(err);
   } finally {
     span.end();
+  }
+}
+
+/**
+ * Runs `sql` with `params` on `k` (a transaction, to use its connection; or the pool). Rows for
+ * a SELECT, `{ affectedRows }` for a write: on MySQL/MariaDB through mysql2's `execute`, on
+ * SQLite through a better-sqlite3 statement prepared once per connection.
+ */
+export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect: "mysql" | "sqlite", sql: string, params: readonly unknown[]): Promise<T[] & WriteResult> {
+  const client = k.client as PoolClient;
+  const conn = await client.acquireConnection();
+  try {
+    return await executeOn<T>(client, conn, dialect, sql, params);
+  } finally {
+    await client.releaseConnection(conn);
+  }
+}
+
+/**
+ * A MySQL/MariaDB connection held for a transaction that a stored procedure opens (its
+ * START TRANSACTION is inside the CALL, so the transaction costs no BEGIN round trip) and the
+ * caller ends.
+ */
+export interface HeldConnection {
+  /** Calls a procedure (a prepared CALL, in its own span); the rows of its first result set. */
+  call<T>(sql: string, params: readonly unknown[]): Promise<T[]>;
+  /** A prepared statement in the transaction, in its own span. */
+  run<T = unknown>(sql: string, params: readonly unknown[]): Promise<T[] & WriteResult>;
+  /** Ends the transaction: transaction control, like knex's BEGIN and COMMIT, has no span. */
+  end(outcome: "COMMIT" | "ROLLBACK"): Promise<void>;
+}
+
+/**
+ * Runs `work` on one connection of `k`'s pool. A transaction left open when `work` returns or
+ * throws is rolled back before the connection goes back to the pool, so no other user of the
+ * pool inherits it.
+ */
+export async function withHeldConnection<T>(k: Knex, work: (conn: HeldConnection) => Promise<T>): Promise<T> {
+  const client = k.client as PoolClient;
+  const conn = (await client.acquireConnection()) as PooledConnection & {
+    query(sql: string, cb: (err: Error | null, result: unknown) => void): void;
+    serverStatus?: number;
+  };
+  let open = false;
+  const control = (sql: "COMMIT" | "ROLLBACK") =>
+    new Promise<void>((resolve, reject) => {
+      client.emit("query", { sql, method: "raw", bindings: [] });
+      conn.query(sql, (err) => (err ? reject(toDbError(err)) : resolve()));
+    });
+  const held: HeldConnection = {
+    async call<R>(sql: string, params: readonly unknown[]) {
+      open = true;
+      const result = (await executeOn<unknown>(client, conn, "mysql", sql, params)) as unknown[];
+      // A CALL answers its result sets, then a status: the first set is what the procedure selected.
+      return (Array.isArray(result[0]) ? result[0] : []) as R[];
+    },
+    run: <R>(sql: string, params: readonly unknown[]) => executeOn<R>(client, conn, "mysql", sql, params),
+    async end(outcome) {
+      open = false;
+      await control(outcome);
+    },
+  };
+  try {
+    return await work(held);
+  } finally {
+    if (open) await control("ROLLBACK").catch(() => undefined);
     await client.releaseConnection(conn);
   }
 }
