@@ -9,12 +9,16 @@ import { migrate } from "../shared/storage/migrate.js";
 import { Code } from "@connectrpc/connect";
 import { toConnectError } from "../shared/errors.js";
 import { COMMIT_SAMPLE, createCollectionStore, type CollectionStore, type CommitInput } from "./store.js";
+import { createTestDatabase, type TestDatabase } from "../../test/support/mysql.js";
 
 const accept = () => true;
 const lease = (validUntil: number) => ({ publicKey: generateKeyPairSync("ed25519").publicKey, validUntil });
 
-describe("collection commits under a key's fence (SQLite)", () => {
+// On MariaDB a claim made by the same store commits through the stored procedure
+// keymesh_open_batch_commit; every refusal below is answered by it there.
+describe.each(["SQLite", "MariaDB"] as const)("collection commits under a key's fence (%s)", (backend) => {
   let dir: string;
+  let mysql: TestDatabase | undefined;
   let db: Database;
   let store: CollectionStore;
   let clock: number;
@@ -22,7 +26,8 @@ describe("collection commits under a key's fence (SQLite)", () => {
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), "keymesh-collection-"));
-    db = createDatabase({ dataDir: dir });
+    mysql = backend === "MariaDB" ? await createTestDatabase() : undefined;
+    db = createDatabase({ dataDir: dir, ...(mysql ? { url: mysql.url } : {}) });
     await migrate(db, await registeredMigrations(["collection"]));
     store = createCollectionStore(db);
     clock = 1_000_000;
@@ -30,6 +35,7 @@ describe("collection commits under a key's fence (SQLite)", () => {
   });
   afterEach(async () => {
     await db.close();
+    await mysql?.drop();
     rmSync(dir, { recursive: true, force: true });
   });
 

@@ -3,7 +3,7 @@ import { setImmediate } from "node:timers/promises";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
 import { isDuplicateKey, isMissingReference } from "../shared/storage/errors.js";
-import { placeholders, prepared } from "../shared/storage/prepared.js";
+import { placeholders, prepared, withHeldConnection, type WriteResult } from "../shared/storage/prepared.js";
 import { abortError, InvalidInputError } from "../shared/errors.js";
 import type { LeaseView } from "./lease-check.js";
 
@@ -121,6 +121,20 @@ class Refusal extends Error {
   ) {
     super(reason);
   }
+}
+
+/**
+ * A commit's signatures inside its claim's range (accepted, when the claim is still open) and
+ * outside it (refused, each with its reason, before anything is written).
+ */
+function splitByClaim(signatures: CommitInput["signatures"], claim: ClaimRow | undefined) {
+  const open = claim?.state === "open";
+  const first = Number(claim?.first_id ?? 0);
+  const last = Number(claim?.last_id ?? -1);
+  const accepted: CommitInput["signatures"][number][] = [];
+  const outside: CommitInput["signatures"][number][] = [];
+  for (const sig of signatures) (open && sig.recordId >= first && sig.recordId <= last ? accepted : outside).push(sig);
+  return { accepted, outside };
 }
 
 /** Signature rows per INSERT statement: 12,000 parameters, within both dialects' limits. */
@@ -314,14 +328,27 @@ export function createCollectionStore(db: Database): CollectionStore {
     return undefined;
   }
 
-  /** Stores the signatures, a few thousand rows per prepared multi-row INSERT. */
-  async function insertSignatures(trx: Knex.Transaction, input: CommitInput, accepted: CommitInput["signatures"], at: number): Promise<void> {
+  /** Runs a prepared statement where a commit's writes go (its transaction). */
+  type Statements = (sql: string, params: readonly unknown[]) => Promise<WriteResult>;
+
+  /**
+   * Stores the signatures, a few thousand rows per prepared multi-row INSERT. The signatures'
+   * primary key stores each record once, the foreign key refuses ids that are no records:
+   * either failure is the batch's refusal (its transaction rolls back).
+   */
+  async function insertSignatures(statements: Statements, input: CommitInput, accepted: CommitInput["signatures"], at: number): Promise<void> {
     const fence = fenceValue(input.fence);
     for (let i = 0; i < accepted.length; i += SIGNATURE_INSERT_ROWS) {
       const chunk = accepted.slice(i, i + SIGNATURE_INSERT_ROWS);
       const params: unknown[] = [];
       for (const s of chunk) params.push(s.recordId, input.keyId, fence, input.batchId, s.signature, at);
-      await run(trx, `INSERT INTO signatures (record_id, key_id, fence, batch_id, signature, signed_at) VALUES ${placeholders(chunk.length, 6)}`, params);
+      try {
+        await statements(`INSERT INTO signatures (record_id, key_id, fence, batch_id, signature, signed_at) VALUES ${placeholders(chunk.length, 6)}`, params);
+      } catch (err) {
+        if (isDuplicateKey(err)) throw new Refusal("already_signed");
+        if (isMissingReference(err)) throw new Refusal("not_in_claim");
+        throw err;
+      }
     }
   }
 
@@ -370,7 +397,7 @@ export function createCollectionStore(db: Database): CollectionStore {
    * `accepted`, topped up with records drawn now (read from the database) when a partial
    * commit holds fewer than COMMIT_SAMPLE of them. Undefined when a drawn id is no record.
    */
-  async function probesFor(trx: Knex.Transaction, accepted: CommitInput["signatures"], drawn: ReadonlyMap<number, Buffer> | undefined) {
+  async function probesFor(trx: Knex | Knex.Transaction, accepted: CommitInput["signatures"], drawn: ReadonlyMap<number, Buffer> | undefined) {
     const payloads = new Map<number, Buffer>();
     const signatures: CommitInput["signatures"][number][] = [];
     const rest: CommitInput["signatures"][number][] = [];
@@ -390,6 +417,51 @@ export function createCollectionStore(db: Database): CollectionStore {
       signatures.push(...more);
     }
     return { payloads, signatures };
+  }
+
+  /**
+   * The commit of a claim made by this process, on MySQL/MariaDB: the same checks and writes as
+   * the transaction in `commit`, in three round trips. The claim is known from memory, so the
+   * checks read nothing (unless signatures fall outside the claim, or a partial commit needs
+   * more of its sample) and run before the transaction opens; then the stored procedure
+   * keymesh_open_batch_commit (migration collection/0006) opens it, closes the claim, raises
+   * the key's fence and writes the history row; then the signatures, then COMMIT.
+   */
+  async function commitHeld(input: CommitInput, claim: ClaimMemo, now: () => number, lease: LeaseView, check: SignatureCheck): Promise<CommitResult> {
+    const ids = input.signatures.map((s) => s.recordId);
+    const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
+    if (now() >= lease.validUntil) return refuseAll("stale_fence");
+    const { accepted, outside } = splitByClaim(input.signatures, claim);
+    const rejections = await refusedOutside(primary, outside);
+    if (accepted.length === 0) return { stored: 0, rejections };
+    const probes = await probesFor(primary, accepted, claim.sample);
+    if (!probes) return refuseAll("not_in_claim");
+    if (!(await check(lease.publicKey, probes.payloads, probes.signatures))) return refuseAll("invalid_signature");
+
+    return withHeldConnection(primary, async (conn) => {
+      // Dated once checked, as the transaction opens (see `commit` on why a live lease now suffices).
+      const at = now();
+      if (at >= lease.validUntil) return refuseAll("stale_fence");
+      const h = historyRow(input, claim, "committed", accepted.length, rejections.length, at);
+      const [opened] = await conn.call<{ status: string }>("CALL keymesh_open_batch_commit(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        input.claimId, accepted.length >= Number(claim.claimed), input.keyId, h.fence, at, h.id, h.job_id, h.size, h.claimed, h.start_at, h.stored, h.rejected, h.executor,
+      ]);
+      switch (opened?.status) {
+        case "open":
+          break;
+        case "claim_closed":
+          throw new Refusal("not_in_claim", true);
+        case "stale_fence":
+          throw new Refusal("stale_fence");
+        case "batch_id_committed":
+          throw new InvalidInputError(`batch_id ${input.batchId} was already committed; every batch needs its own id`);
+        default:
+          throw new Error(`keymesh_open_batch_commit answered ${JSON.stringify(opened)}`);
+      }
+      await insertSignatures(conn.run, input, accepted, at);
+      await conn.end("COMMIT");
+      return { stored: accepted.length, rejections, startedAt: Number(claim.claimed_at), decidedAt: at };
+    });
   }
 
   return {
@@ -431,7 +503,10 @@ export function createCollectionStore(db: Database): CollectionStore {
       }
       const memo = memos.take(input.claimId);
 
-      const result = await primary
+      // On MariaDB, a claim made here (its record is in memory) commits through the stored
+      // procedure: three round trips. Otherwise the statements go one by one.
+      const held = mysql && memo ? commitHeld(input, memo, now, lease, check) : undefined;
+      const result = await (held ?? primary
         .transaction(async (trx): Promise<CommitResult> => {
           const at = now();
           // The token says the lease runs until validUntil; leases run without a gap from grant
@@ -445,12 +520,7 @@ export function createCollectionStore(db: Database): CollectionStore {
           // foreign record ids can neither dodge the signature sample nor be written. The claim
           // is known from ClaimBatch when it was made here; otherwise its row is read.
           const claim = memo ?? (await claimOf(trx, input.claimId, forUpdate));
-          const open = claim?.state === "open";
-          const first = Number(claim?.first_id ?? 0);
-          const last = Number(claim?.last_id ?? -1);
-          const accepted: CommitInput["signatures"][number][] = [];
-          const outside: CommitInput["signatures"][number][] = [];
-          for (const sig of input.signatures) (open && sig.recordId >= first && sig.recordId <= last ? accepted : outside).push(sig);
+          const { accepted, outside } = splitByClaim(input.signatures, claim);
           const rejections = await refusedOutside(trx, outside);
           if (accepted.length === 0) return { stored: 0, rejections };
 
@@ -478,18 +548,10 @@ export function createCollectionStore(db: Database): CollectionStore {
           ]);
           if (raised.affectedRows !== 1) throw new Refusal("stale_fence");
 
-          // The signatures' primary key stores each record once; the foreign key refuses ids
-          // that are no records. Either failure rolls the whole batch back.
-          try {
-            await insertSignatures(trx, input, accepted, at);
-          } catch (err) {
-            if (isDuplicateKey(err)) throw new Refusal("already_signed");
-            if (isMissingReference(err)) throw new Refusal("not_in_claim");
-            throw err;
-          }
+          await insertSignatures((sql, params) => run(trx, sql, params), input, accepted, at);
           await insertHistory(trx, historyRow(input, claim, "committed", accepted.length, rejections.length, at));
           return { stored: accepted.length, rejections, startedAt: Number(claim!.claimed_at), decidedAt: at };
-        })
+        }))
         .catch(async (err: unknown): Promise<CommitResult> => {
           if (!(err instanceof Refusal)) throw err;
           if (err.closed) return { stored: 0, rejections: await refusedOutside(primary, input.signatures) };

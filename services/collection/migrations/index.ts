@@ -4,6 +4,7 @@ import { keyFencesMigration } from "./0002_key_fences.js";
 import { claimsMigration } from "./0003_claims.js";
 import { batchHistoryMigration } from "./0004_batch_history.js";
 import { rangeClaimsMigration } from "./0005_range_claims.js";
+import { commitProcedureMigration } from "./0006_commit_procedure.js";
 
 /** The collection service's migrations, oldest first. */
-export const collectionMigrations: readonly MigrationModule[] = [recordsMigration, keyFencesMigration, claimsMigration, batchHistoryMigration, rangeClaimsMigration];
+export const collectionMigrations: readonly MigrationModule[] = [recordsMigration, keyFencesMigration, claimsMigration, batchHistoryMigration, rangeClaimsMigration, commitProcedureMigration];
