@@ -336,7 +336,7 @@ describe("SQL span names", () => {
       "db.collection.name": "records as r",
       "db.query.text": "select `r`.`id` from `records` as `r` where `r`.`id` > ? limit ?",
     });
-    expect(facts).toEqual({ name: "SELECT records", operation: "SELECT", table: "records", system: "sqlite", namespace: "keymesh.sqlite" });
+    expect(facts).toEqual({ name: "SELECT records", operation: "SELECT", table: "records", procedure: undefined, system: "sqlite", namespace: "keymesh.sqlite" });
   });
 
   it("reads the verb and table from the statement when knex does not know them", () => {
@@ -351,6 +351,14 @@ describe("SQL span names", () => {
     expect(knex({ "db.system.name": "mysql2", "db.operation.name": "first" }).name).toBe("SELECT");
     expect(knex({ "db.system.name": "mysql2", "db.query.text": "select ? as service" }).name).toBe("SELECT");
     expect(knex({ "db.system.name": "mysql2" }).name).toBe("mysql");
+  });
+
+  it("names a stored procedure's call after the procedure", () => {
+    expect(knex({ "db.system.name": "mysql", "db.query.text": "CALL keymesh_open_key_grant(?, ?, ?, ?, ?)" })).toMatchObject({
+      name: "CALL keymesh_open_key_grant",
+      operation: "CALL",
+      procedure: "keymesh_open_key_grant",
+    });
   });
 });
 

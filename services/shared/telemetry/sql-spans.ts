@@ -30,6 +30,8 @@ export interface SqlSpanFacts {
   readonly name: string;
   readonly operation?: string;
   readonly table?: string;
+  /** The stored procedure a CALL runs. */
+  readonly procedure?: string;
   readonly system: string;
   readonly namespace?: string;
 }
@@ -75,6 +77,7 @@ export function sqlSpanOf(attributes: Readonly<Record<string, unknown>>): SqlSpa
         "db.system": facts.system,
         ...(facts.operation === undefined ? {} : { "db.operation.name": facts.operation }),
         ...(facts.table === undefined ? {} : { "db.collection.name": facts.table }),
+        ...(facts.procedure === undefined ? {} : { "db.stored_procedure.name": facts.procedure }),
         ...(facts.namespace === undefined ? {} : { "db.namespace": facts.namespace }),
       },
     };
@@ -95,8 +98,11 @@ export function describeSqlSpan(attributes: Readonly<Record<string, unknown>>): 
   const operation = (text === undefined ? undefined : firstKeyword(text)) ?? (method === undefined ? undefined : knexMethods[method] ?? method.toUpperCase());
   const collection = typeof attributes["db.collection.name"] === "string" ? tableName(attributes["db.collection.name"]) : undefined;
   const table = collection ?? (text === undefined || operation === undefined ? undefined : tableOf(operation, text));
-  const name = operation === undefined ? system : table === undefined ? operation : `${operation} ${table}`;
-  return { name, operation, table, system, namespace };
+  // A CALL is named after its procedure (`CALL keymesh_open_key_grant`), as the conventions name a stored procedure's span.
+  const procedure = operation === "CALL" && text !== undefined ? /^\W*call\s+[`"]?([\w$]+)/i.exec(text)?.[1] : undefined;
+  const target = table ?? procedure;
+  const name = operation === undefined ? system : target === undefined ? operation : `${operation} ${target}`;
+  return { name, operation, table, procedure, system, namespace };
 }
 
 function sqlSystem(knexSystem: string): string {
