@@ -17,9 +17,13 @@
  *   npm run bench:signing -- --tracing               # also off / tracing / tracing + metrics (split), three rounds
  *   npm run bench:signing -- --scale                 # also 1/2/4 executors and 10k/100k/1M records (split)
  *   npm run bench:signing -- --records 20000         # a quicker run
+ *
+ * KEYMESH_BENCH_PROFILE_DIR=<dir> writes a V8 CPU profile of every service process there;
+ * KEYMESH_BENCH_HEAP_DIR=<dir> has every service process log its live heap (after a full
+ * collection, every second: bench/live-heap.mjs) and adds the executors' to the JSON.
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:http";
@@ -68,6 +72,8 @@ const ROUNDS = Number(values.rounds);
 // KEYMESH_BENCH_DATABASE picks another name, so that two benches on one server do not collide.
 const DB_NAME = process.env.KEYMESH_BENCH_DATABASE ?? "keymesh_bench";
 const MARIADB_URL = `${values["mysql-url"]}/${DB_NAME}`;
+/** KEYMESH_BENCH_HEAP_DIR: where the processes log their live heap (see bench/live-heap.mjs). */
+const HEAP_DIR = process.env.KEYMESH_BENCH_HEAP_DIR;
 /** Where the embedded default keeps its database, under KEYMESH_DATA_DIR (docs/configuration.md). */
 const SQLITE_FILE = "keymesh.sqlite";
 
@@ -148,6 +154,10 @@ async function startMesh(setup: Setup, executors = 1, extraEnv: NodeJS.ProcessEn
   // KEYMESH_BENCH_PROFILE_DIR=<dir> writes a V8 CPU profile of every service process there.
   const profile = process.env.KEYMESH_BENCH_PROFILE_DIR;
   const nodeArgs = profile ? ["--cpu-prof", `--cpu-prof-dir=${profile}`] : [];
+  if (HEAP_DIR) {
+    nodeArgs.push("--expose-gc", "--import", new URL("./live-heap.mjs", import.meta.url).href);
+    env = { ...env, KEYMESH_BENCH_HEAP_DIR: HEAP_DIR };
+  }
   const metricsUrls: string[] = [];
   const envOf = async () => {
     if (!metrics) return env;
@@ -258,11 +268,27 @@ async function runJob(mesh: Mesh, batchSize: number) {
     keysUsed: stats.keysUsed,
     duplicates: Number(stats.duplicateSignatures),
     executorRssMiB: mesh.executors.map((e) => e.memory()),
+    ...(HEAP_DIR ? { executorLiveHeapMiB: mesh.executors.map((e) => liveHeapOf(e.pid, started, performance.timeOrigin)) } : {}),
     cpuMs: cpuMs as { allKeymeshProcesses: number } & Record<string, number | number[]>,
   };
 }
 
 type JobRun = Awaited<ReturnType<typeof runJob>>;
+
+/**
+ * A process's live heap during a job (heap used after a full collection, MiB), from the log
+ * bench/live-heap.mjs writes: the first and last sample of the job and the largest.
+ */
+function liveHeapOf(pid: number, startedAt: number, timeOrigin: number) {
+  const from = timeOrigin + startedAt;
+  const file = join(HEAP_DIR!, `live-heap.${pid}.log`);
+  const samples = existsSync(file)
+    ? readFileSync(file, "utf8").trim().split("\n").map((l) => l.split(" ").map(Number)).filter(([at]) => at! >= from).map(([, used]) => used! / 1048576)
+    : [];
+  if (samples.length === 0) return { samples: 0 };
+  const mib = (x: number) => Number(x.toFixed(1));
+  return { samples: samples.length, firstMiB: mib(samples[0]!), maxMiB: mib(Math.max(...samples)), lastMiB: mib(samples.at(-1)!) };
+}
 
 async function seed(mesh: Mesh, records: number, keys: number) {
   await mesh.collection.deleteRecords({});
@@ -449,6 +475,7 @@ async function measureScaling() {
     wallMs: run.wallMs,
     recordsPerSecond: run.recordsPerSecond,
     executorPeakRssMiB: run.executorRssMiB.map((m) => m.peakMiB),
+    ...(run.executorLiveHeapMiB ? { executorLiveHeapMiB: run.executorLiveHeapMiB } : {}),
     batchLatencyMs: run.batchLatencyMs,
     cpuMs: run.cpuMs,
   });
