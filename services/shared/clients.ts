@@ -2,7 +2,8 @@ import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
 import type { DescService } from "@bufbuild/protobuf";
 import { createClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager } from "@connectrpc/connect-node";
+import { MESH_HTTP2_SETTINGS, MeshHttp2SessionManager } from "./http2-flow.js";
 import { SERVICES, SERVICE_NAMES, type ServiceDescriptors, type ServiceName } from "../registry.js";
 import type { Config } from "./config.js";
 import { createClientTracingInterceptor, type ClientTracingInterceptorOptions } from "./telemetry/interceptors.js";
@@ -99,7 +100,7 @@ export function createPeerClients(config: Config, opts: PeerClientsOptions = {})
   const transportFor = (url: string): Transport => {
     let transport = transports.get(url);
     if (transport === undefined) {
-      const manager = new Http2SessionManager(url, { idleConnectionTimeoutMs: 60_000 }, trustFor(url));
+      const manager = new MeshHttp2SessionManager(url, { idleConnectionTimeoutMs: 60_000 }, { ...trustFor(url), settings: MESH_HTTP2_SETTINGS });
       managers.set(url, manager);
       // No compression inside the mesh: batches of random payloads and signatures do not
       // compress, and gzip would cost more CPU than the signing itself saves on the wire.

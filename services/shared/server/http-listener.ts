@@ -3,6 +3,7 @@ import * as http2 from "node:http2";
 import * as net from "node:net";
 import type { AddressInfo } from "node:net";
 import type { NodeRequest, NodeResponse } from "./adapter.js";
+import { MESH_HTTP2_SETTINGS, widenConnectionWindow } from "../http2-flow.js";
 
 /**
  * One port for every protocol.
@@ -58,19 +59,20 @@ export async function listen(opts: ListenOptions): Promise<HttpListener> {
   const trackSession = (session: http2.Http2Session) => {
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
+    widenConnectionWindow(session);
     // A session arriving while we drain is told to go away at once.
     if (!accepting) session.close();
   };
 
   let server: net.Server;
   if (opts.tls !== undefined) {
-    const secure = http2.createSecureServer({ allowHTTP1: true, cert: opts.tls.cert, key: opts.tls.key }, opts.handler);
+    const secure = http2.createSecureServer({ allowHTTP1: true, cert: opts.tls.cert, key: opts.tls.key, settings: MESH_HTTP2_SETTINGS }, opts.handler);
     secure.on("connection", track);
     secure.on("session", trackSession);
     server = secure;
   } else {
     const h1 = http.createServer(opts.handler);
-    const h2 = http2.createServer(opts.handler);
+    const h2 = http2.createServer({ settings: MESH_HTTP2_SETTINGS }, opts.handler);
     h2.on("session", trackSession);
     const prefaceTimeoutMs = opts.prefaceTimeoutMs ?? 60_000;
     server = net.createServer((socket) => {
