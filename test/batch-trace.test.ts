@@ -29,8 +29,9 @@ import { startInProcessMesh, type Backend } from "./support/mesh.js";
  */
 const BATCH_SPAN_BUDGET: Record<Backend, number> = { "mysql+redis": 13, "sqlite+memory": 17 };
 /**
- * The first batch of a key in a collection process gives the key its fence row there. (The
- * sealed key comes with the lease, so signing fetches nothing on a key's first use.)
+ * On SQLite, the first batch of a key in a collection process gives the key its fence row
+ * there, a statement of its own (on MariaDB the commit's CALL does it). The sealed key comes
+ * with the lease, so signing fetches nothing on a key's first use.
  */
 const FIRST_USE_SPANS = 1;
 /**

@@ -443,9 +443,12 @@ export function createCollectionStore(db: Database): CollectionStore {
       const at = now();
       if (at >= lease.validUntil) return refuseAll("stale_fence");
       const h = historyRow(input, claim, "committed", accepted.length, rejections.length, at);
-      const [opened] = await conn.call<{ status: string }>("CALL keymesh_open_batch_commit(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-        input.claimId, accepted.length >= Number(claim.claimed), input.keyId, h.fence, at, h.id, h.job_id, h.size, h.claimed, h.start_at, h.stored, h.rejected, h.executor,
+      const newKey = !fenceRows.has(input.keyId);
+      const [opened] = await conn.call<{ status: string }>("CALL keymesh_open_batch_commit(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+        newKey, input.claimId, accepted.length >= Number(claim.claimed), input.keyId, h.fence, at, h.id, h.job_id, h.size, h.claimed, h.start_at, h.stored, h.rejected, h.executor,
       ]);
+      // Whatever the batch's fate, the key's fence row exists now (created before the transaction).
+      if (newKey) fenceRows.add(input.keyId);
       switch (opened?.status) {
         case "open":
           break;
@@ -495,17 +498,17 @@ export function createCollectionStore(db: Database): CollectionStore {
     async commit(input, now, lease, check) {
       const ids = input.signatures.map((s) => s.recordId);
       const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
-      // The key's row in our fence table exists before the transaction locks it, so concurrent
-      // first commits of a key never race to create it inside their transactions.
-      if (!fenceRows.has(input.keyId)) {
-        await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
-        fenceRows.add(input.keyId);
-      }
       const memo = memos.take(input.claimId);
-
       // On MariaDB, a claim made here (its record is in memory) commits through the stored
       // procedure: three round trips. Otherwise the statements go one by one.
       const held = mysql && memo ? commitHeld(input, memo, now, lease, check) : undefined;
+      // The key's row in our fence table exists before the transaction locks it, so concurrent
+      // first commits of a key never race to create it inside their transactions (the
+      // procedure creates it, when asked, before it opens the transaction).
+      if (!held && !fenceRows.has(input.keyId)) {
+        await primary("collection_key_fences").insert({ key_id: input.keyId, fence: 0, updated_at: now() }).onConflict("key_id").ignore();
+        fenceRows.add(input.keyId);
+      }
       const result = await (held ?? primary
         .transaction(async (trx): Promise<CommitResult> => {
           const at = now();

@@ -138,29 +138,14 @@ export function createKeyringStore(db: Database): KeyringStore {
   const primary = db.primary;
   const keys = (k: Knex | Knex.Transaction = primary) => k("keyring_keys");
   const mysql = db.dialect === "mysql";
-  // The pool itself, for a statement that must be dated once it has a connection.
-  const pool = primary.client as { acquireConnection(): Promise<unknown>; releaseConnection(conn: unknown): Promise<void> };
 
   /**
-   * Frees the lease named by (id, fence, lease hash) if it is unreleased. On MySQL/MariaDB one
-   * multi-table UPDATE frees the key and closes its history row (atomic without a transaction:
-   * one round trip); the LEFT JOIN also fixes the lock order, key row first, as in a grant.
-   * On SQLite two statements, which callers run in a transaction. The lease hash stays on the
-   * row: a late renewal of this lease still fails on leased_until, a second release too.
+   * Frees the lease named by (id, fence, lease hash) if it is unreleased, on SQLite: two
+   * statements, which the caller runs in a transaction (MySQL/MariaDB: one multi-table UPDATE,
+   * in `release` below). The lease hash stays on the row: a late renewal of this lease still
+   * fails on leased_until, a second release too.
    */
-  async function release(k: Knex | Knex.Transaction, id: string, leaseHash: Buffer, fence: number, now: number, used: boolean, conn?: unknown): Promise<boolean> {
-    if (mysql) {
-      const patch: Record<string, unknown> = { "k.leased_until": 0, "k.holder": null, "l.released_at": now };
-      if (used) patch["k.last_used_at"] = now;
-      let statement = k("keyring_keys as k");
-      if (conn !== undefined) statement = statement.connection(conn);
-      const n = await statement
-        .leftJoin("key_leases as l", (on) => on.on("l.key_id", "k.id").andOn("l.fence", "k.fence"))
-        .where({ "k.id": id, "k.fence": fence, "k.lease_hash": leaseHash })
-        .andWhere("k.leased_until", ">", 0)
-        .update(patch);
-      return n > 0;
-    }
+  async function releaseSqlite(k: Knex.Transaction, id: string, leaseHash: Buffer, fence: number, now: number, used: boolean): Promise<boolean> {
     const patch: Record<string, unknown> = { leased_until: 0, holder: null };
     if (used) patch.last_used_at = now;
     const n = await keys(k).where({ id, fence, lease_hash: leaseHash }).andWhere("leased_until", ">", 0).update(patch);
@@ -257,13 +242,20 @@ export function createKeyringStore(db: Database): KeyringStore {
     },
 
     async release(id, leaseHash, fence, clock, used) {
-      if (!mysql) return primary.transaction((trx) => release(trx, id, leaseHash, fence, clock(), used));
-      const conn = await pool.acquireConnection();
-      try {
-        return await release(primary, id, leaseHash, fence, clock(), used, conn);
-      } finally {
-        await pool.releaseConnection(conn);
-      }
+      if (!mysql) return primary.transaction((trx) => releaseSqlite(trx, id, leaseHash, fence, clock(), used));
+      // One multi-table UPDATE frees the key and closes its history row: atomic without a
+      // transaction, one round trip, prepared. The LEFT JOIN also fixes the lock order, key row
+      // first, as in a grant. Dated once its connection is in hand.
+      return withHeldConnection(primary, async (conn) => {
+        const now = clock();
+        const lastUse = used ? ", k.last_used_at = ?" : "";
+        const sql =
+          "UPDATE keyring_keys k LEFT JOIN key_leases l ON l.key_id = k.id AND l.fence = k.fence " +
+          `SET k.leased_until = 0, k.holder = NULL, l.released_at = ?${lastUse} ` +
+          "WHERE k.id = ? AND k.fence = ? AND k.lease_hash = ? AND k.leased_until > 0";
+        const { affectedRows } = await conn.run(sql, used ? [now, now, id, fence, leaseHash] : [now, id, fence, leaseHash]);
+        return affectedRows > 0;
+      });
     },
 
     async grant(request, keep) {

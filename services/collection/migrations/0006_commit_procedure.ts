@@ -7,8 +7,11 @@ import { dialectOf, type MigrationModule } from "../../shared/storage/migrations
  * signatures, then returns with the transaction open; collection inserts the signatures and
  * commits (or rolls back when the insert is refused).
  *
- * In the procedure, in this order (as services/collection/store.ts runs them one by one on
- * SQLite, and on MariaDB for a claim this process did not make):
+ * When `p_new_key` (collection has not committed under the key since it started), it first
+ * creates the key's fence row if there is none, in a statement of its own: concurrent first
+ * commits of a key never race to create it inside their transactions. Then, in the
+ * transaction, in this order (as services/collection/store.ts runs them one by one on SQLite,
+ * and on MariaDB for a claim this process did not make):
  * - the claim is closed (`committed` when the whole claim is stored, else its expiry set to 0
  *   so the rest of its range is claimable at once) if it is still open, else `claim_closed`;
  * - the highest fence collection accepted for the key is raised to `p_fence`, unless this or a
@@ -21,7 +24,7 @@ import { dialectOf, type MigrationModule } from "../../shared/storage/migrations
  */
 const CREATE = `
 CREATE PROCEDURE keymesh_open_batch_commit(
-  IN p_claim_id VARCHAR(64), IN p_whole BOOLEAN, IN p_key_id VARCHAR(64), IN p_fence BIGINT, IN p_at BIGINT,
+  IN p_new_key BOOLEAN, IN p_claim_id VARCHAR(64), IN p_whole BOOLEAN, IN p_key_id VARCHAR(64), IN p_fence BIGINT, IN p_at BIGINT,
   IN p_batch_id VARCHAR(64), IN p_job_id VARCHAR(64), IN p_size INT, IN p_claimed INT, IN p_start_at BIGINT,
   IN p_stored INT, IN p_rejected INT, IN p_executor VARCHAR(128))
 BEGIN
@@ -29,6 +32,10 @@ BEGIN
   DECLARE CONTINUE HANDLER FOR NOT FOUND BEGIN END;
   DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;
   proc: BEGIN
+    IF p_new_key THEN
+      -- The key's fence row, in a statement of its own before the transaction (see above).
+      INSERT IGNORE INTO collection_key_fences (key_id, fence, updated_at) VALUES (p_key_id, 0, p_at);
+    END IF;
     START TRANSACTION;
     IF p_whole THEN
       UPDATE claims SET state = 'committed' WHERE id = p_claim_id AND state = 'open';
