@@ -282,22 +282,36 @@ export function createCollectionStore(db: Database): CollectionStore {
    */
   async function claimFresh(c: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }) {
     for (let attempt = 1; ; attempt++) {
-      const rows = await run<{ id: number | string; payload: Buffer }>(
-        primary,
-        "SELECT r.id, r.payload FROM records r WHERE r.id > (SELECT COALESCE(MAX(last_id), 0) FROM claims) ORDER BY r.id LIMIT ?",
-        [c.size],
-      );
-      if (rows.length === 0) return undefined;
-      const first = Number(rows[0]!.id);
-      const last = Number(rows[rows.length - 1]!.id);
       try {
-        await insertClaim(primary, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.length, now: c.now, expiresAt: c.expiresAt, first, last, fresh: true });
-        return { rows: rows.map((r) => ({ id: Number(r.id), payload: r.payload })), first };
+        const rows = await freshRange(c);
+        if (rows.length === 0) return undefined;
+        return { rows: rows.map((r) => ({ id: Number(r.id), payload: r.payload })), first: Number(rows[0]!.id) };
       } catch (err) {
         // Another claim took these records a moment ago: the next ones are ours to try.
         if (!isDuplicateKey(err) || attempt >= FRESH_CLAIM_ATTEMPTS) throw err;
       }
     }
+  }
+
+  /**
+   * Reads the next fresh range and inserts its claim: on MySQL/MariaDB one CALL of
+   * keymesh_claim_fresh (migration collection/0007), which does the same in one round trip.
+   * The records claimed, ascending; none when no record is left. A duplicate `fresh_first`
+   * (another claim took the range first) throws.
+   */
+  async function freshRange(c: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }) {
+    type Row = { id: number | string; payload: Buffer };
+    if (mysql) {
+      return withHeldConnection(primary, (conn) =>
+        conn.call<Row>("CALL keymesh_claim_fresh(?, ?, ?, ?, ?, ?)", [c.claimId, c.jobId, c.claimant, c.size, c.now, c.expiresAt]),
+      );
+    }
+    const rows = await run<Row>(primary, "SELECT r.id, r.payload FROM records r WHERE r.id > (SELECT COALESCE(MAX(last_id), 0) FROM claims) ORDER BY r.id LIMIT ?", [c.size]);
+    if (rows.length === 0) return rows;
+    const first = Number(rows[0]!.id);
+    const last = Number(rows[rows.length - 1]!.id);
+    await insertClaim(primary, { id: c.claimId, jobId: c.jobId, claimant: c.claimant, size: c.size, claimed: rows.length, now: c.now, expiresAt: c.expiresAt, first, last, fresh: true });
+    return rows;
   }
 
   /**
@@ -444,7 +458,7 @@ export function createCollectionStore(db: Database): CollectionStore {
       if (at >= lease.validUntil) return refuseAll("stale_fence");
       const h = historyRow(input, claim, "committed", accepted.length, rejections.length, at);
       const newKey = !fenceRows.has(input.keyId);
-      const [opened] = await conn.call<{ status: string }>("CALL keymesh_open_batch_commit(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
+      const [opened] = await conn.callOpening<{ status: string }>("CALL keymesh_open_batch_commit(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [
         newKey, input.claimId, accepted.length >= Number(claim.claimed), input.keyId, h.fence, at, h.id, h.job_id, h.size, h.claimed, h.start_at, h.stored, h.rejected, h.executor,
       ]);
       // Whatever the batch's fate, the key's fence row exists now (created before the transaction).

@@ -262,7 +262,7 @@ export function createKeyringStore(db: Database): KeyringStore {
       if (mysql) {
         return withHeldConnection(primary, async (conn) => {
           const at = request.clock();
-          const [row] = await conn.call<FreeRow & { granted_at: number | string }>("CALL keymesh_open_key_grant(?, ?, ?, ?, ?)", [
+          const [row] = await conn.callOpening<FreeRow & { granted_at: number | string }>("CALL keymesh_open_key_grant(?, ?, ?, ?, ?)", [
             at, request.ttlMs, request.holder, request.leaseHash, request.exclude.join(","),
           ]);
           if (!row) return undefined;

@@ -114,6 +114,8 @@ export async function prepared<T = unknown>(k: Knex | Knex.Transaction, dialect:
 export interface HeldConnection {
   /** Calls a procedure (a prepared CALL, in its own span); the rows of its first result set. */
   call<T>(sql: string, params: readonly unknown[]): Promise<T[]>;
+  /** `call` for a procedure that may leave a transaction open, which `end` then ends. */
+  callOpening<T>(sql: string, params: readonly unknown[]): Promise<T[]>;
   /** A prepared statement in the transaction, in its own span. */
   run<T = unknown>(sql: string, params: readonly unknown[]): Promise<T[] & WriteResult>;
   /** Ends the transaction: transaction control, like knex's BEGIN and COMMIT, has no span. */
@@ -137,12 +139,16 @@ export async function withHeldConnection<T>(k: Knex, work: (conn: HeldConnection
       client.emit("query", { sql, method: "raw", bindings: [] });
       conn.query(sql, (err) => (err ? reject(toDbError(err)) : resolve()));
     });
+  const callOn = async <R>(sql: string, params: readonly unknown[]) => {
+    const result = (await executeOn<unknown>(client, conn, "mysql", sql, params)) as unknown[];
+    // A CALL answers its result sets, then a status: the first set is what the procedure selected.
+    return (Array.isArray(result[0]) ? result[0] : []) as R[];
+  };
   const held: HeldConnection = {
-    async call<R>(sql: string, params: readonly unknown[]) {
+    call: <R>(sql: string, params: readonly unknown[]) => callOn<R>(sql, params),
+    callOpening<R>(sql: string, params: readonly unknown[]) {
       open = true;
-      const result = (await executeOn<unknown>(client, conn, "mysql", sql, params)) as unknown[];
-      // A CALL answers its result sets, then a status: the first set is what the procedure selected.
-      return (Array.isArray(result[0]) ? result[0] : []) as R[];
+      return callOn<R>(sql, params);
     },
     run: <R>(sql: string, params: readonly unknown[]) => executeOn<R>(client, conn, "mysql", sql, params),
     async end(outcome) {
