@@ -164,8 +164,18 @@ export async function withHeldConnection<T>(k: Knex, work: (conn: HeldConnection
   }
 }
 
+/** Placeholder lists made so far, by shape: a batch's INSERT has the same one every time. */
+const placeholderLists = new Map<string, string>();
+
 /** `(?, ?, ?), (?, ?, ?)`: `rows` groups of `columns` placeholders, for a multi-row VALUES. */
 export function placeholders(rows: number, columns: number): string {
-  const one = `(${Array.from({ length: columns }, () => "?").join(", ")})`;
-  return Array.from({ length: rows }, () => one).join(", ");
+  const shape = `${rows}x${columns}`;
+  let list = placeholderLists.get(shape);
+  if (list === undefined) {
+    const one = `(${Array.from({ length: columns }, () => "?").join(", ")})`;
+    list = Array.from({ length: rows }, () => one).join(", ");
+    placeholderLists.set(shape, list);
+    if (placeholderLists.size > 256) placeholderLists.delete(placeholderLists.keys().next().value!);
+  }
+  return list;
 }
