@@ -48,7 +48,10 @@ export interface PendingGrant {
   readonly key: FreeKey;
   /** The lease's fence (the key's previous fence plus one). */
   readonly fence: number;
-  /** When it was granted (its last use and the start of its TTL). */
+  /**
+   * When it was granted (its last use and the start of its TTL): the clock once the grant had
+   * its connection, or the end of the key's previous lease if that is later.
+   */
   readonly at: number;
 }
 
@@ -59,7 +62,7 @@ export interface GrantRequest {
   readonly leaseHash: Buffer;
   /** Keys not to grant (the one a rotation just released, keys whose lock was refused). */
   readonly exclude: readonly string[];
-  /** Read once the grant has its connection: the grant's date. */
+  /** Read once the grant has its connection, to date it (see PendingGrant.at). */
   readonly clock: () => number;
 }
 
@@ -79,8 +82,9 @@ export interface KeyringStore {
    * back (nothing of the grant remains). The key's row and its history change together or not
    * at all. Undefined when no key is free, or `keep` said no.
    *
-   * On MySQL/MariaDB the transaction is opened by the stored procedure keymesh_open_key_grant
-   * (migration keys/0008): one round trip for what is five statements on SQLite.
+   * On MySQL/MariaDB the stored procedure keymesh_open_key_grant (migration keys/0008) opens the
+   * transaction and makes its writes in one round trip (then COMMIT or ROLLBACK), where SQLite
+   * runs BEGIN, three or four statements and COMMIT.
    */
   grant(request: GrantRequest, keep: (pending: PendingGrant) => Promise<boolean>): Promise<PendingGrant | undefined>;
   /**

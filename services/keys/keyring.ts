@@ -110,41 +110,48 @@ export function createKeyring(deps: KeyringDeps) {
    * A new lease on the least-recently-used free key not in `exclude`, or undefined when none
    * is free. The grant's transaction locks the key's row and writes the lease; with the row
    * still locked, the key's lock is taken, and only then does the grant commit. A key whose
-   * lock is refused (stale: say of a process that crashed holding it) is rolled back and
-   * skipped, up to `lockAttempts` keys. A deadlock victim (concurrent grants and releases lock
-   * key rows in different orders now and then) changed nothing and runs again.
+   * lock is refused (stale: say of a process that crashed holding it) is rolled back, leaving
+   * no trace, and skipped, up to `lockAttempts` keys.
    */
   async function grantNext(holder: string, ttlMs: number, leaseHash: Buffer, exclude: readonly string[]): Promise<Granted | undefined> {
     const skipped = [...exclude];
     for (let attempt = 0; attempt < (deps.lockAttempts ?? 4); attempt++) {
       let lock: Lease | undefined;
       let refused: string | undefined;
-      const request = { holder, ttlMs, leaseHash, exclude: skipped, clock: now };
-      const keep = async (pending: PendingGrant) => {
-        // Dated as soon as the row is locked: after the release that freed it, which committed
-        // before, and in step with concurrent grants that found this row locked and moved on
-        // (LRU order and one live lease per key, as the invariants checker replays them).
+      // The lock's TTL runs from the grant's date (see KeyringStore.grant: after the release
+      // that freed the key), so lock and lease lapse together.
+      const takeLock = async (pending: PendingGrant) => {
         lock = (await deps.coordinator.leases.tryAcquire(resource(pending.key.id), Math.max(1, pending.at + ttlMs - now()))) ?? undefined;
         if (!lock) refused = pending.key.id;
         return lock !== undefined;
       };
-      let granted: PendingGrant | undefined;
-      for (let run = 1; ; run++) {
-        try {
-          granted = await deps.store.grant(request, keep);
-          break;
-        } catch (err) {
-          // A lock taken for a grant that did not commit would hide a free key: let it go.
-          await (lock as Lease | undefined)?.release().catch(() => undefined);
-          lock = undefined;
-          if (!isDeadlock(err) || run >= DEADLOCK_ATTEMPTS) throw err;
-        }
-      }
-      if (granted) return { key: granted.key, fence: granted.fence, at: granted.at, lock: lock! };
+      const letGo = async () => {
+        await lock?.release().catch(() => undefined);
+        lock = undefined;
+      };
+      const granted = await deadlockRetried(() => deps.store.grant({ holder, ttlMs, leaseHash, exclude: skipped, clock: now }, takeLock), letGo);
+      if (granted) return { ...granted, lock: lock! };
       if (refused === undefined) return undefined;
       skipped.push(refused);
     }
     return undefined;
+  }
+
+  /**
+   * Runs a grant again when the database ended it as a deadlock victim (concurrent grants and
+   * releases lock key rows in different orders now and then): nothing of it remained. After
+   * any failure `letGo` gives back a lock taken for it, which without its row would hide a
+   * free key.
+   */
+  async function deadlockRetried<T>(grant: () => Promise<T>, letGo: () => Promise<void>): Promise<T> {
+    for (let run = 1; ; run++) {
+      try {
+        return await grant();
+      } catch (err) {
+        await letGo();
+        if (!isDeadlock(err) || run >= DEADLOCK_ATTEMPTS) throw err;
+      }
+    }
   }
 
   /** The grant as the caller receives it, once its transaction committed. */
