@@ -137,6 +137,11 @@ function splitByClaim(signatures: CommitInput["signatures"], claim: ClaimRow | u
   return { accepted, outside };
 }
 
+/** A commit refused whole: every signature with the same reason, nothing stored. */
+function refusedWhole(input: CommitInput, reason: RejectReason): CommitResult {
+  return { stored: 0, rejections: input.signatures.map((s) => ({ recordId: s.recordId, reason })) };
+}
+
 /** Signature rows per INSERT statement: 12,000 parameters, within both dialects' limits. */
 const SIGNATURE_INSERT_ROWS = 2000;
 
@@ -442,8 +447,7 @@ export function createCollectionStore(db: Database): CollectionStore {
    * the key's fence and writes the history row; then the signatures, then COMMIT.
    */
   async function commitHeld(input: CommitInput, claim: ClaimMemo, now: () => number, lease: LeaseView, check: SignatureCheck): Promise<CommitResult> {
-    const ids = input.signatures.map((s) => s.recordId);
-    const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
+    const refuseAll = (reason: RejectReason) => refusedWhole(input, reason);
     if (now() >= lease.validUntil) return refuseAll("stale_fence");
     const { accepted, outside } = splitByClaim(input.signatures, claim);
     const rejections = await refusedOutside(primary, outside);
@@ -510,8 +514,7 @@ export function createCollectionStore(db: Database): CollectionStore {
     },
 
     async commit(input, now, lease, check) {
-      const ids = input.signatures.map((s) => s.recordId);
-      const refuseAll = (reason: RejectReason): CommitResult => ({ stored: 0, rejections: ids.map((recordId) => ({ recordId, reason })) });
+      const refuseAll = (reason: RejectReason) => refusedWhole(input, reason);
       const memo = memos.take(input.claimId);
       // On MariaDB, a claim made here (its record is in memory) commits through the stored
       // procedure: three round trips. Otherwise the statements go one by one.
