@@ -27,11 +27,11 @@ export interface FreeKey {
   readonly wrappedPrivateKey: Buffer;
 }
 
-/** The lease writes of one grant transaction (SQLite: statement by statement). */
+/** The lease writes of one grant transaction on SQLite, statement by statement. */
 interface LeaseWrites {
   /**
    * The least-recently-used released key not in `exclude` (or, when none is free, the key
-   * whose lease lapsed longest before `now`), locked until the transaction ends.
+   * whose lease lapsed longest before `now`).
    */
   nextFree(now: number, exclude: readonly string[]): Promise<FreeKey | undefined>;
   /**
@@ -157,26 +157,22 @@ export function createKeyringStore(db: Database): KeyringStore {
     return n === 1;
   }
 
+  /**
+   * The grant's statements on SQLite, where the transaction itself serializes grants (MySQL/
+   * MariaDB run the same in keymesh_open_key_grant, with the locking its concurrency needs).
+   */
   const leaseWrites = (trx: Knex.Transaction): LeaseWrites => ({
     async nextFree(now, exclude) {
       const pick = (free: (q: Knex.QueryBuilder) => Knex.QueryBuilder) => {
         let query = free(keys(trx).first("id", "fence", "last_used_at", "leased_until", "public_key", "private_key_ciphertext"));
         if (exclude.length > 0) query = query.whereNotIn("id", exclude);
-        if (mysql) query = query.forUpdate().skipLocked();
         return query as Promise<FreeRow | undefined>;
       };
-      // A locking read keeps a lock on every row it passes until the commit, even in READ
-      // COMMITTED (MariaDB); two grants each passing a key the other releases deadlock. So
-      // no locking read here walks past leased rows. Released keys first, least recently
-      // used: an equality prefix of keyring_keys_free_idx, which holds released keys only.
-      const released = await pick((q) => q.where("leased_until", 0).orderBy([{ column: "last_used_at" }, { column: "id" }]));
-      if (released) return toFree(released);
-      // None free: the key whose lease lapsed (expired unreleased) longest ago, found by a
-      // plain read and then locked alone by its primary key.
-      let lapsed = trx("keyring_keys").first("id").where("leased_until", ">", 0).andWhere("leased_until", "<=", now).orderBy("leased_until");
-      if (exclude.length > 0) lapsed = lapsed.whereNotIn("id", exclude);
-      const candidate = (await lapsed) as { id: string } | undefined;
-      const row = candidate && (await pick((q) => q.where({ id: candidate.id }).andWhere("leased_until", ">", 0).andWhere("leased_until", "<=", now)));
+      // Released keys first, least recently used; none: the key whose lease lapsed (expired
+      // unreleased) longest ago.
+      const row =
+        (await pick((q) => q.where("leased_until", 0).orderBy([{ column: "last_used_at" }, { column: "id" }]))) ??
+        (await pick((q) => q.where("leased_until", ">", 0).andWhere("leased_until", "<=", now).orderBy("leased_until")));
       return row && toFree(row);
     },
 

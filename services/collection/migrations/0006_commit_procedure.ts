@@ -1,5 +1,4 @@
-import type { Knex } from "knex";
-import { dialectOf, type MigrationModule } from "../../shared/storage/migrations/index.js";
+import { procedureMigration } from "../../shared/storage/migrations/index.js";
 
 /**
  * A batch's commit in three round trips on MySQL/MariaDB instead of six: the stored procedure
@@ -22,8 +21,7 @@ import { dialectOf, type MigrationModule } from "../../shared/storage/migrations
  * It selects one row, `status`: `open` (the transaction is open, its writes made) or the
  * reason it refused (rolled back, nothing open). Any error rolls back.
  */
-const CREATE = `
-CREATE PROCEDURE keymesh_open_batch_commit(
+const CREATE = `CREATE PROCEDURE keymesh_open_batch_commit(
   IN p_new_key BOOLEAN, IN p_claim_id VARCHAR(64), IN p_whole BOOLEAN, IN p_key_id VARCHAR(64), IN p_fence BIGINT, IN p_at BIGINT,
   IN p_batch_id VARCHAR(64), IN p_job_id VARCHAR(64), IN p_size INT, IN p_claimed INT, IN p_start_at BIGINT,
   IN p_stored INT, IN p_rejected INT, IN p_executor VARCHAR(128))
@@ -68,16 +66,5 @@ BEGIN
   END proc;
 END`;
 
-async function up(knex: Knex): Promise<void> {
-  if (dialectOf(knex) !== "mysql") return;
-  await knex.raw("DROP PROCEDURE IF EXISTS keymesh_open_batch_commit");
-  await knex.raw(CREATE);
-}
-
-async function down(knex: Knex): Promise<void> {
-  if (dialectOf(knex) !== "mysql") return;
-  await knex.raw("DROP PROCEDURE IF EXISTS keymesh_open_batch_commit");
-}
-
 /** Collection 0006: the commit's writes before the signatures as a stored procedure on MySQL/MariaDB. */
-export const commitProcedureMigration: MigrationModule = { name: "0006_commit_procedure", up, down };
+export const commitProcedureMigration = procedureMigration("0006_commit_procedure", "keymesh_open_batch_commit", CREATE);

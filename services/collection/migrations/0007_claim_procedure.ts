@@ -1,5 +1,4 @@
-import type { Knex } from "knex";
-import { dialectOf, type MigrationModule } from "../../shared/storage/migrations/index.js";
+import { procedureMigration } from "../../shared/storage/migrations/index.js";
 
 /**
  * A fresh claim in one round trip on MySQL/MariaDB: `keymesh_claim_fresh` finds the first
@@ -10,8 +9,7 @@ import { dialectOf, type MigrationModule } from "../../shared/storage/migrations
  * transaction: the read changes nothing, and the insert is the claim (as
  * services/collection/store.ts runs the same two statements one by one on SQLite).
  */
-const CREATE = `
-CREATE PROCEDURE keymesh_claim_fresh(
+const CREATE = `CREATE PROCEDURE keymesh_claim_fresh(
   IN p_claim_id VARCHAR(64), IN p_job_id VARCHAR(64), IN p_claimant VARCHAR(128), IN p_size INT,
   IN p_now BIGINT, IN p_expires_at BIGINT)
 BEGIN
@@ -27,16 +25,5 @@ BEGIN
   SELECT id, payload FROM records WHERE v_count > 0 AND id BETWEEN v_first AND v_last ORDER BY id;
 END`;
 
-async function up(knex: Knex): Promise<void> {
-  if (dialectOf(knex) !== "mysql") return;
-  await knex.raw("DROP PROCEDURE IF EXISTS keymesh_claim_fresh");
-  await knex.raw(CREATE);
-}
-
-async function down(knex: Knex): Promise<void> {
-  if (dialectOf(knex) !== "mysql") return;
-  await knex.raw("DROP PROCEDURE IF EXISTS keymesh_claim_fresh");
-}
-
 /** Collection 0007: a fresh claim as a stored procedure on MySQL/MariaDB. */
-export const claimProcedureMigration: MigrationModule = { name: "0007_claim_procedure", up, down };
+export const claimProcedureMigration = procedureMigration("0007_claim_procedure", "keymesh_claim_fresh", CREATE);

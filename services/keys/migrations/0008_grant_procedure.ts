@@ -1,5 +1,4 @@
-import type { Knex } from "knex";
-import { dialectOf, type MigrationModule } from "../../shared/storage/migrations/index.js";
+import { procedureMigration } from "../../shared/storage/migrations/index.js";
 
 /**
  * The grant as one round trip on MySQL/MariaDB: `keymesh_open_key_grant` starts a transaction,
@@ -18,8 +17,7 @@ import { dialectOf, type MigrationModule } from "../../shared/storage/migrations
  * statement is a function call, not a round trip). Replacing the procedure means a new
  * migration that drops and creates it.
  */
-const CREATE = `
-CREATE PROCEDURE keymesh_open_key_grant(
+const CREATE = `CREATE PROCEDURE keymesh_open_key_grant(
   IN p_now BIGINT, IN p_ttl_ms BIGINT, IN p_holder VARCHAR(128), IN p_lease_hash BINARY(32), IN p_exclude TEXT)
 BEGIN
   DECLARE v_id VARCHAR(64) DEFAULT NULL;
@@ -70,16 +68,5 @@ BEGIN
     FROM DUAL WHERE v_id IS NOT NULL;
 END`;
 
-async function up(knex: Knex): Promise<void> {
-  if (dialectOf(knex) !== "mysql") return;
-  await knex.raw("DROP PROCEDURE IF EXISTS keymesh_open_key_grant");
-  await knex.raw(CREATE);
-}
-
-async function down(knex: Knex): Promise<void> {
-  if (dialectOf(knex) !== "mysql") return;
-  await knex.raw("DROP PROCEDURE IF EXISTS keymesh_open_key_grant");
-}
-
 /** Keys 0008: the grant transaction as a stored procedure on MySQL/MariaDB. */
-export const grantProcedureMigration: MigrationModule = { name: "0008_grant_procedure", up, down };
+export const grantProcedureMigration = procedureMigration("0008_grant_procedure", "keymesh_open_key_grant", CREATE);

@@ -1,7 +1,7 @@
 import type { Knex } from "knex";
 import type { MigrationModule } from "./migration.js";
 
-export { createTableIfMissing, dialectOf, tableDefaults, type MigrationModule } from "./migration.js";
+export { createTableIfMissing, dialectOf, procedureMigration, tableDefaults, type MigrationModule } from "./migration.js";
 
 /** A service and the migrations of the tables it owns, oldest first. */
 export interface MigrationOwner {

@@ -44,3 +44,24 @@ export async function createTableIfMissing(knex: Knex, name: string, build: (t: 
     build(t);
   });
 }
+
+/**
+ * A migration that creates one stored procedure on MySQL/MariaDB (dropping an older one of the
+ * name first) and does nothing on SQLite, which has none: there the same statements run one by
+ * one from the service's store. `create` is the whole `CREATE PROCEDURE <procedure>(…)` text.
+ */
+export function procedureMigration(name: string, procedure: string, create: string): MigrationModule {
+  if (!new RegExp(`^\\s*CREATE PROCEDURE ${procedure}\\(`).test(create)) throw new Error(`migration ${name} does not create procedure ${procedure}`);
+  const drop = (knex: Knex) => knex.raw(`DROP PROCEDURE IF EXISTS ${procedure}`);
+  return {
+    name,
+    async up(knex) {
+      if (dialectOf(knex) !== "mysql") return;
+      await drop(knex);
+      await knex.raw(create);
+    },
+    async down(knex) {
+      if (dialectOf(knex) === "mysql") await drop(knex);
+    },
+  };
+}
