@@ -174,6 +174,51 @@ describe("in-memory transport", () => {
     await expect(aborted).resolves.toBeDefined();
   });
 
+  it("refuses a call cancelled before it reaches the handler, and leaves no rejection unhandled", async () => {
+    let called = 0;
+    const client = createClient(
+      SigningService,
+      transportTo(
+        (router) =>
+          router.service(SigningService, {
+            verify() {
+              called++;
+              return {};
+            },
+          }),
+        {
+          // The caller gives up while its own interceptors run, before the call is handed over.
+          client: [
+            (next) => async (req) => {
+              cancel.abort();
+              return next(req);
+            },
+          ],
+          // A server interceptor that fails on a cancelled call, as the call limits do.
+          server: [
+            (next) => async (req) => {
+              if (req.signal.aborted) throw new ConnectError("the call was cancelled", Code.Canceled);
+              return next(req);
+            },
+          ],
+        },
+      ),
+    );
+    const cancel = new AbortController();
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    try {
+      const err = ConnectError.from(await client.verify({}, { signal: cancel.signal }).catch((e: unknown) => e));
+      expect(err.code).toBe(Code.Canceled);
+      await sleep(50);
+      expect(unhandled).toEqual([]);
+      expect(called).toBe(0);
+    } finally {
+      process.off("unhandledRejection", onUnhandled);
+    }
+  });
+
   it("streams both ways, each message a copy, and ends the handler's context with the stream", async () => {
     const held: SignStreamRequest[] = [];
     let context: HandlerContext | undefined;

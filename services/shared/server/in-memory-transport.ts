@@ -208,12 +208,15 @@ function asReceived(err: unknown, context: HandlerContext): ConnectError {
   return received;
 }
 
-/** `promise`, or a rejection with the signal's reason as soon as `signal` aborts. */
+/**
+ * `promise`, or a rejection with the signal's reason as soon as `signal` aborts (at once if it
+ * has). Either way `promise` is settled into this one, so its own later rejection is handled.
+ */
 function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
     promise.then(
       (value) => {
         signal.removeEventListener("abort", onAbort);
