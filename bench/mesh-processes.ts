@@ -19,6 +19,8 @@ export interface MeshProcess {
   resetPeakMemory(): void;
   /** CPU time (user + system) used so far, in milliseconds. */
   cpuMs(): number;
+  /** The last 20,000 characters the process wrote (stdout and stderr), and its exit code once it has exited. */
+  output(): { text: string; exitCode: number | null; signal: NodeJS.Signals | null };
   stop(): Promise<void>;
 }
 
@@ -67,6 +69,7 @@ export async function startServe(services: string[], port: number, env: NodeJS.P
       writeFileSync(`/proc/${child.pid}/clear_refs`, "5");
     },
     cpuMs: () => cpuMsOf(child.pid!),
+    output: () => ({ text: output, exitCode: child.exitCode, signal: child.signalCode }),
     async stop() {
       if (child.exitCode !== null) return;
       child.kill("SIGTERM");

@@ -27,7 +27,7 @@ import { deleteKeys, testRedisUrl, uniquePrefix } from "./redis.js";
 /** Which storage and coordination a test mesh uses. */
 export type Backend = "sqlite+memory" | "mysql+redis";
 
-/** The signing services wired in one process through an in-memory router transport. */
+/** The signing services wired in one process through the in-memory transport. */
 export interface InProcessMesh {
   readonly db: Database;
   readonly coordinator: Coordinator;
@@ -44,7 +44,7 @@ const SIGNING_MESH = ["keys", "signing", "collection", "executor"] as const;
 /**
  * Runs the keys, signing, collection and executor modules, registered exactly as the host
  * registers them, on real storage (SQLite in a temp dir, or a throwaway MariaDB database
- * with Redis), routed through `createRouterTransport` with the real tracing interceptors: the
+ * with Redis), routed through the in-memory transport with the real tracing interceptors: the
  * handler tier of the test pyramid. Peers reach each other through the same transport.
  */
 export async function startInProcessMesh(backend: Backend): Promise<InProcessMesh> {
