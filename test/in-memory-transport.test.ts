@@ -152,6 +152,24 @@ describe("in-memory transport", () => {
     expect(context!.signal.aborted).toBe(true);
   });
 
+  it("gives a call with a timeout of 0 no deadline, as connect's transports do", async () => {
+    let remaining: number | undefined = -1;
+    const client = createClient(
+      SigningService,
+      transportTo((router) =>
+        router.service(SigningService, {
+          async verify(_req, ctx) {
+            await sleep(20);
+            remaining = ctx.timeoutMs();
+            return { valid: true };
+          },
+        }),
+      ),
+    );
+    expect((await client.verify({}, { timeoutMs: 0 })).valid).toBe(true);
+    expect(remaining).toBeUndefined();
+  });
+
   it("aborts the handler's signal when the caller cancels", async () => {
     let aborted: Promise<unknown> | undefined;
     const client = createClient(

@@ -55,6 +55,9 @@ export function createInMemoryTransport(
   const table = routeTable(routes, opts.router.interceptors ?? []);
   const clientInterceptors = [...opts.clientInterceptors];
 
+  // As connect's own transports: a timeout of 0 or less means no deadline.
+  const deadlineOf = (timeoutMs: number | undefined) => (timeoutMs !== undefined && timeoutMs <= 0 ? undefined : timeoutMs);
+
   const routeOf = (method: DescMethod): Route => {
     const route = table.get(pathOf(method));
     if (!route) throw new ConnectError(`${pathOf(method)} is not served in this process`, Code.Unimplemented);
@@ -86,6 +89,7 @@ export function createInMemoryTransport(
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
       const url = createMethodUrl(BASE_URL, method);
+      timeoutMs = deadlineOf(timeoutMs);
       return runUnaryCall({
         interceptors: clientInterceptors,
         signal,
@@ -125,6 +129,7 @@ export function createInMemoryTransport(
       contextValues?: ContextValues,
     ): Promise<StreamResponse<I, O>> {
       const url = createMethodUrl(BASE_URL, method);
+      timeoutMs = deadlineOf(timeoutMs);
       return runStreamingCall({
         interceptors: clientInterceptors,
         signal,
