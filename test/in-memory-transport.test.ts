@@ -278,7 +278,7 @@ describe("in-memory transport", () => {
       SigningService,
       transportTo((router) =>
         router.service(SigningService, {
-          // eslint-disable-next-line require-yield
+          // A generator that fails before its first reply.
           async *signStream() {
             throw new ConnectError("the lease lapsed", Code.FailedPrecondition, undefined, undefined, new Error("internal detail"));
           },
