@@ -7,6 +7,7 @@ import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_managem
 import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { RecordBlock, SignatureBlock } from "../../gen/keymesh/records/v1/blocks_pb.js";
 import { failpoint } from "../shared/failpoints.js";
+import { untilAborted } from "../shared/until-aborted.js";
 import { leasesHeld, leaseWait } from "../shared/telemetry/metrics-signing.js";
 import type { JobRow } from "./job-store.js";
 import type { ProgressTracker } from "./progress.js";
@@ -201,7 +202,7 @@ async function claimRecords(ctx: BatchContext) {
 async function signRecords(ctx: BatchContext, batchId: string, lease: KeyLease, leaseToken: string, records: RecordBlock, lost: AbortSignal): Promise<SignatureBlock> {
   // The sealed key travels with the lease, so signing opens it instead of fetching it.
   const request = { batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, records, sealedPrivateKey: lease.sealedPrivateKey };
-  const signed = await raceAbort(ctx.stream.sign(request), lost);
+  const signed = await untilAborted(ctx.stream.sign(request), lost);
   if (!signed.signatures) throw new ConnectError("the signing service returned no signatures", Code.Internal);
   return signed.signatures;
 }
@@ -229,23 +230,4 @@ async function commit(
 async function release(ctx: BatchContext, lease: KeyLease, claimId: string, used: boolean): Promise<void> {
   if (claimId) await ctx.collection.releaseClaim({ claimId }).catch(() => undefined);
   await releaseLease(ctx, { lease, used });
-}
-
-/** `promise`, or a rejection with the signal's reason as soon as `signal` aborts. */
-function raceAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(e);
-      },
-    );
-  });
 }

@@ -31,8 +31,9 @@ export interface LeaseCredentials {
  * passes it on with the batch) or, for a caller that does not, through GetWrappedSigningKey
  * the first time a key is needed. Either way it opens only with the master key and only for
  * the key id it was sealed for. The opened KeyObject is then kept per key id (bounded, least
- * recently used first out), as every later batch again proves a lease the key service granted. The private key never
- * leaves this object and the signing pool's threads: not in logs, errors or replies.
+ * recently used first out), as every later batch again proves a lease the key service
+ * granted. The private key never leaves this object and the signing pool's threads: not in
+ * logs, errors or replies.
  */
 export function createSigner(deps: {
   source: WrappedKeySource;

@@ -1,5 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { abortError } from "../errors.js";
+import { untilAborted } from "../until-aborted.js";
 import { wrapStream } from "./wrap-stream.js";
 
 /**
@@ -35,22 +36,8 @@ function remapParseFailure(err: unknown): unknown {
 }
 
 /** Races a promise against the signal: when the signal wins, rejects with its abort error. */
-async function raceSignal<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  const giveUp = () => {
-    work.catch(() => undefined);
-    return abortError(signal);
-  };
-  if (signal.aborted) throw giveUp();
-  // A listener removed when the call ends (no AbortController to stop it: aborting one without
-  // a reason builds a DOMException with a stack trace, on every call).
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => (onAbort = () => reject(giveUp())));
-  signal.addEventListener("abort", onAbort, { once: true });
-  try {
-    return await Promise.race([work, aborted]);
-  } finally {
-    signal.removeEventListener("abort", onAbort);
-  }
+function raceSignal<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  return untilAborted(work, signal, () => abortError(signal));
 }
 
 /** Wraps a stream so that each step is raced against the signal and parse failures are remapped. */

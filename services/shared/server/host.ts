@@ -147,9 +147,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   let health: HealthService;
   let served: string[];
   let handler: ReturnType<typeof createRequestHandler>;
-  const implementedMethods = new Set<DescMethod>();
+  const implemented = new Set<DescMethod>(); // request rules apply to RPCs that are built
   try {
-    const implemented = implementedMethods; // request rules apply to RPCs that are built
     const interceptors: Interceptor[] = [
       // Tracing outermost, so the one log line per call is written inside the call's span
       // and carries its trace_id and span_id.
@@ -208,7 +207,7 @@ export async function startHost(opts: HostOptions): Promise<Host> {
   url = selfUrlOf(config, listener.port);
   // The request rules of every method, compiled in the background now rather than on each
   // method's first call.
-  void warmValidation([...implementedMethods].map((m) => m.input), shutdown.signal).catch((err: unknown) => logger.warn({ err: String(err) }, "could not compile the request rules ahead"));
+  void warmValidation([...implemented].map((m) => m.input), shutdown.signal).catch((err: unknown) => logger.warn({ err: String(err) }, "could not compile the request rules ahead"));
   logger.info(
     { services: opts.services.map((m) => m.name), address: `${listener.address}:${listener.port}`, url, tls: tls !== undefined },
     "keymesh serving",

@@ -37,6 +37,7 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import { createMethodUrl, invokeUnaryImplementation, runStreamingCall, runUnaryCall, transformInvokeImplementation } from "@connectrpc/connect/protocol";
+import { untilAborted } from "../until-aborted.js";
 
 /** The base of the URLs in-memory calls carry (server interceptors and logs see a URL as usual). */
 const BASE_URL = "http://in-memory";
@@ -58,26 +59,35 @@ export function createInMemoryTransport(
   // As connect's own transports: a timeout of 0 or less means no deadline.
   const deadlineOf = (timeoutMs: number | undefined) => (timeoutMs !== undefined && timeoutMs <= 0 ? undefined : timeoutMs);
 
-  const routeOf = (method: DescMethod): Route => {
-    const route = table.get(pathOf(method));
-    if (!route) throw new ConnectError(`${pathOf(method)} is not served in this process`, Code.Unimplemented);
-    return route;
-  };
+  /** The fields of a request of either kind, as a client over the network would send them. */
+  const requestOf = <M extends DescMethod>(method: M, header: ConstructorParameters<typeof Headers>[0], contextValues: ContextValues | undefined) => ({
+    service: method.parent,
+    method,
+    requestMethod: "POST",
+    url: createMethodUrl(BASE_URL, method),
+    header: new Headers(header),
+    contextValues: contextValues ?? createContextValues(),
+  });
 
-  const contextOf = (method: DescMethod, url: string, signal: AbortSignal, timeoutMs: number | undefined, header: Headers) =>
-    createHandlerContext({
-      service: method.parent,
-      method,
+  /** A call arriving at the server: its route and its handler's context. */
+  const arrive = (req: { method: DescMethod; url: string; signal: AbortSignal; header: Headers }, timeoutMs: number | undefined) => {
+    const route = table.get(pathOf(req.method));
+    if (!route) throw new ConnectError(`${pathOf(req.method)} is not served in this process`, Code.Unimplemented);
+    const context = createHandlerContext({
+      service: req.method.parent,
+      method: req.method,
       protocolName: "in-memory",
       requestMethod: "POST",
-      url,
+      url: req.url,
       timeoutMs,
       shutdownSignal: opts.router.shutdownSignal,
-      requestSignal: signal,
+      requestSignal: req.signal,
       // The server reads its own copy of the headers, as if they had crossed the wire.
-      requestHeader: new Headers(header),
+      requestHeader: new Headers(req.header),
       contextValues: createContextValues(),
     });
+    return { route, context };
+  };
 
   return {
     async unary<I extends DescMessage, O extends DescMessage>(
@@ -88,16 +98,14 @@ export function createInMemoryTransport(
       input: MessageInitShape<I>,
       contextValues?: ContextValues,
     ): Promise<UnaryResponse<I, O>> {
-      const url = createMethodUrl(BASE_URL, method);
       timeoutMs = deadlineOf(timeoutMs);
       return runUnaryCall({
         interceptors: clientInterceptors,
         signal,
         timeoutMs,
-        req: { stream: false, service: method.parent, method, requestMethod: "POST", url, header: new Headers(header), contextValues: contextValues ?? createContextValues(), message: input },
+        req: { stream: false, ...requestOf(method, header, contextValues), message: input },
         next: async (req) => {
-          const route = routeOf(method);
-          const context = contextOf(method, url, req.signal, timeoutMs, req.header);
+          const { route, context } = arrive(req, timeoutMs);
           try {
             const spec = route.spec as MethodImplSpec<I, O> & { kind: "unary" };
             // Like a client over the network, the caller stops waiting when its call is cancelled
@@ -128,16 +136,14 @@ export function createInMemoryTransport(
       input: AsyncIterable<MessageInitShape<I>>,
       contextValues?: ContextValues,
     ): Promise<StreamResponse<I, O>> {
-      const url = createMethodUrl(BASE_URL, method);
       timeoutMs = deadlineOf(timeoutMs);
       return runStreamingCall({
         interceptors: clientInterceptors,
         signal,
         timeoutMs,
-        req: { stream: true, service: method.parent, method, requestMethod: "POST", url, header: new Headers(header), contextValues: contextValues ?? createContextValues(), message: input },
+        req: { stream: true, ...requestOf(method, header, contextValues), message: input },
         next: async (req) => {
-          const route = routeOf(method);
-          const context = contextOf(method, url, req.signal, timeoutMs, req.header);
+          const { route, context } = arrive(req, timeoutMs);
           const requests = mapIterable(req.message, (m) => copyMessage(method.input, m));
           const replies = transformInvokeImplementation(route.spec as MethodImplSpec<I, O>, context, route.interceptors)(requests);
           const trailer = new Headers();
@@ -211,28 +217,6 @@ function asReceived(err: unknown, context: HandlerContext): ConnectError {
   const received = new ConnectError(thrown.rawMessage, thrown.code, metadata);
   received.details.push(...thrown.details);
   return received;
-}
-
-/**
- * `promise`, or a rejection with the signal's reason as soon as `signal` aborts (at once if it
- * has). Either way `promise` is settled into this one, so its own later rejection is handled.
- */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener("abort", onAbort);
-        reject(err);
-      },
-    );
-  });
 }
 
 async function* mapIterable<T, U>(items: AsyncIterable<T>, fn: (item: T) => U): AsyncGenerator<U> {
