@@ -44,7 +44,7 @@ const LEASE = /KeyManagementService\/(Acquire|Rotate)KeyLease$/;
 /** Statements that open or close a transaction: recorded on the transaction's span, not as spans. */
 const TRANSACTION_CONTROL = /^\s*(BEGIN|COMMIT|ROLLBACK|SET\s+TRANSACTION|SAVEPOINT|RELEASE\s+SAVEPOINT)\b/i;
 /** Names of the spans that are a batch's work, wherever they land. */
-const BATCH_WORK = /KeyLease$|CollectionService\/(ClaimBatch|CommitBatch|ReleaseClaim)$|^signing\.sign_batch$|^lease\./;
+const BATCH_WORK = /KeyLease$|CollectionService\/(ClaimBatch|CommitBatch|ReleaseClaim)$|^signing\.run_batch$|^lease\./;
 
 afterAll(() => stopTracing());
 
@@ -202,7 +202,7 @@ describe.each<Backend>(["mysql+redis", "sqlite+memory"])("batch traces on %s", (
         const named = (re: RegExp) => (s: ReadableSpan) => re.test(s.name);
         const under = (pred: (s: ReadableSpan) => boolean, what: (s: ReadableSpan) => boolean) =>
           batch.some((s) => what(s) && ancestors(s, byId).some(pred));
-        for (const work of [LEASE, /CollectionService\/ClaimBatch$/, /^signing\.sign_batch$/, /CollectionService\/CommitBatch$/]) {
+        for (const work of [LEASE, /CollectionService\/ClaimBatch$/, /^signing\.run_batch$/, /CollectionService\/CommitBatch$/]) {
           expect(batch.some(named(work)), String(work)).toBe(true);
         }
         expect(under(named(/CollectionService\/ClaimBatch$/), isSql), "SQL under ClaimBatch").toBe(true);

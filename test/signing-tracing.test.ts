@@ -113,18 +113,18 @@ describe("signing batch tracing across processes", () => {
     await descendants(leased, "AcquireKeyLease or RotateKeyLease server span");
     await descendants(server("keymesh-keys", "keymesh.collection.v1.CollectionService/ClaimBatch"), "ClaimBatch server span");
     await descendants(server("keymesh-keys", "keymesh.collection.v1.CollectionService/CommitBatch"), "CommitBatch server span");
-    // Work on the long-lived signing stream is attributed to this batch through the
-    // per-message trace context, down to the key fetch it causes.
-    const sign = await descendants((s) => s.serviceName === "keymesh-signing" && s.name === "signing.sign_batch", "signing span");
+    // Work on the long-lived batch stream is attributed to this batch through the per-message
+    // trace context: the signing service's span, and under it the claim and commit it sends.
+    const sign = await descendants((s) => s.serviceName === "keymesh-signing" && s.name === "signing.run_batch", "signing span");
     expect(sign[0]!.attributes["keymesh.batch_id"]).toBe(batch.attributes["keymesh.batch_id"]);
     // The lease's domain work is recorded on its server span (one span per call).
     const leaseWork = (s: ReceivedSpan) => ["lease.acquire", "lease.rotate"].includes(String(s.attributes["keymesh.operation"]));
     await descendants((s) => s.kind === "SERVER" && leaseWork(s) && s.attributes["keymesh.key_id"] === batch.attributes["keymesh.key_id"], "lease.acquire or lease.rotate on its server span");
     await descendants((s) => s.attributes["db.system"] === "mysql" || s.attributes["db.system.name"] === "mysql", "SQL span");
     await descendants((s) => s.attributes["db.system"] === "redis" || s.attributes["db.system.name"] === "redis", "Redis span");
-    // The long-lived SignStream call belongs to the job's trace, not to a batch's.
+    // The long-lived RunBatches call belongs to the job's trace, not to a batch's.
     const batchTrace = receiver.spans().filter((s) => s.traceId === batch.traceId);
-    expect(batchTrace.some((s) => s.name.endsWith("SigningService/SignStream"))).toBe(false);
+    expect(batchTrace.some((s) => s.name.endsWith("SigningService/RunBatches"))).toBe(false);
     // The job span records its batches and links to them.
     const jobSpan = (await receiver.waitFor((all) => all.some((s) => s.name === "signing.job"), 15_000)).find((s) => s.name === "signing.job")!;
     expect(jobSpan.traceId).toBe(last!.traceId);

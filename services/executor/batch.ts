@@ -1,17 +1,15 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { SpanStatusCode, trace, type Context, type Span, type SpanContext } from "@opentelemetry/api";
-import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
-import type { RecordBlock, SignatureBlock } from "../../gen/keymesh/records/v1/blocks_pb.js";
 import { failpoint } from "../shared/failpoints.js";
 import { untilAborted } from "../shared/until-aborted.js";
 import { leasesHeld, leaseWait } from "../shared/telemetry/metrics-signing.js";
 import type { JobRow } from "./job-store.js";
 import type { ProgressTracker } from "./progress.js";
-import type { SignStream } from "./sign-stream.js";
+import type { BatchStream } from "./batch-stream.js";
 
 /** How one batch ended; the job loop decides what to do next from it. */
 export type BatchOutcome = "committed" | "rejected" | "abandoned" | "empty" | "busy";
@@ -36,8 +34,7 @@ export interface BatchResult {
 /** What one batch needs from its job. */
 export interface BatchContext {
   readonly keys: Client<typeof KeyManagementService>;
-  readonly collection: Client<typeof CollectionService>;
-  readonly stream: SignStream;
+  readonly stream: BatchStream;
   readonly job: JobRow;
   readonly executorId: string;
   readonly progress: ProgressTracker;
@@ -54,12 +51,13 @@ const tracer = trace.getTracer("keymesh.executor");
 
 /**
  * One batch: lease the least-recently-used key (rotating from `held`, the previous batch's
- * lease, when there is one) and claim records, both at once; sign them on the shared stream;
- * commit under the lease's fence. A committed batch hands its lease on to the next; any
- * other outcome releases it. The lease is renewed while the batch runs; a failed renewal
- * abandons the batch (its claim released, nothing committed). Throws only when no lease
- * could be taken for a reason other than contention. `waitingSince`: when the worker began
- * waiting for a lease, busy retries included (the lease-wait metric).
+ * lease, when there is one), then have the signing service claim, sign and commit under that
+ * lease on the shared stream: the records and signatures never pass through the executor. A
+ * committed batch hands its lease on to the next; any other outcome releases it. The lease is
+ * renewed while the batch runs and each renewed token is passed on; a failed renewal abandons
+ * the batch (the signing service commits nothing and releases its claim). Throws only when no
+ * lease could be taken for a reason other than contention. `waitingSince`: when the worker
+ * began waiting for a lease, busy retries included (the lease-wait metric).
  */
 export async function runBatch(ctx: BatchContext, waitingSince = ctx.now(), held?: HeldLease): Promise<BatchResult> {
   const batchId = `b-${randomUUID()}`;
@@ -71,39 +69,49 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now(), held
   return tracer.startActiveSpan("signing.batch", options, ctx.jobContext, async (span) => {
     if (job) ctx.onBatchSpan?.(span.spanContext());
     const end = (outcome: BatchOutcome, error?: string): BatchResult => ({ outcome: endSpan(span, outcome, error) });
-    // The lease and the claim are independent: both are asked for at once.
-    const [leased, claimed] = await Promise.allSettled([held ? rotateLease(ctx, held) : acquireLease(ctx), claimRecords(ctx)]);
-    if (leased.status === "rejected") {
-      if (claimed.status === "fulfilled" && (claimed.value.records?.ids.length ?? 0) > 0) {
-        await ctx.collection.releaseClaim({ claimId: claimed.value.claimId }).catch(() => undefined);
-      }
-      const ce = ConnectError.from(leased.reason);
+    let lease: KeyLease;
+    try {
+      lease = held ? await rotateLease(ctx, held) : await acquireLease(ctx);
+    } catch (err) {
+      const ce = ConnectError.from(err);
       if (ce.code === Code.ResourceExhausted) return end("busy");
       end("abandoned", `lease not acquired: ${ce.rawMessage}`);
       throw ce;
     }
-    const lease = leased.value;
     span.setAttributes({ "keymesh.key_id": lease.keyId, "keymesh.fence": lease.fence.toString() });
     ctx.progress.batchStarted();
     leaseWait.record(ctx.now() - waitingSince);
     if (!held) leasesHeld.add(1);
     let kept: HeldLease | undefined;
-    const renewal = startRenewal(ctx, lease);
-    let used = false;
-    let claimId = "";
+    // Whether the key may have signed: unknown after a failure, so counted as used.
+    let used = true;
+    const renewal = startRenewal(ctx, lease, (token) => ctx.stream.renew(batchId, token));
     try {
-      if (claimed.status === "rejected") throw claimed.reason;
-      const claim = claimed.value;
-      const count = claim.records?.ids.length ?? 0;
-      if (!claim.records || count === 0) return end("empty");
-      claimId = claim.claimId;
-      span.setAttribute("keymesh.record_count", count);
-      const signatures = await signRecords(ctx, batchId, lease, renewal.token(), claim.records, renewal.lost);
-      used = true;
-      await failpoint("executor.before-commit");
-      if (renewal.lost.aborted) throw renewal.lost.reason;
-      const res = await commit(ctx, { claimId, batchId, lease, leaseToken: renewal.token(), signatures });
-      claimId = "";
+      const { taken, done: ran } = ctx.stream.run({
+        batchId,
+        keyId: lease.keyId,
+        fence: lease.fence,
+        leaseId: lease.leaseId,
+        leaseToken: lease.leaseToken,
+        sealedPrivateKey: lease.sealedPrivateKey,
+        claimant: ctx.executorId,
+        jobId: ctx.job.id,
+        size: ctx.job.batchSize,
+        claimTtlMs: ctx.job.leaseTtlMs,
+      });
+      await taken;
+      await failpoint("executor.batch-sent");
+      // A lost lease abandons the batch; its answer still comes (committed, if the commit was
+      // already on its way, or refused), so that what this executor reports is what was stored.
+      const onLost = () => ctx.stream.abandon(batchId);
+      renewal.lost.addEventListener("abort", onLost, { once: true });
+      const done = await untilAborted(ran, ctx.signal).finally(() => renewal.lost.removeEventListener("abort", onLost));
+      if (done.claimed === 0) {
+        used = false;
+        return end("empty");
+      }
+      span.setAttribute("keymesh.record_count", done.claimed);
+      const res = done.commit ?? { stored: 0, rejected: 0, rejections: [] };
       ctx.progress.committed(res.stored, res.rejected);
       span.setAttributes({ "keymesh.stored": res.stored, "keymesh.rejected": res.rejected });
       if (res.stored === 0) {
@@ -122,7 +130,7 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now(), held
       ctx.progress.batchEnded();
       if (!kept) {
         leasesHeld.add(-1);
-        await release(ctx, lease, claimId, used);
+        await releaseLease(ctx, { lease, used });
       }
     }
   });
@@ -172,62 +180,20 @@ export async function releaseLease(ctx: Pick<BatchContext, "keys">, held: HeldLe
 }
 
 /**
- * Renews the lease every third of its TTL; `lost` aborts when a renewal fails, and `token`
- * is the lease token of the latest renewal (signing and collection refuse lapsed ones).
+ * Renews the lease every third of its TTL and hands each renewal's token to `renewed` (signing
+ * and collection refuse lapsed ones); `lost` aborts when a renewal fails.
  */
-function startRenewal(ctx: BatchContext, lease: KeyLease): { lost: AbortSignal; token(): string; stop(): void } {
+function startRenewal(ctx: BatchContext, lease: KeyLease, renewed: (token: string) => void): { lost: AbortSignal; stop(): void } {
   const lost = new AbortController();
-  let token = lease.leaseToken;
   const timer = setInterval(() => {
     ctx.keys
       .renewKeyLease({ keyId: lease.keyId, leaseId: lease.leaseId, fence: lease.fence, ttlMs: ctx.job.leaseTtlMs })
-      .then((res) => (token = res.leaseToken))
+      .then((res) => renewed(res.leaseToken))
       .catch((err: unknown) => lost.abort(new Error(`lease lost: ${ConnectError.from(err).rawMessage}`)));
   }, Math.max(250, Math.floor(ctx.job.leaseTtlMs / 3)));
-  return { lost: lost.signal, token: () => token, stop: () => clearInterval(timer) };
+  return { lost: lost.signal, stop: () => clearInterval(timer) };
 }
 
-async function claimRecords(ctx: BatchContext) {
-  // The claim lives as long as a lease: a crashed executor's records come back as fast as its key.
-  return ctx.collection.claimBatch(
-    { claimant: ctx.executorId, size: ctx.job.batchSize, claimTtlMs: ctx.job.leaseTtlMs, jobId: ctx.job.id },
-    { signal: ctx.signal },
-  );
-}
 
-/**
- * Signs the claimed records on the shared stream. The packed block goes on as it came from
- * collection, and the signatures come back packed: the executor never looks inside either.
- */
-async function signRecords(ctx: BatchContext, batchId: string, lease: KeyLease, leaseToken: string, records: RecordBlock, lost: AbortSignal): Promise<SignatureBlock> {
-  // The sealed key travels with the lease, so signing opens it instead of fetching it.
-  const request = { batchId, keyId: lease.keyId, fence: lease.fence, leaseId: lease.leaseId, leaseToken, records, sealedPrivateKey: lease.sealedPrivateKey };
-  const signed = await untilAborted(ctx.stream.sign(request), lost);
-  if (!signed.signatures) throw new ConnectError("the signing service returned no signatures", Code.Internal);
-  return signed.signatures;
-}
 
-async function commit(
-  ctx: BatchContext,
-  b: { claimId: string; batchId: string; lease: KeyLease; leaseToken: string; signatures: SignatureBlock },
-) {
-  return ctx.collection.commitBatch(
-    {
-      claimId: b.claimId,
-      batchId: b.batchId,
-      keyId: b.lease.keyId,
-      fence: b.lease.fence,
-      jobId: ctx.job.id,
-      signatures: b.signatures,
-      leaseId: b.lease.leaseId,
-      leaseToken: b.leaseToken,
-    },
-    { headers: { "x-keymesh-executor": ctx.executorId } },
-  );
-}
 
-/** Gives back what the batch still holds: its claim (if not committed) and its key. Never throws. */
-async function release(ctx: BatchContext, lease: KeyLease, claimId: string, used: boolean): Promise<void> {
-  if (claimId) await ctx.collection.releaseClaim({ claimId }).catch(() => undefined);
-  await releaseLease(ctx, { lease, used });
-}

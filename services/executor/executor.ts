@@ -12,7 +12,7 @@ import { jobProgress, jobsRunning, leasesHeld } from "../shared/telemetry/metric
 import { releaseLease, runBatch, type BatchContext, type BatchOutcome, type HeldLease } from "./batch.js";
 import { JOB_HEARTBEAT_MS, type JobRow, type JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
-import { createSignStream } from "./sign-stream.js";
+import { createBatchStream } from "./batch-stream.js";
 
 export type { Progress } from "./progress.js";
 
@@ -189,12 +189,11 @@ export function createExecutor(deps: ExecutorDeps) {
     // The stream lives as long as the job: its RPC span belongs to the job's trace, not to
     // whichever batch happened to open it.
     const jobContext = trace.setSpan(context.active(), jobSpan);
-    const stream = createSignStream(deps.signing, {}, jobContext);
+    const stream = createBatchStream(deps.signing, {}, jobContext);
     /** Links from the job span to its batches, up to what a span can reasonably hold. */
     let linked = 0;
     const batch: BatchContext = {
       keys: deps.keys,
-      collection: deps.collection,
       stream,
       job,
       executorId: deps.executorId,

@@ -6,7 +6,7 @@
  *   KEYMESH_FAILPOINTS="executor.before-commit=kill@3"
  *
  * `kill` sends SIGKILL to this process, `stop` sends SIGSTOP (a test resumes it with
- * SIGCONT), `delay:<ms>` waits; `@N` fires on the Nth time the point is reached (default 1),
+ * SIGCONT), both once the writes already made have had FLUSH_MS to go out; `delay:<ms>` waits; `@N` fires on the Nth time the point is reached (default 1),
  * once.
  */
 
@@ -33,11 +33,17 @@ function parse(spec: string | undefined): Map<string, Point> {
 
 let points: Map<string, Point> | undefined;
 
+/** How long kill and stop wait for this process's pending writes to reach the wire. */
+const FLUSH_MS = 20;
+
 /** Reaches the failpoint `name`: injects its fault when one is configured for this hit. */
 export async function failpoint(name: string): Promise<void> {
   points ??= parse(process.env.KEYMESH_FAILPOINTS);
   const point = points.get(name);
   if (!point || ++point.hits !== point.at) return;
+  // What this process already handed to its sockets goes out first, as it would before a
+  // real crash or pause a moment later (a write is flushed on a later turn of the loop).
+  if (point.action.kind !== "delay") await setTimeout(FLUSH_MS);
   switch (point.action.kind) {
     case "kill":
       process.kill(process.pid, "SIGKILL");

@@ -15,7 +15,7 @@ describe("SignStream", () => {
         return Buffer.alloc(64 * payloads.length);
       },
     };
-    const handler = createSigningHandler({ signer, publicKeyOf: async () => new Uint8Array(32), streamMaxInFlight: 3 });
+    const handler = createSigningHandler({ signer, publicKeyOf: async () => new Uint8Array(32), runBatches: async function* () {}, streamMaxInFlight: 3 });
     let read = 0;
     async function* requests(): AsyncGenerator<SignStreamRequest> {
       for (let i = 0; i < 10; i++) {

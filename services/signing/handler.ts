@@ -1,5 +1,4 @@
 import type { ServiceImpl } from "@connectrpc/connect";
-import { createWritableIterable } from "@connectrpc/connect/protocol";
 import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
 import {
   SignBatchRequestSchema,
@@ -13,6 +12,8 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
 import { codeName, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
+import { boundedReplies } from "./bounded-stream.js";
+import type { RunBatches } from "./run-batches.js";
 import { violationOf } from "../shared/interceptors/validation.js";
 import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
 import type { Signer } from "./signer.js";
@@ -25,13 +26,16 @@ export interface SigningHandlerDeps {
   readonly streamMaxInFlight?: number;
   /** The raw public key of a keyring key (from the key service). */
   readonly publicKeyOf: (keyId: string) => Promise<Uint8Array>;
+  /** RunBatches: claim, sign and commit (see run-batches.ts). */
+  readonly runBatches: RunBatches;
 }
 
 const tracer = trace.getTracer("keymesh.signing");
 /**
- * Batches one SignStream holds at once, counted from the moment a message is read until its
- * reply is taken by the transport. At the cap the stream stops reading, so HTTP/2 flow
- * control pushes back on the sender instead of requests and replies piling up here.
+ * Batches one SignStream or RunBatches stream holds at once, counted from the moment a message
+ * is read until its reply is taken by the transport. At the cap the stream stops reading, so
+ * HTTP/2 flow control pushes back on the sender instead of requests and replies piling up
+ * here (bounded-stream.ts).
  */
 export const STREAM_MAX_IN_FLIGHT = 8;
 
@@ -91,48 +95,13 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
   return {
     signBatch: mapErrors(signBatch),
 
-    async *signStream(requests) {
+    signStream(requests) {
       // Batches are signed as they arrive and answered as they finish, so a slow key fetch
-      // for one batch does not hold up the others; at most `cap` are held at once, from the
-      // moment a message is read until the transport has taken its reply (see above).
-      const cap = deps.streamMaxInFlight ?? STREAM_MAX_IN_FLIGHT;
-      const replies = createWritableIterable<StreamReply>();
-      let held = 0;
-      let wakeReader: (() => void) | undefined;
-      let inputDone = false;
-      let failure: unknown;
-      // Replies written before close() are still delivered; writes after it (the consumer
-      // left) have nobody to go to.
-      const finish = () => {
-        if (failure !== undefined || (inputDone && held === 0)) replies.close();
-      };
-      const release = () => {
-        held--;
-        wakeReader?.();
-        wakeReader = undefined;
-        finish();
-      };
-      void (async () => {
-        try {
-          const it = requests[Symbol.asyncIterator]();
-          for (;;) {
-            while (held >= cap && failure === undefined) await new Promise<void>((resolve) => (wakeReader = resolve));
-            const next = await it.next();
-            if (next.done) break;
-            held++;
-            // write() settles once the reply was taken (or the consumer left): the slot frees then.
-            void signOnStream(next.value).then((res) => replies.write(res).then(release, release));
-          }
-        } catch (err) {
-          failure = err;
-        } finally {
-          inputDone = true;
-          finish();
-        }
-      })();
-      yield* replies;
-      if (failure !== undefined) throw toConnectError(failure);
+      // for one batch does not hold up the others.
+      return boundedReplies(requests, deps.streamMaxInFlight ?? STREAM_MAX_IN_FLIGHT, signOnStream);
     },
+
+    runBatches: (requests, ctx) => deps.runBatches(requests, ctx.signal),
 
     verify: mapErrors(async (req) => {
       // The `key` oneof is required by the proto: one of the two cases is set.

@@ -2,13 +2,15 @@ import { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.
 import { createLeaseTokens } from "../shared/crypto/lease-token.js";
 import { masterKeyMaterial } from "../shared/crypto/rotation/master-key-manager.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
-import { createSigningHandler } from "./handler.js";
+import { createSigningHandler, STREAM_MAX_IN_FLIGHT } from "./handler.js";
+import { createRunBatches } from "./run-batches.js";
 import { createSignPool } from "./sign-pool.js";
 import { createSigner } from "./signer.js";
 
 /**
  * SigningService as the host runs it. It holds the master keys (to open keyring private
- * keys) but no database: sealed keys come from the key service, under a current lease only.
+ * keys) but no database: sealed keys come from the key service, under a current lease only,
+ * and the records it signs for the executor are claimed from and committed to Collection.
  * It never seals, so the mesh's primary does not matter here; a key or lease token under a
  * version generated after this process started is picked up by the key material itself (see
  * `masterKeyMaterial`).
@@ -32,7 +34,9 @@ export const signingModule: ServiceModule = {
       },
     });
     const publicKeyOf = async (keyId: string) => (await keys.getKeyringKey({ keyId })).key!.publicKey;
-    router.service(SigningService, createSigningHandler({ signer, publicKeyOf }));
+    // The executor's data path: claims and commits go straight to Collection (run-batches.ts).
+    const runBatches = createRunBatches({ signer, collection: ctx.clients.collection, maxInFlight: STREAM_MAX_IN_FLIGHT });
+    router.service(SigningService, createSigningHandler({ signer, publicKeyOf, runBatches }));
     return {
       close: async () => {
         signer.clear();

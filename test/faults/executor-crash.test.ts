@@ -1,7 +1,8 @@
 /**
- * Fault: an executor process dies (SIGKILL) after signing a batch and before committing it.
- * Its lease and claim are simply never released; they expire, and a new executor that joins
- * the job picks the records up. The invariants checker must pass and every record must be
+ * Fault: an executor process dies (SIGKILL) with batches in flight, right after handing one to
+ * signing. Signing commits nothing for a stream that ended and gives the claims back; the
+ * executor's leases are never released, they expire, and a new executor that joins the job
+ * picks the records up. The invariants checker must pass and every record must be
  * signed exactly once. Real processes on MariaDB and a dedicated Redis.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -27,7 +28,7 @@ describe("an executor killed between sign and commit", () => {
 
   beforeAll(async () => {
     redis = await startRedisNode();
-    mesh = await startSigningMesh({ redisUrls: [redis.url], failpoints: { 0: "executor.before-commit=kill@5" } });
+    mesh = await startSigningMesh({ redisUrls: [redis.url], failpoints: { 0: "executor.batch-sent=kill@5" } });
     await mesh.seed(RECORDS, KEYS);
   });
   afterAll(async () => {
@@ -43,7 +44,7 @@ describe("an executor killed between sign and commit", () => {
       const run = runJob(m.executor(first), { spec: SPEC });
       const jobId = await within(run.jobId, 15_000, "the job to start");
 
-      // The failpoint SIGKILLs the executor right after it signed its 5th batch.
+      // The failpoint SIGKILLs the executor right after it handed its 5th batch to signing.
       const exit = await first.waitForExit(30_000);
       expect(exit.signal).toBe("SIGKILL");
       const ended = await within(run.done, 10_000, "the first executor's stream to break");

@@ -1,9 +1,10 @@
 /**
- * Fault: an executor is frozen (SIGSTOP) right after signing a batch, for longer than the
- * lease TTL, while a second executor carries the job to the end. Then it is resumed
- * (SIGCONT) and sends its commit: the fencing token is stale by then, so the collection must
- * reject it (a batch recorded with outcome "rejected" for that executor) and nothing is
- * signed twice. Real processes on MariaDB and a dedicated Redis.
+ * Fault: an executor is frozen (SIGSTOP) right after handing a batch to signing, for longer
+ * than the lease TTL, while a second executor carries the job to the end; the commit of one
+ * of its batches is held back in signing meanwhile (a paused holder's commit arriving late).
+ * The frozen executor renews nothing, so the lease token the commit carries has lapsed when
+ * it arrives: the collection must reject it (a batch recorded with outcome "rejected" for
+ * that executor), the executor learns it once resumed (SIGCONT), and nothing is signed twice. Real processes on MariaDB and a dedicated Redis.
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -29,7 +30,16 @@ describe("an executor paused past its lease", () => {
 
   beforeAll(async () => {
     redis = await startRedisNode();
-    mesh = await startSigningMesh({ redisUrls: [redis.url], executors: 2, failpoints: { 0: "executor.before-commit=stop@4" } });
+    // The executor stops right after handing its 4th batch to signing, and the 4th commit
+    // signing sends (one of that executor's batches: the other executor joins later) waits
+    // 1.5 lease TTLs, past the lease (the frozen holder renews nothing) and before the
+    // executor is resumed (2 TTLs at least).
+    mesh = await startSigningMesh({
+      redisUrls: [redis.url],
+      executors: 2,
+      failpoints: { 0: "executor.batch-sent=stop@4" },
+      envFor: (name): Record<string, string> => (name === "signing" ? { KEYMESH_FAILPOINTS: `signing.before-commit=delay:${1.5 * SPEC.leaseTtlMs}@4` } : {}),
+    });
     await mesh.seed(RECORDS, KEYS);
   });
   afterAll(async () => {
@@ -44,7 +54,7 @@ describe("an executor paused past its lease", () => {
       const run = runJob(m.executor(paused), { spec: SPEC });
       const jobId = await within(run.jobId, 15_000, "the job to start");
 
-      // The failpoint SIGSTOPs the executor right after it signed its 4th batch.
+      // The failpoint SIGSTOPs the executor right after it handed its 4th batch to signing.
       await paused.waitUntilStopped(30_000);
       const stoppedAt = Date.now();
       expect((await m.progress()).signed).toBeLessThan(RECORDS);
@@ -55,7 +65,7 @@ describe("an executor paused past its lease", () => {
       expect(result.last?.state).toBe(JobState.SUCCEEDED);
       expect((await m.progress()).signed).toBe(RECORDS);
 
-      // Frozen for well over the lease TTL, then resumed: its pending commit goes out now.
+      // Frozen for well over the lease TTL, then resumed: the answer to its delayed commit waits for it.
       const frozenMs = Date.now() - stoppedAt;
       if (frozenMs < 2 * SPEC.leaseTtlMs) await sleep(2 * SPEC.leaseTtlMs - frozenMs);
       expect(paused.isStopped()).toBe(true);

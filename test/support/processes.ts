@@ -459,7 +459,7 @@ export async function startSigningMesh(opts: SigningMeshOptions): Promise<Signin
       services: ["signing"],
       nodeArgs: opts.nodeArgs,
       args: ["--dev"],
-      env: { ...common, KEYMESH_KEYS_URL: keysCollection.url, ...opts.envFor?.("signing") },
+      env: { ...common, KEYMESH_KEYS_URL: keysCollection.url, KEYMESH_COLLECTION_URL: keysCollection.url, ...opts.envFor?.("signing") },
     });
     const executorEnv = {
       ...common,

@@ -6,6 +6,8 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_buf_validate_validate } from "../../../buf/validate/validate_pb.js";
 import { file_keymesh_auth_v1_access } from "../../auth/v1/access_pb.js";
+import type { CommitBatchResponse } from "../../collection/v1/collection_service_pb.js";
+import { file_keymesh_collection_v1_collection_service } from "../../collection/v1/collection_service_pb.js";
 import type { RecordBlock, SignatureBlock } from "../../records/v1/blocks_pb.js";
 import { file_keymesh_records_v1_blocks } from "../../records/v1/blocks_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/signing/v1/signing_service.proto.
  */
 export const file_keymesh_signing_v1_signing_service: GenFile = /*@__PURE__*/
-  fileDesc("CihrZXltZXNoL3NpZ25pbmcvdjEvc2lnbmluZ19zZXJ2aWNlLnByb3RvEhJrZXltZXNoLnNpZ25pbmcudjEimAIKEFNpZ25CYXRjaFJlcXVlc3QSGQoIYmF0Y2hfaWQYASABKAlCB7pIBHICGEASLAoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEhwKCGxlYXNlX2lkGAUgASgJQgq6SAdyBRABGIABEh8KC2xlYXNlX3Rva2VuGAYgASgJQgq6SAdyBRABGIAEEjgKB3JlY29yZHMYByABKAsyHy5rZXltZXNoLnJlY29yZHMudjEuUmVjb3JkQmxvY2tCBrpIA8gBARIkChJzZWFsZWRfcHJpdmF0ZV9rZXkYCCABKAxCCLpIBXoDGIAISgQIBBAFInMKEVNpZ25CYXRjaFJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRI2CgpzaWduYXR1cmVzGAQgASgLMiIua2V5bWVzaC5yZWNvcmRzLnYxLlNpZ25hdHVyZUJsb2NrSgQIAxAEIo0BChFTaWduU3RyZWFtUmVxdWVzdBI7CgViYXRjaBgBIAEoCzIkLmtleW1lc2guc2lnbmluZy52MS5TaWduQmF0Y2hSZXF1ZXN0Qga6SAPYAQMSHQoLdHJhY2VwYXJlbnQYAiABKAlCCLpIBXIDGIACEhwKCnRyYWNlc3RhdGUYAyABKAlCCLpIBXIDGIAEIioKCVNpZ25FcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkimQEKElNpZ25TdHJlYW1SZXNwb25zZRIQCghiYXRjaF9pZBgBIAEoCRI3CgZzaWduZWQYAiABKAsyJS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkJhdGNoUmVzcG9uc2VIABIuCgVlcnJvchgDIAEoCzIdLmtleW1lc2guc2lnbmluZy52MS5TaWduRXJyb3JIAEIICgZyZXN1bHQimQEKDVZlcmlmeVJlcXVlc3QSLgoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASHQoKcHVibGljX2tleRgCIAEoDEIHukgEegJoIEgAEg8KB3BheWxvYWQYAyABKAwSGgoJc2lnbmF0dXJlGAQgASgMQge6SAR6AmhAQgwKA2tleRIFukgCCAEiHwoOVmVyaWZ5UmVzcG9uc2USDQoFdmFsaWQYASABKAgiegoKVmVyaWZ5SXRlbRIRCglyZWNvcmRfaWQYASABKAMSLAoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEg8KB3BheWxvYWQYAyABKAwSGgoJc2lnbmF0dXJlGAQgASgMQge6SAR6AmhAIlAKElZlcmlmeUJhdGNoUmVxdWVzdBI6CgVpdGVtcxgBIAMoCzIeLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlJdGVtQgu6SAiSAQUIARCQTiJAChNWZXJpZnlCYXRjaFJlc3BvbnNlEg0KBXZhbGlkGAEgASgNEhoKEmludmFsaWRfcmVjb3JkX2lkcxgCIAMoAzKaAwoOU2lnbmluZ1NlcnZpY2USXgoJU2lnbkJhdGNoEiQua2V5bWVzaC5zaWduaW5nLnYxLlNpZ25CYXRjaFJlcXVlc3QaJS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkJhdGNoUmVzcG9uc2UiBMjzGAMSZQoKU2lnblN0cmVhbRIlLmtleW1lc2guc2lnbmluZy52MS5TaWduU3RyZWFtUmVxdWVzdBomLmtleW1lc2guc2lnbmluZy52MS5TaWduU3RyZWFtUmVzcG9uc2UiBMjzGAMoATABElgKBlZlcmlmeRIhLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlSZXF1ZXN0GiIua2V5bWVzaC5zaWduaW5nLnYxLlZlcmlmeVJlc3BvbnNlIgeQAgHI8xgCEmcKC1ZlcmlmeUJhdGNoEiYua2V5bWVzaC5zaWduaW5nLnYxLlZlcmlmeUJhdGNoUmVxdWVzdBonLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlCYXRjaFJlc3BvbnNlIgeQAgHI8xgCQtcBChZjb20ua2V5bWVzaC5zaWduaW5nLnYxQhNTaWduaW5nU2VydmljZVByb3RvUAFaPmdpdGh1Yi5jb20va2V5bWVzaC9rZXltZXNoL2dlbi9nby9rZXltZXNoL3NpZ25pbmcvdjE7c2lnbmluZ3YxogIDS1NYqgISS2V5bWVzaC5TaWduaW5nLlYxygISS2V5bWVzaFxTaWduaW5nXFYx4gIeS2V5bWVzaFxTaWduaW5nXFYxXEdQQk1ldGFkYXRh6gIUS2V5bWVzaDo6U2lnbmluZzo6VjFiBnByb3RvMw", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_records_v1_blocks]);
+  fileDesc("CihrZXltZXNoL3NpZ25pbmcvdjEvc2lnbmluZ19zZXJ2aWNlLnByb3RvEhJrZXltZXNoLnNpZ25pbmcudjEimAIKEFNpZ25CYXRjaFJlcXVlc3QSGQoIYmF0Y2hfaWQYASABKAlCB7pIBHICGEASLAoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEhwKCGxlYXNlX2lkGAUgASgJQgq6SAdyBRABGIABEh8KC2xlYXNlX3Rva2VuGAYgASgJQgq6SAdyBRABGIAEEjgKB3JlY29yZHMYByABKAsyHy5rZXltZXNoLnJlY29yZHMudjEuUmVjb3JkQmxvY2tCBrpIA8gBARIkChJzZWFsZWRfcHJpdmF0ZV9rZXkYCCABKAxCCLpIBXoDGIAISgQIBBAFInMKEVNpZ25CYXRjaFJlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEg4KBmtleV9pZBgCIAEoCRI2CgpzaWduYXR1cmVzGAQgASgLMiIua2V5bWVzaC5yZWNvcmRzLnYxLlNpZ25hdHVyZUJsb2NrSgQIAxAEIo0BChFTaWduU3RyZWFtUmVxdWVzdBI7CgViYXRjaBgBIAEoCzIkLmtleW1lc2guc2lnbmluZy52MS5TaWduQmF0Y2hSZXF1ZXN0Qga6SAPYAQMSHQoLdHJhY2VwYXJlbnQYAiABKAlCCLpIBXIDGIACEhwKCnRyYWNlc3RhdGUYAyABKAlCCLpIBXIDGIAEIioKCVNpZ25FcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkimQEKElNpZ25TdHJlYW1SZXNwb25zZRIQCghiYXRjaF9pZBgBIAEoCRI3CgZzaWduZWQYAiABKAsyJS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkJhdGNoUmVzcG9uc2VIABIuCgVlcnJvchgDIAEoCzIdLmtleW1lc2guc2lnbmluZy52MS5TaWduRXJyb3JIAEIICgZyZXN1bHQimQEKDVZlcmlmeVJlcXVlc3QSLgoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSAASHQoKcHVibGljX2tleRgCIAEoDEIHukgEegJoIEgAEg8KB3BheWxvYWQYAyABKAwSGgoJc2lnbmF0dXJlGAQgASgMQge6SAR6AmhAQgwKA2tleRIFukgCCAEiHwoOVmVyaWZ5UmVzcG9uc2USDQoFdmFsaWQYASABKAgiegoKVmVyaWZ5SXRlbRIRCglyZWNvcmRfaWQYASABKAMSLAoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEg8KB3BheWxvYWQYAyABKAwSGgoJc2lnbmF0dXJlGAQgASgMQge6SAR6AmhAIlAKElZlcmlmeUJhdGNoUmVxdWVzdBI6CgVpdGVtcxgBIAMoCzIeLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlJdGVtQgu6SAiSAQUIARCQTiJAChNWZXJpZnlCYXRjaFJlc3BvbnNlEg0KBXZhbGlkGAEgASgNEhoKEmludmFsaWRfcmVjb3JkX2lkcxgCIAMoAyLPAgoPUnVuQmF0Y2hSZXF1ZXN0EhsKCGJhdGNoX2lkGAEgASgJQgm6SAZyBBABGEASLAoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEhwKCGxlYXNlX2lkGAQgASgJQgq6SAdyBRABGIABEh8KC2xlYXNlX3Rva2VuGAUgASgJQgq6SAdyBRABGIAEEiQKEnNlYWxlZF9wcml2YXRlX2tleRgGIAEoDEIIukgFegMYgAgSHAoIY2xhaW1hbnQYByABKAlCCrpIB3IFEAEYgAESFwoGam9iX2lkGAggASgJQge6SARyAhhAEhgKBHNpemUYCSABKA1CCrpIByoFGJBOKAESIwoMY2xhaW1fdHRsX21zGAogASgNQg26SAoqCBiA3dsBKOgHIkoKDExlYXNlUmVuZXdhbBIZCghiYXRjaF9pZBgBIAEoCUIHukgEcgIYQBIfCgtsZWFzZV90b2tlbhgCIAEoCUIKukgHcgUQARiABCLxAQoRUnVuQmF0Y2hlc1JlcXVlc3QSPAoFYmF0Y2gYASABKAsyIy5rZXltZXNoLnNpZ25pbmcudjEuUnVuQmF0Y2hSZXF1ZXN0Qga6SAPYAQNIABIzCgdyZW5ld2FsGAIgASgLMiAua2V5bWVzaC5zaWduaW5nLnYxLkxlYXNlUmVuZXdhbEgAEhoKB2FiYW5kb24YAyABKAlCB7pIBHICGEBIABIdCgt0cmFjZXBhcmVudBgEIAEoCUIIukgFcgMYgAISHAoKdHJhY2VzdGF0ZRgFIAEoCUIIukgFcgMYgARCEAoHbWVzc2FnZRIFukgCCAEibwoOQmF0Y2hDb21taXR0ZWQSEAoIY2xhaW1faWQYASABKAkSDwoHY2xhaW1lZBgCIAEoDRI6CgZjb21taXQYAyABKAsyKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ29tbWl0QmF0Y2hSZXNwb25zZSKZAQoSUnVuQmF0Y2hlc1Jlc3BvbnNlEhAKCGJhdGNoX2lkGAEgASgJEjcKCWNvbW1pdHRlZBgCIAEoCzIiLmtleW1lc2guc2lnbmluZy52MS5CYXRjaENvbW1pdHRlZEgAEi4KBWVycm9yGAMgASgLMh0ua2V5bWVzaC5zaWduaW5nLnYxLlNpZ25FcnJvckgAQggKBnJlc3VsdDKBBAoOU2lnbmluZ1NlcnZpY2USXgoJU2lnbkJhdGNoEiQua2V5bWVzaC5zaWduaW5nLnYxLlNpZ25CYXRjaFJlcXVlc3QaJS5rZXltZXNoLnNpZ25pbmcudjEuU2lnbkJhdGNoUmVzcG9uc2UiBMjzGAMSZQoKU2lnblN0cmVhbRIlLmtleW1lc2guc2lnbmluZy52MS5TaWduU3RyZWFtUmVxdWVzdBomLmtleW1lc2guc2lnbmluZy52MS5TaWduU3RyZWFtUmVzcG9uc2UiBMjzGAMoATABEmUKClJ1bkJhdGNoZXMSJS5rZXltZXNoLnNpZ25pbmcudjEuUnVuQmF0Y2hlc1JlcXVlc3QaJi5rZXltZXNoLnNpZ25pbmcudjEuUnVuQmF0Y2hlc1Jlc3BvbnNlIgTI8xgDKAEwARJYCgZWZXJpZnkSIS5rZXltZXNoLnNpZ25pbmcudjEuVmVyaWZ5UmVxdWVzdBoiLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlSZXNwb25zZSIHkAIByPMYAhJnCgtWZXJpZnlCYXRjaBImLmtleW1lc2guc2lnbmluZy52MS5WZXJpZnlCYXRjaFJlcXVlc3QaJy5rZXltZXNoLnNpZ25pbmcudjEuVmVyaWZ5QmF0Y2hSZXNwb25zZSIHkAIByPMYAkLXAQoWY29tLmtleW1lc2guc2lnbmluZy52MUITU2lnbmluZ1NlcnZpY2VQcm90b1ABWj5naXRodWIuY29tL2tleW1lc2gva2V5bWVzaC9nZW4vZ28va2V5bWVzaC9zaWduaW5nL3YxO3NpZ25pbmd2MaICA0tTWKoCEktleW1lc2guU2lnbmluZy5WMcoCEktleW1lc2hcU2lnbmluZ1xWMeICHktleW1lc2hcU2lnbmluZ1xWMVxHUEJNZXRhZGF0YeoCFEtleW1lc2g6OlNpZ25pbmc6OlYxYgZwcm90bzM", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_collection_v1_collection_service, file_keymesh_records_v1_blocks]);
 
 /**
  * SignBatchRequest is one batch to sign.
@@ -390,6 +392,259 @@ export const VerifyBatchResponseSchema: GenMessage<VerifyBatchResponse> = /*@__P
   messageDesc(file_keymesh_signing_v1_signing_service, 9);
 
 /**
+ * RunBatchRequest is one batch for RunBatches: the lease to sign and commit under, and the
+ * claim to make.
+ *
+ * @generated from message keymesh.signing.v1.RunBatchRequest
+ */
+export type RunBatchRequest = Message<"keymesh.signing.v1.RunBatchRequest"> & {
+  /**
+   * The batch's id, unique per batch (1-64 characters); Collection records its history under it.
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The leased keyring key.
+   *
+   * @generated from field: string key_id = 2;
+   */
+  keyId: string;
+
+  /**
+   * The lease's fencing token (positive; int64 end to end).
+   *
+   * @generated from field: int64 fence = 3;
+   */
+  fence: bigint;
+
+  /**
+   * The lease id from AcquireKeyLease or RotateKeyLease: proves the caller holds the lease.
+   *
+   * @generated from field: string lease_id = 4;
+   */
+  leaseId: string;
+
+  /**
+   * The lease token from the lease or its latest renewal; a lapsed one is refused.
+   *
+   * @generated from field: string lease_token = 5;
+   */
+  leaseToken: string;
+
+  /**
+   * Optional: KeyLease.sealed_private_key of the same lease (see SignBatchRequest).
+   *
+   * @generated from field: bytes sealed_private_key = 6;
+   */
+  sealedPrivateKey: Uint8Array;
+
+  /**
+   * Who claims (the executor instance), 1-128 characters: Collection's history names it.
+   *
+   * @generated from field: string claimant = 7;
+   */
+  claimant: string;
+
+  /**
+   * The job the batch belongs to (at most 64 characters).
+   *
+   * @generated from field: string job_id = 8;
+   */
+  jobId: string;
+
+  /**
+   * Records to claim at most, 1-10000 (the job's batch size).
+   *
+   * @generated from field: uint32 size = 9;
+   */
+  size: number;
+
+  /**
+   * Claim lifetime in milliseconds, 1000-3600000 (the lease's TTL).
+   *
+   * @generated from field: uint32 claim_ttl_ms = 10;
+   */
+  claimTtlMs: number;
+};
+
+/**
+ * Describes the message keymesh.signing.v1.RunBatchRequest.
+ * Use `create(RunBatchRequestSchema)` to create a new message.
+ */
+export const RunBatchRequestSchema: GenMessage<RunBatchRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_signing_v1_signing_service, 10);
+
+/**
+ * LeaseRenewal hands a batch in flight the token of its lease's latest renewal.
+ *
+ * @generated from message keymesh.signing.v1.LeaseRenewal
+ */
+export type LeaseRenewal = Message<"keymesh.signing.v1.LeaseRenewal"> & {
+  /**
+   * The batch.
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The renewed lease token.
+   *
+   * @generated from field: string lease_token = 2;
+   */
+  leaseToken: string;
+};
+
+/**
+ * Describes the message keymesh.signing.v1.LeaseRenewal.
+ * Use `create(LeaseRenewalSchema)` to create a new message.
+ */
+export const LeaseRenewalSchema: GenMessage<LeaseRenewal> = /*@__PURE__*/
+  messageDesc(file_keymesh_signing_v1_signing_service, 11);
+
+/**
+ * RunBatchesRequest is one message on the RunBatches stream.
+ *
+ * @generated from message keymesh.signing.v1.RunBatchesRequest
+ */
+export type RunBatchesRequest = Message<"keymesh.signing.v1.RunBatchesRequest"> & {
+  /**
+   * What the message does.
+   *
+   * @generated from oneof keymesh.signing.v1.RunBatchesRequest.message
+   */
+  message: {
+    /**
+     * A batch to run. Its rules are checked per batch by the handler, so that a bad batch
+     * fails alone (an error reply) instead of ending the stream and every batch on it.
+     *
+     * @generated from field: keymesh.signing.v1.RunBatchRequest batch = 1;
+     */
+    value: RunBatchRequest;
+    case: "batch";
+  } | {
+    /**
+     * A renewed lease token for a batch in flight.
+     *
+     * @generated from field: keymesh.signing.v1.LeaseRenewal renewal = 2;
+     */
+    value: LeaseRenewal;
+    case: "renewal";
+  } | {
+    /**
+     * The id of a batch in flight to abandon (its lease was lost): nothing is committed.
+     *
+     * @generated from field: string abandon = 3;
+     */
+    value: string;
+    case: "abandon";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The W3C traceparent of the batch's span, so that the claim, signing and commit of a
+   * batch belong to its trace.
+   *
+   * @generated from field: string traceparent = 4;
+   */
+  traceparent: string;
+
+  /**
+   * The W3C tracestate that goes with traceparent.
+   *
+   * @generated from field: string tracestate = 5;
+   */
+  tracestate: string;
+};
+
+/**
+ * Describes the message keymesh.signing.v1.RunBatchesRequest.
+ * Use `create(RunBatchesRequestSchema)` to create a new message.
+ */
+export const RunBatchesRequestSchema: GenMessage<RunBatchesRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_signing_v1_signing_service, 12);
+
+/**
+ * BatchCommitted is what became of a batch that ran to its commit, or found nothing to claim.
+ *
+ * @generated from message keymesh.signing.v1.BatchCommitted
+ */
+export type BatchCommitted = Message<"keymesh.signing.v1.BatchCommitted"> & {
+  /**
+   * The claim the records were taken under; empty when none was left to claim.
+   *
+   * @generated from field: string claim_id = 1;
+   */
+  claimId: string;
+
+  /**
+   * How many records were claimed (0: none was left).
+   *
+   * @generated from field: uint32 claimed = 2;
+   */
+  claimed: number;
+
+  /**
+   * Collection's answer to the commit (absent when nothing was claimed).
+   *
+   * @generated from field: keymesh.collection.v1.CommitBatchResponse commit = 3;
+   */
+  commit?: CommitBatchResponse | undefined;
+};
+
+/**
+ * Describes the message keymesh.signing.v1.BatchCommitted.
+ * Use `create(BatchCommittedSchema)` to create a new message.
+ */
+export const BatchCommittedSchema: GenMessage<BatchCommitted> = /*@__PURE__*/
+  messageDesc(file_keymesh_signing_v1_signing_service, 13);
+
+/**
+ * RunBatchesResponse answers one batch on the RunBatches stream.
+ *
+ * @generated from message keymesh.signing.v1.RunBatchesResponse
+ */
+export type RunBatchesResponse = Message<"keymesh.signing.v1.RunBatchesResponse"> & {
+  /**
+   * The batch's id.
+   *
+   * @generated from field: string batch_id = 1;
+   */
+  batchId: string;
+
+  /**
+   * The outcome: the commit, or why the batch was not committed (its claim released).
+   *
+   * @generated from oneof keymesh.signing.v1.RunBatchesResponse.result
+   */
+  result: {
+    /**
+     * The batch ran: the commit's answer, or nothing to claim.
+     *
+     * @generated from field: keymesh.signing.v1.BatchCommitted committed = 2;
+     */
+    value: BatchCommitted;
+    case: "committed";
+  } | {
+    /**
+     * The failure.
+     *
+     * @generated from field: keymesh.signing.v1.SignError error = 3;
+     */
+    value: SignError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message keymesh.signing.v1.RunBatchesResponse.
+ * Use `create(RunBatchesResponseSchema)` to create a new message.
+ */
+export const RunBatchesResponseSchema: GenMessage<RunBatchesResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_signing_v1_signing_service, 14);
+
+/**
  * SigningService signs batches of payloads with one keyring key (Ed25519) and verifies
  * signatures. It is the only place a signing private key is ever decrypted: once per lease
  * (key id + fence), never logged, never returned.
@@ -418,6 +673,24 @@ export const SigningService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof SignStreamRequestSchema;
     output: typeof SignStreamResponseSchema;
+  },
+  /**
+   * RunBatches is the executor's data path, a long-lived bidirectional stream. For each batch
+   * the executor sends its lease; the signing service claims the records from
+   * CollectionService, signs them with the leased key and commits the signatures under the
+   * lease, so that payloads and signatures go between Collection and Signing once each and
+   * never through the executor. One response per batch, in any order, matched by batch id; a
+   * failed batch yields a response with an error and does not close the stream. The executor
+   * also sends a batch's renewed lease token (the commit goes out with the latest one) and
+   * abandons a batch whose lease it lost: its claim is released and nothing is committed, as
+   * for every batch still in flight when the stream ends.
+   *
+   * @generated from rpc keymesh.signing.v1.SigningService.RunBatches
+   */
+  runBatches: {
+    methodKind: "bidi_streaming";
+    input: typeof RunBatchesRequestSchema;
+    output: typeof RunBatchesResponseSchema;
   },
   /**
    * Verify checks one signature against a keyring key or a given public key.
