@@ -76,7 +76,7 @@ describe("keymesh serve with tracing", () => {
       expect(last?.state).toBe(JobState.SUCCEEDED);
 
       const committed = (s: ReceivedSpan) => s.name === "signing.batch" && s.attributes["keymesh.outcome"] === "committed";
-      const signed = (s: ReceivedSpan) => s.name === "signing.sign_batch";
+      const signed = (s: ReceivedSpan) => s.name === "signing.run_batch";
       await receiver.waitFor((all) => all.filter(committed).length === 2 && all.some(signed), 20_000);
       expect((await stop(proc)).code).toBe(0);
       const spans = receiver.spans();
@@ -91,9 +91,9 @@ describe("keymesh serve with tracing", () => {
       const serviceNames = new Set(servers.map((s) => s.serviceName));
       for (const name of ["keymesh-executor", "keymesh-keys", "keymesh-collection", "keymesh-signing"]) expect(serviceNames).toContain(name);
       // A call between services is its server span, a child of the caller's span: the
-      // executor's batch calls collection.
+      // signing service's batch claims from collection.
       const claim = spans.find((s) => s.kind === "SERVER" && s.name.endsWith("CollectionService/ClaimBatch"));
-      expect(byId.get(claim?.parentSpanId ?? "")?.serviceName).toBe("keymesh-executor");
+      expect(byId.get(claim?.parentSpanId ?? "")?.serviceName).toBe("keymesh-signing");
       expect(spans.filter((s) => s.kind === "CLIENT" && s.name.endsWith("CollectionService/ClaimBatch"))).toEqual([]);
 
       // SQL: one span per statement, `{OPERATION} {table}`, no path anywhere, under the

@@ -3,7 +3,7 @@
  * tests, configured by `KEYMESH_FAILPOINTS` (read once). Unset, every failpoint is a no-op
  * that costs one map lookup.
  *
- *   KEYMESH_FAILPOINTS="executor.before-commit=kill@3"
+ *   KEYMESH_FAILPOINTS="executor.batch-sent=kill@3,signing.before-commit=delay:3000@4"
  *
  * `kill` sends SIGKILL to this process, `stop` sends SIGSTOP (a test resumes it with
  * SIGCONT), both once the writes already made have had FLUSH_MS to go out; `delay:<ms>` waits; `@N` fires on the Nth time the point is reached (default 1),

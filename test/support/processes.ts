@@ -370,7 +370,7 @@ export interface SigningMeshOptions {
   readonly redisUrls: readonly string[];
   /** Executor processes to start (default 1). */
   readonly executors?: number;
-  /** KEYMESH_FAILPOINTS per executor index, e.g. { 0: "executor.before-commit=kill@3" }. */
+  /** KEYMESH_FAILPOINTS per executor index, e.g. { 0: "executor.batch-sent=kill@3" }. */
   readonly failpoints?: Record<number, string>;
   /** Extra environment for every process. */
   readonly env?: Record<string, string>;
