@@ -20,7 +20,8 @@ import { startInProcessMesh, type Backend } from "./support/mesh.js";
 /**
  * Spans of one batch, per backend: the root; the lease rotation (RotateKeyLease) with the
  * release of the previous lease, its Redlock release, the grant and the new Redlock lock; the
- * claim (ClaimBatch) with its statements; the signing; the commit (CommitBatch) with its
+ * claim (`collection.claim`, a ClaimStream request) with its statements; the signing (`signing.run_batch`, which
+ * the claim and the commit are under); the commit (`collection.commit`) with its
  * statements. On MariaDB the grant, the claim and the commit's writes before the signatures
  * (close the claim, raise the key's fence, the batch's history row) are one stored-procedure
  * call each, then the signatures: 12 spans. On SQLite, where a statement is a function call
@@ -44,7 +45,7 @@ const LEASE = /KeyManagementService\/(Acquire|Rotate)KeyLease$/;
 /** Statements that open or close a transaction: recorded on the transaction's span, not as spans. */
 const TRANSACTION_CONTROL = /^\s*(BEGIN|COMMIT|ROLLBACK|SET\s+TRANSACTION|SAVEPOINT|RELEASE\s+SAVEPOINT)\b/i;
 /** Names of the spans that are a batch's work, wherever they land. */
-const BATCH_WORK = /KeyLease$|CollectionService\/(ClaimBatch|CommitBatch|ReleaseClaim)$|^signing\.run_batch$|^lease\./;
+const BATCH_WORK = /KeyLease$|^collection\.(claim|commit|release)$|^signing\.run_batch$|^lease\./;
 
 afterAll(() => stopTracing());
 
@@ -202,11 +203,11 @@ describe.each<Backend>(["mysql+redis", "sqlite+memory"])("batch traces on %s", (
         const named = (re: RegExp) => (s: ReadableSpan) => re.test(s.name);
         const under = (pred: (s: ReadableSpan) => boolean, what: (s: ReadableSpan) => boolean) =>
           batch.some((s) => what(s) && ancestors(s, byId).some(pred));
-        for (const work of [LEASE, /CollectionService\/ClaimBatch$/, /^signing\.run_batch$/, /CollectionService\/CommitBatch$/]) {
+        for (const work of [LEASE, /^collection\.claim$/, /^signing\.run_batch$/, /^collection\.commit$/]) {
           expect(batch.some(named(work)), String(work)).toBe(true);
         }
-        expect(under(named(/CollectionService\/ClaimBatch$/), isSql), "SQL under ClaimBatch").toBe(true);
-        expect(under(named(/CollectionService\/CommitBatch$/), isSql), "SQL under CommitBatch").toBe(true);
+        expect(under(named(/^collection\.claim$/), isSql), "SQL under the claim").toBe(true);
+        expect(under(named(/^collection\.commit$/), isSql), "SQL under the commit").toBe(true);
         expect(under(named(LEASE), isSql), "SQL under the lease").toBe(true);
         if (backend === "mysql+redis") expect(under(named(LEASE), isRedis), "Redis under the lease").toBe(true);
       }

@@ -106,13 +106,15 @@ describe("signing batch tracing across processes", () => {
         await new Promise((r) => setTimeout(r, 200));
       }
     };
-    const server = (service: string, name: string) => (s: ReceivedSpan) => s.kind === "SERVER" && s.serviceName === service && s.name === name;
     // The batch's lease: acquired, or rotated from the worker's previous batch (whose lease that
     // rotation releases; a worker's last lease is released when it stops, outside any batch).
     const leased = (s: ReceivedSpan) => s.kind === "SERVER" && s.serviceName === "keymesh-keys" && /KeyManagementService\/(Acquire|Rotate)KeyLease$/.test(s.name);
     await descendants(leased, "AcquireKeyLease or RotateKeyLease server span");
-    await descendants(server("keymesh-keys", "keymesh.collection.v1.CollectionService/ClaimBatch"), "ClaimBatch server span");
-    await descendants(server("keymesh-keys", "keymesh.collection.v1.CollectionService/CommitBatch"), "CommitBatch server span");
+    // The claim and the commit are requests on signing's long-lived ClaimStream: one span each
+    // in the collection service, from the request's trace context.
+    const inCollection = (name: string) => (s: ReceivedSpan) => s.serviceName === "keymesh-keys" && s.name === name;
+    await descendants(inCollection("collection.claim"), "collection.claim span");
+    await descendants(inCollection("collection.commit"), "collection.commit span");
     // Work on the long-lived batch stream is attributed to this batch through the per-message
     // trace context: the signing service's span, and under it the claim and commit it sends.
     const sign = await descendants((s) => s.serviceName === "keymesh-signing" && s.name === "signing.run_batch", "signing span");
@@ -124,7 +126,7 @@ describe("signing batch tracing across processes", () => {
     await descendants((s) => s.attributes["db.system"] === "redis" || s.attributes["db.system.name"] === "redis", "Redis span");
     // The long-lived RunBatches call belongs to the job's trace, not to a batch's.
     const batchTrace = receiver.spans().filter((s) => s.traceId === batch.traceId);
-    expect(batchTrace.some((s) => s.name.endsWith("SigningService/RunBatches"))).toBe(false);
+    expect(batchTrace.some((s) => s.name.endsWith("SigningService/RunBatches") || s.name.endsWith("CollectionService/ClaimStream"))).toBe(false);
     // The job span records its batches and links to them.
     const jobSpan = (await receiver.waitFor((all) => all.some((s) => s.name === "signing.job"), 15_000)).find((s) => s.name === "signing.job")!;
     expect(jobSpan.traceId).toBe(last!.traceId);

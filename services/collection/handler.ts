@@ -1,12 +1,23 @@
 import { randomUUID } from "node:crypto";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
+  ClaimBatchRequestSchema,
   CollectionService,
+  CommitBatchRequestSchema,
   RejectionReason,
+  ReleaseClaimRequestSchema,
+  type ClaimBatchRequest,
+  type ClaimStreamRequest,
+  type ClaimStreamResponseSchema,
+  type CommitBatchRequest,
   type ExportSignaturesResponseSchema,
+  type ReleaseClaimRequest,
 } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
-import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
+import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
+import { codeName, InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
+import { violationOf } from "../shared/interceptors/validation.js";
+import { boundedReplies } from "../shared/server/bounded-stream.js";
 import { verifyEd25519Async } from "../shared/crypto/ed25519.js";
 import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
 import { packRecords, unpackSignatures } from "../shared/records/blocks.js";
@@ -30,6 +41,22 @@ const REASONS: Record<RejectReason, RejectionReason> = {
 
 const EXPORT_PAGE = 2000;
 
+/**
+ * Requests one ClaimStream holds at once (each claim or commit is a batch's worth of work):
+ * at the cap the stream stops reading and HTTP/2 flow control pushes back on the caller.
+ */
+export const CLAIM_STREAM_MAX_IN_FLIGHT = 16;
+
+type ClaimStreamReply = MessageInitShape<typeof ClaimStreamResponseSchema>;
+
+const tracer = trace.getTracer("keymesh.collection");
+
+/** Throws the request's first rule violation (the rules its unary RPC checks on arrival). */
+function checked<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): void {
+  const invalid = violationOf(schema, message);
+  if (invalid) throw invalid;
+}
+
 const storedSignature = (s: SignatureRow | undefined) =>
   s && { signature: s.signature, keyId: s.keyId, fence: BigInt(s.fence), batchId: s.batchId, signedAtMs: BigInt(s.signedAt) };
 
@@ -50,6 +77,75 @@ const sampleCheck: SignatureCheck = async (publicKey, payloads, sigs) =>
 export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImpl<typeof CollectionService> {
   const now = deps.now ?? Date.now;
   const { store } = deps;
+
+  async function claim(req: ClaimBatchRequest) {
+    const claimId = randomUUID();
+    const at = now();
+    const expiresAt = at + req.claimTtlMs;
+    const records = await store.claim({ claimId, claimant: req.claimant, jobId: req.jobId, size: req.size, now: at, expiresAt });
+    return { claimId, records: packRecords(records), expiresAtMs: BigInt(expiresAt) };
+  }
+
+  async function commit(req: CommitBatchRequest, signal: AbortSignal) {
+    // Uniqueness is the one rule left here: as a CEL rule over 10000 items it is too slow.
+    const unpacked = unpackSignatures(req.signatures);
+    if (unpacked.ids.length === 0) throw new InvalidInputError("signatures: a commit needs at least one signature");
+    const seen = new Set<number>();
+    const signatures = unpacked.ids.map((recordId, i) => {
+      if (seen.has(recordId)) throw new InvalidInputError(`record ${recordId} appears twice in the commit`);
+      seen.add(recordId);
+      return { recordId, signature: unpacked.signatures[i]! };
+    });
+    // The lease token is checked locally; its expiry is judged inside the transaction.
+    const lease = await deps.leases({ keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: req.leaseToken }, signal);
+    const result = lease.view
+      ? await store.commit({ claimId: req.claimId, batchId: req.batchId, keyId: req.keyId, fence: req.fence, signatures }, now, lease.view, sampleCheck)
+      : { stored: 0, rejections: signatures.map((s) => ({ recordId: s.recordId, reason: "stale_fence" as const })) };
+    // Claim to decision, both on this service's clock (unknown for an unproven lease).
+    recordCommitMetrics(result, result.startedAt !== undefined && result.decidedAt !== undefined ? result.decidedAt - result.startedAt : undefined);
+    return {
+      stored: result.stored,
+      rejected: result.rejections.length,
+      rejections: result.rejections.map((r) => ({ recordId: BigInt(r.recordId), reason: REASONS[r.reason] })),
+    };
+  }
+
+  async function release(req: ReleaseClaimRequest) {
+    return { released: await store.releaseClaim(req.claimId) };
+  }
+
+  /** One request on ClaimStream, in a span of the caller's trace (its context travels with it). */
+  function onClaimStream(msg: ClaimStreamRequest, signal: AbortSignal): Promise<ClaimStreamReply> {
+    const { requestId } = msg;
+    const r = msg.request;
+    const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
+    return tracer.startActiveSpan(`collection.${r.case ?? "request"}`, {}, parent, async (span): Promise<ClaimStreamReply> => {
+      try {
+        switch (r.case) {
+          case "claim":
+            checked(ClaimBatchRequestSchema, r.value);
+            return { requestId, response: { case: "claim", value: await claim(r.value) } };
+          case "commit":
+            checked(CommitBatchRequestSchema, r.value);
+            return { requestId, response: { case: "commit", value: await commit(r.value, signal) } };
+          case "release":
+            checked(ReleaseClaimRequestSchema, r.value);
+            return { requestId, response: { case: "release", value: await release(r.value) } };
+          default:
+            // The oneof is required: the server's validation refused such a message already.
+            throw new InvalidInputError("request: a claim, commit or release is required");
+        }
+      } catch (err) {
+        const ce = toConnectError(err);
+        span.recordException(ce);
+        span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
+        return { requestId, response: { case: "error", value: { code: codeName(ce.code), message: ce.rawMessage } } };
+      } finally {
+        span.end();
+      }
+    });
+  }
+
   return {
     seedRecords: mapErrors(async (req, ctx) => {
       const size = req.payloadSize === 0 ? 64 : req.payloadSize;
@@ -58,39 +154,14 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
       return { inserted, total: BigInt(total) };
     }),
 
-    claimBatch: mapErrors(async (req) => {
-      const claimId = randomUUID();
-      const at = now();
-      const expiresAt = at + req.claimTtlMs;
-      const records = await store.claim({ claimId, claimant: req.claimant, jobId: req.jobId, size: req.size, now: at, expiresAt });
-      return { claimId, records: packRecords(records), expiresAtMs: BigInt(expiresAt) };
-    }),
+    claimBatch: mapErrors(claim),
+    commitBatch: mapErrors((req, ctx) => commit(req, ctx.signal)),
+    releaseClaim: mapErrors(release),
 
-    commitBatch: mapErrors(async (req, ctx) => {
-      // Uniqueness is the one rule left here: as a CEL rule over 10000 items it is too slow.
-      const unpacked = unpackSignatures(req.signatures);
-      if (unpacked.ids.length === 0) throw new InvalidInputError("signatures: a commit needs at least one signature");
-      const seen = new Set<number>();
-      const signatures = unpacked.ids.map((recordId, i) => {
-        if (seen.has(recordId)) throw new InvalidInputError(`record ${recordId} appears twice in the commit`);
-        seen.add(recordId);
-        return { recordId, signature: unpacked.signatures[i]! };
-      });
-      // The lease token is checked locally; its expiry is judged inside the transaction.
-      const lease = await deps.leases({ keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: req.leaseToken }, ctx.signal);
-      const result = lease.view
-        ? await store.commit({ claimId: req.claimId, batchId: req.batchId, keyId: req.keyId, fence: req.fence, signatures }, now, lease.view, sampleCheck)
-        : { stored: 0, rejections: signatures.map((s) => ({ recordId: s.recordId, reason: "stale_fence" as const })) };
-      // Claim to decision, both on this service's clock (unknown for an unproven lease).
-      recordCommitMetrics(result, result.startedAt !== undefined && result.decidedAt !== undefined ? result.decidedAt - result.startedAt : undefined);
-      return {
-        stored: result.stored,
-        rejected: result.rejections.length,
-        rejections: result.rejections.map((r) => ({ recordId: BigInt(r.recordId), reason: REASONS[r.reason] })),
-      };
-    }),
-
-    releaseClaim: mapErrors(async (req) => ({ released: await store.releaseClaim(req.claimId) })),
+    claimStream(requests, ctx) {
+      // As the unary RPCs, one request at a time per slot, answered as each finishes.
+      return boundedReplies(requests, CLAIM_STREAM_MAX_IN_FLIGHT, (msg) => onClaimStream(msg, ctx.signal));
+    },
 
     getRecord: mapErrors(async (req) => {
       const found = await store.get(Number(req.id));

@@ -3,6 +3,7 @@ import { createLeaseTokens } from "../shared/crypto/lease-token.js";
 import { masterKeyMaterial } from "../shared/crypto/rotation/master-key-manager.js";
 import type { ServiceModule } from "../shared/server/service-module.js";
 import { createSigningHandler, STREAM_MAX_IN_FLIGHT } from "./handler.js";
+import { createClaimStream } from "./claim-stream.js";
 import { createRunBatches } from "./run-batches.js";
 import { createSignPool } from "./sign-pool.js";
 import { createSigner } from "./signer.js";
@@ -35,10 +36,12 @@ export const signingModule: ServiceModule = {
     });
     const publicKeyOf = async (keyId: string) => (await keys.getKeyringKey({ keyId })).key!.publicKey;
     // The executor's data path: claims and commits go straight to Collection (run-batches.ts).
-    const runBatches = createRunBatches({ signer, collection: ctx.clients.collection, maxInFlight: STREAM_MAX_IN_FLIGHT });
+    const claims = createClaimStream(ctx.clients.collection);
+    const runBatches = createRunBatches({ signer, collection: claims, maxInFlight: STREAM_MAX_IN_FLIGHT });
     router.service(SigningService, createSigningHandler({ signer, publicKeyOf, runBatches }));
     return {
       close: async () => {
+        claims.close();
         signer.clear();
         await pool.close();
       },

@@ -1,7 +1,6 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
-import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import {
   RunBatchRequestSchema,
   type RunBatchesRequest,
@@ -13,7 +12,8 @@ import { failpoint } from "../shared/failpoints.js";
 import { violationOf } from "../shared/interceptors/validation.js";
 import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
 import { untilAborted } from "../shared/until-aborted.js";
-import { boundedReplies } from "./bounded-stream.js";
+import { boundedReplies } from "../shared/server/bounded-stream.js";
+import type { ClaimPort } from "./claim-stream.js";
 import type { Signer } from "./signer.js";
 
 type Reply = MessageInitShape<typeof RunBatchesResponseSchema>;
@@ -24,8 +24,8 @@ export type RunBatches = (requests: AsyncIterable<RunBatchesRequest>, signal: Ab
 /** Dependencies of RunBatches. */
 export interface RunBatchesDeps {
   readonly signer: Pick<Signer, "signBatch">;
-  /** CollectionService, where the records are claimed and the signatures committed. */
-  readonly collection: Pick<Client<typeof CollectionService>, "claimBatch" | "commitBatch" | "releaseClaim">;
+  /** CollectionService, where the records are claimed and the signatures committed (claim-stream.ts). */
+  readonly collection: ClaimPort;
   /** Batches in flight per stream. */
   readonly maxInFlight: number;
 }
@@ -55,12 +55,14 @@ export function createRunBatches(deps: RunBatchesDeps): RunBatches {
   async function run(req: RunBatchRequest, batch: InFlight, signal: AbortSignal): Promise<Reply["result"]> {
     const invalid = violationOf(RunBatchRequestSchema, req);
     if (invalid) throw invalid;
-    const claim = await collection.claimBatch({ claimant: req.claimant, size: req.size, claimTtlMs: req.claimTtlMs, jobId: req.jobId }, { signal });
+    signal.throwIfAborted();
+    const claim = await collection.claimBatch({ claimant: req.claimant, size: req.size, claimTtlMs: req.claimTtlMs, jobId: req.jobId });
     const ids = claim.records?.ids ?? [];
     if (ids.length === 0) return { case: "committed", value: { claimId: "", claimed: 0 } };
     trace.getActiveSpan()?.setAttribute("keymesh.record_count", ids.length);
     let committed = false;
     try {
+      signal.throwIfAborted();
       const { payloads } = unpackRecords(claim.records);
       const lease = () => ({ keyId: req.keyId, fence: req.fence, leaseId: req.leaseId, leaseToken: batch.token });
       const signatures = await untilAborted(signer.signBatch(lease(), payloads, req.sealedPrivateKey), signal);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/collection/v1/collection_service.proto.
  */
 export const file_keymesh_collection_v1_collection_service: GenFile = /*@__PURE__*/
-  fileDesc("Ci5rZXltZXNoL2NvbGxlY3Rpb24vdjEvY29sbGVjdGlvbl9zZXJ2aWNlLnByb3RvEhVrZXltZXNoLmNvbGxlY3Rpb24udjEiJQoGUmVjb3JkEgoKAmlkGAEgASgDEg8KB3BheWxvYWQYAiABKAwiawoPU3RvcmVkU2lnbmF0dXJlEhEKCXNpZ25hdHVyZRgBIAEoDBIOCgZrZXlfaWQYAiABKAkSDQoFZmVuY2UYAyABKAMSEAoIYmF0Y2hfaWQYBCABKAkSFAoMc2lnbmVkX2F0X21zGAUgASgDIlEKElNlZWRSZWNvcmRzUmVxdWVzdBIbCgVjb3VudBgBIAEoDUIMukgJKgcYgK3iBCgBEh4KDHBheWxvYWRfc2l6ZRgCIAEoDUIIukgFKgMYgAgiNgoTU2VlZFJlY29yZHNSZXNwb25zZRIQCghpbnNlcnRlZBgBIAEoDRINCgV0b3RhbBgCIAEoAyKJAQoRQ2xhaW1CYXRjaFJlcXVlc3QSHAoIY2xhaW1hbnQYASABKAlCCrpIB3IFEAEYgAESGAoEc2l6ZRgCIAEoDUIKukgHKgUYkE4oARIjCgxjbGFpbV90dGxfbXMYAyABKA1CDbpICioIGIDd2wEo6AcSFwoGam9iX2lkGAQgASgJQge6SARyAhhAInUKEkNsYWltQmF0Y2hSZXNwb25zZRIQCghjbGFpbV9pZBgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAMgASgDEjAKB3JlY29yZHMYBCABKAsyHy5rZXltZXNoLnJlY29yZHMudjEuUmVjb3JkQmxvY2tKBAgCEAMixwIKEkNvbW1pdEJhdGNoUmVxdWVzdBIbCghjbGFpbV9pZBgBIAEoCUIJukgGcgQQARhAEhsKCGJhdGNoX2lkGAIgASgJQgm6SAZyBBABGEASLAoGa2V5X2lkGAMgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhYKBWZlbmNlGAQgASgDQge6SAQiAiAAEhcKBmpvYl9pZBgFIAEoCUIHukgEcgIYQBIcCghsZWFzZV9pZBgIIAEoCUIKukgHcgUQARiAARIfCgtsZWFzZV90b2tlbhgJIAEoCUIKukgHcgUQARiABBI+CgpzaWduYXR1cmVzGAogASgLMiIua2V5bWVzaC5yZWNvcmRzLnYxLlNpZ25hdHVyZUJsb2NrQga6SAPIAQFKBAgGEAdKBAgHEAhSDXN0YXJ0ZWRfYXRfbXMiVgoJUmVqZWN0aW9uEhEKCXJlY29yZF9pZBgBIAEoAxI2CgZyZWFzb24YAiABKA4yJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uUmVhc29uIm0KE0NvbW1pdEJhdGNoUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNEhAKCHJlamVjdGVkGAIgASgNEjQKCnJlamVjdGlvbnMYAyADKAsyIC5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uIjIKE1JlbGVhc2VDbGFpbVJlcXVlc3QSGwoIY2xhaW1faWQYASABKAlCCbpIBnIEEAEYQCIoChRSZWxlYXNlQ2xhaW1SZXNwb25zZRIQCghyZWxlYXNlZBgBIAEoDSIwChBHZXRSZWNvcmRSZXF1ZXN0EhwKAmlkGAEgASgDQhC6SA0iCxj/////////DygAIn0KEUdldFJlY29yZFJlc3BvbnNlEi0KBnJlY29yZBgBIAEoCzIdLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWNvcmQSOQoJc2lnbmF0dXJlGAIgASgLMiYua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlN0b3JlZFNpZ25hdHVyZSIUChJHZXRQcm9ncmVzc1JlcXVlc3QiRQoTR2V0UHJvZ3Jlc3NSZXNwb25zZRINCgV0b3RhbBgBIAEoAxIOCgZzaWduZWQYAiABKAMSDwoHY2xhaW1lZBgDIAEoAyIvChRHZXRCYXRjaFN0YXRzUmVxdWVzdBIXCgZqb2JfaWQYASABKAlCB7pIBHICGEAiiAIKFUdldEJhdGNoU3RhdHNSZXNwb25zZRIZChFiYXRjaGVzX2NvbW1pdHRlZBgBIAEoAxIYChBiYXRjaGVzX3JlamVjdGVkGAIgASgDEhEKCWtleXNfdXNlZBgDIAEoDRIbChNtaW5fYmF0Y2hlc19wZXJfa2V5GAQgASgDEhsKE21heF9iYXRjaGVzX3Blcl9rZXkYBSABKAMSHAoUYmF0Y2hfbGF0ZW5jeV9wNTBfbXMYBiABKAMSHAoUYmF0Y2hfbGF0ZW5jeV9wOTlfbXMYByABKAMSHAoUZHVwbGljYXRlX3NpZ25hdHVyZXMYCCABKAMSEwoLYmF0Y2hfc2l6ZXMYCSADKA0iXgoXRXhwb3J0U2lnbmF0dXJlc1JlcXVlc3QSIgoIYWZ0ZXJfaWQYASABKANCELpIDSILGP////////8PKAASHwoFbGltaXQYAiABKANCELpIDSILGP////////8PKAAiUgoYRXhwb3J0U2lnbmF0dXJlc1Jlc3BvbnNlEjYKB3JlY29yZHMYASADKAsyJS5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0ZWRSZWNvcmQiegoORXhwb3J0ZWRSZWNvcmQSLQoGcmVjb3JkGAEgASgLMh0ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlY29yZBI5CglzaWduYXR1cmUYAiABKAsyJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuU3RvcmVkU2lnbmF0dXJlIhYKFERlbGV0ZVJlY29yZHNSZXF1ZXN0IigKFURlbGV0ZVJlY29yZHNSZXNwb25zZRIPCgdkZWxldGVkGAEgASgDKsUBCg9SZWplY3Rpb25SZWFzb24SIAocUkVKRUNUSU9OX1JFQVNPTl9VTlNQRUNJRklFRBAAEiMKH1JFSkVDVElPTl9SRUFTT05fQUxSRUFEWV9TSUdORUQQARIgChxSRUpFQ1RJT05fUkVBU09OX1NUQUxFX0ZFTkNFEAISIQodUkVKRUNUSU9OX1JFQVNPTl9OT1RfSU5fQ0xBSU0QAxImCiJSRUpFQ1RJT05fUkVBU09OX0lOVkFMSURfU0lHTkFUVVJFEAQygggKEUNvbGxlY3Rpb25TZXJ2aWNlEmoKC1NlZWRSZWNvcmRzEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlNlZWRSZWNvcmRzUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5TZWVkUmVjb3Jkc1Jlc3BvbnNlIgTI8xgEEmcKCkNsYWltQmF0Y2gSKC5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlcXVlc3QaKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlc3BvbnNlIgTI8xgDEmoKC0NvbW1pdEJhdGNoEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNvbW1pdEJhdGNoUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5Db21taXRCYXRjaFJlc3BvbnNlIgTI8xgDEm0KDFJlbGVhc2VDbGFpbRIqLmtleW1lc2guY29sbGVjdGlvbi52MS5SZWxlYXNlQ2xhaW1SZXF1ZXN0Gisua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlbGVhc2VDbGFpbVJlc3BvbnNlIgTI8xgDEmcKCUdldFJlY29yZBInLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRSZWNvcmRSZXF1ZXN0Gigua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFJlY29yZFJlc3BvbnNlIgeQAgHI8xgCEm0KC0dldFByb2dyZXNzEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFByb2dyZXNzUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRQcm9ncmVzc1Jlc3BvbnNlIgeQAgHI8xgCEnMKDUdldEJhdGNoU3RhdHMSKy5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0QmF0Y2hTdGF0c1JlcXVlc3QaLC5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0QmF0Y2hTdGF0c1Jlc3BvbnNlIgeQAgHI8xgCEn4KEEV4cG9ydFNpZ25hdHVyZXMSLi5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0U2lnbmF0dXJlc1JlcXVlc3QaLy5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0U2lnbmF0dXJlc1Jlc3BvbnNlIgeQAgHI8xgCMAEScAoNRGVsZXRlUmVjb3JkcxIrLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVxdWVzdBosLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVzcG9uc2UiBMjzGARC7wEKGWNvbS5rZXltZXNoLmNvbGxlY3Rpb24udjFCFkNvbGxlY3Rpb25TZXJ2aWNlUHJvdG9QAVpEZ2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvY29sbGVjdGlvbi92MTtjb2xsZWN0aW9udjGiAgNLQ1iqAhVLZXltZXNoLkNvbGxlY3Rpb24uVjHKAhVLZXltZXNoXENvbGxlY3Rpb25cVjHiAiFLZXltZXNoXENvbGxlY3Rpb25cVjFcR1BCTWV0YWRhdGHqAhdLZXltZXNoOjpDb2xsZWN0aW9uOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_records_v1_blocks]);
+  fileDesc("Ci5rZXltZXNoL2NvbGxlY3Rpb24vdjEvY29sbGVjdGlvbl9zZXJ2aWNlLnByb3RvEhVrZXltZXNoLmNvbGxlY3Rpb24udjEiJQoGUmVjb3JkEgoKAmlkGAEgASgDEg8KB3BheWxvYWQYAiABKAwiawoPU3RvcmVkU2lnbmF0dXJlEhEKCXNpZ25hdHVyZRgBIAEoDBIOCgZrZXlfaWQYAiABKAkSDQoFZmVuY2UYAyABKAMSEAoIYmF0Y2hfaWQYBCABKAkSFAoMc2lnbmVkX2F0X21zGAUgASgDIlEKElNlZWRSZWNvcmRzUmVxdWVzdBIbCgVjb3VudBgBIAEoDUIMukgJKgcYgK3iBCgBEh4KDHBheWxvYWRfc2l6ZRgCIAEoDUIIukgFKgMYgAgiNgoTU2VlZFJlY29yZHNSZXNwb25zZRIQCghpbnNlcnRlZBgBIAEoDRINCgV0b3RhbBgCIAEoAyKJAQoRQ2xhaW1CYXRjaFJlcXVlc3QSHAoIY2xhaW1hbnQYASABKAlCCrpIB3IFEAEYgAESGAoEc2l6ZRgCIAEoDUIKukgHKgUYkE4oARIjCgxjbGFpbV90dGxfbXMYAyABKA1CDbpICioIGIDd2wEo6AcSFwoGam9iX2lkGAQgASgJQge6SARyAhhAInUKEkNsYWltQmF0Y2hSZXNwb25zZRIQCghjbGFpbV9pZBgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAMgASgDEjAKB3JlY29yZHMYBCABKAsyHy5rZXltZXNoLnJlY29yZHMudjEuUmVjb3JkQmxvY2tKBAgCEAMixwIKEkNvbW1pdEJhdGNoUmVxdWVzdBIbCghjbGFpbV9pZBgBIAEoCUIJukgGcgQQARhAEhsKCGJhdGNoX2lkGAIgASgJQgm6SAZyBBABGEASLAoGa2V5X2lkGAMgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhYKBWZlbmNlGAQgASgDQge6SAQiAiAAEhcKBmpvYl9pZBgFIAEoCUIHukgEcgIYQBIcCghsZWFzZV9pZBgIIAEoCUIKukgHcgUQARiAARIfCgtsZWFzZV90b2tlbhgJIAEoCUIKukgHcgUQARiABBI+CgpzaWduYXR1cmVzGAogASgLMiIua2V5bWVzaC5yZWNvcmRzLnYxLlNpZ25hdHVyZUJsb2NrQga6SAPIAQFKBAgGEAdKBAgHEAhSDXN0YXJ0ZWRfYXRfbXMiVgoJUmVqZWN0aW9uEhEKCXJlY29yZF9pZBgBIAEoAxI2CgZyZWFzb24YAiABKA4yJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uUmVhc29uIm0KE0NvbW1pdEJhdGNoUmVzcG9uc2USDgoGc3RvcmVkGAEgASgNEhAKCHJlamVjdGVkGAIgASgNEjQKCnJlamVjdGlvbnMYAyADKAsyIC5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVqZWN0aW9uIjIKE1JlbGVhc2VDbGFpbVJlcXVlc3QSGwoIY2xhaW1faWQYASABKAlCCbpIBnIEEAEYQCIoChRSZWxlYXNlQ2xhaW1SZXNwb25zZRIQCghyZWxlYXNlZBgBIAEoDSLGAgoSQ2xhaW1TdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKA0SQQoFY2xhaW0YAiABKAsyKC5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlcXVlc3RCBrpIA9gBA0gAEkMKBmNvbW1pdBgDIAEoCzIpLmtleW1lc2guY29sbGVjdGlvbi52MS5Db21taXRCYXRjaFJlcXVlc3RCBrpIA9gBA0gAEkUKB3JlbGVhc2UYBCABKAsyKi5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVsZWFzZUNsYWltUmVxdWVzdEIGukgD2AEDSAASHQoLdHJhY2VwYXJlbnQYBSABKAlCCLpIBXIDGIACEhwKCnRyYWNlc3RhdGUYBiABKAlCCLpIBXIDGIAEQhAKB3JlcXVlc3QSBbpIAggBIjEKEENsYWltU3RyZWFtRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJIqkCChNDbGFpbVN0cmVhbVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKA0SOgoFY2xhaW0YAiABKAsyKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1CYXRjaFJlc3BvbnNlSAASPAoGY29tbWl0GAMgASgLMioua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNvbW1pdEJhdGNoUmVzcG9uc2VIABI+CgdyZWxlYXNlGAQgASgLMisua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlbGVhc2VDbGFpbVJlc3BvbnNlSAASOAoFZXJyb3IYBSABKAsyJy5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1TdHJlYW1FcnJvckgAQgoKCHJlc3BvbnNlIjAKEEdldFJlY29yZFJlcXVlc3QSHAoCaWQYASABKANCELpIDSILGP////////8PKAAifQoRR2V0UmVjb3JkUmVzcG9uc2USLQoGcmVjb3JkGAEgASgLMh0ua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlY29yZBI5CglzaWduYXR1cmUYAiABKAsyJi5rZXltZXNoLmNvbGxlY3Rpb24udjEuU3RvcmVkU2lnbmF0dXJlIhQKEkdldFByb2dyZXNzUmVxdWVzdCJFChNHZXRQcm9ncmVzc1Jlc3BvbnNlEg0KBXRvdGFsGAEgASgDEg4KBnNpZ25lZBgCIAEoAxIPCgdjbGFpbWVkGAMgASgDIi8KFEdldEJhdGNoU3RhdHNSZXF1ZXN0EhcKBmpvYl9pZBgBIAEoCUIHukgEcgIYQCKIAgoVR2V0QmF0Y2hTdGF0c1Jlc3BvbnNlEhkKEWJhdGNoZXNfY29tbWl0dGVkGAEgASgDEhgKEGJhdGNoZXNfcmVqZWN0ZWQYAiABKAMSEQoJa2V5c191c2VkGAMgASgNEhsKE21pbl9iYXRjaGVzX3Blcl9rZXkYBCABKAMSGwoTbWF4X2JhdGNoZXNfcGVyX2tleRgFIAEoAxIcChRiYXRjaF9sYXRlbmN5X3A1MF9tcxgGIAEoAxIcChRiYXRjaF9sYXRlbmN5X3A5OV9tcxgHIAEoAxIcChRkdXBsaWNhdGVfc2lnbmF0dXJlcxgIIAEoAxITCgtiYXRjaF9zaXplcxgJIAMoDSJeChdFeHBvcnRTaWduYXR1cmVzUmVxdWVzdBIiCghhZnRlcl9pZBgBIAEoA0IQukgNIgsY/////////w8oABIfCgVsaW1pdBgCIAEoA0IQukgNIgsY/////////w8oACJSChhFeHBvcnRTaWduYXR1cmVzUmVzcG9uc2USNgoHcmVjb3JkcxgBIAMoCzIlLmtleW1lc2guY29sbGVjdGlvbi52MS5FeHBvcnRlZFJlY29yZCJ6Cg5FeHBvcnRlZFJlY29yZBItCgZyZWNvcmQYASABKAsyHS5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVjb3JkEjkKCXNpZ25hdHVyZRgCIAEoCzImLmtleW1lc2guY29sbGVjdGlvbi52MS5TdG9yZWRTaWduYXR1cmUiFgoURGVsZXRlUmVjb3Jkc1JlcXVlc3QiKAoVRGVsZXRlUmVjb3Jkc1Jlc3BvbnNlEg8KB2RlbGV0ZWQYASABKAMqxQEKD1JlamVjdGlvblJlYXNvbhIgChxSRUpFQ1RJT05fUkVBU09OX1VOU1BFQ0lGSUVEEAASIwofUkVKRUNUSU9OX1JFQVNPTl9BTFJFQURZX1NJR05FRBABEiAKHFJFSkVDVElPTl9SRUFTT05fU1RBTEVfRkVOQ0UQAhIhCh1SRUpFQ1RJT05fUkVBU09OX05PVF9JTl9DTEFJTRADEiYKIlJFSkVDVElPTl9SRUFTT05fSU5WQUxJRF9TSUdOQVRVUkUQBDLyCAoRQ29sbGVjdGlvblNlcnZpY2USagoLU2VlZFJlY29yZHMSKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuU2VlZFJlY29yZHNSZXF1ZXN0Gioua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlNlZWRSZWNvcmRzUmVzcG9uc2UiBMjzGAQSZwoKQ2xhaW1CYXRjaBIoLmtleW1lc2guY29sbGVjdGlvbi52MS5DbGFpbUJhdGNoUmVxdWVzdBopLmtleW1lc2guY29sbGVjdGlvbi52MS5DbGFpbUJhdGNoUmVzcG9uc2UiBMjzGAMSagoLQ29tbWl0QmF0Y2gSKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ29tbWl0QmF0Y2hSZXF1ZXN0Gioua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNvbW1pdEJhdGNoUmVzcG9uc2UiBMjzGAMSbQoMUmVsZWFzZUNsYWltEioua2V5bWVzaC5jb2xsZWN0aW9uLnYxLlJlbGVhc2VDbGFpbVJlcXVlc3QaKy5rZXltZXNoLmNvbGxlY3Rpb24udjEuUmVsZWFzZUNsYWltUmVzcG9uc2UiBMjzGAMSbgoLQ2xhaW1TdHJlYW0SKS5rZXltZXNoLmNvbGxlY3Rpb24udjEuQ2xhaW1TdHJlYW1SZXF1ZXN0Gioua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkNsYWltU3RyZWFtUmVzcG9uc2UiBMjzGAMoATABEmcKCUdldFJlY29yZBInLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRSZWNvcmRSZXF1ZXN0Gigua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFJlY29yZFJlc3BvbnNlIgeQAgHI8xgCEm0KC0dldFByb2dyZXNzEikua2V5bWVzaC5jb2xsZWN0aW9uLnYxLkdldFByb2dyZXNzUmVxdWVzdBoqLmtleW1lc2guY29sbGVjdGlvbi52MS5HZXRQcm9ncmVzc1Jlc3BvbnNlIgeQAgHI8xgCEnMKDUdldEJhdGNoU3RhdHMSKy5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0QmF0Y2hTdGF0c1JlcXVlc3QaLC5rZXltZXNoLmNvbGxlY3Rpb24udjEuR2V0QmF0Y2hTdGF0c1Jlc3BvbnNlIgeQAgHI8xgCEn4KEEV4cG9ydFNpZ25hdHVyZXMSLi5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0U2lnbmF0dXJlc1JlcXVlc3QaLy5rZXltZXNoLmNvbGxlY3Rpb24udjEuRXhwb3J0U2lnbmF0dXJlc1Jlc3BvbnNlIgeQAgHI8xgCMAEScAoNRGVsZXRlUmVjb3JkcxIrLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVxdWVzdBosLmtleW1lc2guY29sbGVjdGlvbi52MS5EZWxldGVSZWNvcmRzUmVzcG9uc2UiBMjzGARC7wEKGWNvbS5rZXltZXNoLmNvbGxlY3Rpb24udjFCFkNvbGxlY3Rpb25TZXJ2aWNlUHJvdG9QAVpEZ2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gvY29sbGVjdGlvbi92MTtjb2xsZWN0aW9udjGiAgNLQ1iqAhVLZXltZXNoLkNvbGxlY3Rpb24uVjHKAhVLZXltZXNoXENvbGxlY3Rpb25cVjHiAiFLZXltZXNoXENvbGxlY3Rpb25cVjFcR1BCTWV0YWRhdGHqAhdLZXltZXNoOjpDb2xsZWN0aW9uOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_records_v1_blocks]);
 
 /**
  * A record to sign.
@@ -404,6 +404,161 @@ export const ReleaseClaimResponseSchema: GenMessage<ReleaseClaimResponse> = /*@_
   messageDesc(file_keymesh_collection_v1_collection_service, 10);
 
 /**
+ * ClaimStreamRequest is one request on the claim stream.
+ *
+ * @generated from message keymesh.collection.v1.ClaimStreamRequest
+ */
+export type ClaimStreamRequest = Message<"keymesh.collection.v1.ClaimStreamRequest"> & {
+  /**
+   * Chosen by the caller, echoed by the response (unique among its requests in flight).
+   *
+   * @generated from field: uint32 request_id = 1;
+   */
+  requestId: number;
+
+  /**
+   * The request. Its own rules are checked per request, so that a bad one fails alone (an
+   * error response) instead of ending the stream and every request on it.
+   *
+   * @generated from oneof keymesh.collection.v1.ClaimStreamRequest.request
+   */
+  request: {
+    /**
+     * As ClaimBatch.
+     *
+     * @generated from field: keymesh.collection.v1.ClaimBatchRequest claim = 2;
+     */
+    value: ClaimBatchRequest;
+    case: "claim";
+  } | {
+    /**
+     * As CommitBatch.
+     *
+     * @generated from field: keymesh.collection.v1.CommitBatchRequest commit = 3;
+     */
+    value: CommitBatchRequest;
+    case: "commit";
+  } | {
+    /**
+     * As ReleaseClaim.
+     *
+     * @generated from field: keymesh.collection.v1.ReleaseClaimRequest release = 4;
+     */
+    value: ReleaseClaimRequest;
+    case: "release";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The W3C traceparent of the caller's span (its batch's work).
+   *
+   * @generated from field: string traceparent = 5;
+   */
+  traceparent: string;
+
+  /**
+   * The W3C tracestate that goes with traceparent.
+   *
+   * @generated from field: string tracestate = 6;
+   */
+  tracestate: string;
+};
+
+/**
+ * Describes the message keymesh.collection.v1.ClaimStreamRequest.
+ * Use `create(ClaimStreamRequestSchema)` to create a new message.
+ */
+export const ClaimStreamRequestSchema: GenMessage<ClaimStreamRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_collection_v1_collection_service, 11);
+
+/**
+ * A failed request on the claim stream.
+ *
+ * @generated from message keymesh.collection.v1.ClaimStreamError
+ */
+export type ClaimStreamError = Message<"keymesh.collection.v1.ClaimStreamError"> & {
+  /**
+   * The Connect code name (e.g. "invalid_argument", "not_found", "unavailable").
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * A message a person can act on.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message keymesh.collection.v1.ClaimStreamError.
+ * Use `create(ClaimStreamErrorSchema)` to create a new message.
+ */
+export const ClaimStreamErrorSchema: GenMessage<ClaimStreamError> = /*@__PURE__*/
+  messageDesc(file_keymesh_collection_v1_collection_service, 12);
+
+/**
+ * ClaimStreamResponse answers one request on the claim stream.
+ *
+ * @generated from message keymesh.collection.v1.ClaimStreamResponse
+ */
+export type ClaimStreamResponse = Message<"keymesh.collection.v1.ClaimStreamResponse"> & {
+  /**
+   * The request's id.
+   *
+   * @generated from field: uint32 request_id = 1;
+   */
+  requestId: number;
+
+  /**
+   * The answer, as the unary RPC gives it, or why the request failed.
+   *
+   * @generated from oneof keymesh.collection.v1.ClaimStreamResponse.response
+   */
+  response: {
+    /**
+     * ClaimBatch's answer.
+     *
+     * @generated from field: keymesh.collection.v1.ClaimBatchResponse claim = 2;
+     */
+    value: ClaimBatchResponse;
+    case: "claim";
+  } | {
+    /**
+     * CommitBatch's answer.
+     *
+     * @generated from field: keymesh.collection.v1.CommitBatchResponse commit = 3;
+     */
+    value: CommitBatchResponse;
+    case: "commit";
+  } | {
+    /**
+     * ReleaseClaim's answer.
+     *
+     * @generated from field: keymesh.collection.v1.ReleaseClaimResponse release = 4;
+     */
+    value: ReleaseClaimResponse;
+    case: "release";
+  } | {
+    /**
+     * The failure.
+     *
+     * @generated from field: keymesh.collection.v1.ClaimStreamError error = 5;
+     */
+    value: ClaimStreamError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message keymesh.collection.v1.ClaimStreamResponse.
+ * Use `create(ClaimStreamResponseSchema)` to create a new message.
+ */
+export const ClaimStreamResponseSchema: GenMessage<ClaimStreamResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_collection_v1_collection_service, 13);
+
+/**
  * GetRecordRequest names a record.
  *
  * @generated from message keymesh.collection.v1.GetRecordRequest
@@ -422,7 +577,7 @@ export type GetRecordRequest = Message<"keymesh.collection.v1.GetRecordRequest">
  * Use `create(GetRecordRequestSchema)` to create a new message.
  */
 export const GetRecordRequestSchema: GenMessage<GetRecordRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 11);
+  messageDesc(file_keymesh_collection_v1_collection_service, 14);
 
 /**
  * GetRecordResponse carries the record and its signature.
@@ -450,7 +605,7 @@ export type GetRecordResponse = Message<"keymesh.collection.v1.GetRecordResponse
  * Use `create(GetRecordResponseSchema)` to create a new message.
  */
 export const GetRecordResponseSchema: GenMessage<GetRecordResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 12);
+  messageDesc(file_keymesh_collection_v1_collection_service, 15);
 
 /**
  * GetProgressRequest has no fields: progress counts every record.
@@ -465,7 +620,7 @@ export type GetProgressRequest = Message<"keymesh.collection.v1.GetProgressReque
  * Use `create(GetProgressRequestSchema)` to create a new message.
  */
 export const GetProgressRequestSchema: GenMessage<GetProgressRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 13);
+  messageDesc(file_keymesh_collection_v1_collection_service, 16);
 
 /**
  * GetProgressResponse counts records.
@@ -500,7 +655,7 @@ export type GetProgressResponse = Message<"keymesh.collection.v1.GetProgressResp
  * Use `create(GetProgressResponseSchema)` to create a new message.
  */
 export const GetProgressResponseSchema: GenMessage<GetProgressResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 14);
+  messageDesc(file_keymesh_collection_v1_collection_service, 17);
 
 /**
  * GetBatchStatsRequest selects the batches to summarise.
@@ -521,7 +676,7 @@ export type GetBatchStatsRequest = Message<"keymesh.collection.v1.GetBatchStatsR
  * Use `create(GetBatchStatsRequestSchema)` to create a new message.
  */
 export const GetBatchStatsRequestSchema: GenMessage<GetBatchStatsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 15);
+  messageDesc(file_keymesh_collection_v1_collection_service, 18);
 
 /**
  * GetBatchStatsResponse summarises batch history.
@@ -599,7 +754,7 @@ export type GetBatchStatsResponse = Message<"keymesh.collection.v1.GetBatchStats
  * Use `create(GetBatchStatsResponseSchema)` to create a new message.
  */
 export const GetBatchStatsResponseSchema: GenMessage<GetBatchStatsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 16);
+  messageDesc(file_keymesh_collection_v1_collection_service, 19);
 
 /**
  * ExportSignaturesRequest selects a range of records.
@@ -627,7 +782,7 @@ export type ExportSignaturesRequest = Message<"keymesh.collection.v1.ExportSigna
  * Use `create(ExportSignaturesRequestSchema)` to create a new message.
  */
 export const ExportSignaturesRequestSchema: GenMessage<ExportSignaturesRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 17);
+  messageDesc(file_keymesh_collection_v1_collection_service, 20);
 
 /**
  * ExportSignaturesResponse is one chunk of records.
@@ -648,7 +803,7 @@ export type ExportSignaturesResponse = Message<"keymesh.collection.v1.ExportSign
  * Use `create(ExportSignaturesResponseSchema)` to create a new message.
  */
 export const ExportSignaturesResponseSchema: GenMessage<ExportSignaturesResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 18);
+  messageDesc(file_keymesh_collection_v1_collection_service, 21);
 
 /**
  * A record and its signature.
@@ -676,7 +831,7 @@ export type ExportedRecord = Message<"keymesh.collection.v1.ExportedRecord"> & {
  * Use `create(ExportedRecordSchema)` to create a new message.
  */
 export const ExportedRecordSchema: GenMessage<ExportedRecord> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 19);
+  messageDesc(file_keymesh_collection_v1_collection_service, 22);
 
 /**
  * DeleteRecordsRequest has no fields.
@@ -691,7 +846,7 @@ export type DeleteRecordsRequest = Message<"keymesh.collection.v1.DeleteRecordsR
  * Use `create(DeleteRecordsRequestSchema)` to create a new message.
  */
 export const DeleteRecordsRequestSchema: GenMessage<DeleteRecordsRequest> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 20);
+  messageDesc(file_keymesh_collection_v1_collection_service, 23);
 
 /**
  * DeleteRecordsResponse reports what was removed.
@@ -712,7 +867,7 @@ export type DeleteRecordsResponse = Message<"keymesh.collection.v1.DeleteRecords
  * Use `create(DeleteRecordsResponseSchema)` to create a new message.
  */
 export const DeleteRecordsResponseSchema: GenMessage<DeleteRecordsResponse> = /*@__PURE__*/
-  messageDesc(file_keymesh_collection_v1_collection_service, 21);
+  messageDesc(file_keymesh_collection_v1_collection_service, 24);
 
 /**
  * Why a signature was not stored.
@@ -812,6 +967,20 @@ export const CollectionService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseClaimRequestSchema;
     output: typeof ReleaseClaimResponseSchema;
+  },
+  /**
+   * ClaimStream is ClaimBatch, CommitBatch and ReleaseClaim on one long-lived bidirectional
+   * stream, for a service that runs many batches (the signing service's RunBatches): each
+   * request carries an id its response echoes, and its own W3C trace context; responses come
+   * in any order. A failed request yields a response with an error and does not end the
+   * stream. Each request is checked and decided exactly as its unary RPC.
+   *
+   * @generated from rpc keymesh.collection.v1.CollectionService.ClaimStream
+   */
+  claimStream: {
+    methodKind: "bidi_streaming";
+    input: typeof ClaimStreamRequestSchema;
+    output: typeof ClaimStreamResponseSchema;
   },
   /**
    * GetRecord reads one record with its signature, if any.

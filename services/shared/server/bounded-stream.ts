@@ -1,5 +1,5 @@
 import { createWritableIterable } from "@connectrpc/connect/protocol";
-import { toConnectError } from "../shared/errors.js";
+import { toConnectError } from "../errors.js";
 
 /**
  * Serves a bidirectional stream whose requests are answered as they finish, in any order:
