@@ -40,8 +40,8 @@ const FIRST_USE_SPANS = 1;
  * ran out) first finds that claim and supersedes it, and reads its records.
  */
 const TAKEOVER_SPANS = 3;
-/** The RPC that leases the batch's key. */
-const LEASE = /KeyManagementService\/(Acquire|Rotate)KeyLease$/;
+/** The request that leases the batch's key (on the executor's LeaseStream). */
+const LEASE = /^lease\.(acquire|rotate)$/;
 /** Statements that open or close a transaction: recorded on the transaction's span, not as spans. */
 const TRANSACTION_CONTROL = /^\s*(BEGIN|COMMIT|ROLLBACK|SET\s+TRANSACTION|SAVEPOINT|RELEASE\s+SAVEPOINT)\b/i;
 /** Names of the spans that are a batch's work, wherever they land. */

@@ -13,11 +13,11 @@ import {
   type ExportSignaturesResponseSchema,
   type ReleaseClaimRequest,
 } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
-import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
 import { codeName, InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
-import { violationOf } from "../shared/interceptors/validation.js";
-import { boundedReplies } from "../shared/server/bounded-stream.js";
+import { assertValid } from "../shared/interceptors/validation.js";
+import { boundedReplies } from "../shared/streams/bounded-replies.js";
 import { verifyEd25519Async } from "../shared/crypto/ed25519.js";
 import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
 import { packRecords, unpackSignatures } from "../shared/records/blocks.js";
@@ -51,11 +51,6 @@ type ClaimStreamReply = MessageInitShape<typeof ClaimStreamResponseSchema>;
 
 const tracer = trace.getTracer("keymesh.collection");
 
-/** Throws the request's first rule violation (the rules its unary RPC checks on arrival). */
-function checked<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): void {
-  const invalid = violationOf(schema, message);
-  if (invalid) throw invalid;
-}
 
 const storedSignature = (s: SignatureRow | undefined) =>
   s && { signature: s.signature, keyId: s.keyId, fence: BigInt(s.fence), batchId: s.batchId, signedAtMs: BigInt(s.signedAt) };
@@ -123,13 +118,13 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
       try {
         switch (r.case) {
           case "claim":
-            checked(ClaimBatchRequestSchema, r.value);
+            assertValid(ClaimBatchRequestSchema, r.value);
             return { requestId, response: { case: "claim", value: await claim(r.value) } };
           case "commit":
-            checked(CommitBatchRequestSchema, r.value);
+            assertValid(CommitBatchRequestSchema, r.value);
             return { requestId, response: { case: "commit", value: await commit(r.value, signal) } };
           case "release":
-            checked(ReleaseClaimRequestSchema, r.value);
+            assertValid(ReleaseClaimRequestSchema, r.value);
             return { requestId, response: { case: "release", value: await release(r.value) } };
           default:
             // The oneof is required: the server's validation refused such a message already.

@@ -2,7 +2,6 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { SpanStatusCode, trace, type Context, type Span, type SpanContext } from "@opentelemetry/api";
 import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
-import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import { failpoint } from "../shared/failpoints.js";
 import { untilAborted } from "../shared/until-aborted.js";
@@ -10,6 +9,7 @@ import { leasesHeld, leaseWait } from "../shared/telemetry/metrics-signing.js";
 import type { JobRow } from "./job-store.js";
 import type { ProgressTracker } from "./progress.js";
 import type { BatchStream } from "./batch-stream.js";
+import type { LeasePort } from "./lease-stream.js";
 
 /** How one batch ended; the job loop decides what to do next from it. */
 export type BatchOutcome = "committed" | "rejected" | "abandoned" | "empty" | "busy";
@@ -33,7 +33,8 @@ export interface BatchResult {
 
 /** What one batch needs from its job. */
 export interface BatchContext {
-  readonly keys: Client<typeof KeyManagementService>;
+  /** The job's lease stream to the key service (lease-stream.ts). */
+  readonly keys: LeasePort;
   readonly stream: BatchStream;
   readonly job: JobRow;
   readonly executorId: string;
@@ -87,6 +88,8 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now(), held
     let used = true;
     const renewal = startRenewal(ctx, lease, (token) => ctx.stream.renew(batchId, token));
     try {
+      // A job stopped while the lease was on its way: the lease goes back, nothing is sent.
+      ctx.signal.throwIfAborted();
       const { taken, done: ran } = ctx.stream.run({
         batchId,
         keyId: lease.keyId,
@@ -144,10 +147,7 @@ function endSpan(span: Span, outcome: BatchOutcome, error?: string): BatchOutcom
 }
 
 async function acquireLease(ctx: BatchContext): Promise<KeyLease> {
-  const { lease } = await ctx.keys.acquireKeyLease(
-    { holder: ctx.executorId, ttlMs: ctx.job.leaseTtlMs, jobId: ctx.job.id },
-    { signal: ctx.signal },
-  );
+  const { lease } = await ctx.keys.acquireKeyLease({ holder: ctx.executorId, ttlMs: ctx.job.leaseTtlMs, jobId: ctx.job.id });
   if (!lease) throw new ConnectError("the key service granted no lease", Code.Internal);
   return lease;
 }
@@ -160,10 +160,15 @@ async function acquireLease(ctx: BatchContext): Promise<KeyLease> {
 async function rotateLease(ctx: BatchContext, held: HeldLease): Promise<KeyLease> {
   const { lease: old, used } = held;
   try {
-    const { lease } = await ctx.keys.rotateKeyLease(
-      { keyId: old.keyId, leaseId: old.leaseId, fence: old.fence, used, holder: ctx.executorId, ttlMs: ctx.job.leaseTtlMs, jobId: ctx.job.id },
-      { signal: ctx.signal },
-    );
+    const { lease } = await ctx.keys.rotateKeyLease({
+      keyId: old.keyId,
+      leaseId: old.leaseId,
+      fence: old.fence,
+      used,
+      holder: ctx.executorId,
+      ttlMs: ctx.job.leaseTtlMs,
+      jobId: ctx.job.id,
+    });
     if (!lease) throw new ConnectError("the key service granted no lease", Code.Internal);
     return lease;
   } catch (err) {

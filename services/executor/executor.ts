@@ -13,6 +13,7 @@ import { releaseLease, runBatch, type BatchContext, type BatchOutcome, type Held
 import { JOB_HEARTBEAT_MS, type JobRow, type JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
 import { createBatchStream } from "./batch-stream.js";
+import { createLeaseStream } from "./lease-stream.js";
 
 export type { Progress } from "./progress.js";
 
@@ -190,10 +191,11 @@ export function createExecutor(deps: ExecutorDeps) {
     // whichever batch happened to open it.
     const jobContext = trace.setSpan(context.active(), jobSpan);
     const stream = createBatchStream(deps.signing, {}, jobContext);
+    const leases = createLeaseStream(deps.keys, jobContext);
     /** Links from the job span to its batches, up to what a span can reasonably hold. */
     let linked = 0;
     const batch: BatchContext = {
-      keys: deps.keys,
+      keys: leases,
       stream,
       job,
       executorId: deps.executorId,
@@ -225,6 +227,7 @@ export function createExecutor(deps: ExecutorDeps) {
       signal.removeEventListener("abort", onAbort);
       await workers;
       stream.close();
+      leases.close();
       clearInterval(heartbeat);
       trackers.delete(progress);
       if (trackers.size === 0) local.delete(job.id);

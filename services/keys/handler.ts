@@ -1,11 +1,23 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
-import { KeyManagementService, RotateKeyLeaseResponseSchema } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { context, propagation } from "@opentelemetry/api";
+import {
+  AcquireKeyLeaseRequestSchema,
+  KeyManagementService,
+  ReleaseKeyLeaseRequestSchema,
+  RenewKeyLeaseRequestSchema,
+  RotateKeyLeaseRequestSchema,
+  RotateKeyLeaseResponseSchema,
+  type LeaseStreamRequest,
+  type LeaseStreamResponseSchema,
+} from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { KeyringKeySchema, type KeyLeaseSchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
 import { audited, type AuditLog } from "../shared/audit/index.js";
-import { ExhaustedError, mapErrors } from "../shared/errors.js";
-import { withSpan } from "../shared/telemetry/interceptors.js";
+import { codeName, ExhaustedError, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
+import { assertValid } from "../shared/interceptors/validation.js";
+import { boundedReplies } from "../shared/streams/bounded-replies.js";
+import { withoutHandlerSpan, withSpan } from "../shared/telemetry/interceptors.js";
 import type { KeyLeaseGrant, Keyring } from "./keyring.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
 
@@ -29,6 +41,19 @@ const toProto = (row: KeyringRow): KeyringKey =>
   });
 
 type KeyLeaseInit = MessageInitShape<typeof KeyLeaseSchema>;
+type Impl = ServiceImpl<typeof KeyManagementService>;
+type LeaseStreamReply = MessageInitShape<typeof LeaseStreamResponseSchema>;
+
+/**
+ * Requests one LeaseStream holds at once: an executor's workers each have at most a lease
+ * request and a renewal in flight. At the cap the stream stops reading and HTTP/2 flow
+ * control pushes back on the caller.
+ */
+export const LEASE_STREAM_MAX_IN_FLIGHT = 64;
+
+/** The stream's handler context as the unary method `name` would see it (audit rows name the method). */
+const as = (ctx: HandlerContext, name: keyof typeof KeyManagementService.method): HandlerContext =>
+  Object.create(ctx, { method: { value: KeyManagementService.method[name] } }) as HandlerContext;
 
 /** A granted lease on the wire (AcquireKeyLease and RotateKeyLease). */
 const toLease = (grant: KeyLeaseGrant): KeyLeaseInit => ({
@@ -50,6 +75,80 @@ const toLease = (grant: KeyLeaseGrant): KeyLeaseInit => ({
  */
 export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<typeof KeyManagementService>> {
   const { keyring, store } = deps;
+  // A lease hands out a signing key: refusals are audited (grants are one per batch, the
+  // signing records themselves account for them).
+  const acquireKeyLease: Impl["acquireKeyLease"] = mapErrors((req, ctx) =>
+    audited(deps.audit, ctx, (scope) => withSpan("lease.acquire", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder }, async (span) => {
+      scope.object = { kind: "job", id: req.jobId };
+      const grant = await keyring.acquire(req.holder, req.ttlMs);
+      span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
+      return { lease: toLease(grant) };
+    }), { failuresOnly: true }),
+  );
+
+  // Release and acquire in one call; like an acquisition, only refusals are audited.
+  const rotateKeyLease: Impl["rotateKeyLease"] = mapErrors((req, ctx) =>
+    audited(deps.audit, ctx, (scope) => withSpan("lease.rotate", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder, "keymesh.released_key_id": req.keyId }, async (span) => {
+      scope.object = { kind: "job", id: req.jobId };
+      const { released, grant } = await keyring.rotate(req.keyId, req.leaseId, req.fence, req.used, req.holder, req.ttlMs);
+      span.setAttribute("keymesh.released", released);
+      if (!grant) {
+        const outcome = released ? `the lease on ${req.keyId} was released` : `nothing was released (that lease on ${req.keyId} was not current)`;
+        throw new ExhaustedError(`${outcome}; every other keyring key is leased: retry with AcquireKeyLease shortly`, {
+          details: [{ desc: RotateKeyLeaseResponseSchema, value: { released } }],
+        });
+      }
+      span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
+      return { released, lease: toLease(grant) };
+    }), { failuresOnly: true }),
+  );
+
+  const renewKeyLease: Impl["renewKeyLease"] = mapErrors((req) =>
+    withSpan("lease.renew", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => {
+      const renewed = await keyring.renew(req.keyId, req.leaseId, req.fence, req.ttlMs);
+      return { expiresAtMs: BigInt(renewed.expiresAt), leaseToken: renewed.leaseToken };
+    }),
+  );
+
+  const releaseKeyLease: Impl["releaseKeyLease"] = mapErrors((req) =>
+    withSpan("lease.release", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => ({
+      released: await keyring.release(req.keyId, req.leaseId, req.fence, req.used),
+    })),
+  );
+
+  /** One request on LeaseStream: its unary RPC's code, in the request's own trace context. */
+  async function onLeaseStream(msg: LeaseStreamRequest, ctx: HandlerContext): Promise<LeaseStreamReply> {
+    const { requestId } = msg;
+    const r = msg.request;
+    // Each request's work gets its own span (lease.rotate, ...) in the batch's trace, not
+    // folded into the long-lived stream's span.
+    const parent = withoutHandlerSpan(propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate }));
+    return context.with(parent, async (): Promise<LeaseStreamReply> => {
+      try {
+        switch (r.case) {
+          case "acquire":
+            assertValid(AcquireKeyLeaseRequestSchema, r.value);
+            return { requestId, response: { case: "acquire", value: await acquireKeyLease(r.value, as(ctx, "acquireKeyLease")) } };
+          case "rotate":
+            assertValid(RotateKeyLeaseRequestSchema, r.value);
+            return { requestId, response: { case: "rotate", value: await rotateKeyLease(r.value, as(ctx, "rotateKeyLease")) } };
+          case "renew":
+            assertValid(RenewKeyLeaseRequestSchema, r.value);
+            return { requestId, response: { case: "renew", value: await renewKeyLease(r.value, as(ctx, "renewKeyLease")) } };
+          case "release":
+            assertValid(ReleaseKeyLeaseRequestSchema, r.value);
+            return { requestId, response: { case: "release", value: await releaseKeyLease(r.value, as(ctx, "releaseKeyLease")) } };
+          default:
+            // The oneof is required: the server's validation refused such a message already.
+            throw new InvalidInputError("request: an acquire, rotate, renew or release is required");
+        }
+      } catch (err) {
+        const ce = toConnectError(err);
+        return { requestId, response: { case: "error", value: { code: codeName(ce.code), message: ce.rawMessage } } };
+      }
+    });
+  }
+
   return {
     createKeyringKeys: mapErrors((req, ctx) =>
       audited(deps.audit, ctx, async (scope) => {
@@ -68,46 +167,14 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
 
     getKeyringKey: mapErrors(async (req) => ({ key: toProto(await keyring.get(req.keyId)) })),
 
-    // A lease hands out a signing key: refusals are audited (grants are one per batch, the
-    // signing records themselves account for them).
-    acquireKeyLease: mapErrors((req, ctx) =>
-      audited(deps.audit, ctx, (scope) => withSpan("lease.acquire", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder }, async (span) => {
-        scope.object = { kind: "job", id: req.jobId };
-        const grant = await keyring.acquire(req.holder, req.ttlMs);
-        span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
-        return { lease: toLease(grant) };
-      }), { failuresOnly: true }),
-    ),
+    acquireKeyLease,
+    rotateKeyLease,
+    renewKeyLease,
+    releaseKeyLease,
 
-    // Release and acquire in one call; like an acquisition, only refusals are audited.
-    rotateKeyLease: mapErrors((req, ctx) =>
-      audited(deps.audit, ctx, (scope) => withSpan("lease.rotate", { "keymesh.job_id": req.jobId, "keymesh.holder": req.holder, "keymesh.released_key_id": req.keyId }, async (span) => {
-        scope.object = { kind: "job", id: req.jobId };
-        const { released, grant } = await keyring.rotate(req.keyId, req.leaseId, req.fence, req.used, req.holder, req.ttlMs);
-        span.setAttribute("keymesh.released", released);
-        if (!grant) {
-          const outcome = released ? `the lease on ${req.keyId} was released` : `nothing was released (that lease on ${req.keyId} was not current)`;
-          throw new ExhaustedError(`${outcome}; every other keyring key is leased: retry with AcquireKeyLease shortly`, {
-            details: [{ desc: RotateKeyLeaseResponseSchema, value: { released } }],
-          });
-        }
-        span.setAttributes({ "keymesh.key_id": grant.keyId, "keymesh.fence": grant.fence.toString() });
-        return { released, lease: toLease(grant) };
-      }), { failuresOnly: true }),
-    ),
-
-    renewKeyLease: mapErrors((req) =>
-      withSpan("lease.renew", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => {
-        const renewed = await keyring.renew(req.keyId, req.leaseId, req.fence, req.ttlMs);
-        return { expiresAtMs: BigInt(renewed.expiresAt), leaseToken: renewed.leaseToken };
-      }),
-    ),
-
-    releaseKeyLease: mapErrors((req) =>
-      withSpan("lease.release", { "keymesh.key_id": req.keyId, "keymesh.fence": req.fence.toString() }, async () => ({
-        released: await keyring.release(req.keyId, req.leaseId, req.fence, req.used),
-      })),
-    ),
+    leaseStream(requests, ctx) {
+      return boundedReplies(requests, LEASE_STREAM_MAX_IN_FLIGHT, (msg) => onLeaseStream(msg, ctx));
+    },
 
     getWrappedSigningKey: mapErrors(async (req) => {
       const row = await keyring.wrappedKey(req.keyId, req.leaseId, req.fence);

@@ -12,7 +12,7 @@ import type { MessageInitShape } from "@bufbuild/protobuf";
 type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
 import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
 import { codeName, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
-import { boundedReplies } from "../shared/server/bounded-stream.js";
+import { boundedReplies } from "../shared/streams/bounded-replies.js";
 import type { RunBatches } from "./run-batches.js";
 import { violationOf } from "../shared/interceptors/validation.js";
 import { packSignatures, unpackRecords } from "../shared/records/blocks.js";

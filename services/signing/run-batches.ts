@@ -12,7 +12,7 @@ import { failpoint } from "../shared/failpoints.js";
 import { violationOf } from "../shared/interceptors/validation.js";
 import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
 import { untilAborted } from "../shared/until-aborted.js";
-import { boundedReplies } from "../shared/server/bounded-stream.js";
+import { boundedReplies } from "../shared/streams/bounded-replies.js";
 import type { ClaimPort } from "./claim-stream.js";
 import type { Signer } from "./signer.js";
 

@@ -68,6 +68,12 @@ export function violationOf<Desc extends DescMessage>(schema: Desc, message: Mes
   return new ConnectError(result.error.message, Code.InvalidArgument, undefined, undefined, result.error);
 }
 
+/** Throws `violationOf`'s error for a message that breaks its rules. */
+export function assertValid<Desc extends DescMessage>(schema: Desc, message: MessageShape<Desc>): void {
+  const invalid = violationOf(schema, message);
+  if (invalid) throw invalid;
+}
+
 /**
  * Compiles the rules of the given request types, and of every message type inside them, ahead
  * of their first call. protovalidate compiles a message type's CEL rules when it first

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file keymesh/keys/v1/key_management_service.proto.
  */
 export const file_keymesh_keys_v1_key_management_service: GenFile = /*@__PURE__*/
-  fileDesc("CixrZXltZXNoL2tleXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIPa2V5bWVzaC5rZXlzLnYxInEKFENyZWF0ZUtleVBhaXJSZXF1ZXN0EjkKB3B1cnBvc2UYASABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZUILukgIyAEBggECEAESHgoWbWFrZV9tZXNzYWdpbmdfZGVmYXVsdBgCIAEoCCJDChVDcmVhdGVLZXlQYWlyUmVzcG9uc2USKgoIa2V5X3BhaXIYASABKAsyGC5rZXltZXNoLmtleXMudjEuS2V5UGFpciJQChNMaXN0S2V5UGFpcnNSZXF1ZXN0EhsKCXBhZ2Vfc2l6ZRgBIAEoDUIIukgFKgMY6AcSHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAIiXAoUTGlzdEtleVBhaXJzUmVzcG9uc2USKwoJa2V5X3BhaXJzGAEgAygLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkYKFlNldE1lc3NhZ2luZ0tleVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kIkUKF1NldE1lc3NhZ2luZ0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIiiAEKE0dldFB1YmxpY0tleVJlcXVlc3QSLgoIdXNlcm5hbWUYASABKAlCGrpIF3IVMhNeW2EtejAtOS5fLV17Myw2NH0kSAASLgoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSABCEQoIc2VsZWN0b3ISBbpIAggBIkIKFEdldFB1YmxpY0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIi8wEKFE9wZW5TZWFsZWRCb3hSZXF1ZXN0Ei4KCG93bmVyX2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEiwKBmtleV9pZBgCIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIhChBlbmNhcHN1bGF0ZWRfa2V5GAMgASgMQge6SAR6AmggEh8KCmNpcGhlcnRleHQYBCABKAxCC7pICHoGEBAYkIAEEhYKBGluZm8YBSABKAxCCLpIBXoDGIAIEiEKD2Fzc29jaWF0ZWRfZGF0YRgGIAEoDEIIukgFegMYgAgiKgoVT3BlblNlYWxlZEJveFJlc3BvbnNlEhEKCXBsYWludGV4dBgBIAEoDCI1ChhDcmVhdGVLZXlyaW5nS2V5c1JlcXVlc3QSGQoFY291bnQYASABKA1CCrpIByoFGJBOKAEiRgoZQ3JlYXRlS2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiSAoWTGlzdEtleXJpbmdLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SGwoKcGFnZV90b2tlbhgCIAEoCUIHukgEcgIYQCJdChdMaXN0S2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkQKFEdldEtleXJpbmdLZXlSZXF1ZXN0EiwKBmtleV9pZBgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JCJBChVHZXRLZXlyaW5nS2V5UmVzcG9uc2USKAoDa2V5GAEgASgLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiawoWQWNxdWlyZUtleUxlYXNlUmVxdWVzdBIaCgZob2xkZXIYASABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAIgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAMgASgJQge6SARyAhhAIkMKF0FjcXVpcmVLZXlMZWFzZVJlc3BvbnNlEigKBWxlYXNlGAEgASgLMhkua2V5bWVzaC5rZXlzLnYxLktleUxlYXNlIpgBChRSZW5ld0tleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESFgoFZmVuY2UYAyABKANCB7pIBCICIAASHAoGdHRsX21zGAQgASgNQgy6SAkqBxjAzyQo6AciQwoVUmVuZXdLZXlMZWFzZVJlc3BvbnNlEhUKDWV4cGlyZXNfYXRfbXMYASABKAMSEwoLbGVhc2VfdG9rZW4YAiABKAkiigEKFlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhwKCGxlYXNlX2lkGAIgASgJQgq6SAdyBRABGIABEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEgwKBHVzZWQYBCABKAgiKwoXUmVsZWFzZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgi3AEKFVJvdGF0ZUtleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESFgoFZmVuY2UYAyABKANCB7pIBCICIAASDAoEdXNlZBgEIAEoCBIaCgZob2xkZXIYBSABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAYgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAcgASgJQge6SARyAhhAIlQKFlJvdGF0ZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgSKAoFbGVhc2UYAiABKAsyGS5rZXltZXNoLmtleXMudjEuS2V5TGVhc2UigQEKG0dldFdyYXBwZWRTaWduaW5nS2V5UmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSFgoFZmVuY2UYAiABKANCB7pIBCICIAASHAoIbGVhc2VfaWQYAyABKAlCCrpIB3IFEAEYgAEibgocR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXNwb25zZRIOCgZrZXlfaWQYASABKAkSGwoTd3JhcHBlZF9wcml2YXRlX2tleRgCIAEoDBISCgpwdWJsaWNfa2V5GAMgASgMEg0KBWZlbmNlGAQgASgDIhgKFlJvdGF0ZU1hc3RlcktleVJlcXVlc3QiRAoXUm90YXRlTWFzdGVyS2V5UmVzcG9uc2USFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEhAKCGVucXVldWVkGAIgASgDIhsKGUdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QiVwoaR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1cyIaChhSZXdyYXBQcml2YXRlS2V5c1JlcXVlc3QiLQoZUmV3cmFwUHJpdmF0ZUtleXNSZXNwb25zZRIQCghlbnF1ZXVlZBgBIAEoAyIyChZSZXRpcmVNYXN0ZXJLZXlSZXF1ZXN0EhgKB3ZlcnNpb24YASABKA1CB7pIBCoCIAAiVAoXUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1czLIDgoUS2V5TWFuYWdlbWVudFNlcnZpY2USZAoNQ3JlYXRlS2V5UGFpchIlLmtleW1lc2gua2V5cy52MS5DcmVhdGVLZXlQYWlyUmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5DcmVhdGVLZXlQYWlyUmVzcG9uc2UiBMjzGAISZAoMTGlzdEtleVBhaXJzEiQua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlQYWlyc1JlcXVlc3QaJS5rZXltZXNoLmtleXMudjEuTGlzdEtleVBhaXJzUmVzcG9uc2UiB5ACAcjzGAISagoPU2V0TWVzc2FnaW5nS2V5Eicua2V5bWVzaC5rZXlzLnYxLlNldE1lc3NhZ2luZ0tleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuU2V0TWVzc2FnaW5nS2V5UmVzcG9uc2UiBMjzGAISZAoMR2V0UHVibGljS2V5EiQua2V5bWVzaC5rZXlzLnYxLkdldFB1YmxpY0tleVJlcXVlc3QaJS5rZXltZXNoLmtleXMudjEuR2V0UHVibGljS2V5UmVzcG9uc2UiB5ACAcjzGAISZAoNT3BlblNlYWxlZEJveBIlLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5PcGVuU2VhbGVkQm94UmVzcG9uc2UiBMjzGAMScAoRQ3JlYXRlS2V5cmluZ0tleXMSKS5rZXltZXNoLmtleXMudjEuQ3JlYXRlS2V5cmluZ0tleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleXJpbmdLZXlzUmVzcG9uc2UiBMjzGAQSbQoPTGlzdEtleXJpbmdLZXlzEicua2V5bWVzaC5rZXlzLnYxLkxpc3RLZXlyaW5nS2V5c1JlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuTGlzdEtleXJpbmdLZXlzUmVzcG9uc2UiB5ACAcjzGAISZwoNR2V0S2V5cmluZ0tleRIlLmtleW1lc2gua2V5cy52MS5HZXRLZXlyaW5nS2V5UmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5HZXRLZXlyaW5nS2V5UmVzcG9uc2UiB5ACAcjzGAISagoPQWNxdWlyZUtleUxlYXNlEicua2V5bWVzaC5rZXlzLnYxLkFjcXVpcmVLZXlMZWFzZVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuQWNxdWlyZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSZAoNUmVuZXdLZXlMZWFzZRIlLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVxdWVzdBomLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVzcG9uc2UiBMjzGAMSagoPUmVsZWFzZUtleUxlYXNlEicua2V5bWVzaC5rZXlzLnYxLlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmVsZWFzZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSZwoOUm90YXRlS2V5TGVhc2USJi5rZXltZXNoLmtleXMudjEuUm90YXRlS2V5TGVhc2VSZXF1ZXN0Gicua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZUtleUxlYXNlUmVzcG9uc2UiBMjzGAMSeQoUR2V0V3JhcHBlZFNpZ25pbmdLZXkSLC5rZXltZXNoLmtleXMudjEuR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXF1ZXN0Gi0ua2V5bWVzaC5rZXlzLnYxLkdldFdyYXBwZWRTaWduaW5nS2V5UmVzcG9uc2UiBMjzGAMSagoPUm90YXRlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUm90YXRlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGAQSdgoSR2V0TWFzdGVyS2V5U3RhdHVzEioua2V5bWVzaC5rZXlzLnYxLkdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QaKy5rZXltZXNoLmtleXMudjEuR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2UiB5ACAcjzGAQScAoRUmV3cmFwUHJpdmF0ZUtleXMSKS5rZXltZXNoLmtleXMudjEuUmV3cmFwUHJpdmF0ZUtleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLlJld3JhcFByaXZhdGVLZXlzUmVzcG9uc2UiBMjzGAQSagoPUmV0aXJlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJldGlyZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGARCyAEKE2NvbS5rZXltZXNoLmtleXMudjFCGUtleU1hbmFnZW1lbnRTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gva2V5cy92MTtrZXlzdjGiAgNLS1iqAg9LZXltZXNoLktleXMuVjHKAg9LZXltZXNoXEtleXNcVjHiAhtLZXltZXNoXEtleXNcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpLZXlzOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_keys_v1_keys]);
+  fileDesc("CixrZXltZXNoL2tleXMvdjEva2V5X21hbmFnZW1lbnRfc2VydmljZS5wcm90bxIPa2V5bWVzaC5rZXlzLnYxInEKFENyZWF0ZUtleVBhaXJSZXF1ZXN0EjkKB3B1cnBvc2UYASABKA4yGy5rZXltZXNoLmtleXMudjEuS2V5UHVycG9zZUILukgIyAEBggECEAESHgoWbWFrZV9tZXNzYWdpbmdfZGVmYXVsdBgCIAEoCCJDChVDcmVhdGVLZXlQYWlyUmVzcG9uc2USKgoIa2V5X3BhaXIYASABKAsyGC5rZXltZXNoLmtleXMudjEuS2V5UGFpciJQChNMaXN0S2V5UGFpcnNSZXF1ZXN0EhsKCXBhZ2Vfc2l6ZRgBIAEoDUIIukgFKgMY6AcSHAoKcGFnZV90b2tlbhgCIAEoCUIIukgFcgMYgAIiXAoUTGlzdEtleVBhaXJzUmVzcG9uc2USKwoJa2V5X3BhaXJzGAEgAygLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkYKFlNldE1lc3NhZ2luZ0tleVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kIkUKF1NldE1lc3NhZ2luZ0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIiiAEKE0dldFB1YmxpY0tleVJlcXVlc3QSLgoIdXNlcm5hbWUYASABKAlCGrpIF3IVMhNeW2EtejAtOS5fLV17Myw2NH0kSAASLgoGa2V5X2lkGAIgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kSABCEQoIc2VsZWN0b3ISBbpIAggBIkIKFEdldFB1YmxpY0tleVJlc3BvbnNlEioKCGtleV9wYWlyGAEgASgLMhgua2V5bWVzaC5rZXlzLnYxLktleVBhaXIi8wEKFE9wZW5TZWFsZWRCb3hSZXF1ZXN0Ei4KCG93bmVyX2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEiwKBmtleV9pZBgCIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JBIhChBlbmNhcHN1bGF0ZWRfa2V5GAMgASgMQge6SAR6AmggEh8KCmNpcGhlcnRleHQYBCABKAxCC7pICHoGEBAYkIAEEhYKBGluZm8YBSABKAxCCLpIBXoDGIAIEiEKD2Fzc29jaWF0ZWRfZGF0YRgGIAEoDEIIukgFegMYgAgiKgoVT3BlblNlYWxlZEJveFJlc3BvbnNlEhEKCXBsYWludGV4dBgBIAEoDCI1ChhDcmVhdGVLZXlyaW5nS2V5c1JlcXVlc3QSGQoFY291bnQYASABKA1CCrpIByoFGJBOKAEiRgoZQ3JlYXRlS2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiSAoWTGlzdEtleXJpbmdLZXlzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKA0SGwoKcGFnZV90b2tlbhgCIAEoCUIHukgEcgIYQCJdChdMaXN0S2V5cmluZ0tleXNSZXNwb25zZRIpCgRrZXlzGAEgAygLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkQKFEdldEtleXJpbmdLZXlSZXF1ZXN0EiwKBmtleV9pZBgBIAEoCUIcukgZchcyFV5bQS1aYS16MC05Xy1dezEsNjR9JCJBChVHZXRLZXlyaW5nS2V5UmVzcG9uc2USKAoDa2V5GAEgASgLMhsua2V5bWVzaC5rZXlzLnYxLktleXJpbmdLZXkiawoWQWNxdWlyZUtleUxlYXNlUmVxdWVzdBIaCgZob2xkZXIYASABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAIgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAMgASgJQge6SARyAhhAIkMKF0FjcXVpcmVLZXlMZWFzZVJlc3BvbnNlEigKBWxlYXNlGAEgASgLMhkua2V5bWVzaC5rZXlzLnYxLktleUxlYXNlIpgBChRSZW5ld0tleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESFgoFZmVuY2UYAyABKANCB7pIBCICIAASHAoGdHRsX21zGAQgASgNQgy6SAkqBxjAzyQo6AciQwoVUmVuZXdLZXlMZWFzZVJlc3BvbnNlEhUKDWV4cGlyZXNfYXRfbXMYASABKAMSEwoLbGVhc2VfdG9rZW4YAiABKAkiigEKFlJlbGVhc2VLZXlMZWFzZVJlcXVlc3QSLAoGa2V5X2lkGAEgASgJQhy6SBlyFzIVXltBLVphLXowLTlfLV17MSw2NH0kEhwKCGxlYXNlX2lkGAIgASgJQgq6SAdyBRABGIABEhYKBWZlbmNlGAMgASgDQge6SAQiAiAAEgwKBHVzZWQYBCABKAgiKwoXUmVsZWFzZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgi3AEKFVJvdGF0ZUtleUxlYXNlUmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSHAoIbGVhc2VfaWQYAiABKAlCCrpIB3IFEAEYgAESFgoFZmVuY2UYAyABKANCB7pIBCICIAASDAoEdXNlZBgEIAEoCBIaCgZob2xkZXIYBSABKAlCCrpIB3IFEAEYgAESHAoGdHRsX21zGAYgASgNQgy6SAkqBxjAzyQo6AcSFwoGam9iX2lkGAcgASgJQge6SARyAhhAIlQKFlJvdGF0ZUtleUxlYXNlUmVzcG9uc2USEAoIcmVsZWFzZWQYASABKAgSKAoFbGVhc2UYAiABKAsyGS5rZXltZXNoLmtleXMudjEuS2V5TGVhc2UigQEKG0dldFdyYXBwZWRTaWduaW5nS2V5UmVxdWVzdBIsCgZrZXlfaWQYASABKAlCHLpIGXIXMhVeW0EtWmEtejAtOV8tXXsxLDY0fSQSFgoFZmVuY2UYAiABKANCB7pIBCICIAASHAoIbGVhc2VfaWQYAyABKAlCCrpIB3IFEAEYgAEibgocR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXNwb25zZRIOCgZrZXlfaWQYASABKAkSGwoTd3JhcHBlZF9wcml2YXRlX2tleRgCIAEoDBISCgpwdWJsaWNfa2V5GAMgASgMEg0KBWZlbmNlGAQgASgDIhgKFlJvdGF0ZU1hc3RlcktleVJlcXVlc3QiRAoXUm90YXRlTWFzdGVyS2V5UmVzcG9uc2USFwoPcHJpbWFyeV92ZXJzaW9uGAEgASgNEhAKCGVucXVldWVkGAIgASgDIhsKGUdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QiVwoaR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1cyIaChhSZXdyYXBQcml2YXRlS2V5c1JlcXVlc3QiLQoZUmV3cmFwUHJpdmF0ZUtleXNSZXNwb25zZRIQCghlbnF1ZXVlZBgBIAEoAyIyChZSZXRpcmVNYXN0ZXJLZXlSZXF1ZXN0EhgKB3ZlcnNpb24YASABKA1CB7pIBCoCIAAiVAoXUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2USOQoIdmVyc2lvbnMYASADKAsyJy5rZXltZXNoLmtleXMudjEuTWFzdGVyS2V5VmVyc2lvblN0YXR1cyKBAwoSTGVhc2VTdHJlYW1SZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKA0SQgoHYWNxdWlyZRgCIAEoCzInLmtleW1lc2gua2V5cy52MS5BY3F1aXJlS2V5TGVhc2VSZXF1ZXN0Qga6SAPYAQNIABJACgZyb3RhdGUYAyABKAsyJi5rZXltZXNoLmtleXMudjEuUm90YXRlS2V5TGVhc2VSZXF1ZXN0Qga6SAPYAQNIABI+CgVyZW5ldxgEIAEoCzIlLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVxdWVzdEIGukgD2AEDSAASQgoHcmVsZWFzZRgFIAEoCzInLmtleW1lc2gua2V5cy52MS5SZWxlYXNlS2V5TGVhc2VSZXF1ZXN0Qga6SAPYAQNIABIdCgt0cmFjZXBhcmVudBgGIAEoCUIIukgFcgMYgAISHAoKdHJhY2VzdGF0ZRgHIAEoCUIIukgFcgMYgARCEAoHcmVxdWVzdBIFukgCCAEiMQoQTGVhc2VTdHJlYW1FcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAki1wIKE0xlYXNlU3RyZWFtUmVzcG9uc2USEgoKcmVxdWVzdF9pZBgBIAEoDRI7CgdhY3F1aXJlGAIgASgLMigua2V5bWVzaC5rZXlzLnYxLkFjcXVpcmVLZXlMZWFzZVJlc3BvbnNlSAASOQoGcm90YXRlGAMgASgLMicua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZUtleUxlYXNlUmVzcG9uc2VIABI3CgVyZW5ldxgEIAEoCzImLmtleW1lc2gua2V5cy52MS5SZW5ld0tleUxlYXNlUmVzcG9uc2VIABI7CgdyZWxlYXNlGAUgASgLMigua2V5bWVzaC5rZXlzLnYxLlJlbGVhc2VLZXlMZWFzZVJlc3BvbnNlSAASMgoFZXJyb3IYBiABKAsyIS5rZXltZXNoLmtleXMudjEuTGVhc2VTdHJlYW1FcnJvckgAQgoKCHJlc3BvbnNlMqwPChRLZXlNYW5hZ2VtZW50U2VydmljZRJkCg1DcmVhdGVLZXlQYWlyEiUua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleVBhaXJSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLkNyZWF0ZUtleVBhaXJSZXNwb25zZSIEyPMYAhJkCgxMaXN0S2V5UGFpcnMSJC5rZXltZXNoLmtleXMudjEuTGlzdEtleVBhaXJzUmVxdWVzdBolLmtleW1lc2gua2V5cy52MS5MaXN0S2V5UGFpcnNSZXNwb25zZSIHkAIByPMYAhJqCg9TZXRNZXNzYWdpbmdLZXkSJy5rZXltZXNoLmtleXMudjEuU2V0TWVzc2FnaW5nS2V5UmVxdWVzdBooLmtleW1lc2gua2V5cy52MS5TZXRNZXNzYWdpbmdLZXlSZXNwb25zZSIEyPMYAhJkCgxHZXRQdWJsaWNLZXkSJC5rZXltZXNoLmtleXMudjEuR2V0UHVibGljS2V5UmVxdWVzdBolLmtleW1lc2gua2V5cy52MS5HZXRQdWJsaWNLZXlSZXNwb25zZSIHkAIByPMYAhJkCg1PcGVuU2VhbGVkQm94EiUua2V5bWVzaC5rZXlzLnYxLk9wZW5TZWFsZWRCb3hSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLk9wZW5TZWFsZWRCb3hSZXNwb25zZSIEyPMYAxJwChFDcmVhdGVLZXlyaW5nS2V5cxIpLmtleW1lc2gua2V5cy52MS5DcmVhdGVLZXlyaW5nS2V5c1JlcXVlc3QaKi5rZXltZXNoLmtleXMudjEuQ3JlYXRlS2V5cmluZ0tleXNSZXNwb25zZSIEyPMYBBJtCg9MaXN0S2V5cmluZ0tleXMSJy5rZXltZXNoLmtleXMudjEuTGlzdEtleXJpbmdLZXlzUmVxdWVzdBooLmtleW1lc2gua2V5cy52MS5MaXN0S2V5cmluZ0tleXNSZXNwb25zZSIHkAIByPMYAhJnCg1HZXRLZXlyaW5nS2V5EiUua2V5bWVzaC5rZXlzLnYxLkdldEtleXJpbmdLZXlSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLkdldEtleXJpbmdLZXlSZXNwb25zZSIHkAIByPMYAhJqCg9BY3F1aXJlS2V5TGVhc2USJy5rZXltZXNoLmtleXMudjEuQWNxdWlyZUtleUxlYXNlUmVxdWVzdBooLmtleW1lc2gua2V5cy52MS5BY3F1aXJlS2V5TGVhc2VSZXNwb25zZSIEyPMYAxJkCg1SZW5ld0tleUxlYXNlEiUua2V5bWVzaC5rZXlzLnYxLlJlbmV3S2V5TGVhc2VSZXF1ZXN0GiYua2V5bWVzaC5rZXlzLnYxLlJlbmV3S2V5TGVhc2VSZXNwb25zZSIEyPMYAxJqCg9SZWxlYXNlS2V5TGVhc2USJy5rZXltZXNoLmtleXMudjEuUmVsZWFzZUtleUxlYXNlUmVxdWVzdBooLmtleW1lc2gua2V5cy52MS5SZWxlYXNlS2V5TGVhc2VSZXNwb25zZSIEyPMYAxJnCg5Sb3RhdGVLZXlMZWFzZRImLmtleW1lc2gua2V5cy52MS5Sb3RhdGVLZXlMZWFzZVJlcXVlc3QaJy5rZXltZXNoLmtleXMudjEuUm90YXRlS2V5TGVhc2VSZXNwb25zZSIEyPMYAxJiCgtMZWFzZVN0cmVhbRIjLmtleW1lc2gua2V5cy52MS5MZWFzZVN0cmVhbVJlcXVlc3QaJC5rZXltZXNoLmtleXMudjEuTGVhc2VTdHJlYW1SZXNwb25zZSIEyPMYAygBMAESeQoUR2V0V3JhcHBlZFNpZ25pbmdLZXkSLC5rZXltZXNoLmtleXMudjEuR2V0V3JhcHBlZFNpZ25pbmdLZXlSZXF1ZXN0Gi0ua2V5bWVzaC5rZXlzLnYxLkdldFdyYXBwZWRTaWduaW5nS2V5UmVzcG9uc2UiBMjzGAMSagoPUm90YXRlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJvdGF0ZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUm90YXRlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGAQSdgoSR2V0TWFzdGVyS2V5U3RhdHVzEioua2V5bWVzaC5rZXlzLnYxLkdldE1hc3RlcktleVN0YXR1c1JlcXVlc3QaKy5rZXltZXNoLmtleXMudjEuR2V0TWFzdGVyS2V5U3RhdHVzUmVzcG9uc2UiB5ACAcjzGAQScAoRUmV3cmFwUHJpdmF0ZUtleXMSKS5rZXltZXNoLmtleXMudjEuUmV3cmFwUHJpdmF0ZUtleXNSZXF1ZXN0Gioua2V5bWVzaC5rZXlzLnYxLlJld3JhcFByaXZhdGVLZXlzUmVzcG9uc2UiBMjzGAQSagoPUmV0aXJlTWFzdGVyS2V5Eicua2V5bWVzaC5rZXlzLnYxLlJldGlyZU1hc3RlcktleVJlcXVlc3QaKC5rZXltZXNoLmtleXMudjEuUmV0aXJlTWFzdGVyS2V5UmVzcG9uc2UiBMjzGARCyAEKE2NvbS5rZXltZXNoLmtleXMudjFCGUtleU1hbmFnZW1lbnRTZXJ2aWNlUHJvdG9QAVo4Z2l0aHViLmNvbS9rZXltZXNoL2tleW1lc2gvZ2VuL2dvL2tleW1lc2gva2V5cy92MTtrZXlzdjGiAgNLS1iqAg9LZXltZXNoLktleXMuVjHKAg9LZXltZXNoXEtleXNcVjHiAhtLZXltZXNoXEtleXNcVjFcR1BCTWV0YWRhdGHqAhFLZXltZXNoOjpLZXlzOjpWMWIGcHJvdG8z", [file_buf_validate_validate, file_keymesh_auth_v1_access, file_keymesh_keys_v1_keys]);
 
 /**
  * CreateKeyPairRequest says what kind of key pair to create.
@@ -957,6 +957,177 @@ export const RetireMasterKeyResponseSchema: GenMessage<RetireMasterKeyResponse> 
   messageDesc(file_keymesh_keys_v1_key_management_service, 33);
 
 /**
+ * LeaseStreamRequest is one request on the lease stream.
+ *
+ * @generated from message keymesh.keys.v1.LeaseStreamRequest
+ */
+export type LeaseStreamRequest = Message<"keymesh.keys.v1.LeaseStreamRequest"> & {
+  /**
+   * Chosen by the caller, echoed by the response (unique among its requests in flight).
+   *
+   * @generated from field: uint32 request_id = 1;
+   */
+  requestId: number;
+
+  /**
+   * The request. Its own rules are checked per request, so that a bad one fails alone (an
+   * error response) instead of ending the stream and every request on it.
+   *
+   * @generated from oneof keymesh.keys.v1.LeaseStreamRequest.request
+   */
+  request: {
+    /**
+     * As AcquireKeyLease.
+     *
+     * @generated from field: keymesh.keys.v1.AcquireKeyLeaseRequest acquire = 2;
+     */
+    value: AcquireKeyLeaseRequest;
+    case: "acquire";
+  } | {
+    /**
+     * As RotateKeyLease.
+     *
+     * @generated from field: keymesh.keys.v1.RotateKeyLeaseRequest rotate = 3;
+     */
+    value: RotateKeyLeaseRequest;
+    case: "rotate";
+  } | {
+    /**
+     * As RenewKeyLease.
+     *
+     * @generated from field: keymesh.keys.v1.RenewKeyLeaseRequest renew = 4;
+     */
+    value: RenewKeyLeaseRequest;
+    case: "renew";
+  } | {
+    /**
+     * As ReleaseKeyLease.
+     *
+     * @generated from field: keymesh.keys.v1.ReleaseKeyLeaseRequest release = 5;
+     */
+    value: ReleaseKeyLeaseRequest;
+    case: "release";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The W3C traceparent of the caller's span (the batch the lease is for).
+   *
+   * @generated from field: string traceparent = 6;
+   */
+  traceparent: string;
+
+  /**
+   * The W3C tracestate that goes with traceparent.
+   *
+   * @generated from field: string tracestate = 7;
+   */
+  tracestate: string;
+};
+
+/**
+ * Describes the message keymesh.keys.v1.LeaseStreamRequest.
+ * Use `create(LeaseStreamRequestSchema)` to create a new message.
+ */
+export const LeaseStreamRequestSchema: GenMessage<LeaseStreamRequest> = /*@__PURE__*/
+  messageDesc(file_keymesh_keys_v1_key_management_service, 34);
+
+/**
+ * A failed request on the lease stream.
+ *
+ * @generated from message keymesh.keys.v1.LeaseStreamError
+ */
+export type LeaseStreamError = Message<"keymesh.keys.v1.LeaseStreamError"> & {
+  /**
+   * The Connect code name (e.g. "resource_exhausted", "aborted", "invalid_argument").
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+
+  /**
+   * A message a person can act on.
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message keymesh.keys.v1.LeaseStreamError.
+ * Use `create(LeaseStreamErrorSchema)` to create a new message.
+ */
+export const LeaseStreamErrorSchema: GenMessage<LeaseStreamError> = /*@__PURE__*/
+  messageDesc(file_keymesh_keys_v1_key_management_service, 35);
+
+/**
+ * LeaseStreamResponse answers one request on the lease stream.
+ *
+ * @generated from message keymesh.keys.v1.LeaseStreamResponse
+ */
+export type LeaseStreamResponse = Message<"keymesh.keys.v1.LeaseStreamResponse"> & {
+  /**
+   * The request's id.
+   *
+   * @generated from field: uint32 request_id = 1;
+   */
+  requestId: number;
+
+  /**
+   * The answer, as the unary RPC gives it, or why the request failed.
+   *
+   * @generated from oneof keymesh.keys.v1.LeaseStreamResponse.response
+   */
+  response: {
+    /**
+     * AcquireKeyLease's answer.
+     *
+     * @generated from field: keymesh.keys.v1.AcquireKeyLeaseResponse acquire = 2;
+     */
+    value: AcquireKeyLeaseResponse;
+    case: "acquire";
+  } | {
+    /**
+     * RotateKeyLease's answer.
+     *
+     * @generated from field: keymesh.keys.v1.RotateKeyLeaseResponse rotate = 3;
+     */
+    value: RotateKeyLeaseResponse;
+    case: "rotate";
+  } | {
+    /**
+     * RenewKeyLease's answer.
+     *
+     * @generated from field: keymesh.keys.v1.RenewKeyLeaseResponse renew = 4;
+     */
+    value: RenewKeyLeaseResponse;
+    case: "renew";
+  } | {
+    /**
+     * ReleaseKeyLease's answer.
+     *
+     * @generated from field: keymesh.keys.v1.ReleaseKeyLeaseResponse release = 5;
+     */
+    value: ReleaseKeyLeaseResponse;
+    case: "release";
+  } | {
+    /**
+     * The failure.
+     *
+     * @generated from field: keymesh.keys.v1.LeaseStreamError error = 6;
+     */
+    value: LeaseStreamError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message keymesh.keys.v1.LeaseStreamResponse.
+ * Use `create(LeaseStreamResponseSchema)` to create a new message.
+ */
+export const LeaseStreamResponseSchema: GenMessage<LeaseStreamResponse> = /*@__PURE__*/
+  messageDesc(file_keymesh_keys_v1_key_management_service, 36);
+
+/**
  * KeyManagementService holds users' key pairs and the signing keyring, leases keyring keys
  * to signing batches, and rotates the master key that encrypts every stored private key.
  * Private keys are stored only envelope-encrypted and are never returned in the clear.
@@ -1091,6 +1262,21 @@ export const KeyManagementService: GenService<{
     methodKind: "unary";
     input: typeof RotateKeyLeaseRequestSchema;
     output: typeof RotateKeyLeaseResponseSchema;
+  },
+  /**
+   * LeaseStream is AcquireKeyLease, RotateKeyLease, RenewKeyLease and ReleaseKeyLease on one
+   * long-lived bidirectional stream, for an executor that leases a key per batch: each request
+   * carries an id its response echoes, and its own W3C trace context; responses come in any
+   * order. A failed request (ResourceExhausted when every key is busy, Aborted for a lost
+   * lease) yields a response with an error and does not end the stream. Each request is
+   * checked, decided and audited exactly as its unary RPC.
+   *
+   * @generated from rpc keymesh.keys.v1.KeyManagementService.LeaseStream
+   */
+  leaseStream: {
+    methodKind: "bidi_streaming";
+    input: typeof LeaseStreamRequestSchema;
+    output: typeof LeaseStreamResponseSchema;
   },
   /**
    * GetWrappedSigningKey returns a keyring key's encrypted private key for the holder of a
