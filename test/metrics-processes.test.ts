@@ -118,7 +118,8 @@ describe("a serve process with metrics", () => {
   });
 
   it("writes trace_id and span_id on the log line of every traced call", async () => {
-    const line = await serve.waitForLog((l) => l.msg === "rpc" && l.method === "CommitBatch");
+    // RunBatches: the executor's stream to signing, a call between services within the process.
+    const line = await serve.waitForLog((l) => l.msg === "rpc" && l.method === "RunBatches");
     expect(line.trace_id).toMatch(/^[0-9a-f]{32}$/);
     expect(line.span_id).toMatch(/^[0-9a-f]{16}$/);
   });
