@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { SpanStatusCode, trace, type Context, type Span, type SpanContext } from "@opentelemetry/api";
 import { RejectionReason } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { KeyLease } from "../../gen/keymesh/keys/v1/keys_pb.js";
@@ -102,12 +102,13 @@ export async function runBatch(ctx: BatchContext, waitingSince = ctx.now(), held
         size: ctx.job.batchSize,
         claimTtlMs: ctx.job.leaseTtlMs,
       });
-      await taken;
-      await failpoint("executor.batch-sent");
       // A lost lease abandons the batch; its answer still comes (committed, if the commit was
       // already on its way, or refused), so that what this executor reports is what was stored.
       const onLost = () => ctx.stream.abandon(batchId);
       renewal.lost.addEventListener("abort", onLost, { once: true });
+      if (renewal.lost.aborted) onLost();
+      await taken;
+      await failpoint("executor.batch-sent");
       const done = await untilAborted(ran, ctx.signal).finally(() => renewal.lost.removeEventListener("abort", onLost));
       if (done.claimed === 0) {
         used = false;

@@ -90,8 +90,9 @@ export function createRunBatches(deps: RunBatchesDeps): RunBatches {
   return (requests, streamSignal) => {
     const inFlight = new Map<string, InFlight>();
     // The executor is gone (or the call ended): nothing in flight is committed.
+    const streamEnded = () => new ConnectError("the stream ended before the batch was committed", Code.Canceled);
     const abandonAll = () => {
-      for (const batch of inFlight.values()) batch.abandoned.abort(new ConnectError("the stream ended before the batch was committed", Code.Canceled));
+      for (const batch of inFlight.values()) batch.abandoned.abort(streamEnded());
     };
     streamSignal.addEventListener("abort", abandonAll, { once: true });
 
@@ -103,7 +104,7 @@ export function createRunBatches(deps: RunBatchesDeps): RunBatches {
       }
       const batch: InFlight = { token: req.leaseToken, abandoned: new AbortController() };
       inFlight.set(batchId, batch);
-      if (streamSignal.aborted) batch.abandoned.abort(new ConnectError("the stream ended before the batch was committed", Code.Canceled));
+      if (streamSignal.aborted) batch.abandoned.abort(streamEnded());
       const signal = batch.abandoned.signal;
       const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
       const attributes = { "keymesh.batch_id": batchId, "keymesh.key_id": req.keyId };
