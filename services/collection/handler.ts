@@ -42,19 +42,18 @@ const REASONS: Record<RejectReason, RejectionReason> = {
 const EXPORT_PAGE = 2000;
 
 /**
- * Requests one ClaimStream holds at once (each claim or commit is a batch's worth of work):
- * at the cap the stream stops reading and HTTP/2 flow control pushes back on the caller.
+ * Requests one ClaimStream holds at once. A signing service has at most one request per batch
+ * in flight (8 batches per executor stream); at the cap the stream stops reading and HTTP/2
+ * flow control pushes back on the caller, so one caller cannot queue unbounded work here.
  */
-export const CLAIM_STREAM_MAX_IN_FLIGHT = 16;
+export const CLAIM_STREAM_MAX_IN_FLIGHT = 64;
 
 type ClaimStreamReply = MessageInitShape<typeof ClaimStreamResponseSchema>;
 
 const tracer = trace.getTracer("keymesh.collection");
 
-
 const storedSignature = (s: SignatureRow | undefined) =>
   s && { signature: s.signature, keyId: s.keyId, fence: BigInt(s.fence), batchId: s.batchId, signedAtMs: BigInt(s.signedAt) };
-
 
 /**
  * Verifies the sampled signatures of a batch against the key's public key: a batch signed by
