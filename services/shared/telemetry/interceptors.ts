@@ -31,7 +31,7 @@ import { wrapStream } from "../interceptors/wrap-stream.js";
 import { contextWithHandlerSpan, tracerName } from "./with-span.js";
 
 /** Domain spans live next to the RPC interceptors for handlers' convenience. */
-export { tracerName, withSpan, withoutHandlerSpan, type WithSpanOptions } from "./with-span.js";
+export { tracerName, withSpan, type WithSpanOptions } from "./with-span.js";
 
 /** Options shared by the server and the client interceptor. */
 export interface TracingInterceptorOptions {

@@ -27,14 +27,6 @@ export function contextWithHandlerSpan(ctx: Context, span: Span): Context {
 }
 
 /**
- * `ctx` without the server span a `withSpan` would fold into: for work that is not the whole
- * call, such as one request on a long-lived stream, whose `withSpan` must start its own span.
- */
-export function withoutHandlerSpan(ctx: Context): Context {
-  return ctx.deleteValue(handlerSpanKey);
-}
-
-/**
  * Runs `fn` inside a new span that is the active context for everything `fn`
  * does, so queries and calls it makes become children. A thrown error is
  * recorded as an exception, sets the span status to error, and is rethrown
