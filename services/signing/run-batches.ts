@@ -9,7 +9,7 @@ import {
 } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { codeName, toConnectError } from "../shared/errors.js";
 import { failpoint } from "../shared/failpoints.js";
-import { violationOf } from "../shared/interceptors/validation.js";
+import { assertValid } from "../shared/interceptors/validation.js";
 import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
 import { untilAborted } from "../shared/until-aborted.js";
 import { boundedReplies } from "../shared/streams/bounded-replies.js";
@@ -53,8 +53,7 @@ export function createRunBatches(deps: RunBatchesDeps): RunBatches {
   const { collection, signer } = deps;
 
   async function run(req: RunBatchRequest, batch: InFlight, signal: AbortSignal): Promise<Reply["result"]> {
-    const invalid = violationOf(RunBatchRequestSchema, req);
-    if (invalid) throw invalid;
+    assertValid(RunBatchRequestSchema, req);
     signal.throwIfAborted();
     const claim = await collection.claimBatch({ claimant: req.claimant, size: req.size, claimTtlMs: req.claimTtlMs, jobId: req.jobId });
     const ids = claim.records?.ids ?? [];
