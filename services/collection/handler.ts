@@ -14,10 +14,11 @@ import {
   type ReleaseClaimRequest,
 } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
-import { codeName, InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
+import { trace } from "@opentelemetry/api";
+import { InvalidInputError, NotFoundError, mapErrors, toConnectError } from "../shared/errors.js";
 import { assertValid } from "../shared/interceptors/validation.js";
 import { boundedReplies } from "../shared/streams/bounded-replies.js";
+import { answerInSpan } from "../shared/streams/request-span.js";
 import { verifyEd25519Async } from "../shared/crypto/ed25519.js";
 import { batchDuration, batchesCommitted, batchesRefused, fenceRejections, recordsSigned } from "../shared/telemetry/metrics-signing.js";
 import { packRecords, unpackSignatures } from "../shared/records/blocks.js";
@@ -108,36 +109,34 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
     return { released: await store.releaseClaim(req.claimId) };
   }
 
-  /** One request on ClaimStream, in a span of the caller's trace (its context travels with it). */
+  /** One request on ClaimStream: its unary RPC's code, in a span of the request's own trace (the batch's). */
   function onClaimStream(msg: ClaimStreamRequest, signal: AbortSignal): Promise<ClaimStreamReply> {
     const { requestId } = msg;
     const r = msg.request;
-    const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
-    return tracer.startActiveSpan(`collection.${r.case ?? "request"}`, {}, parent, async (span): Promise<ClaimStreamReply> => {
-      try {
-        switch (r.case) {
-          case "claim":
-            assertValid(ClaimBatchRequestSchema, r.value);
-            return { requestId, response: { case: "claim", value: await claim(r.value) } };
-          case "commit":
-            assertValid(CommitBatchRequestSchema, r.value);
-            return { requestId, response: { case: "commit", value: await commit(r.value, signal) } };
-          case "release":
-            assertValid(ReleaseClaimRequestSchema, r.value);
-            return { requestId, response: { case: "release", value: await release(r.value) } };
-          default:
-            // The oneof is required: the server's validation refused such a message already.
-            throw new InvalidInputError("request: a claim, commit or release is required");
-        }
-      } catch (err) {
-        const ce = toConnectError(err);
-        span.recordException(ce);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
-        return { requestId, response: { case: "error", value: { code: codeName(ce.code), message: ce.rawMessage } } };
-      } finally {
-        span.end();
+    const answer = async (): Promise<ClaimStreamReply["response"]> => {
+      switch (r.case) {
+        case "claim":
+          assertValid(ClaimBatchRequestSchema, r.value);
+          return { case: "claim", value: await claim(r.value) };
+        case "commit":
+          assertValid(CommitBatchRequestSchema, r.value);
+          return { case: "commit", value: await commit(r.value, signal) };
+        case "release":
+          assertValid(ReleaseClaimRequestSchema, r.value);
+          return { case: "release", value: await release(r.value) };
+        default:
+          // The oneof is required: the server's validation refused such a message already.
+          throw new InvalidInputError("request: a claim, commit or release is required");
       }
-    });
+    };
+    return answerInSpan(
+      tracer,
+      `collection.${r.case ?? "request"}`,
+      {},
+      msg,
+      async () => ({ requestId, response: await answer() }),
+      (failure) => ({ requestId, response: { case: "error", value: failure } }),
+    );
   }
 
   return {

@@ -190,7 +190,7 @@ export function createExecutor(deps: ExecutorDeps) {
     // The stream lives as long as the job: its RPC span belongs to the job's trace, not to
     // whichever batch happened to open it.
     const jobContext = trace.setSpan(context.active(), jobSpan);
-    const stream = createBatchStream(deps.signing, {}, jobContext);
+    const stream = createBatchStream(deps.signing, jobContext);
     const leases = createLeaseStream(deps.keys, jobContext);
     /** Links from the job span to its batches, up to what a span can reasonably hold. */
     let linked = 0;

@@ -1,6 +1,6 @@
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
-import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
+import { trace } from "@opentelemetry/api";
 import {
   AcquireKeyLeaseRequestSchema,
   KeyManagementService,
@@ -14,11 +14,11 @@ import {
 import { KeyringKeySchema, type KeyLeaseSchema, type KeyringKey } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { MasterKeyring } from "../shared/crypto/envelope.js";
 import { audited, type AuditLog } from "../shared/audit/index.js";
-import { codeName, ExhaustedError, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
+import { ExhaustedError, InvalidInputError, mapErrors } from "../shared/errors.js";
 import { assertValid } from "../shared/interceptors/validation.js";
 import { boundedReplies } from "../shared/streams/bounded-replies.js";
+import { answerInSpan } from "../shared/streams/request-span.js";
 import { tracerName, withSpan } from "../shared/telemetry/interceptors.js";
-import { contextWithHandlerSpan } from "../shared/telemetry/with-span.js";
 import type { KeyLeaseGrant, Keyring } from "./keyring.js";
 import type { KeyringRow, KeyringStore } from "./keyring-store.js";
 
@@ -119,43 +119,36 @@ export function createKeysHandler(deps: KeysHandlerDeps): Partial<ServiceImpl<ty
     })),
   );
 
-  /**
-   * One request on LeaseStream: its unary RPC's code, in a span of the request's own trace (the
-   * batch's) that plays the unary call's server span: the lease's domain work is recorded on
-   * it, and what the request does (its SQL, Redis, a refusal's audit row) is under it.
-   */
+  /** One request on LeaseStream: its unary RPC's code, in a span of the request's own trace (the batch's). */
   function onLeaseStream(msg: LeaseStreamRequest, ctx: HandlerContext): Promise<LeaseStreamReply> {
     const { requestId } = msg;
     const r = msg.request;
-    const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
-    return tracer.startActiveSpan(`lease.${r.case ?? "request"}`, {}, parent, (span) =>
-      context.with(contextWithHandlerSpan(context.active(), span), async (): Promise<LeaseStreamReply> => {
-        try {
-          switch (r.case) {
-            case "acquire":
-              assertValid(AcquireKeyLeaseRequestSchema, r.value);
-              return { requestId, response: { case: "acquire", value: await acquireKeyLease(r.value, as(ctx, "acquireKeyLease")) } };
-            case "rotate":
-              assertValid(RotateKeyLeaseRequestSchema, r.value);
-              return { requestId, response: { case: "rotate", value: await rotateKeyLease(r.value, as(ctx, "rotateKeyLease")) } };
-            case "renew":
-              assertValid(RenewKeyLeaseRequestSchema, r.value);
-              return { requestId, response: { case: "renew", value: await renewKeyLease(r.value, as(ctx, "renewKeyLease")) } };
-            case "release":
-              assertValid(ReleaseKeyLeaseRequestSchema, r.value);
-              return { requestId, response: { case: "release", value: await releaseKeyLease(r.value, as(ctx, "releaseKeyLease")) } };
-            default:
-              // The oneof is required: the server's validation refused such a message already.
-              throw new InvalidInputError("request: an acquire, rotate, renew or release is required");
-          }
-        } catch (err) {
-          const ce = toConnectError(err);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
-          return { requestId, response: { case: "error", value: { code: codeName(ce.code), message: ce.rawMessage } } };
-        } finally {
-          span.end();
-        }
-      }),
+    const answer = async (): Promise<LeaseStreamReply["response"]> => {
+      switch (r.case) {
+        case "acquire":
+          assertValid(AcquireKeyLeaseRequestSchema, r.value);
+          return { case: "acquire", value: await acquireKeyLease(r.value, as(ctx, "acquireKeyLease")) };
+        case "rotate":
+          assertValid(RotateKeyLeaseRequestSchema, r.value);
+          return { case: "rotate", value: await rotateKeyLease(r.value, as(ctx, "rotateKeyLease")) };
+        case "renew":
+          assertValid(RenewKeyLeaseRequestSchema, r.value);
+          return { case: "renew", value: await renewKeyLease(r.value, as(ctx, "renewKeyLease")) };
+        case "release":
+          assertValid(ReleaseKeyLeaseRequestSchema, r.value);
+          return { case: "release", value: await releaseKeyLease(r.value, as(ctx, "releaseKeyLease")) };
+        default:
+          // The oneof is required: the server's validation refused such a message already.
+          throw new InvalidInputError("request: an acquire, rotate, renew or release is required");
+      }
+    };
+    return answerInSpan(
+      tracer,
+      `lease.${r.case ?? "request"}`,
+      {},
+      msg,
+      async () => ({ requestId, response: await answer() }),
+      (failure) => ({ requestId, response: { case: "error", value: failure } }),
     );
   }
 

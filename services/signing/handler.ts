@@ -1,5 +1,7 @@
+import type { KeyObject } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
+import { trace } from "@opentelemetry/api";
 import {
   SignBatchRequestSchema,
   SigningService,
@@ -7,17 +9,16 @@ import {
   type SignStreamRequest,
   type SignStreamResponseSchema,
 } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
+import { InvalidInputError, mapErrors } from "../shared/errors.js";
+import { assertValid } from "../shared/interceptors/validation.js";
+import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
+import { boundedReplies } from "../shared/streams/bounded-replies.js";
+import { answerInSpan } from "../shared/streams/request-span.js";
+import type { RunBatches } from "./run-batches.js";
+import type { Signer } from "./signer.js";
 
 type StreamReply = MessageInitShape<typeof SignStreamResponseSchema>;
-import { ed25519PublicKey, verifyEd25519 } from "../shared/crypto/ed25519.js";
-import { codeName, InvalidInputError, mapErrors, toConnectError } from "../shared/errors.js";
-import { boundedReplies } from "../shared/streams/bounded-replies.js";
-import type { RunBatches } from "./run-batches.js";
-import { violationOf } from "../shared/interceptors/validation.js";
-import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
-import type { Signer } from "./signer.js";
-import type { KeyObject } from "node:crypto";
 
 /** Dependencies of the SigningService handler. */
 export interface SigningHandlerDeps {
@@ -66,29 +67,21 @@ export function createSigningHandler(deps: SigningHandlerDeps): ServiceImpl<type
   };
 
   /** One batch on the stream, in a span parented by the batch's own trace context. */
-  const signOnStream = async (msg: SignStreamRequest): Promise<StreamReply> => {
+  const signOnStream = (msg: SignStreamRequest): Promise<StreamReply> => {
     const batch = msg.batch;
     const batchId = batch?.batchId ?? "";
-    const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
-    return tracer.startActiveSpan(
+    const attributes = { "keymesh.batch_id": batchId, "keymesh.key_id": batch?.keyId ?? "", "keymesh.record_count": batch?.records?.ids.length ?? 0 };
+    return answerInSpan<StreamReply>(
+      tracer,
       "signing.sign_batch",
-      { attributes: { "keymesh.batch_id": batchId, "keymesh.key_id": batch?.keyId ?? "", "keymesh.record_count": batch?.records?.ids.length ?? 0 } },
-      parent,
-      async (span) => {
-        try {
-          if (!batch) throw new InvalidInputError("each stream message carries a batch");
-          const invalid = violationOf(SignBatchRequestSchema, batch);
-          if (invalid) throw invalid;
-          return { batchId, result: { case: "signed" as const, value: await signBatch(batch) } };
-        } catch (err) {
-          const ce = toConnectError(err);
-          span.recordException(ce);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
-          return { batchId, result: { case: "error" as const, value: { code: codeName(ce.code), message: ce.rawMessage } } };
-        } finally {
-          span.end();
-        }
+      attributes,
+      msg,
+      async () => {
+        if (!batch) throw new InvalidInputError("each stream message carries a batch");
+        assertValid(SignBatchRequestSchema, batch);
+        return { batchId, result: { case: "signed", value: await signBatch(batch) } };
       },
+      (failure) => ({ batchId, result: { case: "error", value: failure } }),
     );
   };
 

@@ -1,18 +1,19 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { context, propagation, SpanStatusCode, trace } from "@opentelemetry/api";
+import { trace } from "@opentelemetry/api";
 import {
   RunBatchRequestSchema,
   type RunBatchesRequest,
   type RunBatchesResponseSchema,
   type RunBatchRequest,
 } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
-import { codeName, toConnectError } from "../shared/errors.js";
+import { codeName } from "../shared/errors.js";
 import { failpoint } from "../shared/failpoints.js";
 import { assertValid } from "../shared/interceptors/validation.js";
 import { packSignatures, unpackRecords } from "../shared/records/blocks.js";
 import { untilAborted } from "../shared/until-aborted.js";
 import { boundedReplies } from "../shared/streams/bounded-replies.js";
+import { answerInSpan } from "../shared/streams/request-span.js";
 import type { ClaimPort } from "./claim-stream.js";
 import type { Signer } from "./signer.js";
 
@@ -105,21 +106,24 @@ export function createRunBatches(deps: RunBatchesDeps): RunBatches {
       inFlight.set(batchId, batch);
       if (streamSignal.aborted) batch.abandoned.abort(streamEnded());
       const signal = batch.abandoned.signal;
-      const parent = propagation.extract(context.active(), { traceparent: msg.traceparent, tracestate: msg.tracestate });
       const attributes = { "keymesh.batch_id": batchId, "keymesh.key_id": req.keyId };
-      return tracer.startActiveSpan("signing.run_batch", { attributes }, parent, async (span) => {
-        try {
-          return { batchId, result: await run(req, batch, signal) };
-        } catch (err) {
-          const ce = signal.aborted ? ConnectError.from(signal.reason) : toConnectError(err);
-          span.recordException(ce);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: ce.rawMessage });
-          return { batchId, result: { case: "error" as const, value: { code: codeName(ce.code), message: ce.rawMessage } } };
-        } finally {
-          inFlight.delete(batchId);
-          span.end();
-        }
-      });
+      return answerInSpan(
+        tracer,
+        "signing.run_batch",
+        attributes,
+        msg,
+        async () => {
+          try {
+            return { batchId, result: await run(req, batch, signal) };
+          } catch (err) {
+            // Abandoned: the reason is the abandonment, whatever the step it interrupted threw.
+            throw signal.aborted ? signal.reason : err;
+          } finally {
+            inFlight.delete(batchId);
+          }
+        },
+        (failure) => ({ batchId, result: { case: "error", value: failure } }),
+      );
     };
 
     const replies = boundedReplies(requests, deps.maxInFlight, (msg) => {
