@@ -8,6 +8,7 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { NotFoundError } from "../shared/errors.js";
+import { toDbError } from "../shared/storage/database.js";
 import { jobProgress, jobsRunning, leasesHeld } from "../shared/telemetry/metrics-signing.js";
 import { releaseLease, runBatch, type BatchContext, type BatchOutcome, type HeldLease } from "./batch.js";
 import { JOB_HEARTBEAT_MS, type JobRow, type JobStore } from "./job-store.js";
@@ -50,6 +51,8 @@ const MAX_JOB_LINKS = 1000;
 const TOTALS_REFRESH_MS = 2000;
 /** How long idle workers of one job share a read of the totals. */
 const TOTALS_SHARED_MS = 200;
+/** Pauses between attempts to read the totals that confirm a job's end. */
+const CONFIRM_RETRY_MS = [100, 300, 1000, 2000];
 
 /** Waits `ms`, or less when `signal` aborts; never throws. */
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
@@ -138,15 +141,24 @@ export function createExecutor(deps: ExecutorDeps) {
       const totals = sharedTotals(progress, signal);
       await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch, totals)));
       if (signal.aborted) return;
-      // A job whose end cannot be confirmed fails rather than staying "running" for ever.
-      const g = await deps.collection.getProgress({}, { signal });
-      progress.totals(Number(g.total), Number(g.signed));
+      // A job whose end cannot be confirmed fails rather than staying "running" for ever; a
+      // Collection that does not answer (its pool reconnecting, say) is asked a few times first.
+      let g = await readTotals(progress, signal);
+      for (const pause of CONFIRM_RETRY_MS) {
+        if (g || signal.aborted) break;
+        await sleep(pause, signal);
+        g = await readTotals(progress, signal);
+      }
+      if (signal.aborted) return;
+      if (!g) throw new Error("Collection did not answer with the job's totals, so its end could not be confirmed");
       if (g.signed >= g.total) {
-        progress.finish("succeeded");
         await deps.jobs.finish(job.id, "succeeded", now());
+        progress.finish("succeeded");
       }
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      // A dropped connection reads as such, not as the SQL text the driver wraps around it.
+      const failure = toDbError(err);
+      const message = failure instanceof Error ? failure.message : String(failure);
       progress.finish("failed", message);
       jobSpan.setStatus({ code: SpanStatusCode.ERROR, message });
       await deps.jobs.finish(job.id, "failed", now(), message).catch(() => undefined);

@@ -1,4 +1,6 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Database } from "../shared/storage/database.js";
+import { isTransientDbError } from "../shared/storage/errors.js";
 
 /** A signing job as stored. */
 export interface JobRow {
@@ -20,8 +22,15 @@ export interface JobStore {
   get(id: string, now?: number): Promise<JobRow | undefined>;
   /** An executor is working on the job right now. */
   heartbeat(id: string, at: number): Promise<void>;
+  /**
+   * Records how a running job ended. Idempotent, so a connection lost on the way is retried
+   * (a few times, backing off) rather than turning a finished job into a failed one.
+   */
   finish(id: string, state: "succeeded" | "failed", at: number, error?: string): Promise<void>;
 }
+
+/** Pauses between attempts to record a job's end when the database drops the connection. */
+const FINISH_RETRY_MS = [50, 200, 500, 1000];
 
 /** Executors refresh a job's heartbeat this often while they work on it. */
 export const JOB_HEARTBEAT_MS = 1000;
@@ -62,7 +71,15 @@ export function createJobStore(db: Database): JobStore {
       await db.primary("jobs").where({ id, state: "running" }).update({ heartbeat_at: at });
     },
     async finish(id, state, at, error) {
-      await db.primary("jobs").where({ id, state: "running" }).update({ state, finished_at: at, error: error ?? null });
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await db.primary("jobs").where({ id, state: "running" }).update({ state, finished_at: at, error: error ?? null });
+          return;
+        } catch (err) {
+          if (attempt >= FINISH_RETRY_MS.length || !isTransientDbError(err)) throw err;
+          await sleep(FINISH_RETRY_MS[attempt]);
+        }
+      }
     },
   };
 }
