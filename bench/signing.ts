@@ -576,6 +576,8 @@ function ed25519SignMicros(): number {
 const TARGET_RATIO = 1;
 const STRETCH_WALL_MS = 2500;
 const STRETCH_RECORDS = 100_000;
+/** Ed25519 on the machine the stretch was set on (µs per signature). */
+const STRETCH_SIGN_MICROS = 36;
 
 /**
  * Each target, met or not, and what stands in its way in the run's own measurements: the CPU
@@ -606,12 +608,15 @@ function targetsOf(sections: Record<string, Section>, signMicros: number, cores:
     }
   }
   if (fastest) {
+    // The issue set 2.5 s on a machine whose Ed25519 took about 36 µs (27,500 signatures a
+    // second): on a faster machine the same work takes less, so the target is met only under
+    // the time scaled to this machine's signatures, not merely under 2.5 s.
+    const scaledMs = Math.round((STRETCH_WALL_MS * Math.min(signMicros, STRETCH_SIGN_MICROS)) / STRETCH_SIGN_MICROS);
     targets.stretch = {
-      target: `${STRETCH_RECORDS} records in ≤ ${STRETCH_WALL_MS} ms`,
-      met: fastest.wallMs <= STRETCH_WALL_MS,
+      target: `${STRETCH_RECORDS} records in ≤ ${STRETCH_WALL_MS} ms where Ed25519 takes ${STRETCH_SIGN_MICROS} µs: ${scaledMs} ms on this machine`,
+      met: fastest.wallMs <= scaledMs,
       fastest,
-      // The issue set 2.5 s on a machine whose Ed25519 took about 36 µs; scaled to this one's.
-      scaledToThisMachineMs: Math.round((STRETCH_WALL_MS * signMicros) / 36),
+      scaledToThisMachineMs: scaledMs,
     };
   }
   return targets;
