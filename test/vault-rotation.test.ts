@@ -88,7 +88,10 @@ describe("master-key rotation", () => {
   }, 120_000);
 
   it.each<VaultBackend>(["sqlite", "mysql"])("never fails a read while rotating and rewrapping under load (%s)", async (backend) => {
-    const vault = await startVaultHost({ backend, redis: backend === "mysql"});
+    const vault = await startVaultHost({ backend, redis: backend === "mysql" });
+    // Readers and writers stop before the vault closes, also when an assertion failed first.
+    let stop = false;
+    const load: Promise<unknown>[] = [];
     try {
       const alice = vault.client("user:alice");
       const read: { id: string; value: string }[] = [];
@@ -101,7 +104,6 @@ describe("master-key rotation", () => {
         );
       }
       const written = await Promise.all(Array.from({ length: 3 }, async () => (await alice.createSecret({ value: bytes("w0") })).secret!.secretId));
-      let stop = false;
       let reads = 0;
       const failures: string[] = [];
       const readers = Array.from({ length: 8 }, async () => {
@@ -124,6 +126,7 @@ describe("master-key rotation", () => {
           last.set(id, `w${n}`);
         }
       });
+      load.push(...readers, ...writers);
       await sleep(300);
       const readsBefore = reads;
       const started = Date.now();
@@ -143,6 +146,8 @@ describe("master-key rotation", () => {
       const status = await rowsPerVersion(vault);
       expect(status[target]).toBeGreaterThan(303);
     } finally {
+      stop = true;
+      await Promise.allSettled(load);
       await vault.close();
     }
   }, 120_000);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createMasterKeyring, open, seal, sealedVersion, type MasterKeyring } from "../envelope.js";
-import { rewrapSets, rowsOffPrimary } from "./rewrap.js";
+import { createMemoryQueues } from "../../coordination/memory-queues.js";
+import { rewrapSets, rowsOffPrimary, runRewrapWorker } from "./rewrap.js";
 import type { SealedRow, SealedRowSet } from "./sealed-row-set.js";
 
 const keys = new Map([1, 2].map((v) => [v, Buffer.alloc(32, v)]));
@@ -66,5 +67,37 @@ describe("rewrap", () => {
     const again = await rewrapSets([set], { ring: () => ring(2) });
     expect(again.rewrapped).toBe(1);
     expect(await rowsOffPrimary([set], 2)).toBe(1);
+  });
+
+  it("runs the background rewrap again while rows it could move are left, and stops when only unopenable ones are", async () => {
+    let late = true;
+    const set = memorySet(6, (rows) => {
+      if (!late) return;
+      late = false;
+      // A writer that sealed under the old key before the rotation stores its row after the
+      // pass scanned past it (row-0000 sorts first): this pass cannot see it.
+      rows.set("row-0000a", seal(ring(1), Buffer.from("late"), { table: "t", column: "c", id: "row-0000a" }));
+    });
+    set.rows.set("row-0005", Buffer.concat([set.rows.get("row-0005")!.subarray(0, 20), Buffer.alloc(20)])); // tampered
+    const stop = new AbortController();
+    const queue = createMemoryQueues(Date.now, stop.signal).queue("test.rewrap");
+    const passes: number[] = [];
+    const logger = {
+      info: (o: { pass?: number }) => {
+        if (o.pass !== undefined) passes.push(o.pass);
+      },
+      warn: () => undefined,
+      error: () => undefined,
+    } as unknown as import("pino").Logger;
+    const worker = runRewrapWorker({ queue, sets: () => [set], ring: () => ring(2), refresh: async () => undefined, consumer: "c1", signal: stop.signal, logger });
+    const deadline = Date.now() + 5_000;
+    while ((await rowsOffPrimary([set], 2)) > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    // Give the worker a moment to decide there is nothing left it could move.
+    await new Promise((r) => setTimeout(r, 500));
+    stop.abort();
+    await worker;
+    expect(open(ring(2), set.rows.get("row-0000a")!, { table: "t", column: "c", id: "row-0000a" }).toString()).toBe("late");
+    expect(await rowsOffPrimary([set], 2)).toBe(1); // the tampered row, left alone
+    expect(passes).toEqual([1, 2]);
   });
 });

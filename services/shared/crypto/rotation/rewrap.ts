@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { JobQueue } from "../../coordination/types.js";
 import { failpoint } from "../../failpoints.js";
@@ -111,6 +112,10 @@ export interface RewrapWorkerOptions {
 /** The queue rotations enqueue rewrap work on, and its consumer group. */
 export const REWRAP_QUEUE = "keymesh.rewrap";
 export const REWRAP_GROUP = "rewrap";
+/** Passes one queue entry runs at most while movable rows are left (see runRewrapWorker). */
+const MAX_PASSES = 10;
+/** The pause between two passes: writers in flight at the rotation land meanwhile. */
+const PASS_PAUSE_MS = 200;
 
 /**
  * Runs the background rewrap until `signal` aborts: each queue entry (one per rotation)
@@ -135,10 +140,17 @@ export async function runRewrapWorker(opts: RewrapWorkerOptions): Promise<void> 
     REWRAP_GROUP,
     opts.consumer,
     async (entry) => {
-      await opts.refresh();
-      const started = Date.now();
-      const r = await rewrapSets(opts.sets(), { ring: opts.ring, signal: opts.signal, ...(logger === undefined ? {} : { logger }) });
-      logger?.info({ ...r, primary: opts.ring().primaryVersion, entry: entry.id, durationMs: Date.now() - started }, "rewrap pass done");
+      // A writer that sealed under the old primary just before the rotation can store its row
+      // after the pass scanned past it, and a writer that wins the compare-and-set leaves the
+      // row to a later pass: while rows the pass could move are left, run another.
+      for (let pass = 1; ; pass++) {
+        await opts.refresh();
+        const started = Date.now();
+        const r = await rewrapSets(opts.sets(), { ring: opts.ring, signal: opts.signal, ...(logger === undefined ? {} : { logger }) });
+        logger?.info({ ...r, primary: opts.ring().primaryVersion, entry: entry.id, pass, durationMs: Date.now() - started }, "rewrap pass done");
+        if (r.remaining <= r.failed || pass >= MAX_PASSES || opts.signal.aborted) return;
+        await sleep(PASS_PAUSE_MS, undefined, { signal: opts.signal }).catch(() => undefined);
+      }
     },
     {
       signal: opts.signal,
