@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { setTimeout as delay } from "node:timers/promises";
-import { ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { context, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
@@ -86,6 +86,22 @@ export function createExecutor(deps: ExecutorDeps) {
   }
 
   /**
+   * The totals that confirm a job's end: asked again while Collection answers Unavailable
+   * (CONFIRM_RETRY_MS apart), any other error thrown at once. Undefined when `signal` aborts.
+   */
+  async function confirmTotals(signal: AbortSignal) {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await deps.collection.getProgress({}, { signal });
+      } catch (err) {
+        if (signal.aborted) return undefined;
+        if (attempt >= CONFIRM_RETRY_MS.length || ConnectError.from(err).code !== Code.Unavailable) throw err;
+        await sleep(CONFIRM_RETRY_MS[attempt]!, signal);
+      }
+    }
+  }
+
+  /**
    * The totals as a job's idle workers ask for them: one read at a time, and a read less than
    * TOTALS_SHARED_MS old is shared. Two COUNTs over every record and signature are not cheap,
    * and eight workers finding no records at once would otherwise each run them.
@@ -142,15 +158,10 @@ export function createExecutor(deps: ExecutorDeps) {
       await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch, totals)));
       if (signal.aborted) return;
       // A job whose end cannot be confirmed fails rather than staying "running" for ever; a
-      // Collection that does not answer (its pool reconnecting, say) is asked a few times first.
-      let g = await readTotals(progress, signal);
-      for (const pause of CONFIRM_RETRY_MS) {
-        if (g || signal.aborted) break;
-        await sleep(pause, signal);
-        g = await readTotals(progress, signal);
-      }
-      if (signal.aborted) return;
-      if (!g) throw new Error("Collection did not answer with the job's totals, so its end could not be confirmed");
+      // Collection that is unavailable (its pool reconnecting, say) is asked a few times first.
+      const g = await confirmTotals(signal);
+      if (!g) return;
+      progress.totals(Number(g.total), Number(g.signed));
       if (g.signed >= g.total) {
         await deps.jobs.finish(job.id, "succeeded", now());
         progress.finish("succeeded");

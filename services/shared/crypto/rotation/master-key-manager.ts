@@ -21,6 +21,11 @@ import { addDevMasterKey, DEV_MASTER_KEYS_FILE, loadMasterKeyring, type MasterKe
 
 /** How often a following process re-reads which master-key version is primary. */
 export const MASTER_KEY_REFRESH_MS = 2_000;
+/**
+ * How long after a rotation every process has re-read the primary (above twice the refresh
+ * interval): until then some may still seal under the previous one.
+ */
+export const ROTATION_SETTLE_MS = 5_000;
 
 /** Options for the key material (`masterKeyMaterial`). */
 export interface MasterKeyMaterialOptions {
@@ -88,7 +93,7 @@ export interface MasterKeyManagerOptions extends MasterKeyMaterialOptions {
   readonly now?: () => number;
   /**
    * How long after a rotation retiring the previous primary is refused: long enough for every
-   * process to have re-read the primary (default 5 s, above twice the refresh interval), so no
+   * process to have re-read the primary (default ROTATION_SETTLE_MS), so no
    * process still seals under a version that is being retired.
    */
   readonly settleMs?: number;
@@ -199,7 +204,7 @@ export async function createMasterKeyManager(opts: MasterKeyManagerOptions): Pro
       const states = await readStates();
       if (!states.has(version) && keys.key(version) === undefined) throw new PreconditionError(`master key version ${version} is unknown`);
       const since = now() - Number(((await db.primary(TABLE).where({ version: current.primaryVersion }).first("updated_at")) as { updated_at?: number } | undefined)?.updated_at ?? 0);
-      const settleMs = opts.settleMs ?? 5_000;
+      const settleMs = opts.settleMs ?? ROTATION_SETTLE_MS;
       if (since < settleMs) {
         throw new PreconditionError(
           `version ${current.primaryVersion} became primary ${Math.round(since / 1000)} s ago; retry in ${Math.ceil((settleMs - since) / 1000)} s, once every process has picked it up`,

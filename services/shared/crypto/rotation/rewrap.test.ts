@@ -69,7 +69,7 @@ describe("rewrap", () => {
     expect(await rowsOffPrimary([set], 2)).toBe(1);
   });
 
-  it("runs the background rewrap again while rows it could move are left, and stops when only unopenable ones are", async () => {
+  it("runs the background rewrap again while rows it could move are left, and once more when every process has re-read the primary", async () => {
     let late = true;
     const set = memorySet(6, (rows) => {
       if (!late) return;
@@ -89,15 +89,25 @@ describe("rewrap", () => {
       warn: () => undefined,
       error: () => undefined,
     } as unknown as import("pino").Logger;
-    const worker = runRewrapWorker({ queue, sets: () => [set], ring: () => ring(2), refresh: async () => undefined, consumer: "c1", signal: stop.signal, logger });
-    const deadline = Date.now() + 5_000;
-    while ((await rowsOffPrimary([set], 2)) > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    // Give the worker a moment to decide there is nothing left it could move.
+    const until = async (check: () => boolean | Promise<boolean>) => {
+      const deadline = Date.now() + 5_000;
+      while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    };
+    const worker = runRewrapWorker({ queue, sets: () => [set], ring: () => ring(2), refresh: async () => undefined, consumer: "c1", signal: stop.signal, logger, settleMs: 1_000 });
+
+    // The second pass, 200 ms after the first, moves the late row; the tampered one stays.
+    await until(() => passes.length === 2);
+    expect(open(ring(2), set.rows.get("row-0000a")!, { table: "t", column: "c", id: "row-0000a" }).toString()).toBe("late");
+    expect(await rowsOffPrimary([set], 2)).toBe(1);
+    // A process that has not re-read the primary yet seals one more row under the old key:
+    // the pass after the settle time moves it, and nothing runs after that.
+    set.rows.set("row-0001a", seal(ring(1), Buffer.from("stale"), { table: "t", column: "c", id: "row-0001a" }));
+    await until(() => passes.length === 3);
     await new Promise((r) => setTimeout(r, 500));
     stop.abort();
     await worker;
-    expect(open(ring(2), set.rows.get("row-0000a")!, { table: "t", column: "c", id: "row-0000a" }).toString()).toBe("late");
+    expect(open(ring(2), set.rows.get("row-0001a")!, { table: "t", column: "c", id: "row-0001a" }).toString()).toBe("stale");
     expect(await rowsOffPrimary([set], 2)).toBe(1); // the tampered row, left alone
-    expect(passes).toEqual([1, 2]);
+    expect(passes).toEqual([1, 2, 3]);
   });
 });

@@ -3,6 +3,7 @@ import type { Logger } from "pino";
 import type { JobQueue } from "../../coordination/types.js";
 import { failpoint } from "../../failpoints.js";
 import { open, seal, type MasterKeyring } from "../envelope.js";
+import { ROTATION_SETTLE_MS } from "./master-key-manager.js";
 import type { Replacement, SealedRowSet } from "./sealed-row-set.js";
 
 /**
@@ -107,12 +108,14 @@ export interface RewrapWorkerOptions {
   readonly consumer: string;
   readonly signal: AbortSignal;
   readonly logger?: Logger;
+  /** How long after a pass starts every process has re-read the primary (default ROTATION_SETTLE_MS). */
+  readonly settleMs?: number;
 }
 
 /** The queue rotations enqueue rewrap work on, and its consumer group. */
 export const REWRAP_QUEUE = "keymesh.rewrap";
 export const REWRAP_GROUP = "rewrap";
-/** Passes one queue entry runs at most while movable rows are left (see runRewrapWorker). */
+/** Passes one queue entry runs at most (see runRewrapWorker). */
 const MAX_PASSES = 10;
 /** The pause between two passes: writers in flight at the rotation land meanwhile. */
 const PASS_PAUSE_MS = 200;
@@ -126,6 +129,7 @@ const PASS_PAUSE_MS = 200;
  */
 export async function runRewrapWorker(opts: RewrapWorkerOptions): Promise<void> {
   const { queue, logger } = opts;
+  const settleMs = opts.settleMs ?? ROTATION_SETTLE_MS;
   try {
     await opts.refresh();
     const remaining = await rowsOffPrimary(opts.sets(), opts.ring().primaryVersion);
@@ -140,16 +144,20 @@ export async function runRewrapWorker(opts: RewrapWorkerOptions): Promise<void> 
     REWRAP_GROUP,
     opts.consumer,
     async (entry) => {
-      // A writer that sealed under the old primary just before the rotation can store its row
-      // after the pass scanned past it, and a writer that wins the compare-and-set leaves the
-      // row to a later pass: while rows the pass could move are left, run another.
-      for (let pass = 1; ; pass++) {
+      // Rows can still arrive under the old primary after a pass: a writer that sealed just
+      // before the rotation stores its row after the pass scanned past it, a writer that wins
+      // the compare-and-set leaves its row to a later pass, and a process that has not yet
+      // re-read the primary keeps sealing under the old one. So passes go on while rows the
+      // last one could move are left, and once more after every process has re-read it.
+      const settled = Date.now() + settleMs;
+      for (let pass = 1; pass <= MAX_PASSES && !opts.signal.aborted; pass++) {
         await opts.refresh();
         const started = Date.now();
         const r = await rewrapSets(opts.sets(), { ring: opts.ring, signal: opts.signal, ...(logger === undefined ? {} : { logger }) });
         logger?.info({ ...r, primary: opts.ring().primaryVersion, entry: entry.id, pass, durationMs: Date.now() - started }, "rewrap pass done");
-        if (r.remaining <= r.failed || pass >= MAX_PASSES || opts.signal.aborted) return;
-        await sleep(PASS_PAUSE_MS, undefined, { signal: opts.signal }).catch(() => undefined);
+        const movableLeft = r.remaining > r.failed;
+        if (!movableLeft && started >= settled) return;
+        await sleep(movableLeft ? PASS_PAUSE_MS : settled - Date.now(), undefined, { signal: opts.signal }).catch(() => undefined);
       }
     },
     {
