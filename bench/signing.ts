@@ -438,8 +438,8 @@ async function measureSetup(setup: Setup) {
   };
 }
 
-/** One setup's section of the JSON: its two jobs and its two plain loops. */
-type Section = Awaited<ReturnType<typeof measureSetup>>["section"];
+/** One setup's measurements: its two ratios, and its section of the JSON (two jobs, two plain loops). */
+type Measured = Awaited<ReturnType<typeof measureSetup>>;
 
 /**
  * The cores the mesh's CPU time (keymesh processes and MariaDB) would keep busy if it had to
@@ -447,8 +447,12 @@ type Section = Awaited<ReturnType<typeof measureSetup>>["section"];
  * mesh as fast as the plain loop, and the CPU time itself has to shrink.
  */
 function coresNeeded(run: JobRun, plainLoopWallMs: number): number {
-  const cpuMs = run.cpuMs.allKeymeshProcesses + ((run.cpuMs.mariadb as number | undefined) ?? 0);
-  return Number((cpuMs / plainLoopWallMs).toFixed(2));
+  return Number((meshCpuMs(run) / plainLoopWallMs).toFixed(2));
+}
+
+/** A job's CPU time: every keymesh process's, and MariaDB's when it ran on MariaDB. */
+function meshCpuMs(run: JobRun): number {
+  return run.cpuMs.allKeymeshProcesses + ((run.cpuMs.mariadb as number | undefined) ?? 0);
 }
 
 /** An OTLP/HTTP sink that accepts and drops spans, so tracing costs what exporting costs. */
@@ -586,22 +590,21 @@ const STRETCH_SIGN_MICROS = 36;
  * the time). A mesh whose lower bound is above its plain loop cannot reach the target by
  * scheduling; its CPU time has to shrink.
  */
-function targetsOf(sections: Record<string, Section>, signMicros: number, cores: number) {
+function targetsOf(measured: Record<string, Measured>, signMicros: number, cores: number) {
   const targets: Record<string, unknown> = {};
   let fastest: { setup: string; wallMs: number } | undefined;
-  for (const [name, s] of Object.entries(sections)) {
+  for (const [name, { section: s, ratio: coldRatio, ratioWarm }] of Object.entries(measured)) {
     const ed25519CpuMs = Math.round((s.mesh.records * signMicros) / 1000);
-    const meshCpu = (run: JobRun) => run.cpuMs.allKeymeshProcesses + ((run.cpuMs.mariadb as number | undefined) ?? 0);
     const plainCpu = (run: typeof s.plainLoop) => Object.values(run.cpuMs).reduce((a, b) => a + b, 0);
-    const side = (mesh: JobRun, plain: typeof s.plainLoop) => ({
-      ratio: Number((mesh.wallMs / plain.wallMs).toFixed(3)),
-      meshCpuBeyondEd25519Ms: meshCpu(mesh) - ed25519CpuMs,
+    const side = (ratio: number, mesh: JobRun, plain: typeof s.plainLoop) => ({
+      ratio,
+      meshCpuBeyondEd25519Ms: meshCpuMs(mesh) - ed25519CpuMs,
       plainLoopCpuBeyondEd25519Ms: plainCpu(plain) - ed25519CpuMs,
-      meshLowerBoundWallMs: Math.round(meshCpu(mesh) / cores),
+      meshLowerBoundWallMs: Math.round(meshCpuMs(mesh) / cores),
       plainLoopWallMs: plain.wallMs,
     });
-    const cold = side(s.mesh, s.plainLoop);
-    const warm = side(s.meshWarm, s.plainLoopWarm);
+    const cold = side(coldRatio, s.mesh, s.plainLoop);
+    const warm = side(ratioWarm, s.meshWarm, s.plainLoopWarm);
     targets[name] = { target: `≤ ${TARGET_RATIO}× its plain loop, cold and warm`, met: cold.ratio <= TARGET_RATIO && warm.ratio <= TARGET_RATIO, ed25519CpuMs, cold, warm };
     if (s.mesh.records === STRETCH_RECORDS) {
       for (const run of [s.mesh, s.meshWarm]) if (!fastest || run.wallMs < fastest.wallMs) fastest = { setup: name, wallMs: run.wallMs };
@@ -629,16 +632,16 @@ async function main() {
     machine: { cpus: os.cpus().length, node: process.version, ed25519SignMicros: signMicros, loadAverage1mAtStart: Number(os.loadavg()[0]!.toFixed(2)) },
     job: { records: RECORDS, keys: KEYS, batchSize: BATCH, concurrency: CONCURRENCY, leaseTtlMs: LEASE_TTL_MS, setups: ONLY },
   };
-  const sections: Record<string, Section> = {};
+  const measured: Record<string, Measured> = {};
   try {
     for (const setup of ONLY) {
-      const { ratio, ratioWarm, section } = await measureSetup(setup);
-      result[KEYS_OF[setup].ratio] = ratio;
-      result[`${KEYS_OF[setup].ratio}Warm`] = ratioWarm;
-      sections[KEYS_OF[setup].section] = section;
+      const m = await measureSetup(setup);
+      result[KEYS_OF[setup].ratio] = m.ratio;
+      result[`${KEYS_OF[setup].ratio}Warm`] = m.ratioWarm;
+      measured[KEYS_OF[setup].section] = m;
     }
-    Object.assign(result, sections);
-    result.targets = targetsOf(sections, signMicros, os.cpus().length);
+    for (const [name, m] of Object.entries(measured)) result[name] = m.section;
+    result.targets = targetsOf(measured, signMicros, os.cpus().length);
     if (values.tracing) Object.assign(result, await measureTracing());
     if (values.scale) Object.assign(result, await measureScaling());
   } finally {

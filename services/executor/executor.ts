@@ -8,6 +8,7 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { NotFoundError } from "../shared/errors.js";
+import { withRetries } from "../shared/retry.js";
 import { toDbError } from "../shared/storage/database.js";
 import { jobProgress, jobsRunning, leasesHeld } from "../shared/telemetry/metrics-signing.js";
 import { releaseLease, runBatch, type BatchContext, type BatchOutcome, type HeldLease } from "./batch.js";
@@ -90,14 +91,15 @@ export function createExecutor(deps: ExecutorDeps) {
    * (CONFIRM_RETRY_MS apart), any other error thrown at once. Undefined when `signal` aborts.
    */
   async function confirmTotals(signal: AbortSignal) {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await deps.collection.getProgress({}, { signal });
-      } catch (err) {
-        if (signal.aborted) return undefined;
-        if (attempt >= CONFIRM_RETRY_MS.length || ConnectError.from(err).code !== Code.Unavailable) throw err;
-        await sleep(CONFIRM_RETRY_MS[attempt]!, signal);
-      }
+    try {
+      return await withRetries(() => deps.collection.getProgress({}, { signal }), {
+        pausesMs: CONFIRM_RETRY_MS,
+        retryable: (err) => ConnectError.from(err).code === Code.Unavailable,
+        signal,
+      });
+    } catch (err) {
+      if (signal.aborted) return undefined;
+      throw err;
     }
   }
 

@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from "node:timers/promises";
+import { withRetries } from "../shared/retry.js";
 import type { Database } from "../shared/storage/database.js";
 import { isTransientDbError } from "../shared/storage/errors.js";
 
@@ -71,15 +71,10 @@ export function createJobStore(db: Database): JobStore {
       await db.primary("jobs").where({ id, state: "running" }).update({ heartbeat_at: at });
     },
     async finish(id, state, at, error) {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await db.primary("jobs").where({ id, state: "running" }).update({ state, finished_at: at, error: error ?? null });
-          return;
-        } catch (err) {
-          if (attempt >= FINISH_RETRY_MS.length || !isTransientDbError(err)) throw err;
-          await sleep(FINISH_RETRY_MS[attempt]);
-        }
-      }
+      await withRetries(() => db.primary("jobs").where({ id, state: "running" }).update({ state, finished_at: at, error: error ?? null }), {
+        pausesMs: FINISH_RETRY_MS,
+        retryable: isTransientDbError,
+      });
     },
   };
 }
