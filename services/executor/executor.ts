@@ -8,9 +8,9 @@ import type { CollectionService } from "../../gen/keymesh/collection/v1/collecti
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import type { SigningService } from "../../gen/keymesh/signing/v1/signing_service_pb.js";
 import { NotFoundError } from "../shared/errors.js";
-import { withRetries } from "../shared/retry.js";
 import { toDbError } from "../shared/storage/database.js";
 import { jobProgress, jobsRunning, leasesHeld } from "../shared/telemetry/metrics-signing.js";
+import { createBatchActivity, type BatchActivity } from "./batch-activity.js";
 import { releaseLease, runBatch, type BatchContext, type BatchOutcome, type HeldLease } from "./batch.js";
 import { JOB_HEARTBEAT_MS, type JobRow, type JobStore } from "./job-store.js";
 import { createProgress, type Progress, type ProgressTracker } from "./progress.js";
@@ -52,8 +52,8 @@ const MAX_JOB_LINKS = 1000;
 const TOTALS_REFRESH_MS = 2000;
 /** How long idle workers of one job share a read of the totals. */
 const TOTALS_SHARED_MS = 200;
-/** Pauses between attempts to read the totals that confirm a job's end. */
-const CONFIRM_RETRY_MS = [100, 300, 1000, 2000];
+/** The longest an idle worker waits before it tries to claim again (batches elsewhere end unseen). */
+const IDLE_POLL_MS = 200;
 
 /** Waits `ms`, or less when `signal` aborts; never throws. */
 const sleep = (ms: number, signal: AbortSignal) => delay(ms, undefined, { signal }).catch(() => undefined);
@@ -87,37 +87,48 @@ export function createExecutor(deps: ExecutorDeps) {
   }
 
   /**
-   * The totals that confirm a job's end: asked again while Collection answers Unavailable
-   * (CONFIRM_RETRY_MS apart), any other error thrown at once. Undefined when `signal` aborts.
-   */
-  async function confirmTotals(signal: AbortSignal) {
-    try {
-      return await withRetries(() => deps.collection.getProgress({}, { signal }), {
-        pausesMs: CONFIRM_RETRY_MS,
-        retryable: (err) => ConnectError.from(err).code === Code.Unavailable,
-        signal,
-      });
-    } catch (err) {
-      if (signal.aborted) return undefined;
-      throw err;
-    }
-  }
-
-  /**
    * The totals as a job's idle workers ask for them: one read at a time, and a read less than
-   * TOTALS_SHARED_MS old is shared. Two COUNTs over every record and signature are not cheap,
+   * TOTALS_SHARED_MS old is shared, unless a batch of the job ended here since it began (its
+   * commit may be missing from it). Two COUNTs over every record and signature are not cheap,
    * and eight workers finding no records at once would otherwise each run them.
    */
-  function sharedTotals(progress: ProgressTracker, signal: AbortSignal) {
-    let last: { at: number; read: ReturnType<typeof readTotals> } | undefined;
+  function sharedTotals(progress: ProgressTracker, activity: BatchActivity, signal: AbortSignal) {
+    let last: { at: number; ended: number; read: ReturnType<typeof readTotals> } | undefined;
     return () => {
-      if (!last || now() - last.at >= TOTALS_SHARED_MS) last = { at: now(), read: readTotals(progress, signal) };
+      if (!last || last.ended !== activity.ended || now() - last.at >= TOTALS_SHARED_MS) {
+        last = { at: now(), ended: activity.ended, read: readTotals(progress, signal) };
+      }
       return last.read;
     };
   }
 
-  /** One worker: batches until the records run out or the job stops. */
-  async function worker(index: number, batch: BatchContext, totals: () => ReturnType<typeof readTotals>): Promise<void> {
+  type Totals = NonNullable<Awaited<ReturnType<typeof readTotals>>>;
+  const isDone = (g: Totals | undefined): g is Totals => g !== undefined && g.signed >= g.total;
+
+  /**
+   * What a worker that found nothing to claim does: the totals when they say every record is
+   * signed (the job is done), else undefined after one wait, and the worker claims again.
+   * While other batches of the job run here, it waits for them rather than reading the totals:
+   * they end either by signing the last records or by giving some back. The wait ends when
+   * they have all ended, or after IDLE_POLL_MS (batches of other executors end unseen).
+   */
+  async function idle(batch: BatchContext, activity: BatchActivity, totals: () => ReturnType<typeof readTotals>): Promise<Totals | undefined> {
+    const seen = activity.ended;
+    if (activity.inFlight === 0) {
+      const g = await totals();
+      if (isDone(g)) return g;
+    }
+    await activity.quiet(seen, Math.min(IDLE_POLL_MS, batch.job.leaseTtlMs / 4), batch.signal);
+    if (batch.signal.aborted || activity.inFlight > 0 || activity.ended === seen) return undefined;
+    const g = await totals();
+    return isDone(g) ? g : undefined;
+  }
+
+  /**
+   * One worker: batches until the records run out or the job stops. Returns the totals that
+   * showed every record signed, or undefined when the job stopped first.
+   */
+  async function worker(index: number, batch: BatchContext, activity: BatchActivity, totals: () => ReturnType<typeof readTotals>): Promise<Totals | undefined> {
     const { signal } = batch;
     let failures = 0;
     let outcome: BatchOutcome = "empty";
@@ -127,23 +138,26 @@ export function createExecutor(deps: ExecutorDeps) {
     try {
       while (!signal.aborted) {
         if (outcome !== "busy") waitingSince = now();
+        const ended = activity.begin();
         try {
           ({ outcome, held } = await runBatch(batch, waitingSince, held));
         } catch (err) {
           outcome = "abandoned";
           held = undefined;
           deps.logger.warn({ job: batch.job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
+        } finally {
+          ended();
         }
         if (outcome === "committed" || outcome === "rejected") failures = 0;
         if (outcome === "abandoned" && ++failures >= MAX_CONSECUTIVE_FAILURES) throw new Error("too many consecutive batch failures");
         if (outcome === "busy") await sleep(10 + Math.random() * 40, signal);
         if (outcome === "abandoned") await sleep(Math.min(1000, 50 * failures), signal);
         if (outcome === "empty") {
-          const g = await totals();
-          if (g && g.signed >= g.total) return;
-          await sleep(Math.min(200, batch.job.leaseTtlMs / 4), signal);
+          const done = await idle(batch, activity, totals);
+          if (done) return done;
         }
       }
+      return undefined;
     } finally {
       if (held) {
         leasesHeld.add(-1);
@@ -156,13 +170,12 @@ export function createExecutor(deps: ExecutorDeps) {
   async function runWorkers(spec: RunSpec, batch: BatchContext, jobSpan: Span): Promise<void> {
     const { progress, signal, job } = batch;
     try {
-      const totals = sharedTotals(progress, signal);
-      await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch, totals)));
-      if (signal.aborted) return;
-      // A job whose end cannot be confirmed fails rather than staying "running" for ever; a
-      // Collection that is unavailable (its pool reconnecting, say) is asked a few times first.
-      const g = await confirmTotals(signal);
-      if (!g) return;
+      const activity = createBatchActivity();
+      const totals = sharedTotals(progress, activity, signal);
+      const ends = await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch, activity, totals)));
+      // Every worker returned the totals that showed the job done, unless the job stopped.
+      const g = ends.find((e) => e !== undefined);
+      if (signal.aborted || !g) return;
       progress.totals(Number(g.total), Number(g.signed));
       if (g.signed >= g.total) {
         await deps.jobs.finish(job.id, "succeeded", now());
