@@ -3,7 +3,7 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import type { KeyManagementService } from "../../gen/keymesh/keys/v1/key_management_service_pb.js";
 import { MasterKeyVersionStatusSchema, type MasterKeyVersionStatus } from "../../gen/keymesh/keys/v1/keys_pb.js";
 import type { JobQueue } from "../shared/coordination/types.js";
-import { enqueueRewrapChunks } from "../shared/crypto/rotation/rewrap-chunks.js";
+import { enqueueRewrapChunks, enqueueSettledScan } from "../shared/crypto/rotation/rewrap-chunks.js";
 import type { SealedRowSet } from "../shared/crypto/rotation/sealed-row-set.js";
 import { InvalidInputError, mapErrors } from "../shared/errors.js";
 import type { MasterKeyManager } from "../shared/crypto/rotation/master-key-manager.js";
@@ -57,7 +57,10 @@ export function createRotationHandler(deps: RotationHandlerDeps): Partial<Servic
       const { primary } = await masterKeys.rotate();
       // Best effort, like the vault's own rotation: a vault process also resumes at start.
       await deps.vaultQueue.enqueue({ reason: "rotate", primary: String(primary) }).catch(() => undefined);
-      return { primaryVersion: primary, enqueued: BigInt(await enqueue()) };
+      const enqueued = await enqueue();
+      // Keys sealed under the old version by a process that has not re-read the primary yet.
+      await enqueueSettledScan(queue, "rotate");
+      return { primaryVersion: primary, enqueued: BigInt(enqueued) };
     }),
 
     getMasterKeyStatus: mapErrors(async () => {

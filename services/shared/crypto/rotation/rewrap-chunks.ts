@@ -1,7 +1,9 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
 import type { JobQueue } from "../../coordination/types.js";
 import { failpoint } from "../../failpoints.js";
 import type { MasterKeyring } from "../envelope.js";
+import { ROTATION_SETTLE_MS } from "./master-key-manager.js";
 import { resealed } from "./rewrap.js";
 import type { SealedRowSet } from "./sealed-row-set.js";
 
@@ -21,6 +23,12 @@ import type { SealedRowSet } from "./sealed-row-set.js";
  * only adds the distribution of the work over a queue. A service that cannot walk the sets
  * itself (the vault, after a rotation through its own RPC) enqueues one `scan` entry: the
  * worker that takes it enqueues the chunks.
+ *
+ * One scan does not finish a rotation: a key service that has not yet re-read the primary
+ * (every process does within ROTATION_SETTLE_MS) still seals new private keys under the old
+ * version, and a key sealed just before the rotation can be stored behind the scan. So every
+ * rotation also enqueues a `scan` entry due once that time has passed (`notBefore`): the
+ * worker that takes it waits until then, and queues whatever is still off the primary.
  */
 
 /** The queue and consumer group of private-key rewrap chunks. */
@@ -62,6 +70,14 @@ export async function enqueueRewrapChunks(opts: {
     }
   }
   return { rows, chunks };
+}
+
+/**
+ * Enqueues the scan that finishes a rotation: due `settleMs` from now, when every process has
+ * re-read the primary, it queues the rows still off it (see the file's comment).
+ */
+export async function enqueueSettledScan(queue: JobQueue, reason: string, settleMs = ROTATION_SETTLE_MS): Promise<void> {
+  await queue.enqueue({ scan: `${reason}-settled`, notBefore: String(Date.now() + settleMs) });
 }
 
 /** Rewraps the rows of `set` with keys in (after, through] that are off the current primary. */
@@ -106,6 +122,8 @@ export interface KeyRewrapWorkerOptions {
   readonly logger?: Logger;
   /** Told after each acknowledged chunk (tests, progress logs). */
   readonly onChunk?: (result: ChunkResult & { set: string; redelivered: boolean }) => void;
+  /** How long after a rotation every process has re-read the primary (default ROTATION_SETTLE_MS). */
+  readonly settleMs?: number;
 }
 
 /** Consumes rewrap chunks until `signal` aborts. */
@@ -115,12 +133,18 @@ export async function runKeyRewrapWorker(opts: KeyRewrapWorkerOptions): Promise<
     KEY_REWRAP_GROUP,
     opts.consumer,
     async (entry) => {
-      await opts.refresh?.();
       if (entry.payload.scan !== undefined) {
+        const due = Number(entry.payload.notBefore ?? 0) - Date.now();
+        // Aborted while waiting: thrown, so the entry stays pending for another worker.
+        if (due > 0) await sleep(due, undefined, { signal: opts.signal });
+        await opts.refresh?.();
         const r = await enqueueRewrapChunks({ sets: opts.sets(), queue: opts.queue, primary: opts.ring().primaryVersion });
+        // A rotation made elsewhere (the vault's RPC) is finished like one made here.
+        if (entry.payload.notBefore === undefined) await enqueueSettledScan(opts.queue, entry.payload.scan, opts.settleMs);
         logger?.info({ entry: entry.id, reason: entry.payload.scan, ...r }, "private keys off the primary master key queued for rewrap");
         return;
       }
+      await opts.refresh?.();
       const { set: name = "", after = "", through = "" } = entry.payload;
       const set = opts.sets().find((s) => s.name === name);
       if (set === undefined || through === "") {

@@ -1,45 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { createMasterKeyring, open, seal, sealedVersion, type MasterKeyring } from "../envelope.js";
+import { open, seal } from "../envelope.js";
 import { createMemoryQueues } from "../../coordination/memory-queues.js";
+import { memorySet, ring } from "../../../../test/support/sealed-rows.js";
 import { rewrapSets, rowsOffPrimary, runRewrapWorker } from "./rewrap.js";
-import type { SealedRow, SealedRowSet } from "./sealed-row-set.js";
-
-const keys = new Map([1, 2].map((v) => [v, Buffer.alloc(32, v)]));
-const ring = (primary: number): MasterKeyring => createMasterKeyring(keys, primary);
-
-/** An in-memory sealed row set; `interfere` runs before each batch's compare-and-set. */
-function memorySet(n: number, interfere: (rows: Map<string, Buffer>) => void = () => undefined): SealedRowSet & { rows: Map<string, Buffer> } {
-  const ctx = (key: string) => ({ table: "t", column: "c", id: key });
-  const rows = new Map<string, Buffer>();
-  for (let i = 0; i < n; i++) {
-    const key = `row-${String(i).padStart(4, "0")}`;
-    rows.set(key, seal(ring(1), Buffer.from(`value ${i}`), ctx(key)));
-  }
-  return {
-    name: "test.rows",
-    rows,
-    async countByVersion() {
-      const counts = new Map<number, number>();
-      for (const v of rows.values()) counts.set(sealedVersion(v), (counts.get(sealedVersion(v)) ?? 0) + 1);
-      return counts;
-    },
-    async scan(primary, after, limit) {
-      return [...rows.entries()]
-        .filter(([k, v]) => k > after && sealedVersion(v) !== primary)
-        .sort(([a], [b]) => a.localeCompare(b))
-        .slice(0, limit)
-        .map(([key, sealed]): SealedRow => ({ key, sealed, context: ctx(key) }));
-    },
-    async replace(items) {
-      interfere(rows);
-      return items.map(({ row, next }) => {
-        if (!rows.get(row.key)?.equals(row.sealed)) return false;
-        rows.set(row.key, next);
-        return true;
-      });
-    },
-  };
-}
 
 describe("rewrap", () => {
   it("moves every row to the primary in batches, and a bounded pass stops at its limit", async () => {
