@@ -149,6 +149,27 @@ describe.each(["SQLite", "MariaDB"] as const)("collection commits under a key's 
       expect((await store.progress(clock)).claimed).toBe(20);
     });
 
+    it("claims every record of two seeds that ran at once, with a claim made between their commits", async () => {
+      // Claim the 20 records of beforeEach: fresh claims now start after them.
+      expect((await claimed(1, "k-1", 20)).signatures).toHaveLength(20);
+      // A long seed (many chunks, yielding between them) and a short one started while it runs.
+      const long = store.seed(20_000, 8);
+      await new Promise((r) => setTimeout(r, 20));
+      const short = store.seed(50, 8);
+      // Whichever commits first, a claim right after may take its records; the other seed's
+      // records must still come after every claimed range, not below it.
+      const taken = await Promise.race([long, short]).then(() => claimed(1, "k-2", 100));
+      await Promise.all([long, short]);
+      let total = taken.signatures.length;
+      for (let n = 3; ; n++) {
+        const next = await claimed(1, `k-${n}`, 5000);
+        if (next.signatures.length === 0) break;
+        total += next.signatures.length;
+      }
+      expect(total).toBe(20_050);
+      expect((await store.progress(clock)).total).toBe(20_070);
+    });
+
     it("gives an expired claim's range to a new claim and refuses the old holder's commit", async () => {
       const old = await claimed(1, "k-1", 20);
       clock += 20_000; // past the claim's expiry

@@ -57,7 +57,7 @@ export interface CollectionStore {
   /**
    * Adds records in one transaction, yielding to the event loop between chunks so health
    * checks and other calls keep being served; `signal` aborting (deadline, cancel) rolls
-   * everything back.
+   * everything back. Seeds run one at a time, so record ids grow in commit order.
    */
   seed(count: number, payloadSize: number, signal?: AbortSignal): Promise<number>;
   claim(input: { claimId: string; claimant: string; jobId: string; size: number; now: number; expiresAt: number }): Promise<RecordRow[]>;
@@ -489,6 +489,9 @@ export function createCollectionStore(db: Database): CollectionStore {
     async seed(count, payloadSize, signal) {
       const now = Date.now();
       return primary.transaction(async (trx) => {
+        // One seed at a time, until it commits (migration 0008): ids then grow in commit order,
+        // so no seed's records can appear below a range a claim already took.
+        if (mysql) await trx.raw("INSERT INTO collection_locks (name) VALUES ('seed') ON DUPLICATE KEY UPDATE name = name");
         for (let done = 0; done < count; done += insertChunk) {
           // SQLite runs each insert synchronously on this thread: give the loop a turn.
           await setImmediate();

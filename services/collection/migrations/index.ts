@@ -6,6 +6,7 @@ import { batchHistoryMigration } from "./0004_batch_history.js";
 import { rangeClaimsMigration } from "./0005_range_claims.js";
 import { commitProcedureMigration } from "./0006_commit_procedure.js";
 import { claimProcedureMigration } from "./0007_claim_procedure.js";
+import { seedLockMigration } from "./0008_seed_lock.js";
 
 /** The collection service's migrations, oldest first. */
-export const collectionMigrations: readonly MigrationModule[] = [recordsMigration, keyFencesMigration, claimsMigration, batchHistoryMigration, rangeClaimsMigration, commitProcedureMigration, claimProcedureMigration];
+export const collectionMigrations: readonly MigrationModule[] = [recordsMigration, keyFencesMigration, claimsMigration, batchHistoryMigration, rangeClaimsMigration, commitProcedureMigration, claimProcedureMigration, seedLockMigration];
