@@ -17,6 +17,7 @@ import { listen, type HttpListener } from "./http-listener.js";
 import { createCallLimitInterceptor } from "../interceptors/call-limits.js";
 import { createLogger } from "../logger.js";
 import { createLoggingInterceptor } from "../interceptors/logging.js";
+import { createReadRetryInterceptor } from "../interceptors/read-retry.js";
 import { createReflection } from "./reflection.js";
 import { createRequestHandler, createRouteRecorder } from "./adapter.js";
 import { openResources, type Resources } from "./resources.js";
@@ -157,6 +158,8 @@ export async function startHost(opts: HostOptions): Promise<Host> {
       createServerMetricsInterceptor({ filter: (req) => !OPEN_SERVICES.includes(req.service.typeName) }),
       identity.interceptor,
       ...(opts.interceptors ?? []),
+      // A read that met a database connection dropped under it is rerun on a fresh one.
+      createReadRetryInterceptor(),
       createCallLimitInterceptor(),
       createValidationInterceptor({ validates: (method) => implemented.has(method) }),
     ];
