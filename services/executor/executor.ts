@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { setTimeout as delay } from "node:timers/promises";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { ConnectError, type Client } from "@connectrpc/connect";
 import { context, SpanStatusCode, trace, type Span } from "@opentelemetry/api";
 import type { Logger } from "pino";
 import type { CollectionService } from "../../gen/keymesh/collection/v1/collection_service_pb.js";
@@ -177,10 +177,8 @@ export function createExecutor(deps: ExecutorDeps) {
       const g = ends.find((e) => e !== undefined);
       if (signal.aborted || !g) return;
       progress.totals(Number(g.total), Number(g.signed));
-      if (g.signed >= g.total) {
-        await deps.jobs.finish(job.id, "succeeded", now());
-        progress.finish("succeeded");
-      }
+      await deps.jobs.finish(job.id, "succeeded", now());
+      progress.finish("succeeded");
     } catch (err) {
       // A dropped connection reads as such, not as the SQL text the driver wraps around it.
       const failure = toDbError(err);
