@@ -14,10 +14,10 @@ describe("batch activity", () => {
     const second = activity.begin();
     const seen = activity.ended;
     const waiting = activity.quiet(seen, MINUTE, new AbortController().signal);
-    first();
+    first(true);
     // One batch is still running: its end may sign the last records or give some back.
     expect(await settlesWithin(waiting, 30)).toBe(false);
-    second();
+    second(true);
     expect(await settlesWithin(waiting, 1000)).toBe(true);
     expect(activity.inFlight).toBe(0);
     expect(activity.ended).toBe(seen + 2);
@@ -27,24 +27,43 @@ describe("batch activity", () => {
     const activity = createBatchActivity();
     const end = activity.begin();
     const seen = activity.ended;
-    end();
+    end(true);
     expect(await settlesWithin(activity.quiet(seen, MINUTE, new AbortController().signal), 30)).toBe(true);
   });
 
   it("waits out the timeout when nothing runs here and nothing ended since", async () => {
     const activity = createBatchActivity();
-    activity.begin()();
+    activity.begin()(true);
     const quiet = activity.quiet(activity.ended, 50, new AbortController().signal);
     expect(await settlesWithin(quiet, 20)).toBe(false);
     expect(await settlesWithin(quiet, 1000)).toBe(true);
+  });
+
+  it("is not woken by attempts that claimed nothing, which idle workers make all the time", async () => {
+    const activity = createBatchActivity();
+    activity.begin()(true);
+    const seen = activity.ended;
+    const quiet = activity.quiet(seen, MINUTE, new AbortController().signal);
+    // Other idle workers try to claim, find nothing, and go idle again: no reason to look at
+    // the totals, and waking on each would be a busy loop between them.
+    for (let i = 0; i < 5; i++) activity.begin()(false);
+    expect(activity.ended).toBe(seen);
+    expect(await settlesWithin(quiet, 50)).toBe(false);
+    // A batch that worked and ended with nothing else in flight does wake it.
+    const real = activity.begin();
+    const empty = activity.begin();
+    real(true);
+    expect(await settlesWithin(quiet, 20)).toBe(false);
+    empty(false);
+    expect(await settlesWithin(quiet, 20)).toBe(true);
   });
 
   it("counts a batch's end once however often it is marked, and stops waiting when the job stops", async () => {
     const activity = createBatchActivity();
     const end = activity.begin();
     activity.begin();
-    end();
-    end();
+    end(true);
+    end(true);
     expect(activity.inFlight).toBe(1);
     expect(activity.ended).toBe(1);
     const stop = new AbortController();

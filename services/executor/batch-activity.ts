@@ -8,10 +8,15 @@
 export interface BatchActivity {
   /** Batches of the job in flight in this process. */
   readonly inFlight: number;
-  /** Batches of the job that have ended here so far, whatever their outcome. */
+  /** Batches of the job that claimed records and have ended here so far, whatever their outcome. */
   readonly ended: number;
-  /** Marks a batch begun; the returned function marks it ended (once, however often called). */
-  begin(): () => void;
+  /**
+   * Marks a batch begun; the returned function marks it ended (once, however often called).
+   * `worked`: whether it claimed records (false for an attempt that found none or no key):
+   * only such a batch counts in `ended`. Idle workers' own empty attempts end all the time,
+   * and waking each other on them would turn their wait into a busy loop.
+   */
+  begin(): (worked: boolean) => void;
   /**
    * Resolves after `ms`, when `signal` aborts, or as soon as no batch is in flight and one has
    * ended since the caller saw `ended` equal `seen` (at once if that is already so). Never
@@ -34,26 +39,31 @@ export function createBatchActivity(): BatchActivity {
     begin() {
       inFlight++;
       let done = false;
-      return () => {
+      return (worked) => {
         if (done) return;
         done = true;
         inFlight--;
-        ended++;
+        if (worked) ended++;
         if (inFlight === 0) for (const wake of [...waiters]) wake();
       };
     },
     quiet(seen, ms, signal) {
-      if (signal.aborted || (inFlight === 0 && ended > seen)) return Promise.resolve();
+      const settled = () => inFlight === 0 && ended > seen;
+      if (signal.aborted || settled()) return Promise.resolve();
       return new Promise<void>((resolve) => {
-        const wake = () => {
+        const stop = () => {
           clearTimeout(timer);
-          waiters.delete(wake);
-          signal.removeEventListener("abort", wake);
+          waiters.delete(check);
+          signal.removeEventListener("abort", stop);
           resolve();
         };
-        const timer = setTimeout(wake, ms);
-        waiters.add(wake);
-        signal.addEventListener("abort", wake, { once: true });
+        // Told whenever nothing is in flight; only a batch that worked since `seen` ends the wait.
+        const check = () => {
+          if (settled()) stop();
+        };
+        const timer = setTimeout(stop, ms);
+        waiters.add(check);
+        signal.addEventListener("abort", stop, { once: true });
       });
     },
   };

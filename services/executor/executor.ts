@@ -146,7 +146,7 @@ export function createExecutor(deps: ExecutorDeps) {
           held = undefined;
           deps.logger.warn({ job: batch.job.id, err: ConnectError.from(err).rawMessage }, "batch failed before leasing");
         } finally {
-          ended();
+          ended(outcome !== "empty" && outcome !== "busy");
         }
         if (outcome === "committed" || outcome === "rejected") failures = 0;
         if (outcome === "abandoned" && ++failures >= MAX_CONSECUTIVE_FAILURES) throw new Error("too many consecutive batch failures");
