@@ -107,21 +107,27 @@ export function createExecutor(deps: ExecutorDeps) {
 
   /**
    * What a worker that found nothing to claim does: the totals when they say every record is
-   * signed (the job is done), else undefined after one wait, and the worker claims again.
-   * While other batches of the job run here, it waits for them rather than reading the totals:
-   * they end either by signing the last records or by giving some back. The wait ends when
-   * they have all ended, or after IDLE_POLL_MS (batches of other executors end unseen).
+   * signed (the job is done), else undefined after at most IDLE_POLL_MS, and the worker claims
+   * again (batches of other executors end unseen, and may give records back). It looks at the
+   * totals when no batch of the job is in flight here and one that claimed records has ended
+   * since it last looked: while batches run they may sign the last records or give some back,
+   * and reading before they end would only be read again. Attempts that claimed nothing do not
+   * count: idle workers make them all the time, and waking on them would be a busy loop.
    */
   async function idle(batch: BatchContext, activity: BatchActivity, totals: () => ReturnType<typeof readTotals>): Promise<Totals | undefined> {
-    const seen = activity.ended;
-    if (activity.inFlight === 0) {
-      const g = await totals();
-      if (isDone(g)) return g;
+    const deadline = now() + Math.min(IDLE_POLL_MS, batch.job.leaseTtlMs / 4);
+    /** `activity.ended` as of the totals this worker last looked at (none yet). */
+    let looked = -1;
+    for (;;) {
+      if (activity.inFlight === 0 && activity.ended > looked) {
+        looked = activity.ended;
+        const g = await totals();
+        if (isDone(g)) return g;
+      }
+      const left = deadline - now();
+      if (left <= 0 || batch.signal.aborted) return undefined;
+      await activity.quiet(looked, left, batch.signal);
     }
-    await activity.quiet(seen, Math.min(IDLE_POLL_MS, batch.job.leaseTtlMs / 4), batch.signal);
-    if (batch.signal.aborted || activity.inFlight > 0 || activity.ended === seen) return undefined;
-    const g = await totals();
-    return isDone(g) ? g : undefined;
   }
 
   /**
