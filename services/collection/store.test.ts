@@ -170,6 +170,29 @@ describe.each(["SQLite", "MariaDB"] as const)("collection commits under a key's 
       expect((await store.progress(clock)).total).toBe(20_070);
     });
 
+    // SQLite has one writer and no seed lock: a second seed waits for the connection instead.
+    it.runIf(backend === "MariaDB")("lets a seed waiting for another one's lock be cancelled, adding nothing", async () => {
+      const cancel = new AbortController();
+      let settled = false;
+      let waiting: Promise<unknown> = Promise.resolve();
+      let heldUntilSettled = false;
+      // Another seed's transaction holds the lock until the waiting one has given up (or 10 s).
+      await db.primary.transaction(async (trx) => {
+        await trx.raw("INSERT INTO collection_locks (name) VALUES ('seed') ON DUPLICATE KEY UPDATE name = name");
+        waiting = store.seed(1000, 8, cancel.signal).then(
+          () => "seeded",
+          (err: unknown) => toConnectError(err).code,
+        ).finally(() => (settled = true));
+        setTimeout(() => cancel.abort(), 100);
+        const deadline = Date.now() + 10_000;
+        while (!settled && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+        heldUntilSettled = settled;
+      });
+      expect(await waiting).toBe(Code.Canceled);
+      expect(heldUntilSettled).toBe(true);
+      expect((await store.progress(clock)).total).toBe(20);
+    });
+
     it("gives an expired claim's range to a new claim and refuses the old holder's commit", async () => {
       const old = await claimed(1, "k-1", 20);
       clock += 20_000; // past the claim's expiry

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
-import { isDuplicateKey, isMissingReference } from "../shared/storage/errors.js";
+import { dbUnavailableCode, isDuplicateKey, isMissingReference } from "../shared/storage/errors.js";
 import { placeholders, prepared, withHeldConnection, type WriteResult } from "../shared/storage/prepared.js";
 import { abortError, InvalidInputError } from "../shared/errors.js";
 import type { LeaseView } from "./lease-check.js";
@@ -485,13 +485,37 @@ export function createCollectionStore(db: Database): CollectionStore {
     });
   }
 
+  /**
+   * Locks the row `seed` of `collection_locks` in the seed's transaction (creating it if it is
+   * missing), however long an earlier seed holds it, but no longer than the call: the lock is
+   * asked for a second at a time, and `signal` aborting between two tries gives up.
+   */
+  async function takeSeedLock(trx: Knex.Transaction, signal?: AbortSignal): Promise<void> {
+    await trx.raw("SET SESSION innodb_lock_wait_timeout = 1");
+    try {
+      for (;;) {
+        try {
+          await trx.raw("INSERT INTO collection_locks (name) VALUES ('seed') ON DUPLICATE KEY UPDATE name = name");
+          return;
+        } catch (err) {
+          // A lock wait timeout rolls back the statement only: the transaction goes on.
+          if (dbUnavailableCode(err) !== "ER_LOCK_WAIT_TIMEOUT") throw err;
+          if (signal?.aborted) throw abortError(signal);
+        }
+      }
+    } finally {
+      // Best effort: a connection that cannot take this is broken, and the pool drops it.
+      await trx.raw("SET SESSION innodb_lock_wait_timeout = DEFAULT").catch(() => undefined);
+    }
+  }
+
   return {
     async seed(count, payloadSize, signal) {
       const now = Date.now();
       return primary.transaction(async (trx) => {
         // One seed at a time, until it commits (migration 0008): ids then grow in commit order,
         // so no seed's records can appear below a range a claim already took.
-        if (mysql) await trx.raw("INSERT INTO collection_locks (name) VALUES ('seed') ON DUPLICATE KEY UPDATE name = name");
+        if (mysql) await takeSeedLock(trx, signal);
         for (let done = 0; done < count; done += insertChunk) {
           // SQLite runs each insert synchronously on this thread: give the loop a turn.
           await setImmediate();
