@@ -150,14 +150,18 @@ export async function runRewrapWorker(opts: RewrapWorkerOptions): Promise<void> 
       // re-read the primary keeps sealing under the old one. So passes go on while rows the
       // last one could move are left, and once more after every process has re-read it.
       const settled = Date.now() + settleMs;
+      // Whether this pass began after the wait for `settled` (a timer may fire a millisecond
+      // before the wall clock reaches it: the pass after that wait is the settled one).
+      let afterSettle = false;
       for (let pass = 1; pass <= MAX_PASSES && !opts.signal.aborted; pass++) {
         await opts.refresh();
         const started = Date.now();
         const r = await rewrapSets(opts.sets(), { ring: opts.ring, signal: opts.signal, ...(logger === undefined ? {} : { logger }) });
         logger?.info({ ...r, primary: opts.ring().primaryVersion, entry: entry.id, pass, durationMs: Date.now() - started }, "rewrap pass done");
         const movableLeft = r.remaining > r.failed;
-        if (!movableLeft && started >= settled) return;
-        await sleep(movableLeft ? PASS_PAUSE_MS : settled - Date.now(), undefined, { signal: opts.signal }).catch(() => undefined);
+        if (!movableLeft && (afterSettle || started >= settled)) return;
+        afterSettle = !movableLeft;
+        await sleep(movableLeft ? PASS_PAUSE_MS : Math.max(0, settled - Date.now()), undefined, { signal: opts.signal }).catch(() => undefined);
       }
     },
     {
