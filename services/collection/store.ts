@@ -2,7 +2,7 @@ import { randomBytes, randomUUID, type KeyObject } from "node:crypto";
 import { setImmediate } from "node:timers/promises";
 import type { Knex } from "knex";
 import type { Database } from "../shared/storage/database.js";
-import { dbUnavailableCode, isDuplicateKey, isMissingReference } from "../shared/storage/errors.js";
+import { isDuplicateKey, isLockWaitTimeout, isMissingReference } from "../shared/storage/errors.js";
 import { placeholders, prepared, withHeldConnection, type WriteResult } from "../shared/storage/prepared.js";
 import { abortError, InvalidInputError } from "../shared/errors.js";
 import type { LeaseView } from "./lease-check.js";
@@ -499,7 +499,7 @@ export function createCollectionStore(db: Database): CollectionStore {
           return;
         } catch (err) {
           // A lock wait timeout rolls back the statement only: the transaction goes on.
-          if (dbUnavailableCode(err) !== "ER_LOCK_WAIT_TIMEOUT") throw err;
+          if (!isLockWaitTimeout(err)) throw err;
           if (signal?.aborted) throw abortError(signal);
         }
       }

@@ -179,10 +179,10 @@ export function createExecutor(deps: ExecutorDeps) {
       const activity = createBatchActivity();
       const totals = sharedTotals(progress, activity, signal);
       const ends = await Promise.all(Array.from({ length: spec.concurrency }, (_, i) => worker(i, batch, activity, totals)));
-      // Every worker returned the totals that showed the job done, unless the job stopped.
+      // Every worker returned the totals that showed the job done (progress has them already:
+      // every read goes into it), unless the job stopped.
       const g = ends.find((e) => e !== undefined);
       if (signal.aborted || !g) return;
-      progress.totals(Number(g.total), Number(g.signed));
       await deps.jobs.finish(job.id, "succeeded", now());
       progress.finish("succeeded");
     } catch (err) {

@@ -5,9 +5,12 @@ import type { SealedRow, SealedRowSet } from "../../services/shared/crypto/rotat
 const keys = new Map([1, 2].map((v) => [v, Buffer.alloc(32, v)]));
 export const ring = (primary: number): MasterKeyring => createMasterKeyring(keys, primary);
 
+/** The seal context of the memory set's row `key`. */
+export const rowContext = (key: string) => ({ table: "t", column: "c", id: key });
+
 /** An in-memory sealed row set; `interfere` runs before each batch's compare-and-set. */
 export function memorySet(n: number, interfere: (rows: Map<string, Buffer>) => void = () => undefined): SealedRowSet & { rows: Map<string, Buffer> } {
-  const ctx = (key: string) => ({ table: "t", column: "c", id: key });
+  const ctx = rowContext;
   const rows = new Map<string, Buffer>();
   for (let i = 0; i < n; i++) {
     const key = `row-${String(i).padStart(4, "0")}`;

@@ -105,15 +105,59 @@ export function isMissingReference(err: unknown): boolean {
   return code === "ER_NO_REFERENCED_ROW_2" || code === "ER_NO_REFERENCED_ROW" || code.startsWith("SQLITE_CONSTRAINT_FOREIGNKEY");
 }
 
+/** The driver code of `err` or of an error in its cause chain that is one of `codes`. */
+function codeInChain(err: unknown, codes: ReadonlySet<string>): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 5 && current !== null && typeof current === "object"; depth++) {
+    const code = codeOf(current);
+    if (codes.has(code)) return code;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+const DEADLOCK = new Set(["ER_LOCK_DEADLOCK"]);
+const LOCK_WAIT_TIMEOUT = new Set(["ER_LOCK_WAIT_TIMEOUT"]);
+
 /**
  * True when `err` is a deadlock MariaDB/MySQL broke by rolling this transaction back: the
  * transaction did nothing and may simply run again.
  */
 export function isDeadlock(err: unknown): boolean {
-  let current: unknown = err;
-  for (let depth = 0; depth < 5 && current !== null && typeof current === "object"; depth++) {
-    if (codeOf(current) === "ER_LOCK_DEADLOCK") return true;
-    current = (current as { cause?: unknown }).cause;
-  }
-  return false;
+  return codeInChain(err, DEADLOCK) !== undefined;
+}
+
+/**
+ * True when `err` is a lock wait that ran out (`innodb_lock_wait_timeout`): only the statement
+ * was rolled back, and the transaction goes on.
+ */
+export function isLockWaitTimeout(err: unknown): boolean {
+  return codeInChain(err, LOCK_WAIT_TIMEOUT) !== undefined;
+}
+
+/**
+ * Codes of a connection lost under a statement: killed by the server, reset, or closed by a
+ * restart or failover. A pool still holds such connections until it sees them close, so a
+ * statement that met one failed for nothing the database is doing now, and a fresh connection
+ * usually answers. A refused connection, a deadlock or a full pool is not this.
+ */
+const LOST_CONNECTION = new Set([
+  "PROTOCOL_CONNECTION_LOST",
+  "PROTOCOL_ENQUEUE_AFTER_FATAL_ERROR",
+  "PROTOCOL_ENQUEUE_AFTER_QUIT",
+  "ER_CONNECTION_KILLED",
+  "ER_SERVER_SHUTDOWN",
+  "ER_NET_READ_ERROR",
+  "ER_NET_READ_INTERRUPTED",
+  "ER_NET_ERROR_ON_WRITE",
+  "ER_NET_WRITE_INTERRUPTED",
+  "ECONNRESET",
+  "EPIPE",
+]);
+
+/** True when `err` (or its cause chain) is a database connection lost under the statement. */
+export function isLostDbConnection(err: unknown): boolean {
+  if (codeInChain(err, LOST_CONNECTION) !== undefined) return true;
+  // mysql2's "Can't add new command when connection is in closed state" carries no code.
+  return dbUnavailableCode(err) === "connection closed";
 }

@@ -1,7 +1,8 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { open, seal } from "../envelope.js";
 import { createMemoryQueues } from "../../coordination/memory-queues.js";
-import { memorySet, ring } from "../../../../test/support/sealed-rows.js";
+import { capturingLogger } from "../../../../test/support/log-lines.js";
+import { memorySet, ring, rowContext as ctx } from "../../../../test/support/sealed-rows.js";
 import { rewrapSets, rowsOffPrimary, runRewrapWorker } from "./rewrap.js";
 
 describe("rewrap", () => {
@@ -11,7 +12,7 @@ describe("rewrap", () => {
     expect([first.rewrapped, first.remaining]).toEqual([10, 15]);
     const rest = await rewrapSets([set], { ring: () => ring(2), batchSize: 4 });
     expect([rest.rewrapped, rest.remaining]).toEqual([15, 0]);
-    for (const [key, sealed] of set.rows) expect(open(ring(2), sealed, { table: "t", column: "c", id: key }).toString()).toMatch(/^value \d+$/);
+    for (const [key, sealed] of set.rows) expect(open(ring(2), sealed, ctx(key)).toString()).toMatch(/^value \d+$/);
   });
 
   it("lets a concurrent writer win the compare-and-set, and leaves rows it cannot open alone", async () => {
@@ -20,12 +21,12 @@ describe("rewrap", () => {
       if (wrote) return;
       wrote = true;
       // A writer replaces row 0 under the old key between the scan and the write.
-      rows.set("row-0000", seal(ring(1), Buffer.from("newer"), { table: "t", column: "c", id: "row-0000" }));
+      rows.set("row-0000", seal(ring(1), Buffer.from("newer"), ctx("row-0000")));
     });
     set.rows.set("row-0005", Buffer.concat([set.rows.get("row-0005")!.subarray(0, 20), Buffer.alloc(20)])); // tampered
     const r = await rewrapSets([set], { ring: () => ring(2) });
     expect({ rewrapped: r.rewrapped, raced: r.raced, failed: r.failed }).toEqual({ rewrapped: 4, raced: 1, failed: 1 });
-    expect(open(ring(2), set.rows.get("row-0000")!, { table: "t", column: "c", id: "row-0000" }).toString()).toBe("newer");
+    expect(open(ring(2), set.rows.get("row-0000")!, ctx("row-0000")).toString()).toBe("newer");
     // The next pass picks up the row the writer touched; the tampered one stays off the primary.
     const again = await rewrapSets([set], { ring: () => ring(2) });
     expect(again.rewrapped).toBe(1);
@@ -39,38 +40,29 @@ describe("rewrap", () => {
       late = false;
       // A writer that sealed under the old key before the rotation stores its row after the
       // pass scanned past it (row-0000 sorts first): this pass cannot see it.
-      rows.set("row-0000a", seal(ring(1), Buffer.from("late"), { table: "t", column: "c", id: "row-0000a" }));
+      rows.set("row-0000a", seal(ring(1), Buffer.from("late"), ctx("row-0000a")));
     });
     set.rows.set("row-0005", Buffer.concat([set.rows.get("row-0005")!.subarray(0, 20), Buffer.alloc(20)])); // tampered
     const stop = new AbortController();
     const queue = createMemoryQueues(Date.now, stop.signal).queue("test.rewrap");
-    const passes: number[] = [];
-    const logger = {
-      info: (o: { pass?: number }) => {
-        if (o.pass !== undefined) passes.push(o.pass);
-      },
-      warn: () => undefined,
-      error: () => undefined,
-    } as unknown as import("pino").Logger;
-    const until = async (check: () => boolean | Promise<boolean>) => {
-      const deadline = Date.now() + 5_000;
-      while (!(await check()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    };
+    const { logger, lines } = capturingLogger("info");
+    const passes = () => lines.filter((l) => l.msg === "rewrap pass done").map((l) => l.pass);
+    const passesReach = (n: number) => vi.waitFor(() => expect(passes()).toHaveLength(n), { timeout: 5_000, interval: 10 });
     const worker = runRewrapWorker({ queue, sets: () => [set], ring: () => ring(2), refresh: async () => undefined, consumer: "c1", signal: stop.signal, logger, settleMs: 1_000 });
 
     // The second pass, 200 ms after the first, moves the late row; the tampered one stays.
-    await until(() => passes.length === 2);
-    expect(open(ring(2), set.rows.get("row-0000a")!, { table: "t", column: "c", id: "row-0000a" }).toString()).toBe("late");
+    await passesReach(2);
+    expect(open(ring(2), set.rows.get("row-0000a")!, ctx("row-0000a")).toString()).toBe("late");
     expect(await rowsOffPrimary([set], 2)).toBe(1);
     // A process that has not re-read the primary yet seals one more row under the old key:
     // the pass after the settle time moves it, and nothing runs after that.
-    set.rows.set("row-0001a", seal(ring(1), Buffer.from("stale"), { table: "t", column: "c", id: "row-0001a" }));
-    await until(() => passes.length === 3);
+    set.rows.set("row-0001a", seal(ring(1), Buffer.from("stale"), ctx("row-0001a")));
+    await passesReach(3);
     await new Promise((r) => setTimeout(r, 500));
     stop.abort();
     await worker;
-    expect(open(ring(2), set.rows.get("row-0001a")!, { table: "t", column: "c", id: "row-0001a" }).toString()).toBe("stale");
+    expect(open(ring(2), set.rows.get("row-0001a")!, ctx("row-0001a")).toString()).toBe("stale");
     expect(await rowsOffPrimary([set], 2)).toBe(1); // the tampered row, left alone
-    expect(passes).toEqual([1, 2, 3]);
+    expect(passes()).toEqual([1, 2, 3]);
   });
 });
