@@ -13,10 +13,11 @@ import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf"
 import { createValidator } from "@bufbuild/protovalidate";
 import { CommitBatchRequestSchema } from "../gen/keymesh/collection/v1/collection_service_pb.js";
 import { SignBatchRequestSchema } from "../gen/keymesh/signing/v1/signing_service_pb.js";
+import { VALIDATOR_OPTIONS } from "../services/shared/interceptors/validation.js";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "30" } } });
 const ROUNDS = Number(values.rounds);
-const validator = createValidator();
+const validator = createValidator(VALIDATOR_OPTIONS);
 
 function medianMs<D extends DescMessage>(schema: D, message: MessageShape<D>): number {
   if (validator.validate(schema, message).kind !== "valid") throw new Error(`${schema.typeName} is not valid`);

@@ -6,12 +6,13 @@
 import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { create, type DescMessage, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, getOption, type DescMessage, type DescService, type MessageInitShape } from "@bufbuild/protobuf";
 import { createValidator } from "@bufbuild/protovalidate";
+import { RE2JS } from "@bufbuild/re2";
 import { Code, ConnectError, createClient, type Client, type Transport } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ViolationsSchema } from "../gen/buf/validate/validate_pb.js";
+import { field as fieldRules, ViolationsSchema } from "../gen/buf/validate/validate_pb.js";
 import { AuthService } from "../gen/keymesh/auth/v1/auth_service_pb.js";
 import { CollectionService } from "../gen/keymesh/collection/v1/collection_service_pb.js";
 import { ExecutorService } from "../gen/keymesh/executor/v1/executor_service_pb.js";
@@ -19,6 +20,7 @@ import { KeyManagementService } from "../gen/keymesh/keys/v1/key_management_serv
 import { SigningService } from "../gen/keymesh/signing/v1/signing_service_pb.js";
 import { VaultService } from "../gen/keymesh/vault/v1/vault_service_pb.js";
 import { SERVICES } from "../services/registry.js";
+import { matchPattern, VALIDATOR_OPTIONS } from "../services/shared/interceptors/validation.js";
 import { loadServiceModules } from "../services/registry.js";
 import { hostCredentials, startTestHost, type TestHost } from "./support/host.js";
 
@@ -200,8 +202,50 @@ describe("signing stream (bidirectional: gRPC over HTTP/2 only)", () => {
 });
 
 describe("the rules themselves", () => {
-  const validator = createValidator();
+  const validator = createValidator(VALIDATOR_OPTIONS);
   const services: DescService[] = Object.values(SERVICES).map((s) => s.desc);
+
+  /** Every `string.pattern` rule of every message the services take or give, nested ones included. */
+  function protoPatterns(): Set<string> {
+    const found = new Set<string>();
+    const seen = new Set<string>();
+    const pending: DescMessage[] = services.flatMap((s) => s.methods.flatMap((m) => [m.input, m.output]));
+    for (let schema = pending.pop(); schema; schema = pending.pop()) {
+      if (seen.has(schema.typeName)) continue;
+      seen.add(schema.typeName);
+      for (const f of schema.fields) {
+        const rules = getOption(f, fieldRules);
+        if (rules.type.case === "string" && rules.type.value.pattern !== undefined) found.add(rules.type.value.pattern);
+        if (f.message) pending.push(f.message);
+      }
+    }
+    return found;
+  }
+
+  it("match every pattern of the protos as RE2 does, whatever the input", () => {
+    const patterns = protoPatterns();
+    expect(patterns.size).toBeGreaterThanOrEqual(4);
+    const printable = Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i));
+    const probes = [
+      "", "a", "key-1", "alice", "a.b/c_d-e", "0123", "12345678901234567890",
+      ...printable, ...printable.map((c) => `abc${c}def`),
+      "k".repeat(63), "k".repeat(64), "k".repeat(65), "k".repeat(255), "k".repeat(256), "9".repeat(18), "9".repeat(19),
+      "key\n", "\nkey", "ke\ny", "kéy", "ｋey", "key\u0000", "key😀", "😀", "key ",
+    ];
+    for (const pattern of patterns) {
+      const re2 = RE2JS.compile(pattern);
+      for (const probe of probes) expect([pattern, probe, matchPattern(pattern, probe)]).toEqual([pattern, probe, re2.test(probe)]);
+    }
+  });
+
+  it("leave any other pattern to RE2, with its syntax", () => {
+    // RegExp knows neither (?i) nor \Q…\E: these answer only because RE2 matched them.
+    expect(matchPattern("(?i)^abc$", "ABC")).toBe(true);
+    expect(matchPattern("^\\Qa.b\\E$", "a.b")).toBe(true);
+    expect(matchPattern("^\\Qa.b\\E$", "axb")).toBe(false);
+    // A class with an escape is not the plain shape either: RE2's \pL is a letter in any script.
+    expect(matchPattern("^[\\pL]{1,3}$", "éé")).toBe(true);
+  });
 
   it("compile for every request message of every service, built or not", () => {
     for (const service of services) {
