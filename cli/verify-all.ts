@@ -16,8 +16,9 @@ export interface VerifyReport {
 }
 
 /**
- * Streams every record with its signature from Collection (or the first `records` by id) and
- * verifies each signature locally against its key's public key (fetched once per key from
+ * Streams every record with its signature from Collection (or, with `jobId`, the records whose
+ * signatures that job's batches stored: what `keymesh sign` answers for, read batch by batch
+ * however many records the table holds) and verifies each signature locally against its key's public key (fetched once per key from
  * KeyManagement). A page's signatures are verified on libuv's thread pool, so every core works
  * on them (Ed25519 verification is about 0.1 ms a signature: a million is 100 s on one core).
  */
@@ -25,7 +26,7 @@ export async function verifyAll(
   clients: { collection: Client<typeof CollectionService>; keys: Client<typeof KeyManagementService> },
   onProgress?: (done: number) => void,
   signal?: AbortSignal,
-  records?: number,
+  jobId?: string,
 ): Promise<VerifyReport> {
   const call = signal === undefined ? {} : { signal };
   const keys = new Map<string, KeyObject>();
@@ -37,8 +38,7 @@ export async function verifyAll(
   } while (token);
 
   const report: VerifyReport = { records: 0, signed: 0, valid: 0, invalid: 0, unsigned: 0, invalidSamples: [] };
-  const range = records !== undefined && records > 0 ? { limit: BigInt(records) } : {};
-  for await (const chunk of clients.collection.exportSignatures(range, call)) {
+  for await (const chunk of clients.collection.exportSignatures(jobId ? { jobId } : {}, call)) {
     const checks: Promise<void>[] = [];
     for (const { record, signature } of chunk.records) {
       report.records++;

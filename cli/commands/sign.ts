@@ -18,8 +18,8 @@ const range = (b: { min: number; max: number }) => `${b.min}-${b.max}`;
 const USAGE = `Usage: keymesh sign [options]
 
 Seeds records and keyring keys if asked, runs a signing job on ExecutorService with a progress
-bar, re-verifies the signature of every record the job covered and prints a summary. Ctrl-C
-stops this run and prints the command that finishes the job.
+bar, re-verifies every signature the job stored and prints a summary. Ctrl-C stops this run
+and prints the command that finishes the job.
 
 Options:
   --records N        seed N new records with random payloads before signing (${range(BOUNDS.records)})
@@ -136,9 +136,11 @@ async function runSign(argv: string[], io: CommandIO): Promise<number> {
     const stats = await collection.getBatchStats({ jobId: last.jobId }, call);
     const verification = values["no-verify"]
       ? undefined
-      : // The records the job covered: ids grow in commit order, so records seeded after its
-        // end (by another command, say) come after them and are not this job's to answer for.
-        await verifyAll({ collection, keys }, (n) => tty && io.stderr.write(`\rverifying ${n} records`), interrupt.signal, Number(last.totalRecords));
+      : // The signatures this job stored, in all its runs: earlier jobs' records were verified
+        // by their own commands (`keymesh verify` checks every record), and records seeded
+        // after its end are not this job's to answer for. That every record was signed is the
+        // job's own count (records signed, above).
+        await verifyAll({ collection, keys }, (n) => tty && io.stderr.write(`\rverifying ${n} records`), interrupt.signal, last.jobId);
     if (tty && verification) io.stderr.write("\n");
     const summary = signSummary(last, stats, verification, wallMs, io.env.KEYMESH_JAEGER_UI);
     io.stdout.write(values.json ? `${JSON.stringify(summary, null, 2)}\n` : formatSummary(summary));

@@ -170,15 +170,26 @@ export function createCollectionHandler(deps: CollectionHandlerDeps): ServiceImp
     async *exportSignatures(req, ctx): AsyncGenerator<MessageInitShape<typeof ExportSignaturesResponseSchema>> {
       let after = Number(req.afterId);
       let left = req.limit > 0n ? Number(req.limit) : Number.POSITIVE_INFINITY;
+      const page = (rows: Awaited<ReturnType<CollectionStore["export"]>>) => ({
+        records: rows.map((r) => ({ record: { id: BigInt(r.record.id), payload: r.record.payload }, signature: storedSignature(r.signature) })),
+      });
       try {
+        if (req.jobId !== "") {
+          // A job's records, batch by batch: one indexed read per batch, whatever the table's size.
+          for (const batchId of await store.committedBatches(req.jobId)) {
+            if (left <= 0 || ctx.signal.aborted) return;
+            const rows = (await store.exportBatch(batchId)).slice(0, left);
+            left -= rows.length;
+            for (let i = 0; i < rows.length; i += EXPORT_PAGE) yield page(rows.slice(i, i + EXPORT_PAGE));
+          }
+          return;
+        }
         while (left > 0 && !ctx.signal.aborted) {
           const rows = await store.export(after, Math.min(EXPORT_PAGE, left));
           if (rows.length === 0) return;
           after = rows[rows.length - 1]!.record.id;
           left -= rows.length;
-          yield {
-            records: rows.map((r) => ({ record: { id: BigInt(r.record.id), payload: r.record.payload }, signature: storedSignature(r.signature) })),
-          };
+          yield page(rows);
         }
       } catch (err) {
         throw toConnectError(err);

@@ -50,6 +50,24 @@ describe.each(["SQLite", "MariaDB"] as const)("collection commits under a key's 
   const history = async () => (await db.primary("batches").select("*")) as Record<string, unknown>[];
   const stored = async () => Number(((await db.primary("signatures").count({ n: "*" })) as { n: number }[])[0]!.n);
 
+  it("exports a job's records batch by batch, each once, leaving out other jobs' and refused batches", async () => {
+    const a = await claimed(1, "k-1", 3);
+    const b = await claimed(2, "k-1", 2);
+    const refused = await claimed(1, "k-1", 2); // the fence fell behind b's: refused
+    for (const c of [a, b, refused]) await store.commit(c, () => clock, lease(clock + 5000), accept);
+    // Another job's batch.
+    const other = await store.claim({ claimId: "c-other", claimant: "e", jobId: "j-other", size: 4, now: clock, expiresAt: clock + 10_000 });
+    await store.commit({ claimId: "c-other", batchId: "b-other", keyId: "k-2", fence: 1n, signatures: other.map((r) => ({ recordId: r.id, signature: Buffer.alloc(64, 2) })) }, () => clock, lease(clock + 5000), accept);
+
+    expect(await store.committedBatches("j")).toEqual([a.batchId, b.batchId]);
+    const ids = async (batchId: string) => (await store.exportBatch(batchId)).map((r) => [r.record.id, r.signature?.batchId]);
+    expect(await ids(a.batchId)).toEqual(a.signatures.map((s) => [s.recordId, a.batchId]));
+    expect(await ids(b.batchId)).toEqual(b.signatures.map((s) => [s.recordId, b.batchId]));
+    expect(await ids(refused.batchId)).toEqual([]);
+    expect(await store.committedBatches("j-other")).toEqual(["b-other"]);
+    expect(await store.committedBatches("j-none")).toEqual([]);
+  });
+
   it("refuses a lower fence once a higher one of the same key committed", async () => {
     const newer = await claimed(5);
     expect((await store.commit(newer, () => clock, lease(clock + 5000), accept)).stored).toBe(2);

@@ -73,6 +73,10 @@ export interface CollectionStore {
   get(id: number): Promise<{ record: RecordRow; signature?: SignatureRow } | undefined>;
   progress(now: number): Promise<{ total: number; signed: number; claimed: number }>;
   export(afterId: number, limit: number): Promise<{ record: RecordRow; signature?: SignatureRow }[]>;
+  /** The ids of a job's committed batches, in the order they committed. */
+  committedBatches(jobId: string): Promise<string[]>;
+  /** The records one batch signed, with their signatures, in id order. */
+  exportBatch(batchId: string): Promise<{ record: RecordRow; signature?: SignatureRow }[]>;
   deleteAll(): Promise<number>;
   batchStats(jobId: string): Promise<BatchStats>;
 }
@@ -643,6 +647,21 @@ export function createCollectionStore(db: Database): CollectionStore {
         .where("r.id", ">", afterId)
         .orderBy("r.id")
         .limit(limit);
+      return rows.map((row) => ({ record: { id: Number(row.id), payload: Buffer.from(row.payload) }, signature: toSignature(row) }));
+    },
+
+    async committedBatches(jobId) {
+      const rows = await db.replica("batches").select("id").where({ job_id: jobId, outcome: "committed" }).orderBy([{ column: "committed_at" }, { column: "id" }]);
+      return rows.map((r: { id: string }) => r.id);
+    },
+
+    async exportBatch(batchId) {
+      // signatures_batch_idx holds (batch_id, record_id): the batch's rows, already in id order.
+      const rows = await db.replica("signatures as s")
+        .join("records as r", "r.id", "s.record_id")
+        .select("r.id", "r.payload", "s.signature", "s.key_id", "s.fence", "s.batch_id", "s.signed_at")
+        .where("s.batch_id", batchId)
+        .orderBy("s.record_id");
       return rows.map((row) => ({ record: { id: Number(row.id), payload: Buffer.from(row.payload) }, signature: toSignature(row) }));
     },
 
