@@ -18,9 +18,10 @@ export interface VerifyReport {
 /**
  * Streams every record with its signature from Collection (or, with `jobId`, the records whose
  * signatures that job's batches stored: what `keymesh sign` answers for, read batch by batch
- * however many records the table holds) and verifies each signature locally against its key's public key (fetched once per key from
- * KeyManagement). A page's signatures are verified on libuv's thread pool, so every core works
- * on them (Ed25519 verification is about 0.1 ms a signature: a million is 100 s on one core).
+ * however many records the table holds) and verifies each signature locally against its key's
+ * public key (fetched once per key from KeyManagement). A page's signatures are verified on
+ * libuv's thread pool, so every core works on them (Ed25519 verification is about 0.1 ms a
+ * signature: a million is 100 s on one core).
  */
 export async function verifyAll(
   clients: { collection: Client<typeof CollectionService>; keys: Client<typeof KeyManagementService> },

@@ -235,6 +235,9 @@ export function createCollectionStore(db: Database): CollectionStore {
           signedAt: Number(r.signed_at),
         };
 
+  /** An exported row: the record, and its signature if it has one. */
+  const toExported = (row: Record<string, unknown>) => ({ record: { id: Number(row.id), payload: Buffer.from(row.payload as Buffer) }, signature: toSignature(row) });
+
   /** The claim's own record: who claimed, for which job, which range, when (server clock). */
   async function claimOf(k: Knex | Knex.Transaction, claimId: string, lock = ""): Promise<ClaimRow | undefined> {
     const [row] = await run<ClaimRow>(k, `SELECT job_id, claimant, size, claimed, claimed_at, first_id, last_id, state FROM claims WHERE id = ?${lock}`, [claimId]);
@@ -647,7 +650,7 @@ export function createCollectionStore(db: Database): CollectionStore {
         .where("r.id", ">", afterId)
         .orderBy("r.id")
         .limit(limit);
-      return rows.map((row) => ({ record: { id: Number(row.id), payload: Buffer.from(row.payload) }, signature: toSignature(row) }));
+      return rows.map(toExported);
     },
 
     async committedBatches(jobId) {
@@ -662,7 +665,7 @@ export function createCollectionStore(db: Database): CollectionStore {
         .select("r.id", "r.payload", "s.signature", "s.key_id", "s.fence", "s.batch_id", "s.signed_at")
         .where("s.batch_id", batchId)
         .orderBy("s.record_id");
-      return rows.map((row) => ({ record: { id: Number(row.id), payload: Buffer.from(row.payload) }, signature: toSignature(row) }));
+      return rows.map(toExported);
     },
 
     async batchStats(jobId) {
