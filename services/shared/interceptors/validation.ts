@@ -29,7 +29,7 @@ const PATTERN_CACHE_LIMIT = 1024;
  * shape, RE2 (protovalidate's default engine, with its syntax and linear-time guarantee) for
  * any other. RE2 in JavaScript cost the signing path's services 60–80 ms of CPU each in a
  * profiled 100k-record job on just-started processes (docs/performance.md, seventh round), for
- * the one key-id pattern every batch's messages carry; RegExp costs a few microseconds.
+ * the one key-id pattern every batch's messages carry; RegExp matches it natively.
  */
 export function matchPattern(pattern: string, against: string): boolean {
   let test = patterns.get(pattern);
