@@ -27,9 +27,9 @@ const PATTERN_CACHE_LIMIT = 1024;
 /**
  * The regex engine of the `pattern` rules: the platform RegExp for PLAIN_CLASS_PATTERN's
  * shape, RE2 (protovalidate's default engine, with its syntax and linear-time guarantee) for
- * any other. RE2 in JavaScript cost the signing path's services 60–80 ms of CPU each in a
- * profiled 100k-record job on just-started processes (docs/performance.md, seventh round), for
- * the one key-id pattern every batch's messages carry; RegExp matches it natively.
+ * any other. RE2 in JavaScript cost the signing path's services 60–80 ms of CPU each over a
+ * profiled split bench run (two 100k-record jobs; docs/performance.md, seventh round), for the
+ * one key-id pattern every batch's messages carry; RegExp matches it natively.
  */
 export function matchPattern(pattern: string, against: string): boolean {
   let test = patterns.get(pattern);
